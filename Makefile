@@ -1,0 +1,47 @@
+# make run: set up and serve on http://127.0.0.1:$(PORT). make test: set up and run every test.
+PORT ?= 5000
+VENV := .venv
+PY := $(VENV)/bin/python
+HTMX := static/vendor/htmx.min.js
+
+.PHONY: run test bench setup clean chromium
+
+run: $(VENV)/.runtime $(HTMX)
+	$(VENV)/bin/flask --app app migrate
+	$(VENV)/bin/flask --app app demo
+	@echo "Penstock is serving on http://127.0.0.1:$(PORT)  (Ctrl-C to stop)"
+	SECURE_COOKIES=0 $(VENV)/bin/flask --app app run --host 127.0.0.1 --port $(PORT)
+
+test: $(VENV)/.dev $(HTMX) chromium
+	$(PY) -m pytest
+
+setup: $(VENV)/.dev $(HTMX)
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $(VENV)/.runtime $@
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+$(HTMX): node_modules/.package-lock.json
+	mkdir -p static/vendor
+	cp node_modules/htmx.org/dist/htmx.min.js $@
+
+# The browser tests drive Debian's Chromium; playwright cannot download browsers here.
+chromium:
+	@test -x "$${PENSTOCK_CHROMIUM:-/usr/bin/chromium}" || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "Chromium is missing: run 'sudo apt-get install chromium' (or set PENSTOCK_CHROMIUM)"; exit 1; fi; }
+
+clean:
+	rm -rf $(VENV) node_modules static/vendor .pytest_cache

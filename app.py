@@ -1,0 +1,166 @@
+"""The Penstock account-settings app: create_app() wires config, database, auth and blueprints."""
+import datetime
+import os
+import secrets
+from urllib.parse import quote, urlsplit
+
+import click
+from flask import Flask, current_app, make_response, redirect, render_template, request, url_for
+from flask_login import current_user
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+import models
+from views import csrf, is_htmx, limiter, login_manager
+
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self'",
+    "connect-src 'self'", "form-action 'self'", "frame-ancestors 'none'", "base-uri 'none'",
+    "object-src 'none'"])
+DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD = 'demo@penstock.test', 'demo', 'penstock-demo'
+
+
+def create_app(config=None):
+    """Build the app; `config` overrides what the environment says (the tests use it)."""
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_mapping(
+        SECRET_KEY=os.environ.get('SECRET_KEY'),
+        DATABASE_URL=os.environ.get(
+            'DATABASE_URL', 'sqlite:///' + os.path.join(app.instance_path, 'penstock.db')),
+        SESSION_COOKIE_NAME='penstock_session',
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE='Lax',
+        SESSION_COOKIE_SECURE=_env_flag('SECURE_COOKIES', default=not app.debug),
+        PERMANENT_SESSION_LIFETIME=datetime.timedelta(days=14),
+        WTF_CSRF_TIME_LIMIT=None,  # the token is bound to the session, which expires itself
+        RATELIMIT_STORAGE_URI=os.environ.get('RATELIMIT_STORAGE_URI', 'memory://'),
+        RATELIMIT_HEADERS_ENABLED=True,
+        LOGIN_FAILURES_PER_ACCOUNT='10 per 10 minutes',
+        LOGIN_FAILURES_PER_IP='100 per 10 minutes',
+        SIGNUPS_PER_IP='60 per minute',
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    if config:
+        app.config.update(config)
+    if not app.config['SECRET_KEY']:
+        app.config['SECRET_KEY'] = _persisted_secret(app.instance_path)
+    proxies = int(os.environ.get('TRUSTED_PROXIES', '0'))
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
+
+    _init_database(app)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+
+    from views import auth, avatars, home, notifications, profile
+    for module in (auth, avatars, home, profile, notifications):
+        app.register_blueprint(module.bp)
+
+    app.after_request(_security_headers)
+    app.register_error_handler(429, _too_many_requests)
+    app.cli.add_command(migrate_command)
+    app.cli.add_command(demo_command)
+    return app
+
+
+def _env_flag(name, default):
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() not in ('0', 'false', 'no', 'off', '')
+
+
+def _persisted_secret(instance_path):
+    """The SECRET_KEY kept in instance/secret_key, made on first use (readable by us only)."""
+    path = os.path.join(instance_path, 'secret_key')
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        key = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write(key)
+        return key
+
+
+def _init_database(app):
+    models.db.initialize(models.open_database(app.config['DATABASE_URL']))
+
+    @app.before_request
+    def connect():
+        models.db.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def close(exc):
+        if not models.db.is_closed():
+            models.db.close()
+
+
+@login_manager.user_loader
+def load_user(secret):
+    session = models.Session.lookup(secret, current_app.config['PERMANENT_SESSION_LIFETIME'])
+    if session is None:
+        return None
+    user = session.user
+    user.session = session
+    return user
+
+
+@login_manager.unauthorized_handler
+def unauthorized():
+    """Send the visitor to log in; htmx is told to leave the page rather than swap it."""
+    if is_htmx():
+        current = request.headers.get('HX-Current-URL', '')
+        target = url_for('auth.login', next=_local_path(current) or None)
+        response = make_response('', 401)
+        response.headers['HX-Redirect'] = target
+        return response
+    return redirect(url_for('auth.login', next=request.full_path.rstrip('?')))
+
+
+def _local_path(url):
+    """The path and query of a URL on this site, or '' for anything else."""
+    parts = urlsplit(url)
+    if parts.netloc and parts.netloc != request.host:
+        return ''
+    return quote(parts.path, safe='/-_.~') + ('?' + parts.query if parts.query else '')
+
+
+def _security_headers(response):
+    headers = response.headers
+    headers.setdefault('Content-Security-Policy', CONTENT_SECURITY_POLICY)
+    headers.setdefault('X-Content-Type-Options', 'nosniff')
+    headers.setdefault('Referrer-Policy', 'same-origin')
+    headers.setdefault('X-Frame-Options', 'DENY')
+    headers.setdefault('Cross-Origin-Opener-Policy', 'same-origin')
+    if request.endpoint != 'static' and current_user.is_authenticated:
+        headers.setdefault('Cache-Control', 'no-store')  # account pages stay out of caches
+    return response
+
+
+def _too_many_requests(error):
+    """429: say plainly what happened and when to try again."""
+    return render_template('error.html', title='Too many requests',
+                           message='Too many requests. Wait a minute, then try again.'), 429
+
+
+@click.command('migrate')
+def migrate_command():
+    """Create the database or bring it up to date."""
+    applied = models.migrate(models.db.obj)
+    click.echo('Applied migrations: ' + ', '.join(applied) if applied
+               else 'The database is up to date.')
+
+
+@click.command('demo')
+def demo_command():
+    """Create the demo user when the database has no users, and print the demo login."""
+    with models.db.connection_context():
+        if not models.User.select().exists():
+            user = models.User.sign_up(DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD)
+            user.set_display_name('Demo User')
+        demo = models.User.get_or_none(models.User.handle == DEMO_HANDLE)
+    if demo is not None:
+        click.echo(f'Demo login: {DEMO_EMAIL} (or {DEMO_HANDLE}) / password {DEMO_PASSWORD}')
