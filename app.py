@@ -7,6 +7,7 @@ from urllib.parse import quote, urlsplit
 import click
 from flask import Flask, current_app, make_response, redirect, render_template, request, url_for
 from flask_login import current_user
+from flask_wtf.csrf import CSRFError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import models
@@ -59,6 +60,7 @@ def create_app(config=None):
 
     app.after_request(_security_headers)
     app.register_error_handler(429, _too_many_requests)
+    app.register_error_handler(CSRFError, _csrf_failed)
     app.cli.add_command(migrate_command)
     app.cli.add_command(demo_command)
     return app
@@ -144,6 +146,14 @@ def _too_many_requests(error):
     """429: say plainly what happened and when to try again."""
     return render_template('error.html', title='Too many requests',
                            message='Too many requests. Wait a minute, then try again.'), 429
+
+
+def _csrf_failed(error):
+    """400: the form's security token is missing or stale; nothing was changed."""
+    return render_template('error.html', title='Form expired',
+                           message='This form has expired or did not come from Penstock, so '
+                                   'nothing was changed. Reload the page and try again.',
+                           reason=error.description), 400
 
 
 @click.command('migrate')

@@ -1,0 +1,194 @@
+"""Signing up, logging in, logging out and throttling."""
+import pytest
+
+import models
+from tests.conftest import PASSWORD, csrf_token, html, log_in, make_user
+
+
+def sign_up(client, email='carol@example.com', handle='carol', password=PASSWORD):
+    token = csrf_token(client, '/signup')
+    return client.post('/signup', data={'email': email, 'handle': handle, 'password': password,
+                                        'csrf_token': token})
+
+
+def field_error(response, name):
+    element = html(response).find(id=f'{name}-error')
+    return element.get_text(strip=True) if element else None
+
+
+def test_signup_form_has_the_spec_fields(client):
+    page = html(client.get('/signup'))
+    for name, label in [('email', 'Email'), ('handle', 'Handle'), ('password', 'Password')]:
+        assert page.find('label', attrs={'for': name}).get_text(strip=True) == label
+        assert page.find('input', id=name)
+    assert page.find('button', string='Sign up')
+
+
+def test_signup_creates_the_account_and_logs_in(client, app):
+    response = sign_up(client, email='Carol@Example.com', handle='Carol')
+    assert response.status_code == 302
+    assert response.headers['Location'] == '/'
+    with models.db.connection_context():
+        user = models.User.get(models.User.handle == 'carol')
+        assert user.email == 'carol@example.com'
+        assert user.id.startswith('u_') and len(user.id) == 22
+        assert models.Session.select().where(models.Session.user == user).count() == 1
+        actions = [r.action_type for r in models.AuditRecord.select()
+                   .where(models.AuditRecord.identity == user).order_by(models.AuditRecord.created_at)]
+        assert actions == ['user.signup', 'user.login']
+        assert models.Preferences.for_user(user).product_updates is True
+    home = client.get('/', follow_redirects=True)
+    assert home.request.path == '/user/carol/settings/profile'
+
+
+@pytest.mark.parametrize('handle', ['', '-carol', 'carol-', 'ca--rol', 'ca_rol', 'a' * 40, 'café'])
+def test_signup_refuses_a_bad_handle_with_the_rules(client, app, handle):
+    response = sign_up(client, handle=handle)
+    assert response.status_code == 422
+    assert 'lowercase letters, digits or single hyphens' in field_error(response, 'handle')
+    with models.db.connection_context():
+        assert models.User.select().count() == 0
+
+
+@pytest.mark.parametrize('handle', ['a', 'a-b-c', 'x' * 39, '0day'])
+def test_signup_accepts_good_handles(client, app, handle):
+    assert sign_up(client, handle=handle).status_code == 302
+
+
+def test_email_and_handle_are_unique_whatever_their_case(client, user):
+    response = sign_up(client, email='ALICE@example.com', handle='ALICE')
+    assert response.status_code == 422
+    assert 'already exists' in field_error(response, 'email')
+    assert 'taken' in field_error(response, 'handle')
+    with models.db.connection_context():
+        assert models.User.select().count() == 1
+
+
+def test_signup_refuses_a_bad_email_and_short_password_keeping_what_was_typed(client, app):
+    response = sign_up(client, email='not-an-email', handle='carol', password='short')
+    assert response.status_code == 422
+    assert field_error(response, 'email')
+    assert field_error(response, 'password') == 'Use 8 to 128 characters.'
+    page = html(response)
+    assert page.find('input', id='handle')['value'] == 'carol'
+    assert page.find('input', id='handle').get('aria-invalid') is None
+    assert page.find('input', id='email')['aria-invalid'] == 'true'
+    assert 'value' not in page.find('input', id='password').attrs
+
+
+@pytest.mark.parametrize('login', ['alice', 'alice@example.com', ' ALICE@Example.com '])
+def test_login_accepts_email_or_handle(client, user, login):
+    response = log_in(client, login)
+    assert response.status_code == 302
+    assert response.headers['Location'] == '/'
+
+
+def test_login_form_has_the_spec_fields(client):
+    page = html(client.get('/login'))
+    field = page.find('input', id='email')
+    assert page.find('label', attrs={'for': 'email'}).get_text(strip=True) == 'Email'
+    assert field['type'] == 'text' and field['autocomplete'] == 'username'
+    assert page.find('label', attrs={'for': 'password'}).get_text(strip=True) == 'Password'
+    assert page.find('button', string='Log in')
+
+
+def test_wrong_password_and_unknown_account_get_the_same_error(client, user):
+    wrong = log_in(client, 'alice', 'wrong password')
+    unknown = log_in(client, 'nobody@example.com', 'wrong password')
+    assert wrong.status_code == unknown.status_code == 401
+    message = html(wrong).find(class_='form-error').get_text(strip=True)
+    assert message == html(unknown).find(class_='form-error').get_text(strip=True)
+    assert 'do not match' in message
+    assert client.get('/').status_code == 302
+    with models.db.connection_context():
+        assert models.Session.select().count() == 0
+
+
+def test_login_follows_a_local_next_but_never_another_host(client, user):
+    token = csrf_token(client, '/login')
+    response = client.post('/login', data={'email': 'alice', 'password': PASSWORD,
+                                           'csrf_token': token,
+                                           'next': '/user/alice/settings/notifications'})
+    assert response.headers['Location'] == '/user/alice/settings/notifications'
+    client.post('/logout', data={'csrf_token': csrf_token(client, '/user/alice/settings/profile')})
+    for target in ['//evil.example/', 'https://evil.example/', '/\\evil.example']:
+        token = csrf_token(client, '/login')
+        response = client.post('/login', data={'email': 'alice', 'password': PASSWORD,
+                                               'csrf_token': token, 'next': target})
+        assert response.headers['Location'] == '/'
+        client.post('/logout',
+                    data={'csrf_token': csrf_token(client, '/user/alice/settings/profile')})
+
+
+def test_a_page_that_needs_login_sends_there_and_back(client, user):
+    response = client.get('/user/alice/settings/notifications')
+    assert response.status_code == 302
+    assert response.headers['Location'] == '/login?next=/user/alice/settings/notifications'
+
+
+def test_logout_ends_the_session_everywhere(client, app, logged_in):
+    cookie = client.get_cookie('penstock_session').value
+    token = csrf_token(client, '/user/alice/settings/profile')
+    response = client.post('/logout', data={'csrf_token': token})
+    assert response.status_code == 302 and response.headers['Location'] == '/login'
+    with models.db.connection_context():
+        assert models.Session.select().count() == 0
+        assert models.AuditRecord.select().where(
+            models.AuditRecord.action_type == 'user.logout').count() == 1
+    replay = app.test_client()
+    replay.set_cookie('penstock_session', cookie)
+    assert replay.get('/user/alice/settings/profile').status_code == 302
+
+
+def test_a_revoked_session_row_refuses_its_cookie(client, logged_in):
+    assert client.get('/user/alice/settings/profile').status_code == 200
+    with models.db.connection_context():
+        models.Session.delete().execute()
+    response = client.get('/user/alice/settings/profile')
+    assert response.status_code == 302
+    assert response.headers['Location'].startswith('/login')
+
+
+def test_a_session_idle_past_its_lifetime_is_refused(client, app, logged_in):
+    with models.db.connection_context():
+        models.Session.update(last_seen_at=models.utcnow() - app.config[
+            'PERMANENT_SESSION_LIFETIME'] - models.SESSION_TOUCH_EVERY).execute()
+    assert client.get('/user/alice/settings/profile').status_code == 302
+    with models.db.connection_context():
+        assert models.Session.select().count() == 0
+
+
+def test_session_last_seen_is_written_at_most_once_a_minute(client, logged_in):
+    with models.db.connection_context():
+        first = models.Session.get().last_seen_at
+    client.get('/user/alice/settings/profile')
+    with models.db.connection_context():
+        assert models.Session.get().last_seen_at == first
+        models.Session.update(last_seen_at=first - models.SESSION_TOUCH_EVERY * 2).execute()
+    client.get('/user/alice/settings/profile')
+    with models.db.connection_context():
+        assert models.Session.get().last_seen_at > first
+
+
+def test_failed_logins_are_throttled_per_account_even_with_the_right_password(client, user):
+    for _ in range(10):
+        assert log_in(client, 'alice', 'wrong password').status_code == 401
+    response = log_in(client, 'alice@example.com', PASSWORD)
+    assert response.status_code == 429
+    assert 'Too many attempts' in html(response).find(class_='form-error').get_text()
+    assert 'Retry-After' in response.headers
+    make_user('bob@example.com', 'bob')
+    assert log_in(client, 'bob').status_code == 302
+
+
+def test_failures_from_one_ip_hit_a_slower_ceiling(app, client):
+    app.config['LOGIN_FAILURES_PER_IP'] = '5 per 10 minutes'
+    for n in range(5):
+        assert log_in(client, f'nobody{n}', 'wrong password').status_code == 401
+    assert log_in(client, 'someone-else', 'wrong password').status_code == 429
+
+
+def test_successful_logins_from_one_ip_are_not_limited_below_60_a_minute(app, user):
+    for _ in range(61):
+        client = app.test_client()
+        assert log_in(client, 'alice').status_code == 302

@@ -1,0 +1,86 @@
+"""The database: migrations, ids, and everything of a user going with the user."""
+import re
+
+import models
+from app import create_app
+from tests.conftest import log_in
+
+
+def test_migrations_create_every_table_and_rerun_as_a_no_op(tmp_path):
+    database = models.open_database(f'sqlite:///{tmp_path}/fresh.db')
+    assert models.migrate(database) == ['0001_initial']
+    tables = set(database.get_tables())
+    assert {'user', 'preferences', 'session', 'audit_record', 'schema_migration'} <= tables
+    assert models.migrate(database) == []
+    database.close()
+
+
+def test_a_database_from_an_earlier_version_upgrades_in_place(tmp_path):
+    url = f'sqlite:///{tmp_path}/old.db'
+    create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url})
+    models.migrate(models.db.obj)
+    with models.db.connection_context():
+        models.User.sign_up('old@example.com', 'old', 'password123')
+    create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url})
+    assert models.migrate(models.db.obj) == []
+    with models.db.connection_context():
+        assert models.User.get().handle == 'old'
+    models.db.close()
+
+
+def test_sqlite_runs_with_wal_foreign_keys_and_a_busy_timeout(app):
+    with models.db.connection_context():
+        assert models.db.execute_sql('PRAGMA journal_mode').fetchone()[0] == 'wal'
+        assert models.db.execute_sql('PRAGMA foreign_keys').fetchone()[0] == 1
+        assert models.db.execute_sql('PRAGMA busy_timeout').fetchone()[0] == 5000
+
+
+def test_ids_are_prefixed_random_base32():
+    ids = {models.new_id('u') for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(re.fullmatch(r'u_[0-9a-v]{20}', i) for i in ids)
+
+
+def test_everything_about_a_user_goes_with_the_user(app, user, other_user):
+    client = app.test_client()
+    log_in(client, 'alice')
+    log_in(app.test_client(), 'bob')
+
+    def counts():
+        with models.db.connection_context():
+            return {m.__name__: m.select().count()
+                    for m in (models.User, models.Preferences, models.Session,
+                              models.AuditRecord)}
+
+    before = counts()
+    assert before == {'User': 2, 'Preferences': 2, 'Session': 2, 'AuditRecord': 4}
+    with models.db.connection_context():
+        models.User.get(models.User.handle == 'alice').delete_instance()
+    assert counts() == {'User': 1, 'Preferences': 1, 'Session': 1, 'AuditRecord': 2}
+
+
+def test_the_demo_command_creates_the_demo_user_only_in_an_empty_database(app):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=['demo'])
+    assert 'Demo login: demo@penstock.test (or demo) / password penstock-demo' in result.output
+    runner.invoke(args=['demo'])
+    with models.db.connection_context():
+        assert models.User.select().count() == 1
+        assert models.User.get().display_name == 'Demo User'
+    client = app.test_client()
+    assert log_in(client, 'demo', 'penstock-demo').status_code == 302
+
+
+def test_the_demo_command_leaves_a_database_with_users_alone(app, user):
+    result = app.test_cli_runner().invoke(args=['demo'])
+    assert result.output == ''
+    with models.db.connection_context():
+        assert models.User.select().count() == 1
+
+
+def test_the_migrate_command_reports_what_it_did(tmp_path):
+    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': f'sqlite:///{tmp_path}/cli.db'})
+    runner = app.test_cli_runner()
+    assert 'Applied migrations: 0001_initial' in runner.invoke(args=['migrate']).output
+    assert 'The database is up to date.' in runner.invoke(args=['migrate']).output
+    models.db.close()

@@ -1,0 +1,103 @@
+"""Settings → Profile: the display name."""
+import json
+
+import pytest
+
+import models
+from tests.conftest import HTMX, csrf_token, html
+
+URL = '/user/alice/settings/profile'
+
+
+def save_name(client, value, headers=None):
+    return client.post(URL, data={'display_name': value, 'csrf_token': csrf_token(client, URL)},
+                       headers=headers or {})
+
+
+def stored_name():
+    with models.db.connection_context():
+        return models.User.get(models.User.handle == 'alice').display_name
+
+
+def test_profile_shows_email_read_only_and_the_name_field(client, logged_in):
+    panel = html(client.get(URL)).find(id='panel')
+    assert 'alice@example.com' in panel.find('dl').get_text()
+    assert panel.find('input', attrs={'value': 'alice@example.com'}) is None
+    assert panel.find('label', attrs={'for': 'display_name'}).get_text(strip=True) == 'Display Name'
+    assert panel.find('form', id='display-name-form').find('button').get_text(strip=True) == 'Save'
+
+
+def test_saving_the_name_without_javascript_redirects_and_says_so(client, logged_in):
+    response = save_name(client, '  Alice Liddell  ')
+    assert response.status_code == 302 and response.headers['Location'] == URL
+    assert stored_name() == 'Alice Liddell'
+    page = html(client.get(URL))
+    assert page.find(id='flash').get_text(strip=True) == 'Display name saved.'
+    assert page.find(class_='account-name').get_text(strip=True) == 'Alice Liddell'
+    assert page.find('input', id='display_name')['value'] == 'Alice Liddell'
+
+
+def test_saving_the_name_with_htmx_swaps_the_form_and_the_header(client, logged_in):
+    response = save_name(client, 'Alice Liddell', HTMX)
+    assert response.status_code == 200
+    fragment = html(response)
+    assert fragment.find('form', id='display-name-form').find('input', id='display_name')['value'] == 'Alice Liddell'
+    flash = fragment.find(id='flash')
+    assert flash['hx-swap-oob'] == 'innerHTML'
+    assert flash.get_text(strip=True) == 'Display name saved.'
+    header = fragment.find('header', id='topbar')
+    assert header['hx-swap-oob'] == 'true'
+    assert header.find(class_='account-name').get_text(strip=True) == 'Alice Liddell'
+    assert stored_name() == 'Alice Liddell'
+
+
+def test_display_name_is_escaped_everywhere(client, logged_in):
+    save_name(client, '<script>alert(1)</script>')
+    response = client.get(URL)
+    body = response.get_data(as_text=True)
+    assert '<script>alert(1)</script>' not in body
+    assert '&lt;script&gt;alert(1)&lt;/script&gt;' in body
+    assert html(response).find(class_='account-name').get_text() == '<script>alert(1)</script>'
+
+
+@pytest.mark.parametrize('value,message', [
+    ('', 'Enter a display name.'),
+    ('   ', 'Enter a display name.'),
+    ('x' * 101, 'Use at most 100 characters (this is 101).'),
+    ('Alice\nLiddell', 'Remove line breaks and other control characters.'),
+    ('Alice\x00', 'Remove line breaks and other control characters.'),
+    ('Ali\u202ece', 'Remove line breaks and other control characters.'),
+])
+@pytest.mark.parametrize('headers', [None, HTMX], ids=['page', 'htmx'])
+def test_a_bad_name_is_refused_in_place_and_changes_nothing(client, logged_in, value, message,
+                                                            headers):
+    response = save_name(client, value, headers)
+    assert response.status_code == 422
+    form = html(response).find('form', id='display-name-form')
+    assert form.find(id='display_name-error').get_text(strip=True) == message
+    field = form.find('input', id='display_name')
+    assert field['aria-invalid'] == 'true'
+    assert 'display_name-error' in field['aria-describedby']
+    assert stored_name() is None
+    if headers:
+        assert html(response).find('header') is None
+    else:
+        assert html(response).find(class_='account-name').get_text(strip=True) == 'alice'
+
+
+def test_a_hundred_character_name_is_accepted(client, logged_in):
+    assert save_name(client, 'x' * 100).status_code == 302
+    assert stored_name() == 'x' * 100
+
+
+def test_a_name_change_is_audited_once_with_old_and_new(client, logged_in):
+    save_name(client, 'Alice')
+    save_name(client, 'Alice')
+    with models.db.connection_context():
+        records = list(models.AuditRecord.select().where(
+            models.AuditRecord.action_type == 'user.update'))
+        user = models.User.get(models.User.handle == 'alice')
+    assert len(records) == 1
+    assert json.loads(records[0].data) == {'display_name': {'old': None, 'new': 'Alice'}}
+    assert records[0].actor_ip == '127.0.0.1' and records[0].target_id == user.id
+    assert user.version_id == 2 and user.updated_at is not None

@@ -1,0 +1,109 @@
+"""CSRF on every state-changing route, cookie flags, and the secrets the app keeps."""
+import os
+import stat
+
+import pytest
+from werkzeug.routing import Rule
+
+import models
+from app import _persisted_secret, create_app
+from tests.conftest import HTMX, csrf_token, html, log_in
+
+UNSAFE = {'POST', 'PUT', 'PATCH', 'DELETE'}
+
+
+def state_changing_routes(app):
+    """Every (method, URL) in the url_map that can change state, with its arguments filled."""
+    routes = []
+    for rule in app.url_map.iter_rules():
+        for method in sorted((rule.methods or set()) & UNSAFE):
+            routes.append((method, build(rule)))
+    return routes
+
+
+def build(rule: Rule):
+    values = {arg: 'alice' if arg == 'handle' else 1 if 'int' in str(rule._converters.get(arg))
+              else 'x_' + arg for arg in rule.arguments}
+    return rule.build(values, append_unknown=False)[1]
+
+
+def snapshot():
+    with models.db.connection_context():
+        return {model.__name__: [tuple(row) for row in model.select().tuples()
+                                 .order_by(*model._meta.sorted_fields)]
+                for model in (models.User, models.Preferences, models.Session,
+                              models.AuditRecord)}
+
+
+def test_there_are_state_changing_routes_to_check(app):
+    routes = state_changing_routes(app)
+    assert ('POST', '/login') in routes and ('POST', '/logout') in routes
+    assert ('POST', '/user/alice/settings/profile') in routes
+
+
+@pytest.mark.parametrize('anonymous', [False, True], ids=['logged-in', 'anonymous'])
+def test_every_state_changing_route_refuses_a_request_without_csrf(app, user, anonymous):
+    client = app.test_client()
+    if not anonymous:
+        log_in(client, 'alice')
+    form = {'email': 'alice', 'password': 'x', 'handle': 'mallory', 'display_name': 'Pwned',
+            'community_updates': 'on'}
+    before = snapshot()
+    for method, url in state_changing_routes(app):
+        for headers in ({}, HTMX, {'X-CSRFToken': 'forged'}):
+            response = client.open(url, method=method, data=form, headers=headers)
+            assert response.status_code == 400, (method, url, headers)
+            assert 'nothing was changed' in response.get_data(as_text=True)
+    assert snapshot() == before
+
+
+def test_htmx_may_send_the_token_as_a_header(client, logged_in):
+    token = csrf_token(client, '/user/alice/settings/profile')
+    page = html(client.get('/user/alice/settings/profile'))
+    assert token in page.body['hx-headers']
+    response = client.post('/user/alice/settings/profile', data={'display_name': 'Al'},
+                           headers={**HTMX, 'X-CSRFToken': token})
+    assert response.status_code == 200
+
+
+def test_session_cookie_is_httponly_lax_and_secure(client, user):
+    response = log_in(client, 'alice')
+    cookie = [c for c in response.headers.getlist('Set-Cookie')
+              if c.startswith('penstock_session=')][0]
+    assert '; HttpOnly' in cookie and '; SameSite=Lax' in cookie and '; Secure' in cookie
+
+
+def test_cookies_can_be_made_insecure_for_plain_http_development(tmp_path, monkeypatch):
+    monkeypatch.setenv('SECURE_COOKIES', '0')
+    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': f'sqlite:///{tmp_path}/db.sqlite'})
+    assert app.config['SESSION_COOKIE_SECURE'] is False
+
+
+def test_login_gives_a_fresh_session_cookie(client, user):
+    client.get('/login')
+    before = client.get_cookie('penstock_session').value
+    log_in(client, 'alice')
+    assert client.get_cookie('penstock_session').value != before
+
+
+def test_secret_key_is_generated_once_and_kept_private(tmp_path):
+    first = _persisted_secret(str(tmp_path))
+    assert len(first) == 64
+    assert _persisted_secret(str(tmp_path)) == first
+    mode = os.stat(tmp_path / 'secret_key').st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_passwords_are_hashed_not_stored(user):
+    with models.db.connection_context():
+        stored = models.User.get().password_hash
+    assert stored.startswith('scrypt:') and 'correct horse' not in stored
+
+
+def test_session_rows_keep_only_a_hash_of_the_cookie_secret(app, client, logged_in):
+    cookie = client.get_cookie('penstock_session').value
+    secret = app.session_interface.get_signing_serializer(app).loads(cookie)['_user_id']
+    with models.db.connection_context():
+        row = models.Session.get()
+    assert row.token_hash == models.sha256(secret) and row.id.startswith('s_')
+    assert secret not in repr(snapshot())

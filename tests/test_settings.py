@@ -1,0 +1,133 @@
+"""The settings shell: full page or panel fragment, login, ownership, menus."""
+import pytest
+
+from tests.conftest import HTMX, html
+
+PAGES = [('profile', 'Profile'), ('notifications', 'Notifications')]
+
+
+@pytest.mark.parametrize('area,heading', PAGES)
+def test_settings_page_is_a_full_page_normally(client, logged_in, area, heading):
+    response = client.get(f'/user/alice/settings/{area}')
+    assert response.status_code == 200
+    assert 'HX-Request' in response.vary
+    page = html(response)
+    assert page.find('html') and page.find('header', id='topbar')
+    assert page.title.get_text() == f'{heading} · Penstock'
+    assert page.find(id='panel').find('h2').get_text(strip=True) == heading
+    current = page.find('nav', attrs={'aria-label': 'Settings'}).find(attrs={'aria-current': 'page'})
+    assert current.get_text(strip=True) == heading
+
+
+@pytest.mark.parametrize('area,heading', PAGES)
+def test_settings_page_is_only_the_panel_for_htmx(client, logged_in, area, heading):
+    response = client.get(f'/user/alice/settings/{area}', headers=HTMX)
+    assert response.status_code == 200
+    assert 'HX-Request' in response.vary
+    fragment = html(response)
+    assert fragment.find('html') is None and fragment.find('header') is None
+    assert fragment.find('h2', id='panel-heading').get_text(strip=True) == heading
+    assert fragment.title.get_text() == f'{heading} · Penstock'
+    nav = fragment.find('nav', id='settings-nav')
+    assert nav['hx-swap-oob'] == 'true'
+    assert nav.find(attrs={'aria-current': 'page'}).get_text(strip=True) == heading
+
+
+@pytest.mark.parametrize('headers', [{'HX-Request': 'true', 'HX-Boosted': 'true'},
+                                     {'HX-Request': 'true', 'HX-History-Restore-Request': 'true'}])
+def test_boosted_and_history_restore_requests_get_the_full_page(client, logged_in, headers):
+    response = client.get('/user/alice/settings/profile', headers=headers)
+    assert html(response).find('header', id='topbar') is not None
+
+
+@pytest.mark.parametrize('area', [a for a, _ in PAGES])
+def test_settings_page_needs_login(client, user, area):
+    response = client.get(f'/user/alice/settings/{area}')
+    assert response.status_code == 302
+    assert response.headers['Location'] == f'/login?next=/user/alice/settings/{area}'
+
+
+@pytest.mark.parametrize('area', [a for a, _ in PAGES])
+def test_settings_fragment_needs_login_and_tells_htmx_to_redirect(client, user, area):
+    response = client.get(f'/user/alice/settings/{area}', headers={
+        **HTMX, 'HX-Current-URL': f'http://localhost/user/alice/settings/{area}'})
+    assert response.status_code == 401
+    assert response.headers['HX-Redirect'] == f'/login?next=/user/alice/settings/{area}'
+    assert response.get_data() == b''
+
+
+@pytest.mark.parametrize('area', [a for a, _ in PAGES])
+def test_another_users_settings_are_not_found(client, logged_in, other_user, area):
+    assert client.get(f'/user/bob/settings/{area}').status_code == 404
+    assert client.get(f'/user/nobody/settings/{area}').status_code == 404
+
+
+def test_home_and_settings_shortcuts_lead_to_profile(client, logged_in):
+    for path in ['/', '/settings']:
+        response = client.get(path)
+        assert response.status_code == 302
+        assert response.headers['Location'] == '/user/alice/settings/profile'
+
+
+def test_menu_offers_only_pages_that_work(client, logged_in):
+    nav = html(client.get('/user/alice/settings/profile')).find('nav', id='settings-nav')
+    links = [(a.get_text(strip=True), a['href'], a['hx-get']) for a in nav.find_all('a')]
+    assert links == [('Profile', '/user/alice/settings/profile', '/user/alice/settings/profile'),
+                     ('Notifications', '/user/alice/settings/notifications',
+                      '/user/alice/settings/notifications')]
+    assert nav['hx-target'] == '#panel' and nav['hx-push-url'] == 'true'
+    for _, href, _ in links:
+        assert client.get(href).status_code == 200
+
+
+def test_top_bar_has_account_menu_and_switch_identity(client, logged_in):
+    bar = html(client.get('/user/alice/settings/profile')).find('header', id='topbar')
+    account = bar.find('summary', attrs={'aria-label': 'Account menu'})
+    assert account.find('img', class_='avatar')
+    menu = account.find_parent('details')
+    assert menu.find('a', string='Settings')['href'] == '/user/alice/settings/profile'
+    logout = menu.find('button', string='Log out').find_parent('form')
+    assert logout['method'] == 'post' and logout['action'] == '/logout'
+    identity = bar.find('summary', attrs={'aria-label': 'Switch identity'}).find_parent('details')
+    mine = identity.find('details')
+    assert mine.find('summary').get_text(strip=True) == 'alice'
+    assert mine.find('a', string='Settings')['href'] == '/user/alice/settings/profile'
+    assert bar.find(class_='account-name').get_text(strip=True) == 'alice'
+
+
+def test_avatar_placeholder_shows_initials_and_changes_url_with_the_name(client, logged_in):
+    img = html(client.get('/user/alice/settings/profile')).find('header').find('img')
+    response = client.get(img['src'])
+    assert response.status_code == 200
+    assert response.content_type == 'image/svg+xml'
+    assert b'>A</text>' in response.get_data()
+    assert 'immutable' in response.headers['Cache-Control']
+    assert client.get('/avatars/u_doesnotexist0000000/1.svg').status_code == 404
+
+
+def test_every_response_carries_the_security_headers(client, logged_in):
+    for path in ['/login', '/user/alice/settings/profile', '/static/css/app.css']:
+        with client.get(path) as response:
+            headers = response.headers
+        csp = headers['Content-Security-Policy']
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert 'unsafe-inline' not in csp and 'unsafe-eval' not in csp
+        assert headers['X-Content-Type-Options'] == 'nosniff'
+        assert headers['Referrer-Policy'] == 'same-origin'
+    assert client.get('/user/alice/settings/profile').headers['Cache-Control'] == 'no-store'
+
+
+def test_pages_have_no_inline_scripts_or_styles(app, user):
+    from tests.conftest import log_in
+    anonymous, client = app.test_client(), app.test_client()
+    log_in(client, 'alice')
+    for visitor, path in [(anonymous, '/login'), (anonymous, '/signup'),
+                          (client, '/user/alice/settings/profile'),
+                          (client, '/user/alice/settings/notifications')]:
+        response = visitor.get(path)
+        assert response.status_code == 200
+        page = html(response)
+        assert all(script.get('src') for script in page.find_all('script'))
+        assert page.find('style') is None and page.find(style=True) is None
+        config = page.find('meta', attrs={'name': 'htmx-config'})['content']
+        assert '"allowEval": false' in config and '"includeIndicatorStyles": false' in config
