@@ -5,7 +5,15 @@ import secrets
 from urllib.parse import quote, urlsplit
 
 import click
-from flask import Flask, current_app, make_response, redirect, render_template, request, url_for
+from flask import (
+    Flask,
+    current_app,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.middleware.proxy_fix import ProxyFix

@@ -7,8 +7,18 @@ import re
 import secrets
 import unicodedata
 
-from peewee import (BooleanField, CharField, DatabaseProxy, DateTimeField, ForeignKeyField,
-                    IntegerField, IntegrityError, Model, SqliteDatabase, TextField)
+from peewee import (
+    BooleanField,
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    IntegrityError,
+    Model,
+    SqliteDatabase,
+    TextField,
+)
 from playhouse.db_url import connect
 from playhouse.migrations import Runner
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -128,7 +138,7 @@ class User(BaseModel):
                 user = cls.create(email=email, handle=handle,
                                   password_hash=generate_password_hash(password))
             except IntegrityError:
-                raise Invalid({'handle': 'This handle or email is taken. Choose another.'})
+                raise Invalid({'handle': 'This handle or email is taken.'}) from None
             Preferences.create(user=user)
             AuditRecord.write('user.signup', user, ip, target=user)
         return user

@@ -33,8 +33,9 @@ def test_signup_creates_the_account_and_logs_in(client, app):
         assert user.email == 'carol@example.com'
         assert user.id.startswith('u_') and len(user.id) == 22
         assert models.Session.select().where(models.Session.user == user).count() == 1
-        actions = [r.action_type for r in models.AuditRecord.select()
-                   .where(models.AuditRecord.identity == user).order_by(models.AuditRecord.created_at)]
+        records = (models.AuditRecord.select().where(models.AuditRecord.identity == user)
+                   .order_by(models.AuditRecord.created_at))
+        actions = [r.action_type for r in records]
         assert actions == ['user.signup', 'user.login']
         assert models.Preferences.for_user(user).product_updates is True
     home = client.get('/', follow_redirects=True)

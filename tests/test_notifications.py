@@ -1,4 +1,6 @@
 """Settings → Notifications: the email switches."""
+import json
+
 import pytest
 
 import models
@@ -35,7 +37,8 @@ def test_the_four_switches_with_their_labels(client, logged_in):
     assert labels == ['Community Updates', 'Product Updates', 'Tips & Tricks', 'System']
     system = boxes['system']
     assert system.has_attr('checked') and system.has_attr('disabled')
-    assert 'System notifications cannot be disabled' in page.find(id='system-description').get_text()
+    description = page.find(id='system-description').get_text()
+    assert 'System notifications cannot be disabled' in description
 
 
 def test_without_javascript_a_save_button_submits_the_form(client, logged_in):
@@ -73,7 +76,6 @@ def test_system_cannot_be_turned_off_by_a_forged_post(client, logged_in):
 
 
 def test_a_change_is_audited_with_the_api_field_names(client, logged_in):
-    import json
     save(client, ['community_updates', 'product_updates'])
     save(client, ['community_updates', 'product_updates'])
     with models.db.connection_context():

@@ -41,7 +41,8 @@ def test_saving_the_name_with_htmx_swaps_the_form_and_the_header(client, logged_
     response = save_name(client, 'Alice Liddell', HTMX)
     assert response.status_code == 200
     fragment = html(response)
-    assert fragment.find('form', id='display-name-form').find('input', id='display_name')['value'] == 'Alice Liddell'
+    form = fragment.find('form', id='display-name-form')
+    assert form.find('input', id='display_name')['value'] == 'Alice Liddell'
     flash = fragment.find(id='flash')
     assert flash['hx-swap-oob'] == 'innerHTML'
     assert flash.get_text(strip=True) == 'Display name saved.'

@@ -15,7 +15,8 @@ def test_settings_page_is_a_full_page_normally(client, logged_in, area, heading)
     assert page.find('html') and page.find('header', id='topbar')
     assert page.title.get_text() == f'{heading} · Penstock'
     assert page.find(id='panel').find('h2').get_text(strip=True) == heading
-    current = page.find('nav', attrs={'aria-label': 'Settings'}).find(attrs={'aria-current': 'page'})
+    nav = page.find('nav', attrs={'aria-label': 'Settings'})
+    current = nav.find(attrs={'aria-current': 'page'})
     assert current.get_text(strip=True) == heading
 
 
