@@ -122,8 +122,10 @@ def load_user(secret):
 def unauthorized():
     """Send the visitor to log in; htmx is told to leave the page rather than swap it."""
     if is_htmx():
-        current = request.headers.get('HX-Current-URL', '')
-        target = url_for('auth.login', next=_local_path(current) or None)
+        # A link leads back to where it pointed, a form to the page it was on.
+        wanted = (request.full_path.rstrip('?') if request.method == 'GET'
+                  else _local_path(request.headers.get('HX-Current-URL', '')))
+        target = url_for('auth.login', next=wanted or None)
         response = make_response('', 401)
         response.headers['HX-Redirect'] = target
         return response

@@ -1,7 +1,7 @@
 """The settings shell: full page or panel fragment, login, ownership, menus."""
 import pytest
 
-from tests.conftest import HTMX, html
+from tests.conftest import HTMX, csrf_token, html
 
 PAGES = [('profile', 'Profile'), ('notifications', 'Notifications')]
 
@@ -55,6 +55,14 @@ def test_settings_fragment_needs_login_and_tells_htmx_to_redirect(client, user, 
     assert response.status_code == 401
     assert response.headers['HX-Redirect'] == f'/login?next=/user/alice/settings/{area}'
     assert response.get_data() == b''
+
+
+def test_a_form_posted_by_htmx_after_logout_returns_to_its_page(client, user):
+    token = csrf_token(client, '/login')
+    response = client.post('/user/alice/settings/profile', data={'csrf_token': token}, headers={
+        **HTMX, 'HX-Current-URL': 'http://localhost/user/alice/settings/profile?x=1'})
+    assert response.status_code == 401
+    assert response.headers['HX-Redirect'] == '/login?next=/user/alice/settings/profile?x%3D1'
 
 
 @pytest.mark.parametrize('area', [a for a, _ in PAGES])

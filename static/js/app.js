@@ -18,10 +18,14 @@ document.addEventListener('keydown', function (event) {
   if (open) open.querySelector('summary').focus();
 });
 
-// After the settings panel is swapped in, move focus to its heading so screen readers and
-// keyboard users start from the new content.
-document.addEventListener('htmx:afterSwap', function (event) {
-  if (event.detail.target.id !== 'panel') return;
-  var heading = document.getElementById('panel-heading');
-  if (heading) heading.focus();
+// After a swap, put focus where the person needs it: on the new panel's heading, or on the
+// first field a refused form marks invalid (its error is read out with it).
+document.addEventListener('htmx:afterSettle', function (event) {
+  var focus = null;
+  if (event.detail.xhr && event.detail.xhr.status === 422) {
+    focus = document.querySelector('[aria-invalid="true"]');
+  } else if (event.detail.target.id === 'panel') {
+    focus = document.getElementById('panel-heading');
+  }
+  if (focus) focus.focus();
 });

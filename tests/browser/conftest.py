@@ -1,0 +1,88 @@
+"""Fixtures for the real-browser tests: a live Penstock server and one shared Chromium."""
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+from werkzeug.serving import make_server
+
+import models
+from app import create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+AXE_SOURCE = ROOT / 'node_modules' / 'axe-core' / 'axe.min.js'
+CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync', '--no-first-run']
+
+
+@pytest.fixture(scope='session')
+def browser():
+    """One headless Chromium for the whole run; Debian's, since playwright cannot fetch one."""
+    executable = os.environ.get('PENSTOCK_CHROMIUM', '/usr/bin/chromium')
+    if not os.access(executable, os.X_OK):
+        pytest.fail(f'Chromium not found at {executable} (set PENSTOCK_CHROMIUM)')
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                             args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope='module')
+def live_server(tmp_path_factory):
+    """Penstock served over real HTTP on loopback, with its own fresh database.
+
+    models.db is one global proxy, so this app must be the only one while the module's
+    browser tests run; module scope keeps them from interleaving with other app fixtures.
+    """
+    database = tmp_path_factory.mktemp('browser') / 'penstock.db'
+    app = create_app({
+        'DATABASE_URL': f'sqlite:///{database}',
+        'SECRET_KEY': 'browser-tests',
+        'SESSION_COOKIE_SECURE': False,  # plain http on 127.0.0.1
+    })
+    models.migrate(models.db.obj)
+    models.db.close()
+    server = make_server('127.0.0.1', 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name='penstock-live-server')
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_port}'
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def new_page(browser, live_server):
+    """Open a page in a fresh browser context (own cookies); every context is closed after."""
+    contexts = []
+
+    def open_page(javascript=True, color_scheme='light'):
+        context = browser.new_context(base_url=live_server, java_script_enabled=javascript,
+                                      color_scheme=color_scheme)
+        context.set_default_timeout(10_000)  # fail fast rather than after Playwright's 30 s
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture(params=[True, False], ids=['js', 'no-js'])
+def javascript(request):
+    """Every flow runs with JavaScript on, then again with it off: both must work."""
+    return request.param
+
+
+@pytest.fixture
+def page(new_page, javascript):
+    return new_page(javascript=javascript)
+
+
+@pytest.fixture(scope='session')
+def axe_source():
+    return AXE_SOURCE.read_text(encoding='utf-8')

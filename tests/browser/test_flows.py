@@ -1,0 +1,366 @@
+"""Penstock in a real Chromium: the account flows a person clicks through, with and without JS."""
+import itertools
+import re
+import uuid
+
+import pytest
+from playwright.sync_api import expect
+
+PASSWORD = 'correct horse battery'
+GENERIC_LOGIN_ERROR = ('That email or handle and password do not match. '
+                       'Check them and try again.')
+
+_people = itertools.count(1)
+
+
+class Person:
+    """Someone who signs up, logs in and finds their way by what the page shows them."""
+
+    def __init__(self):
+        self.handle = f'p{next(_people)}-{uuid.uuid4().hex[:8]}'
+        self.email = f'{self.handle}@example.com'
+        self.password = PASSWORD
+        self.profile_path = f'/user/{self.handle}/settings/profile'
+        self.notifications_path = f'/user/{self.handle}/settings/notifications'
+
+    def sign_up(self, page):
+        """Sign up at /signup and land on Settings → Profile."""
+        page.goto('/signup')
+        page.get_by_label('Email', exact=True).fill(self.email)
+        page.get_by_label('Handle', exact=True).fill(self.handle)
+        page.get_by_label('Password', exact=True).fill(self.password)
+        page.get_by_role('button', name='Sign up').click()
+        expect(page).to_have_url(url_ending(self.profile_path))
+        page.wait_for_load_state()
+
+    def log_in(self, page, login=None, password=None):
+        """Submit the login form; by default with the handle, which the Email field accepts."""
+        page.goto('/login')
+        page.get_by_label('Email', exact=True).fill(login or self.handle)
+        page.get_by_label('Password', exact=True).fill(password or self.password)
+        page.get_by_role('button', name='Log in').click()
+
+
+def url_ending(path):
+    """A URL pattern for expect(page).to_have_url: this path, with no query or fragment."""
+    return re.compile(re.escape(path) + '$')
+
+
+@pytest.fixture
+def person():
+    return Person()
+
+
+def open_account_menu(page):
+    page.get_by_role('button', name='Account menu').click()
+    settings = page.get_by_role('link', name='Settings')
+    expect(settings).to_be_visible()
+    return settings
+
+
+def log_out(page):
+    open_account_menu(page)
+    page.get_by_role('button', name='Log out').click()
+    expect(page).to_have_url(url_ending('/login'))
+
+
+def open_identity_menu(page, person):
+    """Open Switch identity, then the user's own account in it; returns its Settings link."""
+    switch = page.get_by_role('button', name='Switch identity')
+    switch.click()
+    menu = page.get_by_role('group').filter(has=switch)
+    account = menu.get_by_text(person.handle, exact=True)
+    expect(account).to_be_visible()
+    account.click()
+    return menu.get_by_role('link', name='Settings')
+
+
+def settings_link(page, name):
+    return page.get_by_role('navigation', name='Settings').get_by_role('link', name=name)
+
+
+def panel_heading(page, name):
+    return page.get_by_role('heading', level=2, name=name)
+
+
+def settled(page):
+    """Wait until htmx has wired up what it swapped in.
+
+    htmx shows new content at once but only processes it (hx-* attributes, triggers) when it
+    settles, about 20 ms later; a test is faster than a person, so it waits for that.
+    """
+    expect(page.locator('.htmx-added, .htmx-settling, .htmx-request')).to_have_count(0)
+
+
+def mark_document(page):
+    """Tag the current document, so a later check can tell a swap from a page load."""
+    page.evaluate('window.penstockSameDocument = true')
+
+
+def is_same_document(page):
+    return page.evaluate('window.penstockSameDocument === true')
+
+
+def test_sign_up_log_out_log_in_and_move_between_settings_panels(page, javascript, person):
+    person.sign_up(page)
+    expect(panel_heading(page, 'Profile')).to_be_visible()
+    expect(page.get_by_role('status')).to_have_text(f'Welcome to Penstock, {person.handle}.')
+    expect(page.get_by_role('banner')).to_contain_text(person.handle, use_inner_text=True)
+
+    log_out(page)
+    expect(page.get_by_role('status')).to_have_text('You are logged out.')
+    expect(page.get_by_role('button', name='Account menu')).to_have_count(0)
+
+    person.log_in(page)
+    expect(page).to_have_url(url_ending(person.profile_path))
+    page.goto(person.notifications_path)
+    open_account_menu(page).click()
+    expect(page).to_have_url(url_ending(person.profile_path))
+    expect(panel_heading(page, 'Profile')).to_be_visible()
+    page.wait_for_load_state()
+
+    mark_document(page)
+    settings_link(page, 'Notifications').click()
+    expect(page).to_have_url(url_ending(person.notifications_path))
+    expect(panel_heading(page, 'Notifications')).to_be_visible()
+    expect(page).to_have_title('Notifications · Penstock')
+    expect(settings_link(page, 'Notifications')).to_have_attribute('aria-current', 'page')
+    expect(settings_link(page, 'Profile')).not_to_have_attribute('aria-current', 'page')
+    assert is_same_document(page) is javascript, (
+        'with JavaScript only the panel is swapped; without it the whole page loads')
+    if javascript:
+        expect(panel_heading(page, 'Notifications')).to_be_focused()
+
+    page.go_back()
+    expect(page).to_have_url(url_ending(person.profile_path))
+    expect(panel_heading(page, 'Profile')).to_be_visible()
+    expect(panel_heading(page, 'Notifications')).to_have_count(0)
+    expect(settings_link(page, 'Profile')).to_have_attribute('aria-current', 'page')
+
+
+def test_saved_display_name_shows_in_the_header_at_once(page, javascript, person):
+    person.sign_up(page)
+    banner = page.get_by_role('banner')
+    expect(banner).to_contain_text(person.handle, use_inner_text=True)
+
+    mark_document(page)
+    page.get_by_label('Display Name').fill('Ada Lovelace')
+    page.get_by_role('button', name='Save').click()
+
+    expect(page.get_by_role('status')).to_have_text('Display name saved.')
+    expect(banner).to_contain_text('Ada Lovelace', use_inner_text=True)
+    expect(banner).not_to_contain_text(person.handle, use_inner_text=True)
+    expect(page.get_by_label('Display Name')).to_have_value('Ada Lovelace')
+    expect(page).to_have_url(url_ending(person.profile_path))
+    assert is_same_document(page) is javascript, (
+        'with JavaScript the form and header are swapped in place; without it, POST/redirect/GET')
+
+    page.reload()
+    expect(banner).to_contain_text('Ada Lovelace', use_inner_text=True)
+    expect(page.get_by_role('status')).to_be_hidden()
+
+
+def test_too_long_display_name_is_refused_in_place_and_header_keeps_old_name(
+        page, javascript, person):
+    person.sign_up(page)
+    name_field = page.get_by_label('Display Name')
+    name_field.fill('Ada Lovelace')
+    page.get_by_role('button', name='Save').click()
+    expect(page.get_by_role('status')).to_have_text('Display name saved.')
+    page.wait_for_load_state()
+    settled(page)
+    if javascript:  # the swapped form keeps focus where it was, not lost on <body>
+        expect(page.get_by_role('button', name='Save')).to_be_focused()
+
+    mark_document(page)
+    too_long = 'x' * 101
+    name_field.fill(too_long)
+    page.get_by_role('button', name='Save').click()
+
+    error = 'Use at most 100 characters (this is 101).'
+    expect(page.get_by_text(error)).to_be_visible()
+    expect(name_field).to_have_attribute('aria-invalid', 'true')
+    expect(name_field).to_have_accessible_description(re.compile(re.escape(error)))
+    expect(name_field).to_have_value(too_long)
+    if javascript:  # focus goes to the refused field, so its error is read out
+        expect(name_field).to_be_focused()
+    expect(page.get_by_role('status')).to_be_hidden()  # the earlier "saved" is gone
+    banner = page.get_by_role('banner')
+    expect(banner).to_contain_text('Ada Lovelace', use_inner_text=True)
+    expect(banner).not_to_contain_text(too_long)
+    assert is_same_document(page) is javascript
+
+    page.goto(person.profile_path)  # not reload(): without JS that would POST again
+    expect(banner).to_contain_text('Ada Lovelace', use_inner_text=True)
+    expect(name_field).to_have_value('Ada Lovelace')
+
+
+def test_notification_switches_are_saved_and_system_cannot_be_turned_off(
+        page, javascript, person):
+    person.sign_up(page)
+    settings_link(page, 'Notifications').click()
+    expect(page).to_have_url(url_ending(person.notifications_path))
+    expect(panel_heading(page, 'Notifications')).to_be_visible()
+    settled(page)
+    community = page.get_by_role('switch', name='Community Updates', exact=True)
+    product = page.get_by_role('switch', name='Product Updates', exact=True)
+    system = page.get_by_role('switch', name='System', exact=True)
+    save = page.get_by_role('button', name='Save')
+
+    expect(community).not_to_be_checked()
+    expect(product).to_be_checked()
+    expect(system).to_be_checked()
+    expect(system).to_be_disabled()
+    expect(system).to_have_accessible_description(
+        re.compile('System notifications cannot be disabled'))
+
+    def change(switch, on):
+        switch.set_checked(on)
+        if javascript:
+            expect(save).to_have_count(0)  # a change saves itself
+        else:
+            save.click()
+            expect(page).to_have_url(url_ending(person.notifications_path))
+        expect(page.get_by_role('status')).to_have_text('Notification preferences saved.')
+        page.reload()
+        expect(page.get_by_role('status')).to_be_hidden()
+
+    change(community, True)
+    expect(community).to_be_checked()
+    expect(product).to_be_checked()
+    expect(system).to_be_checked()
+
+    change(product, False)
+    expect(community).to_be_checked()
+    expect(product).not_to_be_checked()
+    expect(system).to_be_checked()
+    expect(system).to_be_disabled()
+
+
+def test_wrong_password_gets_one_error_that_does_not_say_whether_the_account_exists(
+        page, person):
+    person.sign_up(page)
+    log_out(page)
+
+    for login in (person.handle, person.email, 'nobody-' + person.handle):
+        person.log_in(page, login=login, password='not the password')
+        expect(page).to_have_url(url_ending('/login'))
+        expect(page.get_by_role('alert')).to_have_count(1)
+        expect(page.get_by_role('alert')).to_have_text(GENERIC_LOGIN_ERROR)
+        expect(page.get_by_label('Email', exact=True)).to_have_value(login)
+        expect(page.get_by_label('Password', exact=True)).to_have_value('')
+        expect(page.get_by_role('button', name='Account menu')).to_have_count(0)
+
+    person.log_in(page, login=person.email)
+    expect(page).to_have_url(url_ending(person.profile_path))
+
+
+def test_settings_link_after_logging_out_in_another_tab_leads_to_login_and_back(
+        page, javascript, person):
+    person.sign_up(page)
+    other_tab = page.context.new_page()
+    other_tab.goto(person.profile_path)
+    log_out(other_tab)
+    other_tab.close()
+
+    settings_link(page, 'Notifications').click()
+    expect(page).to_have_url(re.compile(r'/login\?next='))
+    expect(page.get_by_role('heading', level=1, name='Log in')).to_be_visible()
+    page.get_by_label('Email', exact=True).fill(person.email)
+    page.get_by_label('Password', exact=True).fill(person.password)
+    page.get_by_role('button', name='Log in').click()
+
+    # With or without JavaScript, the link leads where it pointed once logged in.
+    expect(page).to_have_url(url_ending(person.notifications_path))
+    expect(page.get_by_role('button', name='Account menu')).to_be_visible()
+
+
+def test_switch_identity_lists_own_account_with_a_settings_link(page, person):
+    person.sign_up(page)
+    page.goto(person.notifications_path)
+
+    settings = open_identity_menu(page, person)
+    expect(settings).to_be_visible()
+    settings.click()
+
+    expect(page).to_have_url(url_ending(person.profile_path))
+    expect(panel_heading(page, 'Profile')).to_be_visible()
+
+
+@pytest.mark.parametrize('key', ['Enter', 'Space'])
+def test_account_menu_opens_from_the_keyboard_and_escape_closes_it(new_page, person, key):
+    page = new_page(javascript=True)
+    person.sign_up(page)
+    menu_button = page.get_by_role('button', name='Account menu')
+    settings = page.get_by_role('link', name='Settings')
+    expect(settings).to_be_hidden()
+
+    menu_button.focus()
+    page.keyboard.press(key)
+    expect(settings).to_be_visible()
+    page.keyboard.press('Escape')
+    expect(settings).to_be_hidden()
+    expect(menu_button).to_be_focused()
+
+    page.keyboard.press(key)
+    expect(settings).to_be_visible()
+    page.keyboard.press('Tab')
+    expect(settings).to_be_focused()
+    page.keyboard.press('Escape')
+    expect(settings).to_be_hidden()
+    expect(menu_button).to_be_focused()
+
+
+SERIOUS_AXE_RESULTS = '''async () => {
+  const results = await axe.run(document, {resultTypes: ['violations']});
+  return results.violations
+    .filter(v => v.impact === 'serious' || v.impact === 'critical')
+    .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary)}));
+}'''
+
+
+@pytest.mark.parametrize('color_scheme', ['light', 'dark'])
+def test_pages_have_no_serious_accessibility_violations(new_page, axe_source, person,
+                                                         color_scheme):
+    page = new_page(javascript=True, color_scheme=color_scheme)
+    found = {}
+
+    def audit(where):
+        page.wait_for_load_state()
+        if not page.evaluate("typeof window.axe === 'object'"):
+            page.evaluate(axe_source)
+        violations = page.evaluate(SERIOUS_AXE_RESULTS)
+        if violations:
+            found[where] = violations
+
+    page.goto('/login')
+    audit('/login')
+    person.log_in(page, password='not the password')
+    expect(page.get_by_role('alert')).to_be_visible()
+    audit('/login with an error')
+    page.goto('/signup')
+    audit('/signup')
+    person.sign_up(page)
+    audit('profile')
+
+    open_account_menu(page)
+    audit('profile, account menu open')
+    page.keyboard.press('Escape')
+    open_identity_menu(page, person)
+    audit('profile, switch identity menu open')
+    page.keyboard.press('Escape')
+
+    page.get_by_label('Display Name').fill('x' * 101)
+    page.get_by_role('button', name='Save').click()
+    expect(page.get_by_label('Display Name')).to_have_attribute('aria-invalid', 'true')
+    audit('profile, display name error')
+
+    settings_link(page, 'Notifications').click()
+    expect(panel_heading(page, 'Notifications')).to_be_visible()
+    audit('notifications')
+
+    report = '\n'.join(
+        f'{where}: {v["impact"]} {v["id"]} ({v["help"]})\n    ' + '\n    '.join(v['nodes'])
+        for where, violations in found.items() for v in violations)
+    assert not found, f'{color_scheme} scheme, serious or critical axe violations:\n{report}'
