@@ -1,6 +1,8 @@
 """The Penstock account-settings app: create_app() wires config, database, auth and blueprints."""
 import datetime
+import importlib
 import os
+import pkgutil
 import secrets
 from urllib.parse import quote, urlsplit
 
@@ -19,7 +21,8 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import models
-from views import csrf, is_htmx, limiter, login_manager
+import views
+from views import csrf, is_htmx, limiter, login_manager, settings_menu
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self'",
@@ -62,9 +65,9 @@ def create_app(config=None):
     csrf.init_app(app)
     limiter.init_app(app)
 
-    from views import auth, avatars, home, notifications, profile
-    for module in (auth, avatars, home, profile, notifications):
+    for module in _view_modules():
         app.register_blueprint(module.bp)
+    app.jinja_env.globals['settings_menu'] = settings_menu
 
     app.after_request(_security_headers)
     app.register_error_handler(429, _too_many_requests)
@@ -72,6 +75,12 @@ def create_app(config=None):
     app.cli.add_command(migrate_command)
     app.cli.add_command(demo_command)
     return app
+
+
+def _view_modules():
+    """Every module in views/; each has one blueprint, `bp`."""
+    return [importlib.import_module(f'views.{info.name}')
+            for info in pkgutil.iter_modules(views.__path__)]
 
 
 def _env_flag(name, default):

@@ -1,15 +1,19 @@
 """The Peewee models of Penstock and the account rules that belong to them."""
 import datetime
 import hashlib
+import hmac
 import json
 import os
 import re
 import secrets
+import string
 import unicodedata
+import zlib
 
 from peewee import (
     BooleanField,
     CharField,
+    Check,
     DatabaseProxy,
     DateTimeField,
     ForeignKeyField,
@@ -18,6 +22,7 @@ from peewee import (
     Model,
     SqliteDatabase,
     TextField,
+    Tuple,
 )
 from playhouse.db_url import connect
 from playhouse.migrations import Runner
@@ -37,6 +42,13 @@ PASSWORD_MIN, PASSWORD_MAX = 8, 128
 DISPLAY_NAME_MAX = 100
 SESSION_TOUCH_EVERY = datetime.timedelta(minutes=1)
 ID_ALPHABET = '0123456789abcdefghijklmnopqrstuv'
+BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+TOKEN_RE = re.compile(r'^(pst|pstt)_[0-9A-Za-z]{36}$')
+TOKEN_LIMIT = 2
+TOKEN_TOUCH_EVERY = datetime.timedelta(minutes=1)
+TEMPORARY_TOKEN_LIFETIME = datetime.timedelta(days=30)
+LOGIN_REQUEST_LIFETIME = datetime.timedelta(minutes=15)
+LOGIN_CODE_ATTEMPTS = 3
 # Checked against when the login is unknown, so a miss costs as much as a wrong password.
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
 
@@ -55,12 +67,43 @@ def sha256(value):
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+def _base62(number, width):
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, 62)
+        digits.append(BASE62[digit])
+    return ''.join(reversed(digits))
+
+
+def make_token_secret(prefix):
+    """`prefix` + 30 random base62 characters + the 6-character base62 CRC32 of all before it."""
+    body = prefix + ''.join(secrets.choice(BASE62) for _ in range(30))
+    return body + _base62(zlib.crc32(body.encode()), 6)
+
+
+def token_prefix(secret):
+    """'pst_' or 'pstt_' for a well-formed token whose checksum holds, else None.
+
+    Typos and junk are turned away here, before any database lookup."""
+    match = TOKEN_RE.match(secret or '')
+    if match is None:
+        return None
+    body, checksum = secret[:-6], secret[-6:]
+    if not hmac.compare_digest(_base62(zlib.crc32(body.encode()), 6), checksum):
+        return None
+    return match.group(1) + '_'
+
+
 class Invalid(Exception):
     """Input broke a rule; `errors` maps each field to a message a person can act on."""
 
     def __init__(self, errors):
         super().__init__(errors)
         self.errors = errors
+
+
+class Refused(Exception):
+    """A request that is well-formed but cannot be done now (a limit, a used code)."""
 
 
 def open_database(url):
@@ -301,3 +344,214 @@ def write_transaction():
         return db.atomic('IMMEDIATE')
     return db.atomic()
 
+
+
+class Token(BaseModel):
+    """A user's API token. Only a hash of the secret is kept, and its last 4 characters.
+
+    Each token sits in one of TOKEN_LIMIT slots, unique per user: the database itself
+    refuses a third token, whatever races past the count in Token.issue."""
+    id = CharField(primary_key=True, default=lambda: new_id('t'))
+    user = ForeignKeyField(User, backref='tokens', on_delete='CASCADE')
+    slot = IntegerField(constraints=[Check(f'slot BETWEEN 1 AND {TOKEN_LIMIT}')])
+    token_hash = CharField(unique=True)
+    last4 = CharField()
+    status = CharField(default='active', constraints=[Check("status IN ('active', 'inactive')")])
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(null=True)
+    last_used_at = DateTimeField(null=True)
+    version_id = IntegerField(default=1)
+
+    class Meta:
+        indexes = ((('user', 'slot'), True),)
+
+    @property
+    def masked(self):
+        return f'pst_…{self.last4}'
+
+    @classmethod
+    def for_user(cls, user):
+        return list(cls.select().where(cls.user == user).order_by(cls.created_at, cls.id))
+
+    @classmethod
+    def issue(cls, user, ip=None):
+        """A new active token for `user`; returns (token, secret). Raises Refused at the limit."""
+        refusal = (f'You already have {TOKEN_LIMIT} tokens, the most you can have at a time. '
+                   'Delete one to create another.')
+        secret = make_token_secret('pst_')
+        try:
+            with write_transaction():
+                used = {t.slot for t in cls.select(cls.slot).where(cls.user == user)}
+                free = [slot for slot in range(1, TOKEN_LIMIT + 1) if slot not in used]
+                if not free:
+                    raise Refused(refusal)
+                token = cls.create(user=user, slot=free[0], token_hash=sha256(secret),
+                                   last4=secret[-4:])
+                AuditRecord.write('token.create', user, ip, target=token,
+                                  data={'token_id': token.id, 'last4': token.last4})
+        except IntegrityError:
+            raise Refused(refusal) from None
+        return token, secret
+
+    def set_status(self, status, ip=None):
+        """Activate or deactivate; writes `token.update` when the status changes."""
+        if status not in ('active', 'inactive'):
+            raise Invalid({'status': 'Status must be "active" or "inactive".'})
+        if status == self.status:
+            return False
+        with db.atomic():
+            old, self.status = self.status, status
+            self.updated_at = utcnow()
+            self.version_id += 1
+            self.save()
+            AuditRecord.write('token.update', self.user, ip, target=self,
+                              data={'token_id': self.id, 'last4': self.last4,
+                                    'status': {'old': old, 'new': status}})
+        return True
+
+    def remove(self, ip=None):
+        """Delete the token for good; writes `token.delete`."""
+        with db.atomic():
+            self.delete_instance()
+            AuditRecord.write('token.delete', self.user, ip, target=self,
+                              data={'token_id': self.id, 'last4': self.last4})
+
+
+class TemporaryToken(BaseModel):
+    """A token issued by CLI login; expires on its own. Only a hash of the secret is kept."""
+    id = CharField(primary_key=True, default=lambda: new_id('p'))
+    user = ForeignKeyField(User, backref='temporary_tokens', on_delete='CASCADE')
+    token_hash = CharField(unique=True)
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    last_used_at = DateTimeField(null=True)
+
+
+def bearer(secret):
+    """The live Token or TemporaryToken (with its user loaded) for a bearer secret, or None."""
+    prefix = token_prefix(secret)
+    if prefix is None:
+        return None
+    model = Token if prefix == 'pst_' else TemporaryToken
+    row = (model.select(model, User).join(User)
+           .where(model.token_hash == sha256(secret)).first())
+    now = utcnow()
+    if row is None or (model is Token and row.status != 'active') \
+            or (model is TemporaryToken and row.expires_at <= now):
+        return None
+    if row.last_used_at is None or now - row.last_used_at > TOKEN_TOUCH_EVERY:
+        model.update(last_used_at=now).where(model.id == row.id).execute()
+        row.last_used_at = now
+    return row
+
+
+class LoginRequest(BaseModel):
+    """A CLI asking to log in: confirmed in the browser, then exchanged once for a code."""
+    id = CharField(primary_key=True, default=lambda: new_id('l'))
+    ip = CharField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField()
+    status = CharField(default='pending', constraints=[
+        Check("status IN ('pending', 'confirmed', 'used', 'failed')")])
+    user = ForeignKeyField(User, null=True, backref='login_requests', on_delete='CASCADE')
+    code_hash = CharField(null=True)
+    attempts = IntegerField(default=0)
+
+    @classmethod
+    def start(cls, ip=None):
+        return cls.create(ip=ip, expires_at=utcnow() + LOGIN_REQUEST_LIFETIME)
+
+    @classmethod
+    def open_request(cls, request_id):
+        """The request if it can still be verified, declined or exchanged, else None."""
+        request = cls.get_or_none(cls.id == request_id)
+        if request is None or request.expires_at <= utcnow() \
+                or request.status not in ('pending', 'confirmed'):
+            return None
+        return request
+
+    def _code_hash(self, code):
+        return sha256(f'{self.id}:{code}')
+
+    def confirm(self, user, ip=None):
+        """The user vouches for this request; returns the 6-digit code the CLI must send."""
+        code = f'{secrets.randbelow(10 ** 6):06d}'
+        with write_transaction():
+            updated = (LoginRequest.update(status='confirmed', user=user,
+                                           code_hash=self._code_hash(code))
+                       .where((LoginRequest.id == self.id) & (LoginRequest.status == 'pending'))
+                       .execute())
+            if not updated:
+                raise Refused('This login request was already answered.')
+            AuditRecord.write('login_token.confirm', user, ip, target=user,
+                              data={'login_request_id': self.id, 'requested_from': self.ip})
+        return code
+
+    def decline(self, user, ip=None):
+        """The user disowns this request: it is deleted and can never issue a token."""
+        with db.atomic():
+            self.delete_instance()
+            AuditRecord.write('login_token.decline', user, ip, target=user,
+                              data={'login_request_id': self.id, 'requested_from': self.ip})
+
+    def exchange(self, code, ip=None):
+        """Trade the code for a temporary token secret, once. Wrong codes use up attempts."""
+        wrong = None
+        with write_transaction():
+            request = LoginRequest.get_by_id(self.id)
+            if request.status == 'pending':
+                raise Refused('This login request has not been verified in the browser yet.')
+            if request.status != 'confirmed' or request.expires_at <= utcnow():
+                raise Refused('This login request has expired or was already used.')
+            if not hmac.compare_digest(request.code_hash, self._code_hash(code or '')):
+                request.attempts += 1
+                if request.attempts >= LOGIN_CODE_ATTEMPTS:
+                    request.status = 'failed'
+                request.save()  # kept: the wrong attempt must count
+                left = LOGIN_CODE_ATTEMPTS - request.attempts
+                wrong = (f'That code is wrong. {left} attempt{"s" if left != 1 else ""} left.'
+                         if left else 'That code is wrong, and this login request has ended. '
+                                      'Start again with a new one.')
+            else:
+                request.status = 'used'
+                request.save()
+                secret = make_token_secret('pstt_')
+                token = TemporaryToken.create(user=request.user_id, token_hash=sha256(secret),
+                                              expires_at=utcnow() + TEMPORARY_TOKEN_LIFETIME)
+                AuditRecord.write('login_token.create', request.user, ip, target=request.user,
+                                  data={'login_request_id': self.id,
+                                        'temporary_token_id': token.id})
+        if wrong:
+            raise Refused(wrong)
+        return secret
+
+
+def reset_authentication(user, ip=None):
+    """End every way in: browser sessions, temporary and user tokens, pending CLI logins."""
+    with write_transaction():
+        counts = {
+            'sessions': Session.delete().where(Session.user == user).execute(),
+            'temporary_tokens': TemporaryToken.delete()
+            .where(TemporaryToken.user == user).execute(),
+            'tokens': Token.delete().where(Token.user == user).execute(),
+        }
+        LoginRequest.delete().where(LoginRequest.user == user).execute()
+        AuditRecord.write('user.authentication.reset', user, ip, target=user, data=counts)
+    return counts
+
+
+def audit_page(identity, limit, after=None, action_type=None):
+    """One page of an account's audit log, newest first, after the (created_at, id) cursor.
+
+    Keyset pagination on the (identity, created_at, id) index: page 1,000 costs what page 1
+    does. Returns (records, cursor of the last record or None when there are no more)."""
+    query = AuditRecord.select().where(AuditRecord.identity == identity)
+    if action_type:
+        query = query.where(AuditRecord.action_type == action_type)
+    if after:
+        query = query.where(Tuple(AuditRecord.created_at, AuditRecord.id) < Tuple(*after))
+    records = list(query.order_by(AuditRecord.created_at.desc(), AuditRecord.id.desc())
+                   .limit(limit + 1))
+    more = len(records) > limit
+    records = records[:limit]
+    return records, ((records[-1].created_at, records[-1].id) if more else None)

@@ -1,6 +1,8 @@
 """The database: migrations, ids, and everything of a user going with the user."""
 import re
 
+from playhouse.migrations import Runner
+
 import models
 from app import create_app
 from tests.conftest import log_in
@@ -8,9 +10,10 @@ from tests.conftest import log_in
 
 def test_migrations_create_every_table_and_rerun_as_a_no_op(tmp_path):
     database = models.open_database(f'sqlite:///{tmp_path}/fresh.db')
-    assert models.migrate(database) == ['0001_initial']
+    assert models.migrate(database) == ['0001_initial', '0002_tokens']
     tables = set(database.get_tables())
-    assert {'user', 'preferences', 'session', 'audit_record', 'schema_migration'} <= tables
+    assert {'user', 'preferences', 'session', 'audit_record', 'schema_migration', 'token',
+            'temporary_token', 'login_request'} <= tables
     assert models.migrate(database) == []
     database.close()
 
@@ -18,13 +21,17 @@ def test_migrations_create_every_table_and_rerun_as_a_no_op(tmp_path):
 def test_a_database_from_an_earlier_version_upgrades_in_place(tmp_path):
     url = f'sqlite:///{tmp_path}/old.db'
     create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url})
-    models.migrate(models.db.obj)
+    Runner(models.db.obj, models.MIGRATIONS).up(target='0001_initial')
     with models.db.connection_context():
-        models.User.sign_up('old@example.com', 'old', 'password123')
+        user = models.User.create(email='old@example.com', handle='old', password_hash='x')
+    models.db.close()
     create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url})
-    assert models.migrate(models.db.obj) == []
+    assert models.migrate(models.db.obj) == ['0002_tokens']
     with models.db.connection_context():
         assert models.User.get().handle == 'old'
+        token, _ = models.Token.issue(user)
+        assert token.user.handle == 'old'
+    assert models.migrate(models.db.obj) == []
     models.db.close()
 
 
@@ -81,6 +88,6 @@ def test_the_demo_command_leaves_a_database_with_users_alone(app, user):
 def test_the_migrate_command_reports_what_it_did(tmp_path):
     app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': f'sqlite:///{tmp_path}/cli.db'})
     runner = app.test_cli_runner()
-    assert 'Applied migrations: 0001_initial' in runner.invoke(args=['migrate']).output
+    assert 'Applied migrations: 0001_initial, 0002_tokens' in runner.invoke(args=['migrate']).output
     assert 'The database is up to date.' in runner.invoke(args=['migrate']).output
     models.db.close()

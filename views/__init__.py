@@ -33,9 +33,22 @@ def render_fragment(template, status=200, **context):
     return response
 
 
-def settings_blueprint(name, import_name):
-    """A blueprint under /user/<handle>/settings that only the logged-in owner can reach."""
+# The settings menu, in SPEC order: (position, endpoint, label), filled by settings_blueprint.
+SETTINGS_MENU = []
+
+
+def settings_menu():
+    return [(endpoint, label) for _, endpoint, label in sorted(SETTINGS_MENU)]
+
+
+def settings_blueprint(name, import_name, menu_label, menu_position, endpoint='page'):
+    """A blueprint under /user/<handle>/settings that only the logged-in owner can reach.
+
+    Its `endpoint` view is listed in the settings menu as `menu_label` at `menu_position`."""
     bp = Blueprint(name, import_name, url_prefix='/user/<handle>/settings')
+    entry = (menu_position, f'{name}.{endpoint}', menu_label)
+    if entry not in SETTINGS_MENU:
+        SETTINGS_MENU.append(entry)
 
     @bp.url_value_preprocessor
     def pull_handle(endpoint, values):

@@ -5,7 +5,7 @@ from flask_login import current_user
 from models import Preferences
 from views import is_htmx, render_fragment, render_settings, settings_blueprint
 
-bp = settings_blueprint('notifications', __name__)
+bp = settings_blueprint('notifications', __name__, 'Notifications', 2)
 
 
 @bp.get('/notifications')

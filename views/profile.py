@@ -5,7 +5,7 @@ from flask_login import current_user
 from models import DISPLAY_NAME_MAX, Invalid
 from views import is_htmx, render_fragment, render_settings, settings_blueprint
 
-bp = settings_blueprint('profile', __name__)
+bp = settings_blueprint('profile', __name__, 'Profile', 1)
 
 
 @bp.get('/profile')
