@@ -29,3 +29,29 @@ document.addEventListener('htmx:afterSettle', function (event) {
   }
   if (focus) focus.focus();
 });
+
+// Copy: a button with data-copy="ID" copies the value (or text) of element ID, then says
+// "Copied" in its own live region. Reveal: a button with data-reveal="ID" toggles input ID
+// between masked and shown, and reports its state with aria-pressed.
+document.addEventListener('click', function (event) {
+  var copy = event.target.closest('[data-copy]');
+  if (copy) {
+    var source = document.getElementById(copy.dataset.copy);
+    var text = source.value !== undefined ? source.value : source.textContent;
+    navigator.clipboard.writeText(text.trim()).then(function () {
+      var status = document.getElementById(copy.dataset.copy + '-copied');
+      if (status) status.textContent = 'Copied';
+    });
+    return;
+  }
+  var reveal = event.target.closest('[data-reveal]');
+  if (reveal) {
+    var field = document.getElementById(reveal.dataset.reveal);
+    var shown = field.type === 'password';
+    field.type = shown ? 'text' : 'password';
+    reveal.setAttribute('aria-pressed', shown ? 'true' : 'false');
+  }
+});
+
+// Buttons that only work with JavaScript (copy, reveal) are hidden until it runs.
+document.documentElement.classList.add('js');
