@@ -394,13 +394,17 @@ class Token(BaseModel):
         return token, secret
 
     def set_status(self, status, ip=None):
-        """Activate or deactivate; writes `token.update` when the status changes."""
+        """Activate or deactivate; writes `token.update` when the status changes.
+
+        Read again under the write lock, so a token deleted meanwhile is left alone."""
         if status not in ('active', 'inactive'):
             raise Invalid({'status': 'Status must be "active" or "inactive".'})
-        if status == self.status:
-            return False
-        with db.atomic():
-            old, self.status = self.status, status
+        with write_transaction():
+            current = Token.get_or_none(Token.id == self.id)
+            if current is None or current.status == status:
+                return False
+            old, self.status = current.status, status
+            self.version_id = current.version_id
             self.updated_at = utcnow()
             self.version_id += 1
             self.save()

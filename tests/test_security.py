@@ -1,4 +1,4 @@
-"""CSRF on every state-changing route, cookie flags, and the secrets the app keeps."""
+"""CSRF on every state-changing route, cookies kept out of the API, cookie flags, secrets."""
 import os
 import stat
 
@@ -10,20 +10,27 @@ from app import _persisted_secret, create_app
 from tests.conftest import HTMX, csrf_token, html, log_in
 
 UNSAFE = {'POST', 'PUT', 'PATCH', 'DELETE'}
+API = '/api/v0/'
+# The API takes bearer tokens, never cookies, so it needs no CSRF token; except:
+API_WITHOUT_AUTH = {('POST', '/api/v0/login/token')}  # a CLI starts a login: by design
+API_WITH_COOKIES = {('PATCH', '/api/v0/login/token/<request_id>'),  # the browser side of
+                    ('DELETE', '/api/v0/login/token/<request_id>')}  # CLI login: CSRF applies
+FORGED = ({}, HTMX, {'X-CSRFToken': 'forged'})
 
 
-def state_changing_routes(app):
-    """Every (method, URL) in the url_map that can change state, with its arguments filled."""
+def state_changing_routes(app, values=None):
+    """Every (method, rule, URL) in the url_map that can change state, arguments filled."""
     routes = []
     for rule in app.url_map.iter_rules():
         for method in sorted((rule.methods or set()) & UNSAFE):
-            routes.append((method, build(rule)))
+            routes.append((method, rule.rule, build(rule, values or {})))
     return routes
 
 
-def build(rule: Rule):
-    values = {arg: 'alice' if arg == 'handle' else 1 if 'int' in str(rule._converters.get(arg))
-              else 'x_' + arg for arg in rule.arguments}
+def build(rule: Rule, values):
+    values = {arg: values.get(arg) or ('alice' if arg == 'handle' else 1
+                                       if 'int' in str(rule._converters.get(arg))
+                                       else 'x_' + arg) for arg in rule.arguments}
     return rule.build(values, append_unknown=False)[1]
 
 
@@ -32,13 +39,25 @@ def snapshot():
         return {model.__name__: [tuple(row) for row in model.select().tuples()
                                  .order_by(*model._meta.sorted_fields)]
                 for model in (models.User, models.Preferences, models.Session,
-                              models.AuditRecord)}
+                              models.AuditRecord, models.Token, models.TemporaryToken,
+                              models.LoginRequest)}
+
+
+def real_objects(user):
+    """Ids of a real token and a pending CLI login request, so a forged call could land."""
+    with models.db.connection_context():
+        token, _ = models.Token.issue(models.User.get_by_id(user.id))
+        login_request = models.LoginRequest.start('192.0.2.1')
+    return {'token_id': token.id, 'request_id': login_request.id}
 
 
 def test_there_are_state_changing_routes_to_check(app):
-    routes = state_changing_routes(app)
+    routes = {(method, url) for method, _, url in state_changing_routes(app)}
     assert ('POST', '/login') in routes and ('POST', '/logout') in routes
     assert ('POST', '/user/alice/settings/profile') in routes
+    assert ('POST', '/api/v0/user/alice/token') in routes
+    rules = {(method, rule) for method, rule, _ in state_changing_routes(app)}
+    assert API_WITHOUT_AUTH | API_WITH_COOKIES <= rules  # the exceptions cannot go stale
 
 
 @pytest.mark.parametrize('anonymous', [False, True], ids=['logged-in', 'anonymous'])
@@ -48,12 +67,42 @@ def test_every_state_changing_route_refuses_a_request_without_csrf(app, user, an
         log_in(client, 'alice')
     form = {'email': 'alice', 'password': 'x', 'handle': 'mallory', 'display_name': 'Pwned',
             'community_updates': 'on'}
+    values = real_objects(user)
     before = snapshot()
-    for method, url in state_changing_routes(app):
-        for headers in ({}, HTMX, {'X-CSRFToken': 'forged'}):
+    for method, rule, url in state_changing_routes(app, values):
+        if rule.startswith(API) and (method, rule) not in API_WITH_COOKIES:
+            continue  # cookies do not work there at all: see the next test
+        for headers in FORGED:
             response = client.open(url, method=method, data=form, headers=headers)
-            assert response.status_code == 400, (method, url, headers)
-            assert 'nothing was changed' in response.get_data(as_text=True)
+            if rule.startswith(API):  # no session is a 401; a session without CSRF, 400
+                assert response.status_code == (401 if anonymous else 400), (method, url)
+                assert response.get_json()['status'] == response.status_code
+            else:
+                assert response.status_code == 400, (method, url, headers)
+                assert 'nothing was changed' in response.get_data(as_text=True)
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize('anonymous', [False, True], ids=['logged-in', 'anonymous'])
+def test_a_browser_session_cannot_change_anything_through_the_api(app, user, anonymous):
+    client = app.test_client()
+    if not anonymous:
+        log_in(client, 'alice')
+    body = {'display_name': 'Pwned', 'status': 'inactive',
+            'communication_tips_and_tricks': 'enabled'}
+    values = real_objects(user)
+    before = snapshot()
+    checked = set()
+    for method, rule, url in state_changing_routes(app, values):
+        if not rule.startswith(API) or (method, rule) in API_WITH_COOKIES | API_WITHOUT_AUTH:
+            continue
+        for headers in FORGED:
+            response = client.open(url, method=method, json=body, headers=headers)
+            assert response.status_code == 401, (method, url, headers)
+            assert response.get_json()['title'] == 'Unauthorized'
+        checked.add((method, rule))
+    assert {('PATCH', '/api/v0/user/<handle>'), ('POST', '/api/v0/user/<handle>/token'),
+            ('DELETE', '/api/v0/user/<handle>/token/<token_id>')} <= checked
     assert snapshot() == before
 
 

@@ -1,10 +1,14 @@
-"""The JSON API under /api/v0: bearer-token auth, problem-style errors, keyset pages."""
+"""The JSON API under /api/v0: bearer-token auth, problem-style errors, keyset pages.
+
+The document that describes it is views/openapi.py, served at /api/v0/openapi.json."""
 import datetime
 import functools
 import json
+import re
 
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
+from peewee import Tuple
 from werkzeug.exceptions import HTTPException
 
 import models
@@ -38,7 +42,8 @@ def problem(status, title, detail='', validation_errors=None, headers=None):
     return response
 
 
-@bp.errorhandler(ApiError)
+# App-wide, so other blueprints under /api/v0 (CLI login) can raise it too.
+@bp.app_errorhandler(ApiError)
 def api_error(error):
     return problem(error.status, error.title, error.detail, error.validation_errors,
                    error.headers)
@@ -49,7 +54,17 @@ def http_error(error):
     """Errors under /api/ are JSON, even for paths no route matches; elsewhere, Flask's own."""
     if not request.path.startswith(bp.url_prefix + '/'):
         return error
-    return problem(error.code, error.name, error.description)
+    methods = getattr(error, 'valid_methods', None)  # a 405 says what is allowed
+    return problem(error.code, error.name, error.description,
+                   headers={'Allow': ', '.join(methods)} if methods else None)
+
+
+@bp.after_app_request
+def not_stored(response):
+    """API answers are one user's data (and once a token secret): no cache may keep them."""
+    if request.path.startswith(bp.url_prefix + '/'):
+        response.headers['Cache-Control'] = 'no-store'
+    return response
 
 
 def bearer_required(view):
@@ -74,11 +89,16 @@ def own_handle(handle):
         raise ApiError(404, 'Not Found', f'No user with handle "{handle}".')
 
 
-def json_body(allowed):
-    """The request's JSON object, with only `allowed` fields; anything else is a 400."""
+def json_body(allowed, optional=False):
+    """The request's JSON object, with only `allowed` fields; anything else is a 400.
+
+    With `optional`, an empty body counts as `{}`."""
+    if optional and not request.get_data():
+        return {}
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise ApiError(400, 'Bad Request', 'The body must be a JSON object.',
+        raise ApiError(400, 'Bad Request',
+                       'The body must be a JSON object, sent as Content-Type: application/json.',
                        [('body', 'expected a JSON object')])
     unknown = sorted(set(body) - set(allowed))
     if unknown:
@@ -105,10 +125,16 @@ def decode_cursor(token):
                        [('query.next_token', 'invalid')]) from None
 
 
+def invalid(errors):
+    """A 400 listing each broken rule of `errors` ({field: message}) at `body.<field>`."""
+    return ApiError(400, 'Bad Request', 'The request is not valid: see validation_errors.',
+                    [(f'body.{field}', message) for field, message in errors.items()])
+
+
 def page_args():
     """`limit` (1..100, default 25) and the decoded `next_token` cursor, or a 400."""
     raw = request.args.get('limit', str(PAGE_DEFAULT))
-    if not raw.isdigit() or not 1 <= int(raw) <= PAGE_MAX:
+    if not re.fullmatch(r'[0-9]{1,3}', raw) or not 1 <= int(raw) <= PAGE_MAX:
         raise ApiError(400, 'Bad Request', f'limit must be a whole number from 1 to {PAGE_MAX}.',
                        [('query.limit', f'must be 1 to {PAGE_MAX}')])
     token = request.args.get('next_token')
@@ -126,34 +152,68 @@ def timestamp(value):
     return value.isoformat(timespec='milliseconds') + 'Z' if value else None
 
 
+def present(fields):
+    """Drop the fields without a value: the API leaves them out rather than sending null."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 def avatar_url(user):
     return url_for('avatars.initials', user_id=user.id, version=user.version_id, _external=True)
 
 
 def user_json(user):
-    return {'id': user.id, 'handle': user.handle, 'display_name': user.display_name or '',
-            'avatar_url': avatar_url(user), 'status': user.status,
-            'created_at': timestamp(user.created_at), 'updated_at': timestamp(user.updated_at),
-            'version_id': user.version_id}
+    return present({
+        'id': user.id, 'handle': user.handle, 'display_name': user.display_name or '',
+        'avatar_url': avatar_url(user), 'status': user.status,
+        'created_at': timestamp(user.created_at), 'updated_at': timestamp(user.updated_at),
+        'version_id': user.version_id})
 
 
 def token_json(token):
-    return {'id': token.id, 'user_id': token.user_id, 'status': token.status,
-            'last4': token.last4, 'created_at': timestamp(token.created_at),
-            'updated_at': timestamp(token.updated_at),
-            'last_used_at': timestamp(token.last_used_at), 'version_id': token.version_id}
+    return present({
+        'id': token.id, 'user_id': token.user_id, 'status': token.status,
+        'last4': token.last4, 'created_at': timestamp(token.created_at),
+        'updated_at': timestamp(token.updated_at),
+        'last_used_at': timestamp(token.last_used_at), 'version_id': token.version_id})
 
 
-def audit_json(record):
-    actor = models.User.get_or_none(models.User.id == record.actor_id)
-    return {'id': record.id, 'action_type': record.action_type, 'actor_id': record.actor_id,
-            'actor_handle': record.actor_handle or '',
-            'actor_display_name': record.actor_display_name or '',
-            'actor_avatar_url': avatar_url(actor) if actor else '',
-            'actor_ip': record.actor_ip or '', 'identity_id': record.identity_id,
-            'identity_handle': record.identity_handle, 'target_id': record.target_id,
-            'target_handle': record.target_handle, 'data': json.loads(record.data),
-            'created_at': timestamp(record.created_at)}
+PREFERENCE_FIELDS = {'communication_' + name: name for name, _, _ in models.Preferences.CHOICES}
+
+
+def preferences_json(preferences, user):
+    """Shaped like Steampipe's UserPreferences. The row is keyed by the user and made with
+    the account, so its id is derived from the user's and its creation time is the user's."""
+    return present({
+        'id': 'up_' + user.id.partition('_')[2], 'created_at': timestamp(user.created_at),
+        'updated_at': timestamp(preferences.updated_at), 'version_id': preferences.version_id,
+        **{field: 'enabled' if getattr(preferences, name) else 'disabled'
+           for field, name in PREFERENCE_FIELDS.items()}})
+
+
+def actors_of(records):
+    """The users who acted in `records`, by id, in one query (for their avatar URLs)."""
+    ids = {record.actor_id for record in records if record.actor_id}
+    if not ids:
+        return {}
+    users = models.User.select(models.User.id, models.User.version_id) \
+        .where(models.User.id.in_(ids))
+    return {user.id: user for user in users}
+
+
+def audit_json(record, actors=None):
+    """One audit record; pass `actors` from actors_of() when there are many records."""
+    if actors is None:
+        actors = actors_of([record])
+    actor = actors.get(record.actor_id)
+    return present({
+        'id': record.id, 'action_type': record.action_type, 'actor_id': record.actor_id or '',
+        'actor_handle': record.actor_handle or '',
+        'actor_display_name': record.actor_display_name or '',
+        'actor_avatar_url': avatar_url(actor) if actor else '',
+        'actor_ip': record.actor_ip or '', 'identity_id': record.identity_id,
+        'identity_handle': record.identity_handle, 'target_id': record.target_id,
+        'target_handle': record.target_handle, 'data': json.loads(record.data),
+        'created_at': timestamp(record.created_at)})
 
 
 @bp.get('/actor')
@@ -162,3 +222,135 @@ def actor():
     """The user the bearer token belongs to."""
     return jsonify(user_json(g.api_user))
 
+
+@bp.patch('/user/<handle>')
+@bearer_required
+def update_user(handle):
+    """Change the display name. The handle cannot change yet: only the current one passes."""
+    own_handle(handle)
+    body = json_body({'display_name', 'handle'})
+    wrong = {field: 'must be a string' for field, value in body.items()
+             if not isinstance(value, str)}
+    if 'handle' not in wrong and body.get('handle', handle) != handle:
+        wrong['handle'] = 'changing the handle is not supported yet'
+    if wrong:
+        raise invalid(wrong)
+    if 'display_name' in body:
+        try:
+            g.api_user.set_display_name(body['display_name'], request.remote_addr)
+        except models.Invalid as error:
+            raise invalid(error.errors) from None
+    return jsonify(user_json(g.api_user))
+
+
+def token_page(user, limit, after=None):
+    """One page of the user's tokens, oldest first, after the (created_at, id) cursor."""
+    query = models.Token.select().where(models.Token.user == user)
+    if after:
+        query = query.where(Tuple(models.Token.created_at, models.Token.id) > Tuple(*after))
+    tokens = list(query.order_by(models.Token.created_at, models.Token.id).limit(limit + 1))
+    more = len(tokens) > limit
+    tokens = tokens[:limit]
+    return tokens, ((tokens[-1].created_at, tokens[-1].id) if more else None)
+
+
+def own_token(handle, token_id):
+    """The token `token_id` of the bearer's own user; anyone else's, or none, is a 404."""
+    own_handle(handle)
+    token = models.Token.get_or_none((models.Token.id == token_id)
+                                     & (models.Token.user == g.api_user.id))
+    if token is None:
+        raise ApiError(404, 'Not Found', f'No token with id "{token_id}".')
+    token.user = g.api_user  # already loaded: the audit record needs it
+    return token
+
+
+@bp.get('/user/<handle>/token')
+@bearer_required
+def tokens(handle):
+    """The user's tokens, oldest first."""
+    own_handle(handle)
+    limit, after = page_args()
+    page, cursor = token_page(g.api_user, limit, after)
+    return listing([token_json(token) for token in page], cursor)
+
+
+@bp.post('/user/<handle>/token')
+@bearer_required
+def create_token(handle):
+    """A new token; the only answer that ever holds its secret. 409 at the limit."""
+    own_handle(handle)
+    json_body(set(), optional=True)
+    try:
+        token, secret = models.Token.issue(g.api_user, request.remote_addr)
+    except models.Refused as refusal:
+        raise ApiError(409, 'Conflict', str(refusal)) from None
+    response = jsonify({**token_json(token), 'token': secret})
+    response.status_code = 201
+    response.headers['Location'] = url_for('.token', handle=handle, token_id=token.id)
+    return response
+
+
+@bp.get('/user/<handle>/token/<token_id>')
+@bearer_required
+def token(handle, token_id):
+    """One of the user's tokens."""
+    return jsonify(token_json(own_token(handle, token_id)))
+
+
+@bp.patch('/user/<handle>/token/<token_id>')
+@bearer_required
+def update_token(handle, token_id):
+    """Activate or deactivate a token: `{"status": "active"|"inactive"}`."""
+    token = own_token(handle, token_id)
+    body = json_body({'status'})
+    try:
+        token.set_status(body.get('status'), request.remote_addr)
+    except models.Invalid as error:
+        raise invalid(error.errors) from None
+    return jsonify(token_json(token))
+
+
+@bp.delete('/user/<handle>/token/<token_id>')
+@bearer_required
+def delete_token(handle, token_id):
+    """Delete a token for good; answers with the token as it was."""
+    token = own_token(handle, token_id)
+    token.remove(request.remote_addr)
+    return jsonify(token_json(token))
+
+
+@bp.get('/user/<handle>/preferences')
+@bearer_required
+def preferences(handle):
+    """Which emails the user wants."""
+    own_handle(handle)
+    return jsonify(preferences_json(models.Preferences.for_user(g.api_user.id), g.api_user))
+
+
+@bp.patch('/user/<handle>/preferences')
+@bearer_required
+def update_preferences(handle):
+    """Change some of the email choices; the fields left out stay as they are."""
+    own_handle(handle)
+    body = json_body(PREFERENCE_FIELDS)
+    wrong = {field: 'must be "enabled" or "disabled"' for field, value in body.items()
+             if value not in ('enabled', 'disabled')}
+    if wrong:
+        raise invalid(wrong)
+    preferences = models.Preferences.for_user(g.api_user.id)
+    preferences.change({PREFERENCE_FIELDS[field]: value == 'enabled'
+                        for field, value in body.items()}, g.api_user, request.remote_addr)
+    return jsonify(preferences_json(preferences, g.api_user))
+
+
+@bp.get('/user/<handle>/audit_log')
+@bearer_required
+def audit_log(handle):
+    """The user's audit records, newest first; `action_type` keeps only one kind."""
+    own_handle(handle)
+    limit, after = page_args()
+    records, cursor = models.audit_page(g.api_user, limit, after,
+                                        request.args.get('action_type'))
+    actors = actors_of(records)
+    return listing([audit_json(record, actors) for record in records], cursor)

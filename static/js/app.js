@@ -55,3 +55,15 @@ document.addEventListener('click', function (event) {
 
 // Buttons that only work with JavaScript (copy, reveal) are hidden until it runs.
 document.documentElement.classList.add('js');
+
+// Times: a <time datetime="…Z"> shows the moment in the browser's own time zone; its title
+// keeps the UTC value.
+function localizeTimes(root) {
+  root.querySelectorAll('time[datetime]').forEach(function (time) {
+    var when = new Date(time.getAttribute('datetime'));
+    if (isNaN(when.getTime())) return;
+    time.textContent = when.toLocaleString(undefined, {dateStyle: 'medium', timeStyle: 'short'});
+  });
+}
+document.addEventListener('DOMContentLoaded', function () { localizeTimes(document); });
+document.addEventListener('htmx:load', function (event) { localizeTimes(event.detail.elt); });

@@ -1,0 +1,237 @@
+"""Audit Log, Reset authentication and CLI login in a real Chromium, with and without JS."""
+import datetime
+import json
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+from playwright.sync_api import expect
+
+import models
+from tests.browser.test_flows import (
+    SERIOUS_AXE_RESULTS,
+    Person,
+    is_same_document,
+    mark_document,
+    panel_heading,
+    settings_link,
+    settled,
+    url_ending,
+)
+
+CODE_HINT = "Expires in 15 minutes. Don't share this code with anyone."
+
+
+@pytest.fixture
+def person():
+    return Person()
+
+
+def call(url, method='GET', token=None):
+    """One HTTP request from outside any browser; returns (status, JSON body)."""
+    request = urllib.request.Request(url, method=method)
+    if token:
+        request.add_header('Authorization', f'Bearer {token}')
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b'{}')
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read() or b'{}')
+
+
+def account(person):
+    with models.db.connection_context():
+        return models.User.get(models.User.handle == person.handle)
+
+
+def issue_token(person):
+    with models.db.connection_context():
+        return models.Token.issue(account(person))[1]
+
+
+def write_records(person, count):
+    """`count` token.create records a second apart after now, so they are the newest."""
+    start = models.utcnow() + datetime.timedelta(minutes=1)
+    with models.db.connection_context():
+        user = account(person)
+        for i in range(count):
+            record = models.AuditRecord.write('token.create', user, '192.0.2.1',
+                                              data={'token_id': f't_{i}', 'last4': f'{i:04d}'})
+            (models.AuditRecord.update(created_at=start + datetime.timedelta(seconds=i))
+             .where(models.AuditRecord.id == record.id).execute())
+
+
+def login_page(page):
+    expect(page).to_have_url(re.compile(r'/login(\?|$)'))
+    expect(page.get_by_role('heading', level=1, name='Log in')).to_be_visible()
+
+
+def test_reset_authentication_logs_out_every_browser_and_revokes_tokens(
+        new_page, page, javascript, person, live_server):
+    person.sign_up(page)
+    htmx_browser, plain_browser = new_page(javascript=True), new_page(javascript=False)
+    for other in (htmx_browser, plain_browser):
+        person.log_in(other)
+        expect(other).to_have_url(url_ending(person.profile_path))
+    token = issue_token(person)
+    assert call(f'{live_server}/api/v0/actor', token=token)[0] == 200
+
+    settings_link(page, 'Advanced').click()
+    expect(panel_heading(page, 'Advanced')).to_be_visible()
+    settled(page)
+    section = page.get_by_role('region', name='Reset authentication')
+    expect(section).to_contain_text('temporary and user tokens')
+    mark_document(page)
+    section.get_by_role('button', name='Reset authentication').click()
+    expect(section).to_contain_text('Reset authentication now?')
+    assert is_same_document(page) is javascript  # with JS the step is inline
+    if javascript:
+        settled(page)
+        section.get_by_role('link', name='Cancel').click()
+        expect(section).not_to_contain_text('Reset authentication now?')
+        expect(section.get_by_role('button', name='Reset authentication')).to_be_focused()
+        settled(page)
+        section.get_by_role('button', name='Reset authentication').click()
+        expect(section).to_contain_text('Reset authentication now?')
+        settled(page)
+    section.get_by_role('button', name='Reset authentication').click()
+
+    login_page(page)
+    expect(page).to_have_url(url_ending('/login'))
+    expect(page.get_by_role('status')).to_contain_text('Authentication was reset')
+    page.goto(person.profile_path)
+    login_page(page)
+
+    mark_document(htmx_browser)
+    settings_link(htmx_browser, 'Notifications').click()  # an htmx request
+    login_page(htmx_browser)
+    plain_browser.reload()  # a navigation
+    login_page(plain_browser)
+
+    status, body = call(f'{live_server}/api/v0/actor', token=token)
+    assert status == 401 and body['status'] == 401
+
+
+def test_audit_log_load_more_and_filter(page, javascript, person):
+    person.sign_up(page)
+    write_records(person, 60)  # with signup and login: 62 records
+    settings_link(page, 'Audit Log').click()
+    expect(panel_heading(page, 'Audit Log')).to_be_visible()
+    settled(page)
+    table = page.get_by_role('table')
+    rows = table.locator('tbody tr[data-record]')
+    expect(rows).to_have_count(50)
+    expect(rows.first).to_contain_text(f'{person.handle} created token pst_…0059')
+    time = rows.first.locator('time')
+    expect(time).to_have_attribute('title', re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$'))
+    if javascript:  # shown in the browser's time zone, the UTC value in the tooltip
+        expect(time).not_to_have_text(re.compile('UTC$'))
+    else:
+        expect(time).to_have_text(re.compile('UTC$'))
+
+    mark_document(page)
+    page.get_by_role('link', name='Load more').click()
+    if javascript:
+        expect(rows).to_have_count(62)
+        expect(page.get_by_role('link', name='Load more')).to_have_count(0)
+        expect(rows.nth(50)).to_contain_text('created token pst_…0009')
+        expect(rows.last).to_contain_text(f'{person.handle} signed up')
+        expect(rows.nth(60).locator('time')).not_to_have_text(re.compile('UTC$'))
+    else:
+        expect(rows).to_have_count(12)
+        expect(rows.first).to_contain_text('created token pst_…0009')
+        expect(page.get_by_role('link', name='Back to the newest records')).to_be_visible()
+    assert is_same_document(page) is javascript
+
+    filter_box = page.get_by_label('Action type')
+    filter_box.select_option('user.login')
+    if not javascript:
+        page.get_by_role('button', name='Filter').click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(f'{person.handle} logged in')
+    expect(page).to_have_url(re.compile(r'/audit\?action_type=user\.login$'))
+    expect(filter_box).to_have_value('user.login')
+    assert is_same_document(page) is javascript
+    expect(page.get_by_role('link', name='Export as CSV')).to_be_visible()
+
+
+def test_verify_a_cli_login_and_copy_its_code(page, javascript, person, live_server):
+    person.sign_up(page)
+    status, started = call(f'{live_server}/api/v0/login/token', method='POST')
+    assert status == 201
+    page.goto(started['url'])
+    expect(page.get_by_role('heading', level=1, name='Verify login request')).to_be_visible()
+    expect(page.get_by_text('127.0.0.1')).to_be_visible()
+    expect(page.locator('#login-request')).to_contain_text(person.handle)
+    settled(page)
+    page.get_by_role('button', name='Verify').click()
+
+    code_field = page.get_by_label('Verification code')
+    expect(code_field).to_have_value(re.compile(r'^[0-9]{6}$'))
+    expect(code_field).to_have_accessible_description(CODE_HINT)
+    expect(page).to_have_url(re.compile(r'/login/token'))
+    assert code_field.input_value() not in page.url
+    code = code_field.input_value()
+    copy = page.get_by_role('button', name='Copy')
+    if javascript:
+        page.context.grant_permissions(['clipboard-read', 'clipboard-write'],
+                                       origin=live_server)
+        copy.click()
+        expect(page.get_by_role('status')).to_have_text('Copied')
+        assert page.evaluate('navigator.clipboard.readText()') == code
+    else:
+        expect(copy).to_be_hidden()  # without JS the code is selected and copied by hand
+
+    status, body = call(f'{live_server}/api/v0/login/token/{started["id"]}?code={code}')
+    assert status == 200 and body['token'].startswith('pstt_')
+    page.goto(started['url'])
+    expect(page.get_by_role('heading', level=1, name='Login request not found')).to_be_visible()
+
+
+def test_decline_a_cli_login(page, person, live_server):
+    person.sign_up(page)
+    _, started = call(f'{live_server}/api/v0/login/token', method='POST')
+    page.goto(started['url'])
+    settled(page)
+    page.get_by_role('button', name='Decline').click()
+    expect(page.get_by_role('status')).to_contain_text('Login request declined.')
+    status, _ = call(f'{live_server}/api/v0/login/token/{started["id"]}?code=123456')
+    assert status == 404
+
+
+@pytest.mark.parametrize('color_scheme', ['light', 'dark'])
+def test_audit_advanced_and_verify_pages_have_no_serious_accessibility_violations(
+        new_page, axe_source, person, live_server, color_scheme):
+    page = new_page(javascript=True, color_scheme=color_scheme)
+    found = {}
+
+    def audit(where):
+        settled(page)
+        if not page.evaluate("typeof window.axe === 'object'"):
+            page.evaluate(axe_source)
+        violations = page.evaluate(SERIOUS_AXE_RESULTS)
+        if violations:
+            found[where] = violations
+
+    person.sign_up(page)
+    write_records(person, 3)
+    settings_link(page, 'Audit Log').click()
+    expect(page.get_by_role('table')).to_be_visible()
+    audit('audit log')
+    settings_link(page, 'Advanced').click()
+    page.get_by_role('button', name='Reset authentication').click()
+    expect(page.get_by_text('Reset authentication now?')).to_be_visible()
+    audit('advanced, confirming')
+    _, started = call(f'{live_server}/api/v0/login/token', method='POST')
+    page.goto(started['url'])
+    audit('verify login request')
+    page.get_by_role('button', name='Verify').click()
+    expect(page.get_by_label('Verification code')).to_be_visible()
+    audit('verify login request, code')
+
+    report = '\n'.join(f'{where}: {v["impact"]} {v["id"]} ({v["help"]})\n    '
+                       + '\n    '.join(v['nodes'])
+                       for where, violations in found.items() for v in violations)
+    assert not found, f'{color_scheme} scheme, serious or critical axe violations:\n{report}'

@@ -1,0 +1,305 @@
+"""Settings → Audit Log: sentences, ownership, Load more (htmx and plain), filter, exports."""
+import csv
+import datetime
+import io
+import json
+import re
+
+import pytest
+
+import models
+from tests.conftest import HTMX, html, log_in, make_user
+
+URL = '/user/alice/settings/audit'
+MORE = {**HTMX, 'HX-Target': 'audit-more'}
+FILTER = {**HTMX, 'HX-Target': 'audit-log'}
+SPEC_FIELDS = ['id', 'action_type', 'actor_id', 'actor_handle', 'actor_display_name',
+               'actor_avatar_url', 'actor_ip', 'identity_id', 'identity_handle', 'target_id',
+               'target_handle', 'data', 'created_at']
+BASE_TIME = datetime.datetime(2030, 1, 1, 12, 0, 0)
+
+
+def write(user, action_type, data=None, ip='192.0.2.7', at=None):
+    """An audit record as the app writes it; `at` pins its time so order is certain."""
+    with models.db.connection_context():
+        actor = models.User.get_by_id(user.id)
+        record = models.AuditRecord.write(action_type, actor, ip, target=actor, data=data)
+        if at is not None:
+            (models.AuditRecord.update(created_at=at)
+             .where(models.AuditRecord.id == record.id).execute())
+    return record.id
+
+
+def write_many(user, count, action_type='token.create'):
+    """`count` records a second apart, newest last; returns their ids newest first."""
+    with models.db.connection_context(), models.db.atomic():
+        ids = [write(user, action_type, {'token_id': f't_{i}', 'last4': f'{i:04d}'},
+                     at=BASE_TIME + datetime.timedelta(seconds=i)) for i in range(count)]
+    return ids[::-1]
+
+
+def record_ids(page):
+    return [row['data-record'] for row in page.select('tr[data-record]')]
+
+
+def sentences(page):
+    return [' '.join(cell.get_text().split()) for cell in page.select('td.audit-action')]
+
+
+def load_more_link(page):
+    return page.find('a', string='Load more')
+
+
+def test_audit_log_is_a_full_page_normally(client, logged_in):
+    response = client.get(URL)
+    assert response.status_code == 200
+    assert {'HX-Request', 'HX-Target'} <= set(response.vary)
+    page = html(response)
+    assert page.find('header', id='topbar') is not None
+    assert page.title.get_text() == 'Audit Log · Penstock'
+    assert page.find(id='panel').find('h2').get_text(strip=True) == 'Audit Log'
+    nav = page.find('nav', attrs={'aria-label': 'Settings'})
+    assert nav.find(attrs={'aria-current': 'page'}).get_text(strip=True) == 'Audit Log'
+    assert [th.get_text() for th in page.select('table.audit-table thead th')] == [
+        'Actor', 'Action', 'IP', 'Time', 'Details']
+
+
+def test_audit_log_is_only_the_panel_for_htmx(client, logged_in):
+    response = client.get(URL, headers=HTMX)
+    assert response.status_code == 200
+    fragment = html(response)
+    assert fragment.find('html') is None and fragment.find('header') is None
+    assert fragment.find('h2', id='panel-heading').get_text(strip=True) == 'Audit Log'
+    assert fragment.find('nav', id='settings-nav')['hx-swap-oob'] == 'true'
+    assert fragment.find(id='audit-log') is not None
+
+
+def test_audit_log_needs_login_and_is_404_for_another_users_handle(client, user, other_user):
+    response = client.get(URL)
+    assert response.status_code == 302
+    assert response.headers['Location'] == f'/login?next={URL}'
+    log_in(client, 'alice')
+    assert client.get('/user/bob/settings/audit').status_code == 404
+    assert client.get('/user/bob/settings/audit/export.csv').status_code == 404
+
+
+def test_records_are_newest_first_with_a_readable_sentence(client, logged_in):
+    write(logged_in, 'token.create', {'token_id': 't_1', 'last4': 'a1b2'},
+          at=BASE_TIME)
+    write(logged_in, 'token.delete', {'token_id': 't_1', 'last4': 'a1b2'},
+          at=BASE_TIME + datetime.timedelta(minutes=5))
+    page = html(client.get(URL))
+    assert sentences(page)[:2] == ['alice deleted token pst_…a1b2',
+                                   'alice created token pst_…a1b2']
+    first = page.select_one('tr[data-record]')
+    assert first.find('strong').get_text() == 'alice'
+    assert first.select_one('td.audit-ip').get_text(strip=True) == '192.0.2.7'
+    avatar = first.select_one('td .audit-actor img.avatar')
+    assert avatar['src'].startswith(f'/avatars/{logged_in.id}/')
+    time = first.find('time')
+    assert time['datetime'] == '2030-01-01T12:05:00Z'
+    assert time['title'] == '2030-01-01 12:05:00 UTC'
+    details = first.select_one('td.audit-details dl')
+    assert [(dt.get_text(), dt.find_next_sibling('dd').get_text())
+            for dt in details.find_all('dt')] == [('Last4', 'a1b2'), ('Token id', 't_1')]
+
+
+SENTENCES = [
+    ('user.signup', {}, 'alice signed up'),
+    ('user.login', {'session_id': 's_1'}, 'alice logged in'),
+    ('user.logout', {'session_id': 's_1'}, 'alice logged out'),
+    ('user.update', {'display_name': {'old': None, 'new': 'Alice A'}},
+     'alice changed their display name to “Alice A”'),
+    ('user.update', {'handle': {'old': 'alice', 'new': 'alicia'}},
+     'alice changed their handle from alice to alicia'),
+    ('user.preferences.update', {'communication_tips_and_tricks': 'enabled'},
+     'alice changed their notification preferences'),
+    ('token.create', {'token_id': 't_1', 'last4': 'a1b2'}, 'alice created token pst_…a1b2'),
+    ('token.update', {'token_id': 't_1', 'last4': 'a1b2',
+                      'status': {'old': 'active', 'new': 'inactive'}},
+     'alice deactivated token pst_…a1b2'),
+    ('token.update', {'token_id': 't_1', 'last4': 'a1b2',
+                      'status': {'old': 'inactive', 'new': 'active'}},
+     'alice activated token pst_…a1b2'),
+    ('token.delete', {'token_id': 't_1', 'last4': 'a1b2'}, 'alice deleted token pst_…a1b2'),
+    ('user.authentication.reset', {'sessions': 2, 'tokens': 1, 'temporary_tokens': 0},
+     'alice reset authentication, logging out every session and revoking every token'),
+    ('login_token.confirm', {'login_request_id': 'l_1', 'requested_from': '198.51.100.4'},
+     'alice verified a CLI login request from 198.51.100.4'),
+    ('login_token.decline', {'login_request_id': 'l_1', 'requested_from': '198.51.100.4'},
+     'alice declined a CLI login request from 198.51.100.4'),
+    ('login_token.create', {'login_request_id': 'l_1', 'temporary_token_id': 'p_1'},
+     'alice logged in with the CLI (a temporary token was issued)'),
+    ('user.avatar.update', {}, 'alice uploaded a new avatar'),
+    ('user.avatar.delete', {}, 'alice reset their avatar'),
+    ('user.password.rotate', {}, 'alice rotated their database password'),
+    ('workspace.frobnicate', {'x': 1}, 'alice did workspace.frobnicate'),
+]
+
+
+@pytest.mark.parametrize('action_type,data,expected', SENTENCES,
+                         ids=[f'{a}-{i}' for i, (a, _, _) in enumerate(SENTENCES)])
+def test_each_action_type_reads_as_a_sentence(client, logged_in, action_type, data, expected):
+    write(logged_in, action_type, data, at=BASE_TIME)
+    assert sentences(html(client.get(URL)))[0] == expected
+
+
+def test_sentences_cover_every_action_type_the_models_write():
+    with open(models.__file__, encoding='utf-8') as f:
+        source = f.read()
+    written = set(re.findall(r"AuditRecord\.write\(\s*'([a-z_.]+)'", source))
+    assert written, 'no AuditRecord.write calls found'
+    assert written <= {action for action, _, _ in SENTENCES}
+
+
+def test_details_show_old_and_new_values_and_escape_what_users_typed(client, logged_in):
+    write(logged_in, 'user.update', {'display_name': {'old': None, 'new': '<b>Al</b>'}},
+          at=BASE_TIME)
+    page = html(client.get(URL))
+    assert page.select_one('td.audit-action').find('b') is None
+    assert page.select_one('td.audit-details dd').get_text() == '(none) → <b>Al</b>'
+
+
+def test_records_of_another_user_are_never_shown(client, logged_in):
+    bob = make_user('bob@example.com', 'bob')
+    write(bob, 'token.create', {'token_id': 't_b', 'last4': 'bobb'}, at=BASE_TIME)
+    mine = write(logged_in, 'token.create', {'token_id': 't_a', 'last4': 'aaaa'},
+                 at=BASE_TIME)
+    page = html(client.get(URL))
+    assert mine in record_ids(page)
+    assert 'bob' not in page.find(id='audit-log').get_text()
+    exported = client.get(URL + '/export.jsonl').get_data(as_text=True)
+    assert {json.loads(line)['identity_handle'] for line in exported.splitlines()} == {'alice'}
+
+
+def _load_all_with_htmx(client, url):
+    """Follow Load more the way htmx does: each answer is rows plus the next Load more row."""
+    page = html(client.get(url))
+    ids = record_ids(page)
+    more = load_more_link(page)
+    while more is not None:
+        assert more['hx-target'] == '#audit-more' and more['hx-swap'] == 'outerHTML'
+        response = client.get(more['hx-get'], headers=MORE)
+        assert response.status_code == 200
+        fragment = html(response)
+        assert fragment.find('table') is None and fragment.find('h2') is None
+        assert all(tr.parent is fragment for tr in fragment.find_all('tr', recursive=False))
+        ids += record_ids(fragment)
+        more = load_more_link(fragment)
+        if more is not None:
+            assert more.find_parent('tr')['id'] == 'audit-more'
+    return ids
+
+
+def test_load_more_with_htmx_appends_every_record_once_in_order(client, logged_in):
+    expected = write_many(logged_in, 120)  # newer than the signup and login records
+    ids = _load_all_with_htmx(client, URL)
+    assert len(ids) == len(set(ids)) == 122
+    assert ids[:120] == expected
+    first_page = record_ids(html(client.get(URL)))
+    assert len(first_page) == 50
+
+
+def test_load_more_without_javascript_is_a_link_to_a_full_page_of_the_next_records(
+        client, logged_in):
+    expected = write_many(logged_in, 120)
+    seen, url, pages = [], URL, 0
+    while url:
+        response = client.get(url)
+        assert response.status_code == 200
+        page = html(response)
+        assert page.find('header', id='topbar') is not None
+        seen += record_ids(page)
+        pages += 1
+        more = load_more_link(page)
+        url = more['href'] if more else None
+        if url:
+            assert more['href'] == more['hx-get'] and 'after=' in url
+    assert pages == 3
+    assert len(seen) == len(set(seen)) == 122
+    assert seen[:120] == expected
+    assert page.find('a', string='Back to the newest records')['href'] == URL
+
+
+def test_a_tampered_load_more_link_is_refused(client, logged_in):
+    response = client.get(URL + '?after=not-a-cursor')
+    assert response.status_code == 400
+    assert 'not valid' in html(response).find(attrs={'role': 'alert'}).get_text()
+
+
+def test_filter_by_action_type_as_a_page_and_with_htmx(client, logged_in):
+    created = write_many(logged_in, 60, 'token.create')
+    deleted = write(logged_in, 'token.delete', {'token_id': 't', 'last4': 'dddd'},
+                    at=BASE_TIME + datetime.timedelta(hours=1))
+    page = html(client.get(URL))
+    select = page.find('select', id='action_type')
+    assert page.find('label', attrs={'for': 'action_type'}).get_text() == 'Action type'
+    options = [option['value'] for option in select.find_all('option')]
+    assert options[0] == '' and select.find('option').get_text() == 'All'
+    assert {'token.create', 'user.login', 'user.authentication.reset',
+            'login_token.confirm'} <= set(options)
+    form = select.find_parent('form')
+    assert form['method'] == 'get' and form['hx-target'] == '#audit-log'
+
+    page = html(client.get(URL + '?action_type=token.delete'))
+    assert record_ids(page) == [deleted]
+    assert page.find('option', selected=True)['value'] == 'token.delete'
+
+    response = client.get(URL + '?action_type=token.create', headers=FILTER)
+    fragment = html(response)
+    assert fragment.find('h2') is None and fragment.find('div', id='audit-log') is not None
+    assert record_ids(fragment) == created[:50]
+    more = load_more_link(fragment)
+    assert 'action_type=token.create' in more['hx-get']
+    rest = html(client.get(more['hx-get'], headers=MORE))
+    assert record_ids(rest) == created[50:]
+    assert load_more_link(rest) is None
+
+
+def test_an_unknown_action_type_filter_shows_all_records(client, logged_in):
+    page = html(client.get(URL + '?action_type=nonsense'))
+    assert page.find('option', selected=True) is None
+    assert len(record_ids(page)) == 2  # signup and login
+
+
+def test_csv_export_has_every_record_with_spec_field_names(client, logged_in):
+    write_many(logged_in, 30)
+    with models.db.connection_context():
+        models.User.get_by_id(logged_in.id).set_display_name('=HYPERLINK("x")')
+    response = client.get(URL + '/export.csv')
+    assert response.status_code == 200
+    assert response.mimetype == 'text/csv'
+    assert response.headers['Cache-Control'] == 'no-store'
+    assert response.headers['Content-Disposition'].startswith(
+        'attachment; filename="penstock-audit-log-alice-')
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert list(rows[0]) == SPEC_FIELDS
+    with models.db.connection_context():
+        expected = [r.id for r in models.AuditRecord.select()
+                    .where(models.AuditRecord.identity == logged_in.id)
+                    .order_by(models.AuditRecord.created_at.desc(),
+                              models.AuditRecord.id.desc())]
+    assert [row['id'] for row in rows] == expected and len(rows) == 33
+    created = next(row for row in rows if row['action_type'] == 'token.create')
+    assert json.loads(created['data'])['last4'] == '0029'
+    assert created['created_at'] == '2030-01-01T12:00:29.000Z'
+    assert created['actor_handle'] == 'alice' and created['actor_ip'] == '192.0.2.7'
+    update = next(row for row in rows if row['action_type'] == 'user.update')
+    assert update['actor_display_name'] == '\'=HYPERLINK("x")'  # not run as a formula
+
+
+def test_jsonl_export_streams_every_record_in_batches(client, logged_in, monkeypatch):
+    monkeypatch.setattr('views.audit.EXPORT_BATCH', 7)
+    expected = write_many(logged_in, 30)
+    response = client.get(URL + '/export.jsonl')
+    assert response.status_code == 200
+    assert response.is_streamed
+    assert response.mimetype == 'application/jsonl'
+    assert response.headers['Cache-Control'] == 'no-store'
+    assert response.headers['Content-Disposition'].endswith('.jsonl"')
+    items = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+    assert [item['id'] for item in items][:30] == expected
+    assert len(items) == 32 and len({item['id'] for item in items}) == 32
+    assert all(list(item) == SPEC_FIELDS for item in items)
+    assert items[0]['data'] == {'token_id': 't_29', 'last4': '0029'}
+    assert [item['action_type'] for item in items[30:]] == ['user.login', 'user.signup']

@@ -1,0 +1,164 @@
+"""The two-token limit holds when 20 creates race through a multi-process server on SQLite."""
+import http.client
+import http.cookiejar
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from bs4 import BeautifulSoup
+from flask import Flask
+
+import models
+
+ROOT = Path(__file__).resolve().parents[1]
+GUNICORN = Path(sys.executable).parent / 'gunicorn'
+SECRET_KEY = 'concurrency-test'
+REQUESTS = 20
+LIMIT_REFUSAL = ('You already have 2 tokens, the most you can have at a time. '
+                 'Delete one to create another.')
+
+
+@pytest.fixture
+def server(tmp_path):
+    """gunicorn with 4 worker processes on a migrated SQLite file; yields (base URL, db path).
+
+    The listening socket is made here and handed over, so requests queue until a worker is up
+    instead of the test polling for the port."""
+    database = tmp_path / 'penstock.db'
+    connection = models.open_database(f'sqlite:///{database}')
+    models.migrate(connection)
+    connection.close()
+
+    listener = socket.socket()
+    listener.bind(('127.0.0.1', 0))
+    listener.listen(64)
+    listener.set_inheritable(True)
+    env = {**os.environ, 'DATABASE_URL': f'sqlite:///{database}', 'SECRET_KEY': SECRET_KEY,
+           'SECURE_COOKIES': '0'}
+    log = open(tmp_path / 'gunicorn.log', 'wb')
+    process = subprocess.Popen(
+        [str(GUNICORN), '-w', '4', '-b', f'fd://{listener.fileno()}', '--timeout', '30',
+         'app:create_app()'],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),))
+    try:
+        yield f'http://127.0.0.1:{listener.getsockname()[1]}', database
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        listener.close()
+        log.close()
+
+
+class Browser:
+    """A cookie-keeping HTTP client that does not follow redirects, like a form post would."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def __init__(self, base):
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar), self._NoRedirect)
+
+    def open(self, path, form=None):
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        try:
+            with self.opener.open(self.base + path, data=data, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def csrf(self, path):
+        status, body = self.open(path)
+        assert status == 200, (path, status)
+        field = BeautifulSoup(body, 'html.parser').find('input', attrs={'name': 'csrf_token'})
+        return field['value']
+
+    def cookie_header(self):
+        return '; '.join(f'{c.name}={c.value}' for c in self.jar)
+
+
+def post_create(base, path, cookie, csrf, htmx):
+    """One raw POST to New Token; returns (status, headers, body)."""
+    url = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    headers = {'Cookie': cookie, 'Content-Type': 'application/x-www-form-urlencoded'}
+    if htmx:
+        headers['HX-Request'] = 'true'
+    try:
+        connection.request('POST', path, body=urllib.parse.urlencode({'csrf_token': csrf}),
+                           headers=headers)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode()
+    finally:
+        connection.close()
+
+
+def flashes(set_cookie):
+    """The flash messages a response put in its (signed) session cookie."""
+    app = Flask(__name__)
+    app.secret_key = SECRET_KEY
+    value = set_cookie.split('penstock_session=', 1)[1].split(';', 1)[0]
+    session = app.session_interface.get_signing_serializer(app).loads(value)
+    return [message for _, message in session.get('_flashes', [])]
+
+
+def test_third_token_is_refused_under_concurrency(server):
+    base, database = server
+    person = Browser(base)
+    csrf = person.csrf('/signup')
+    status, _ = person.open('/signup', {'email': 'racer@example.com', 'handle': 'racer',
+                                        'password': 'correct horse battery', 'csrf_token': csrf})
+    assert status == 302
+    path = '/user/racer/settings/tokens'
+    csrf = person.csrf(path)
+    cookie = person.cookie_header()
+
+    start = threading.Barrier(REQUESTS, timeout=30)
+
+    def race(number):
+        start.wait()  # all 20 go at once
+        return post_create(base, path, cookie, csrf, htmx=number % 2 == 0)
+
+    with ThreadPoolExecutor(max_workers=REQUESTS) as pool:
+        results = list(pool.map(race, range(REQUESTS)))
+
+    statuses = sorted(status for status, _, _ in results)
+    assert all(status < 500 for status in statuses), statuses
+    created = [r for r in results if r[0] == 200]
+    refused = [r for r in results if r[0] != 200]
+    assert len(created) == 2, statuses
+    for _status, _headers, body in created:
+        secret_field = BeautifulSoup(body, 'html.parser').find('input', id='token-secret')
+        assert secret_field['value'].startswith('pst_')
+    for status, headers, body in refused:
+        if status == 422:  # htmx: the refusal in place
+            error = BeautifulSoup(body, 'html.parser').find(id='new-token-reason')
+            assert error.get_text(strip=True) == LIMIT_REFUSAL
+        else:  # a form post: back to the page, with the refusal as its flash message
+            assert status == 302 and headers['Location'] == path
+            assert flashes(headers['Set-Cookie']) == [LIMIT_REFUSAL]
+
+    with closing(sqlite3.connect(database)) as db:
+        assert db.execute('SELECT count(*) FROM token').fetchone() == (2,)
+        assert db.execute("SELECT count(*) FROM audit_record WHERE action_type = 'token.create'"
+                          ).fetchone() == (2,)
+    status, body = person.open(path)
+    rows = BeautifulSoup(body, 'html.parser').find(id='token-list').find_all('tr', id=True)
+    assert len(rows) == 2

@@ -1,0 +1,158 @@
+"""Settings → Audit Log: the account's activity, newest first, with filter and exports."""
+import csv
+import io
+import json
+
+from flask import Response, render_template, request, stream_with_context
+from flask_login import current_user
+
+from models import audit_page, utcnow
+from views import is_htmx, render_fragment, render_settings, settings_blueprint
+from views.api import ApiError, actors_of, audit_json, decode_cursor, encode_cursor
+
+bp = settings_blueprint('audit', __name__, 'Audit Log', 5)
+
+PAGE_SIZE = 50
+EXPORT_BATCH = 500
+EXPORT_FIELDS = ('id', 'action_type', 'actor_id', 'actor_handle', 'actor_display_name',
+                 'actor_avatar_url', 'actor_ip', 'identity_id', 'identity_handle',
+                 'target_id', 'target_handle', 'data', 'created_at')
+# Every action type the app writes (and those SPEC names for later issues), as the filter
+# lists them.
+ACTION_TYPES = (
+    ('user.signup', 'Signed up'),
+    ('user.login', 'Logged in'),
+    ('user.logout', 'Logged out'),
+    ('user.update', 'Profile changed'),
+    ('user.preferences.update', 'Notification preferences changed'),
+    ('user.avatar.update', 'Avatar uploaded'),
+    ('user.avatar.delete', 'Avatar reset'),
+    ('user.password.rotate', 'Database password rotated'),
+    ('token.create', 'Token created'),
+    ('token.update', 'Token activated or deactivated'),
+    ('token.delete', 'Token deleted'),
+    ('user.authentication.reset', 'Authentication reset'),
+    ('login_token.confirm', 'CLI login verified'),
+    ('login_token.decline', 'CLI login declined'),
+    ('login_token.create', 'CLI login completed'),
+)
+ACTION_LABELS = dict(ACTION_TYPES)
+
+
+@bp.get('/audit')
+def page():
+    """Show one page of the log (after ?after=, of ?action_type=) as a page or a fragment.
+
+    htmx asks for the rows after a cursor (Load more, target #audit-more) or for the whole
+    table of a filter (target #audit-log); anything else gets the panel."""
+    action_type = request.args.get('action_type', '')
+    if action_type not in ACTION_LABELS:
+        action_type = ''
+    token = request.args.get('after')
+    try:
+        after = decode_cursor(token) if token else None
+    except ApiError:
+        return render_template('error.html', title='Link out of date',
+                               message='This Load more link is not valid. '
+                                       'Open the Audit Log again to start from the newest '
+                                       'records.'), 400
+    records, cursor = audit_page(current_user.id, PAGE_SIZE, after, action_type or None)
+    context = dict(rows=_rows(records), next_cursor=encode_cursor(cursor) if cursor else None,
+                   action_type=action_type, action_label=ACTION_LABELS.get(action_type),
+                   action_types=ACTION_TYPES, after=token)
+    target = request.headers.get('HX-Target') if is_htmx() else None
+    if target in ('audit-more', 'audit-log'):
+        template = 'audit/_rows.html' if target == 'audit-more' else 'audit/_log.html'
+        response = render_fragment(template, **context)
+    else:
+        response = render_settings('audit/_panel.html', 'Audit Log', **context)
+    response.vary.add('HX-Target')
+    return response
+
+
+@bp.get('/audit/export.<any(csv, jsonl):kind>')
+def export(kind):
+    """Download the whole log as CSV or JSON Lines, streamed in keyset batches."""
+    batches = _batches(current_user.id)
+    if kind == 'csv':
+        body, mimetype = _csv_lines(batches), 'text/csv'
+    else:
+        body, mimetype = _jsonl_lines(batches), 'application/jsonl'
+    filename = f'penstock-audit-log-{current_user.handle}-{utcnow():%Y%m%d}.{kind}'
+    response = Response(stream_with_context(body), mimetype=mimetype)
+    response.headers['Content-Disposition'] = f'attachment; filename="{filename}"'
+    response.headers['Cache-Control'] = 'no-store'
+    return response
+
+
+def _batches(user_id):
+    """Every record of the account, newest first, in lists of EXPORT_BATCH (keyset, no OFFSET)."""
+    cursor = None
+    while True:
+        records, cursor = audit_page(user_id, EXPORT_BATCH, cursor)
+        yield records
+        if cursor is None:
+            return
+
+
+def _items(batches):
+    """Each record as the API shows it (SPEC's field names), one actor query per batch."""
+    for records in batches:
+        actors = actors_of(records)
+        for record in records:
+            yield audit_json(record, actors)
+
+
+def _jsonl_lines(batches):
+    for item in _items(batches):
+        yield json.dumps(item, ensure_ascii=False) + '\n'
+
+
+def _csv_lines(batches):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(EXPORT_FIELDS)
+    yield buffer.getvalue()
+    for item in _items(batches):
+        buffer.seek(0)
+        buffer.truncate()
+        item['data'] = json.dumps(item['data'], sort_keys=True, ensure_ascii=False)
+        writer.writerow(_spreadsheet_safe(item.get(field)) for field in EXPORT_FIELDS)
+        yield buffer.getvalue()
+
+
+def _spreadsheet_safe(value):
+    """A cell a spreadsheet will not run as a formula (a display name may start with '=')."""
+    if value is None:
+        return ''
+    if isinstance(value, str) and value[:1] in ('=', '+', '-', '@', '\t', '\r'):
+        return "'" + value
+    return value
+
+
+def _rows(records):
+    """What each table row shows: the record, its actor, its data and its details."""
+    actors = actors_of(records)
+    rows = []
+    for record in records:
+        data = json.loads(record.data)
+        rows.append({'record': record, 'actor': actors.get(record.actor_id), 'data': data,
+                     'details': [(_label(key), _readable(value)) for key, value in
+                                 sorted(data.items())]})
+    return rows
+
+
+def _label(key):
+    return key.replace('_', ' ').capitalize()
+
+
+def _readable(value):
+    if isinstance(value, dict) and set(value) == {'old', 'new'}:
+        return f'{_readable(value["old"])} → {_readable(value["new"])}'
+    if value is None:
+        return '(none)'
+    if isinstance(value, bool):
+        return 'yes' if value else 'no'
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return str(value)

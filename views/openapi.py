@@ -1,0 +1,370 @@
+"""The OpenAPI 3.1 document of the JSON API, served at /api/v0/openapi.json.
+
+Object shapes follow the Steampipe Cloud API's schemas (SPEC section 9); tests check that
+every /api/v0 route is described here and that the answers match these schemas."""
+from flask import Blueprint, jsonify
+
+import models
+
+bp = Blueprint('openapi', __name__, url_prefix='/api/v0')
+
+TIME = {'type': 'string', 'format': 'date-time', 'examples': ['2025-05-01T10:42:07.123Z']}
+
+
+def public_id(prefix):
+    return {'type': 'string', 'pattern': f'^{prefix}_[0-9a-v]{{20}}$'}
+
+
+def ref(name):
+    return {'$ref': f'#/components/schemas/{name}'}
+
+
+def content(schema):
+    return {'application/json': {'schema': schema}}
+
+
+def ok(description, schema, **extra):
+    return {'description': description, 'content': content(schema), **extra}
+
+
+def errors(*codes):
+    return {str(code): {'$ref': f'#/components/responses/{ERROR_RESPONSES[code][0]}'}
+            for code in codes}
+
+
+def parameters(*names):
+    return [{'$ref': f'#/components/parameters/{name}'} for name in names]
+
+
+def body(schema, description, required=True):
+    return {'required': required, 'description': description, 'content': content(schema)}
+
+
+def listing(item):
+    return {'type': 'object', 'required': ['items'], 'additionalProperties': False,
+            'properties': {
+                'items': {'type': 'array', 'items': ref(item)},
+                'next_token': {'type': 'string', 'description':
+                               'Present when there are more items: pass it back as '
+                               '`next_token` for the next page. Absent on the last page.'}}}
+
+
+ERROR_RESPONSES = {
+    400: ('BadRequest', 'The request is not valid (a field, the body, `limit` or '
+                        '`next_token`); `validation_errors` says where and why. Nothing was '
+                        'changed.'),
+    401: ('Unauthorized', 'No token, or one that is malformed, unknown, inactive, deleted, '
+                          'expired or ended by Reset authentication.'),
+    404: ('NotFound', "No such object, or another user's: the API never says which."),
+    409: ('Conflict', 'The request cannot be done now, for example a third token while the '
+                      'user holds two.'),
+    429: ('TooManyRequests', 'Too many requests; try again later.'),
+}
+
+SCHEMAS = {
+    'Error': {
+        'type': 'object', 'description': 'Every error answer (RFC 9457 problem details).',
+        'required': ['type', 'title', 'status', 'detail', 'instance', 'validation_errors'],
+        'properties': {
+            'type': {'type': 'string', 'examples': ['about:blank']},
+            'title': {'type': 'string', 'examples': ['Bad Request']},
+            'status': {'type': 'integer', 'minimum': 400, 'maximum': 599},
+            'detail': {'type': 'string'},
+            'instance': {'type': 'string', 'description': 'The path that was asked for.'},
+            'validation_errors': {'type': 'array', 'items': ref('ValidationError')}}},
+    'ValidationError': {
+        'type': 'object', 'required': ['location', 'message'],
+        'properties': {
+            'location': {'type': 'string', 'examples': ['body.display_name', 'query.limit'],
+                         'description': '`body.<field>`, `query.<parameter>` or `body`.'},
+            'message': {'type': 'string'}}},
+    'User': {
+        'type': 'object',
+        'required': ['id', 'handle', 'display_name', 'avatar_url', 'status', 'created_at',
+                     'version_id'],
+        'properties': {
+            'id': public_id('u'),
+            'handle': {'type': 'string', 'pattern': models.HANDLE_RE.pattern},
+            'display_name': {'type': 'string', 'maxLength': models.DISPLAY_NAME_MAX,
+                             'description': 'Empty when the user has not set one.'},
+            'avatar_url': {'type': 'string', 'format': 'uri'},
+            'status': {'type': 'string', 'enum': ['accepted']},
+            'created_at': TIME,
+            'updated_at': {**TIME, 'description': 'Absent until the first change.'},
+            'version_id': {'type': 'integer', 'minimum': 1}}},
+    'UpdateUserRequest': {
+        'type': 'object', 'additionalProperties': False,
+        'properties': {
+            'display_name': {'type': 'string', 'minLength': 1,
+                             'maxLength': models.DISPLAY_NAME_MAX,
+                             'description': 'No line breaks or other control characters.'},
+            'handle': {'type': 'string', 'description':
+                       'Changing the handle is not supported yet: only the current handle '
+                       'is accepted; any other is a 400.'}}},
+    'Token': {
+        'type': 'object',
+        'required': ['id', 'user_id', 'status', 'last4', 'created_at', 'version_id'],
+        'properties': {
+            'id': public_id('t'),
+            'user_id': public_id('u'),
+            'status': {'type': 'string', 'enum': ['active', 'inactive']},
+            'last4': {'type': 'string', 'pattern': '^[0-9A-Za-z]{4}$',
+                      'description': 'The last 4 characters of the secret.'},
+            'created_at': TIME,
+            'updated_at': {**TIME, 'description': 'Absent until the first change.'},
+            'last_used_at': {**TIME, 'description':
+                             'Absent when never used; written at most once a minute.'},
+            'version_id': {'type': 'integer', 'minimum': 1}}},
+    'NewToken': {
+        'description': 'A token just created, with its secret: the only time it is shown.',
+        'allOf': [ref('Token'), {
+            'type': 'object', 'required': ['token'],
+            'properties': {'token': {
+                'type': 'string', 'pattern': '^pst_[0-9A-Za-z]{36}$',
+                'description': '`pst_` + 30 random base62 characters + the 6-character '
+                               'base62 CRC32 of everything before it.'}}}]},
+    'CreateTokenRequest': {
+        'type': 'object', 'additionalProperties': False, 'maxProperties': 0,
+        'description': 'No fields: send no body, or `{}`.'},
+    'UpdateTokenRequest': {
+        'type': 'object', 'additionalProperties': False, 'required': ['status'],
+        'properties': {'status': {'type': 'string', 'enum': ['active', 'inactive']}}},
+    'TokenList': listing('Token'),
+    'UserPreferences': {
+        'type': 'object',
+        'required': ['id', 'communication_community_updates', 'communication_product_updates',
+                     'communication_tips_and_tricks', 'created_at', 'version_id'],
+        'properties': {
+            'id': {'type': 'string', 'pattern': '^up_[0-9a-v]{20}$'},
+            'communication_community_updates': {'$ref': '#/components/schemas/Switch'},
+            'communication_product_updates': {'$ref': '#/components/schemas/Switch'},
+            'communication_tips_and_tricks': {'$ref': '#/components/schemas/Switch'},
+            'created_at': TIME,
+            'updated_at': {**TIME, 'description': 'Absent until the first change.'},
+            'version_id': {'type': 'integer', 'minimum': 1}}},
+    'Switch': {'type': 'string', 'enum': ['enabled', 'disabled']},
+    'UpdateUserPreferencesRequest': {
+        'type': 'object', 'additionalProperties': False,
+        'description': 'Only the fields sent change. System emails are always sent.',
+        'properties': {name: ref('Switch') for name in (
+            'communication_community_updates', 'communication_product_updates',
+            'communication_tips_and_tricks')}},
+    'AuditRecord': {
+        'type': 'object',
+        'required': ['id', 'action_type', 'actor_id', 'actor_handle', 'actor_display_name',
+                     'actor_avatar_url', 'actor_ip', 'identity_id', 'identity_handle', 'data',
+                     'created_at'],
+        'properties': {
+            'id': public_id('a'),
+            'action_type': {'type': 'string', 'examples': [
+                'token.create', 'token.update', 'token.delete', 'user.update',
+                'user.preferences.update', 'user.login', 'user.logout',
+                'user.authentication.reset', 'login_token.confirm']},
+            'actor_id': {'type': 'string'},
+            'actor_handle': {'type': 'string', 'description': 'As it was at the time.'},
+            'actor_display_name': {'type': 'string'},
+            'actor_avatar_url': {'type': 'string', 'description':
+                                 'Empty when the actor no longer exists.'},
+            'actor_ip': {'type': 'string'},
+            'identity_id': public_id('u'),
+            'identity_handle': {'type': 'string'},
+            'target_id': {'type': 'string', 'description': 'Absent when there is no target.'},
+            'target_handle': {'type': 'string'},
+            'data': {'type': 'object', 'description': 'What changed, by action type.'},
+            'created_at': TIME}},
+    'AuditRecordList': listing('AuditRecord'),
+    'LoginRequest': {
+        'type': 'object', 'description': 'A CLI login request, to be verified in the browser.',
+        'required': ['id', 'status', 'created_at', 'expires_at', 'url'],
+        'properties': {
+            'id': public_id('l'),
+            'status': {'type': 'string', 'enum': ['pending']},
+            'created_at': TIME,
+            'expires_at': {**TIME, 'description': '15 minutes after creation.'},
+            'url': {'type': 'string', 'format': 'uri', 'description':
+                    'Where the user verifies it: `/login/token?r={id}`.'}}},
+    'ConfirmedLoginRequest': {
+        'type': 'object', 'required': ['id', 'status', 'code'],
+        'properties': {
+            'id': public_id('l'),
+            'status': {'type': 'string', 'enum': ['confirmed']},
+            'code': {'type': 'string', 'pattern': '^[0-9]{6}$',
+                     'description': 'The code the user gives the CLI.'}}},
+    'UpdateLoginRequest': {
+        'type': 'object', 'additionalProperties': False,
+        'description': 'Confirming needs no body; `{"status": "confirmed"}` is accepted.',
+        'properties': {'status': {'type': 'string', 'enum': ['confirmed']}}},
+    'StartLoginRequest': {
+        'type': 'object', 'additionalProperties': False, 'maxProperties': 0,
+        'description': 'No fields: send no body, or `{}`.'},
+    'TemporaryToken': {
+        'type': 'object', 'required': ['token', 'expires_at'],
+        'properties': {
+            'token': {'type': 'string', 'pattern': '^pstt_[0-9A-Za-z]{36}$',
+                      'description': 'Use it as a bearer token until it expires.'},
+            'expires_at': {**TIME, 'description': '30 days after it was issued.'}}},
+}
+
+PARAMETERS = {
+    'Handle': {'name': 'handle', 'in': 'path', 'required': True,
+               'description': "The user's handle; any other user's is a 404.",
+               'schema': {'type': 'string'}},
+    'TokenId': {'name': 'token_id', 'in': 'path', 'required': True,
+                'schema': public_id('t')},
+    'LoginRequestId': {'name': 'request_id', 'in': 'path', 'required': True,
+                       'schema': public_id('l')},
+    'Limit': {'name': 'limit', 'in': 'query', 'required': False,
+              'description': 'Items per page.',
+              'schema': {'type': 'integer', 'minimum': 1, 'maximum': 100, 'default': 25}},
+    'NextToken': {'name': 'next_token', 'in': 'query', 'required': False,
+                  'description': 'The `next_token` of the previous page.',
+                  'schema': {'type': 'string'}},
+    'ActionType': {'name': 'action_type', 'in': 'query', 'required': False,
+                   'description': 'Only records of this action type.',
+                   'schema': {'type': 'string', 'examples': ['token.create']}},
+    'Code': {'name': 'code', 'in': 'query', 'required': True,
+             'description': 'The 6-digit code shown in the browser after Verify.',
+             'schema': {'type': 'string', 'pattern': '^[0-9]{6}$'}},
+    'CsrfToken': {'name': 'X-CSRFToken', 'in': 'header', 'required': True,
+                  'description': "The page's CSRF token (browser calls only).",
+                  'schema': {'type': 'string'}},
+}
+
+SESSION_ONLY = [{'session': []}]
+NO_AUTH = []
+
+
+def operation(operation_id, summary, responses, params=(), request_body=None, security=None,
+              tag='Users'):
+    op = {'operationId': operation_id, 'summary': summary, 'tags': [tag],
+          'responses': responses}
+    if params:
+        op['parameters'] = parameters(*params)
+    if request_body:
+        op['requestBody'] = request_body
+    if security is not None:
+        op['security'] = security
+    return op
+
+
+PATHS = {
+    '/actor': {
+        'get': operation('actor_get', 'The user the token belongs to',
+                         {'200': ok('The user.', ref('User')), **errors(401, 429)})},
+    '/user/{handle}': {
+        'patch': operation(
+            'user_update', 'Change the display name',
+            {'200': ok('The user after the change.', ref('User')),
+             **errors(400, 401, 404, 429)},
+            ['Handle'], body(ref('UpdateUserRequest'), 'Fields to change.'))},
+    '/user/{handle}/token': {
+        'get': operation('userToken_list', 'List tokens (oldest first)',
+                         {'200': ok('A page of tokens.', ref('TokenList')),
+                          **errors(400, 401, 404, 429)},
+                         ['Handle', 'Limit', 'NextToken'], tag='UserTokens'),
+        'post': operation(
+            'userToken_create', f'Create a token (at most {models.TOKEN_LIMIT} per user)',
+            {'201': ok('The new token with its secret, `token`, shown this once.',
+                       ref('NewToken'), headers={'Location': {
+                           'description': 'The URL of the new token.',
+                           'schema': {'type': 'string'}}}),
+             **errors(400, 401, 404, 409, 429)},
+            ['Handle'], body(ref('CreateTokenRequest'), 'No fields.', required=False),
+            tag='UserTokens')},
+    '/user/{handle}/token/{token_id}': {
+        'get': operation('userToken_get', 'One token',
+                         {'200': ok('The token.', ref('Token')),
+                          **errors(401, 404, 429)},
+                         ['Handle', 'TokenId'], tag='UserTokens'),
+        'patch': operation(
+            'userToken_update', 'Activate or deactivate a token',
+            {'200': ok('The token after the change.', ref('Token')),
+             **errors(400, 401, 404, 429)},
+            ['Handle', 'TokenId'], body(ref('UpdateTokenRequest'), 'The new status.'),
+            tag='UserTokens'),
+        'delete': operation('userToken_delete', 'Delete a token',
+                            {'200': ok('The deleted token, as it was.', ref('Token')),
+                             **errors(401, 404, 429)},
+                            ['Handle', 'TokenId'], tag='UserTokens')},
+    '/user/{handle}/preferences': {
+        'get': operation('user_getPreferences', 'Email preferences',
+                         {'200': ok('The preferences.', ref('UserPreferences')),
+                          **errors(401, 404, 429)}, ['Handle']),
+        'patch': operation(
+            'user_updatePreferences', 'Change email preferences',
+            {'200': ok('The preferences after the change.', ref('UserPreferences')),
+             **errors(400, 401, 404, 429)},
+            ['Handle'], body(ref('UpdateUserPreferencesRequest'), 'Switches to change.'))},
+    '/user/{handle}/audit_log': {
+        'get': operation('user_listAuditLogs', 'Audit records (newest first)',
+                         {'200': ok('A page of audit records.', ref('AuditRecordList')),
+                          **errors(400, 401, 404, 429)},
+                         ['Handle', 'Limit', 'NextToken', 'ActionType'])},
+    '/login/token': {
+        'post': operation(
+            'auth_loginToken_create', 'Start a CLI login request (no authentication)',
+            {'201': ok('The pending request; send the user to its `url`.',
+                       ref('LoginRequest')), **errors(400, 429)},
+            request_body=body(ref('StartLoginRequest'), 'No fields.', required=False),
+            security=NO_AUTH, tag='Auth')},
+    '/login/token/{request_id}': {
+        'get': operation(
+            'auth_loginToken_get', 'Exchange the code for a temporary token (no authentication)',
+            {'200': ok('The temporary token, given out once.', ref('TemporaryToken')),
+             **errors(400, 404, 409, 429)},
+            ['LoginRequestId', 'Code'], security=NO_AUTH, tag='Auth'),
+        'patch': operation(
+            'auth_loginToken_update', 'Verify a login request (browser session and CSRF)',
+            {'200': ok('The confirmed request with the `code` to give the CLI.',
+                       ref('ConfirmedLoginRequest')), **errors(400, 401, 404, 409, 429)},
+            ['LoginRequestId', 'CsrfToken'],
+            body(ref('UpdateLoginRequest'), 'Nothing is needed.', required=False),
+            security=SESSION_ONLY, tag='Auth'),
+        'delete': operation(
+            'auth_loginToken_delete', 'Decline a login request (browser session and CSRF)',
+            {'204': {'description': 'Declined: the request is gone for good.'},
+             **errors(400, 401, 404, 429)},
+            ['LoginRequestId', 'CsrfToken'], security=SESSION_ONLY, tag='Auth')},
+    '/openapi.json': {
+        'get': operation('openapi_get', 'This document',
+                         {'200': ok('The OpenAPI document.', {'type': 'object'})},
+                         security=NO_AUTH, tag='Meta')},
+}
+
+DOCUMENT = {
+    'openapi': '3.1.0',
+    'info': {
+        'title': 'Penstock API',
+        'version': '0',
+        'description': (
+            'The account API of Penstock. Authenticate with `Authorization: Bearer <token>`: '
+            'a user token (`pst_…`, made on the Tokens page or by this API) or a temporary '
+            'token (`pstt_…`, from CLI login). Cookies do not authenticate it, except the '
+            'browser side of CLI login. Errors are problem objects with '
+            '`validation_errors`. Lists take `limit` (1–100, default 25) and `next_token` '
+            'and return `{"items": [...], "next_token": "..."}`. Fields without a value '
+            'are left out, never null.'),
+    },
+    'servers': [{'url': '/api/v0'}],
+    'security': [{'bearer': []}],
+    'tags': [{'name': 'Users'}, {'name': 'UserTokens'}, {'name': 'Auth'}, {'name': 'Meta'}],
+    'paths': PATHS,
+    'components': {
+        'schemas': SCHEMAS,
+        'parameters': PARAMETERS,
+        'responses': {name: ok(description, ref('Error'))
+                      for name, description in ERROR_RESPONSES.values()},
+        'securitySchemes': {
+            'bearer': {'type': 'http', 'scheme': 'bearer', 'bearerFormat':
+                       '`pst_` or `pstt_` + 36 base62 characters (30 random + 6 checksum)'},
+            'session': {'type': 'apiKey', 'in': 'cookie', 'name': 'penstock_session',
+                        'description': 'The browser session; such calls need X-CSRFToken.'},
+        },
+    },
+}
+
+
+@bp.get('/openapi.json')
+def document():
+    """The OpenAPI 3.1 document of /api/v0."""
+    return jsonify(DOCUMENT)
