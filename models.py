@@ -106,6 +106,18 @@ class Refused(Exception):
     """A request that is well-formed but cannot be done now (a limit, a used code)."""
 
 
+class NotVerified(Refused):
+    """A CLI login request that the user has not verified in the browser yet."""
+
+
+class WrongCode(Refused):
+    """A wrong CLI login code; `attempts_left` says how many tries remain (0: it has ended)."""
+
+    def __init__(self, message, attempts_left):
+        super().__init__(message)
+        self.attempts_left = attempts_left
+
+
 def open_database(url):
     """Open the database at a DATABASE_URL, with the pragmas SQLite needs here."""
     if url.startswith('sqlite'):
@@ -504,7 +516,8 @@ class LoginRequest(BaseModel):
         with write_transaction():
             request = LoginRequest.get_by_id(self.id)
             if request.status == 'pending':
-                raise Refused('This login request has not been verified in the browser yet.')
+                raise NotVerified('This login request has not been verified in the browser '
+                                  'yet.')
             if request.status != 'confirmed' or request.expires_at <= utcnow():
                 raise Refused('This login request has expired or was already used.')
             if not hmac.compare_digest(request.code_hash, self._code_hash(code or '')):
@@ -513,9 +526,10 @@ class LoginRequest(BaseModel):
                     request.status = 'failed'
                 request.save()  # kept: the wrong attempt must count
                 left = LOGIN_CODE_ATTEMPTS - request.attempts
-                wrong = (f'That code is wrong. {left} attempt{"s" if left != 1 else ""} left.'
-                         if left else 'That code is wrong, and this login request has ended. '
-                                      'Start again with a new one.')
+                wrong = WrongCode(
+                    f'That code is wrong. {left} attempt{"s" if left != 1 else ""} left.'
+                    if left else 'That code is wrong, and this login request has ended. '
+                                 'Start again with a new one.', left)
             else:
                 request.status = 'used'
                 request.save()
@@ -526,7 +540,7 @@ class LoginRequest(BaseModel):
                                   data={'login_request_id': self.id,
                                         'temporary_token_id': token.id})
         if wrong:
-            raise Refused(wrong)
+            raise wrong
         return secret
 
 

@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify, make_response, render_template, request, u
 from flask_login import current_user, login_required
 from flask_wtf.csrf import ValidationError, validate_csrf
 
-from models import LOGIN_CODE_ATTEMPTS, LoginRequest, Refused, TemporaryToken, sha256
+from models import LoginRequest, NotVerified, Refused, TemporaryToken, WrongCode, sha256
 from views import csrf, is_htmx, limiter
 from views.api import ApiError, api_error, json_body, problem, timestamp
 
@@ -130,19 +130,14 @@ def api_exchange(request_id):
         raise ApiError(400, 'Bad Request', 'Send the 6-digit code shown in the browser as ?code=.',
                        [('query.code', 'must be 6 digits')])
     login_request = LoginRequest.open_request(request_id) or _not_found()
-    if login_request.status == 'pending':
-        _not_verified()
     try:
         secret = login_request.exchange(code, request.remote_addr)
-    except Refused as refused:
-        now = LoginRequest.get_or_none(LoginRequest.id == request_id)
-        if now is not None and now.attempts > login_request.attempts:
-            left = max(LOGIN_CODE_ATTEMPTS - now.attempts, 0)
-            raise ApiError(400, 'Bad Request', str(refused),
-                           [('query.code', f'wrong code; {left or "no"} attempts left')]) \
-                from None
-        if now is not None and now.status == 'pending':
-            _not_verified()
+    except WrongCode as wrong:
+        raise ApiError(400, 'Bad Request', str(wrong), [
+            ('query.code', f'wrong code; {wrong.attempts_left or "no"} attempts left')]) from None
+    except NotVerified:
+        _not_verified()
+    except Refused:
         _not_found()
     token = TemporaryToken.get(TemporaryToken.token_hash == sha256(secret))
     response = jsonify({'token': secret, 'expires_at': timestamp(token.expires_at)})
