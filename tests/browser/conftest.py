@@ -4,7 +4,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 from werkzeug.serving import make_server
 
 import models
@@ -86,3 +86,41 @@ def page(new_page, javascript):
 @pytest.fixture(scope='session')
 def axe_source():
     return AXE_SOURCE.read_text(encoding='utf-8')
+
+
+SERIOUS_AXE_RESULTS = '''async () => {
+  const results = await axe.run(document, {resultTypes: ['violations']});
+  return results.violations
+    .filter(v => v.impact === 'serious' || v.impact === 'critical')
+    .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.map(n => n.target.join(' ') + ': ' + n.failureSummary)}));
+}'''
+
+
+class AxeAudit:
+    """axe-core run on a page at each step of a test; assert_clean() then lists what it found."""
+
+    def __init__(self, page, source):
+        self.page, self.source, self.found = page, source, {}
+
+    def __call__(self, where):
+        self.page.wait_for_load_state()
+        # Wait for htmx to finish settling what it swapped in, so axe sees the final page.
+        expect(self.page.locator('.htmx-added, .htmx-settling, .htmx-request')).to_have_count(0)
+        if not self.page.evaluate("typeof window.axe === 'object'"):
+            self.page.evaluate(self.source)
+        violations = self.page.evaluate(SERIOUS_AXE_RESULTS)
+        if violations:
+            self.found[where] = violations
+
+    def assert_clean(self, label):
+        report = '\n'.join(
+            f'{where}: {v["impact"]} {v["id"]} ({v["help"]})\n    ' + '\n    '.join(v['nodes'])
+            for where, violations in self.found.items() for v in violations)
+        assert not self.found, f'{label}, serious or critical axe violations:\n{report}'
+
+
+@pytest.fixture
+def axe(axe_source):
+    """Make an AxeAudit for a page: axe(page) gives the callable to run at each step."""
+    return lambda page: AxeAudit(page, axe_source)
