@@ -1,6 +1,9 @@
 """Fixtures: a fresh app on an on-disk database, clients, users and real logins."""
+import threading
+
 import pytest
 from bs4 import BeautifulSoup
+from werkzeug.serving import make_server
 
 import models
 from app import create_app
@@ -65,3 +68,17 @@ def logged_in(client, user):
 @pytest.fixture
 def other_user(app):
     return make_user('bob@example.com', 'bob')
+
+
+@pytest.fixture
+def server(app):
+    """This test's app served over real HTTP on loopback, for clients outside the process."""
+    httpd = make_server('127.0.0.1', 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), name='test-server')
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{httpd.server_port}'
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()

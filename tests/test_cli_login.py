@@ -6,12 +6,10 @@ import re
 import stat
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from werkzeug.serving import make_server
 
 import models
 from tests.conftest import HTMX, csrf_token, html, log_in
@@ -310,20 +308,6 @@ def test_an_unknown_expired_or_used_request_is_a_clear_404_page(client, logged_i
 
 
 # cli.py against a live server ---------------------------------------------------------------
-
-@pytest.fixture
-def server(app):
-    """This test's app served over real HTTP, so cli.py can talk to it as to any server."""
-    httpd = make_server('127.0.0.1', 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), name='cli-test-server')
-    thread.start()
-    try:
-        yield f'http://127.0.0.1:{httpd.server_port}'
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
-
 
 def cli(*args, env=None, stdin=''):
     return subprocess.run([sys.executable, str(CLI), *args], input=stdin, capture_output=True,
