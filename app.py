@@ -23,6 +23,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import models
 import views
 from views import csrf, is_htmx, limiter, login_manager, settings_menu
+from views.api import http_error as api_http_error
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self'",
@@ -72,6 +73,7 @@ def create_app(config=None):
     app.after_request(_security_headers)
     app.register_error_handler(429, _too_many_requests)
     app.register_error_handler(CSRFError, _csrf_failed)
+    app.register_error_handler(404, _not_found)
     app.cli.add_command(migrate_command)
     app.cli.add_command(demo_command)
     return app
@@ -165,6 +167,14 @@ def _too_many_requests(error):
     """429: say plainly what happened and when to try again."""
     return render_template('error.html', title='Too many requests',
                            message='Too many requests. Wait a minute, then try again.'), 429
+
+
+def _not_found(error):
+    """404 as a page of ours; under /api/ as the API's error object."""
+    if request.path.startswith('/api/'):
+        return api_http_error(error)
+    return render_template('error.html', title='Page not found',
+                           message='There is nothing here, or it is not yours to see.'), 404
 
 
 def _csrf_failed(error):

@@ -144,3 +144,11 @@ def test_pages_have_no_inline_scripts_or_styles(app, user):
         assert page.find('style') is None and page.find(style=True) is None
         config = page.find('meta', attrs={'name': 'htmx-config'})['content']
         assert '"allowEval": false' in config and '"includeIndicatorStyles": false' in config
+
+
+def test_an_unknown_page_is_a_readable_404(client, logged_in):
+    response = client.get('/no/such/page')
+    assert response.status_code == 404
+    assert html(response).find('h1').get_text(strip=True) == 'Page not found'
+    assert html(client.get('/user/bob/settings/profile')).find('h1').get_text(
+        strip=True) == 'Page not found'
