@@ -1,4 +1,5 @@
 # make run: set up and serve on http://127.0.0.1:$(PORT). make test: set up and run every test.
+# make bench: run every benchmark in bench/ (each prints its figures and which targets are met).
 PORT ?= 5000
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -17,6 +18,10 @@ test: $(VENV)/.dev $(HTMX) chromium
 
 setup: $(VENV)/.dev $(HTMX)
 
+# Every bench/*.py (not _-prefixed helpers) is a script; a failing one stops the run.
+bench: $(VENV)/.bench
+	@for script in bench/[!_]*.py; do $(PY) $$script || exit 1; echo; done
+
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
@@ -27,6 +32,10 @@ $(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $(VENV)/.runtime $@
+
+$(VENV)/.bench: requirements.txt requirements-bench.txt | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet -r requirements-bench.txt
 	touch $(VENV)/.runtime $@
 
 node_modules/.package-lock.json: package.json package-lock.json

@@ -1,0 +1,250 @@
+"""Avatar images: checking an upload, cropping the avatar from it, and drawing default avatars."""
+import colorsys
+import io
+import math
+import random
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageCms, ImageDraw, ImageOps
+
+UPLOAD_LIMIT = 10 * 1024 * 1024
+PIXEL_LIMIT = 40_000_000
+LIMITS = 'JPEG or PNG, up to 10 MB and 40 megapixels.'
+WORKING_EDGE = 2048  # the crop step's working copy is at most this long on its long edge
+LARGE, SMALL = 460, 96
+QUALITY = 85
+BACKGROUND = (238, 238, 238)  # what transparent pixels become: a neutral light grey
+FORMATS = ('JPEG', 'PNG')
+SIGNATURES = (b'\xff\xd8\xff', b'\x89PNG\r\n\x1a\n')
+
+# Pillow warns at MAX_IMAGE_PIXELS and refuses at twice that; both become refusals here.
+Image.MAX_IMAGE_PIXELS = PIXEL_LIMIT
+warnings.simplefilter('error', Image.DecompressionBombWarning)
+
+SRGB = ImageCms.createProfile('sRGB')
+# How Pillow's exif_transpose turns the stored pixels upright, by EXIF orientation.
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+           4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+           6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
+
+
+class BadImage(ValueError):
+    """An upload that cannot become an avatar; the message says why, for the person."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Inspected:
+    """An upload that decoded: its upright size and a JPEG working copy for the crop step."""
+    width: int
+    height: int
+    preview: bytes
+    preview_width: int
+    preview_height: int
+
+
+def inspect(data):
+    """Decode an upload once, fully, and return its upright size and a working copy."""
+    image = _open(data)
+    orientation = _orientation(image)
+    width, height = _upright_size(image.size, orientation)
+    scale = min(1.0, WORKING_EDGE / max(image.size))
+    _decode(image, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+    with image:
+        preview = _normal(image)
+        preview.thumbnail((WORKING_EDGE, WORKING_EDGE), Image.Resampling.BICUBIC)
+        if orientation in UPRIGHT:
+            preview = preview.transpose(UPRIGHT[orientation])
+        preview = _to_srgb(preview, image.info.get('icc_profile'))
+    buffer = io.BytesIO()
+    preview.save(buffer, 'JPEG', quality=QUALITY)
+    return Inspected(width, height, buffer.getvalue(), preview.width, preview.height)
+
+
+def check_box(width, height, x, y, size):
+    """Refuse a crop square that does not lie inside a `width`×`height` image."""
+    if size < 1 or x < 0 or y < 0 or x + size > width or y + size > height:
+        raise BadImage(f'The crop square must lie inside the image ({width}×{height} pixels): '
+                       'x and y at least 0, x + size at most the width, '
+                       'y + size at most the height.')
+
+
+def centred_box(width, height):
+    """The largest square in the middle of a `width`×`height` image, as (x, y, size)."""
+    size = min(width, height)
+    return (width - size) // 2, (height - size) // 2, size
+
+
+def avatar(data, box=None):
+    """The avatar cropped from an upload as WebP (LARGE px, SMALL px); `box` is (x, y, size)
+    in upright pixels, or None for the centred square."""
+    image = _open(data)
+    orientation = _orientation(image)
+    width, height = _upright_size(image.size, orientation)
+    x, y, size = box or centred_box(width, height)
+    check_box(width, height, x, y, size)
+    raw = _stored_box(image.size, orientation, x, y, size)
+    # A JPEG decodes at 1/2, 1/4 or 1/8 scale when the crop still has LARGE px after it.
+    wanted = LARGE / size
+    _decode(image, (math.ceil(image.width * wanted), math.ceil(image.height * wanted)))
+    with image:
+        factor = image.width / (width if orientation < 5 else height)
+        left, top, side = (value * factor for value in raw)
+        region = (left, top, left + side, top + side)
+        if image.mode in ('RGB', 'L', 'CMYK') and 'transparency' not in image.info:
+            large = image.resize((LARGE, LARGE), Image.Resampling.LANCZOS, box=region,
+                                 reducing_gap=3.0)
+        else:
+            cropped = _normal(image.crop(tuple(round(value) for value in region)))
+            large = cropped.resize((LARGE, LARGE), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        if orientation in UPRIGHT:
+            large = large.transpose(UPRIGHT[orientation])
+        large = _to_srgb(_normal(large), image.info.get('icc_profile'))
+    small = large.resize((SMALL, SMALL), Image.Resampling.LANCZOS)
+    return _webp(large), _webp(small)
+
+
+def generated(seed):
+    """A default avatar drawn from `seed`: a symmetric pattern of tiles in one hue,
+    as WebP (LARGE px, SMALL px)."""
+    rng = random.Random(seed)
+    hue = rng.random()
+    shades = [_colour(hue, lightness, 0.7) for lightness in (0.42, 0.55, 0.68)]
+    paper = _colour(hue, 0.93, 0.5)
+    cells, side = 5, 2 * LARGE  # drawn at twice the size, then reduced, for smooth edges
+    step = side / cells
+    image = Image.new('RGB', (side, side), paper)
+    draw = ImageDraw.Draw(image)
+    for row in range(cells):
+        for column in range((cells + 1) // 2):
+            if rng.random() < 0.25:
+                continue
+            fill, shape = rng.choice(shades), rng.randrange(5)
+            if column == cells - 1 - column:  # the middle column is its own mirror image,
+                shape %= 2  # so only a square or a circle keeps the pattern symmetric
+            for col in {column, cells - 1 - column}:
+                mirrored = col != column
+                _tile(draw, col * step, row * step, step, shape, mirrored, fill)
+    large = image.resize((LARGE, LARGE), Image.Resampling.LANCZOS)
+    small = large.resize((SMALL, SMALL), Image.Resampling.LANCZOS)
+    return _webp(large), _webp(small)
+
+
+def _tile(draw, left, top, step, shape, mirrored, fill):
+    right, bottom = left + step, top + step
+    if shape == 0:
+        draw.rectangle((left, top, right, bottom), fill=fill)
+    elif shape == 1:
+        draw.ellipse((left, top, right, bottom), fill=fill)
+    elif shape in (2, 3):  # a half square; the mirrored tile drops the mirrored corner
+        corners = [(left, top), (right, top), (right, bottom), (left, bottom)]
+        dropped = {(2, False): 0, (2, True): 1, (3, False): 3, (3, True): 2}[shape, mirrored]
+        draw.polygon([corner for index, corner in enumerate(corners) if index != dropped],
+                     fill=fill)
+    else:  # a quarter circle about the tile's outer top corner
+        centre = right if mirrored else left
+        draw.pieslice((centre - step, top - step, centre + step, top + step),
+                      90 if mirrored else 0, 180 if mirrored else 90, fill=fill)
+
+
+def _colour(hue, lightness, saturation):
+    return tuple(round(channel * 255) for channel in colorsys.hls_to_rgb(hue, lightness,
+                                                                          saturation))
+
+
+def _open(data):
+    """Open an upload by its content, reading only its header; refuse what is not allowed."""
+    if not data:
+        raise BadImage('The file is empty.')
+    if len(data) > UPLOAD_LIMIT:
+        raise BadImage('The file is larger than 10 MB. Choose a smaller image.')
+    if not data.startswith(SIGNATURES):
+        raise BadImage('Only JPEG and PNG images can be used; this file is neither.')
+    try:
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImage('The image has more than 40 megapixels. Choose a smaller image.') from None
+    except Exception:  # Pillow reports a damaged header with many exception types
+        raise BadImage('The file could not be read as an image; it may be damaged.') from None
+    if image.width * image.height > PIXEL_LIMIT:
+        raise BadImage('The image has more than 40 megapixels. Choose a smaller image.')
+    return image
+
+
+def _decode(image, size):
+    """Decode the pixels, at a reduced scale for a JPEG when `size` allows."""
+    if image.format == 'JPEG':
+        image.draft('RGB', size)
+    try:
+        image.load()
+    except Exception:  # truncated or corrupt data, reported by the decoder in many ways
+        image.close()
+        raise BadImage('The file could not be read as an image; '
+                       'it may be damaged or incomplete.') from None
+
+
+def _orientation(image):
+    if image.format == 'PNG':
+        # A PNG's EXIF may follow its pixels, so getexif() decodes them; decode here, where
+        # damaged pixels are refused rather than taken for a file without EXIF.
+        _decode(image, image.size)
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # unreadable EXIF counts as none
+        return 1
+    return orientation if orientation in UPRIGHT else 1
+
+
+def _upright_size(size, orientation):
+    return (size[1], size[0]) if orientation >= 5 else size
+
+
+def _stored_box(size, orientation, x, y, side):
+    """Map a square given in upright pixels onto the pixels as stored in the file."""
+    width, height = size
+    return {
+        1: (x, y), 2: (width - x - side, y), 3: (width - x - side, height - y - side),
+        4: (x, height - y - side), 5: (y, x), 6: (y, height - x - side),
+        7: (width - y - side, height - x - side), 8: (width - y - side, x),
+    }[orientation] + (side,)
+
+
+def _normal(image):
+    """The image as RGB or CMYK with any transparency laid over BACKGROUND."""
+    if image.mode.startswith('I'):  # 16-bit grey: scale down rather than clip
+        image = image.convert('I').point(lambda value: value * (1 / 257)).convert('L')
+    if image.mode == '1':
+        image = image.convert('L')
+    if image.mode in ('P', 'PA', 'LA') or 'transparency' in image.info:
+        image = image.convert('RGBA')
+    if image.mode == 'RGBA':
+        flat = Image.new('RGB', image.size, BACKGROUND)
+        flat.paste(image, mask=image.getchannel('A'))
+        return flat
+    if image.mode in ('RGB', 'CMYK'):
+        return image
+    return image.convert('RGB')
+
+
+def _to_srgb(image, icc):
+    """Convert from the file's colour profile to sRGB; without a usable profile, as is."""
+    if icc:
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(image, source, SRGB, outputMode='RGB')
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+            pass
+    return image.convert('RGB')
+
+
+def _webp(image):
+    """Encode from pixels only: no EXIF, XMP, ICC profile or comment goes along."""
+    clean = Image.frombytes('RGB', image.size, image.convert('RGB').tobytes())
+    buffer = io.BytesIO()
+    clean.save(buffer, 'WEBP', quality=QUALITY, method=4)
+    return buffer.getvalue()
