@@ -18,12 +18,14 @@ from flask import (
 )
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import models
 import views
 from views import csrf, is_htmx, limiter, login_manager, settings_menu
 from views.api import http_error as api_http_error
+from views.avatars import avatar_url
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self'",
@@ -51,7 +53,10 @@ def create_app(config=None):
         LOGIN_FAILURES_PER_ACCOUNT='10 per 10 minutes',
         LOGIN_FAILURES_PER_IP='100 per 10 minutes',
         SIGNUPS_PER_IP='60 per minute',
-        MAX_CONTENT_LENGTH=1024 * 1024,
+        MAX_CONTENT_LENGTH=1024 * 1024,  # views that take uploads allow more, see _body_limit
+        GRAVATAR_ENABLED=_env_flag('GRAVATAR_ENABLED', default=True),
+        GRAVATAR_URL=os.environ.get('GRAVATAR_URL', 'https://gravatar.com/avatar/'),
+        GRAVATAR_TIMEOUT=float(os.environ.get('GRAVATAR_TIMEOUT', '3')),
     )
     if config:
         app.config.update(config)
@@ -62,13 +67,14 @@ def create_app(config=None):
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
 
     _init_database(app)
+    app.before_request(_body_limit)  # before CSRF's check, which reads the body
     login_manager.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
 
     for module in _view_modules():
         app.register_blueprint(module.bp)
-    app.jinja_env.globals['settings_menu'] = settings_menu
+    app.jinja_env.globals.update(settings_menu=settings_menu, avatar_url=avatar_url)
 
     app.after_request(_security_headers)
     app.register_error_handler(429, _too_many_requests)
@@ -83,6 +89,13 @@ def _view_modules():
     """Every module in views/; each has one blueprint, `bp`."""
     return [importlib.import_module(f'views.{info.name}')
             for info in pkgutil.iter_modules(views.__path__)]
+
+
+def _body_limit():
+    """A view marked with `max_content_length` (an upload) may take a larger body."""
+    limit = getattr(current_app.view_functions.get(request.endpoint), 'max_content_length', None)
+    if limit:
+        request.max_content_length = limit
 
 
 def _env_flag(name, default):
@@ -173,8 +186,9 @@ def _not_found(error):
     """404 as a page of ours; under /api/ as the API's error object."""
     if request.path.startswith('/api/'):
         return api_http_error(error)
-    return render_template('error.html', title='Page not found',
-                           message='There is nothing here, or it is not yours to see.'), 404
+    message = (error.description if error.description != NotFound.description
+               else 'There is nothing here, or it is not yours to see.')
+    return render_template('error.html', title='Page not found', message=message), 404
 
 
 def _csrf_failed(error):

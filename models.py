@@ -11,6 +11,7 @@ import unicodedata
 import zlib
 
 from peewee import (
+    BlobField,
     BooleanField,
     CharField,
     Check,
@@ -27,6 +28,8 @@ from peewee import (
 from playhouse.db_url import connect
 from playhouse.migrations import Runner
 from werkzeug.security import check_password_hash, generate_password_hash
+
+import imaging
 
 db = DatabaseProxy()
 
@@ -49,6 +52,7 @@ TOKEN_TOUCH_EVERY = datetime.timedelta(minutes=1)
 TEMPORARY_TOKEN_LIFETIME = datetime.timedelta(days=30)
 LOGIN_REQUEST_LIFETIME = datetime.timedelta(minutes=15)
 LOGIN_CODE_ATTEMPTS = 3
+AVATAR_UPLOAD_LIFETIME = datetime.timedelta(hours=1)
 # Checked against when the login is unknown, so a miss costs as much as a wrong password.
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
 
@@ -146,6 +150,7 @@ class User(BaseModel):
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(null=True)
     version_id = IntegerField(default=1)
+    avatar_version = IntegerField(default=1)  # in the avatar's URL, so a new one busts caches
 
     session = None  # the Session this request is authenticated by, set by the login loader
 
@@ -161,11 +166,6 @@ class User(BaseModel):
     def name(self):
         """What the header calls the user: the display name, or the handle."""
         return self.display_name or self.handle
-
-    @property
-    def initials(self):
-        words = [w for w in re.split(r'[\s._-]+', self.name) if w]
-        return ''.join(w[0] for w in words[:2]).upper() or '?'
 
     @classmethod
     def sign_up(cls, email, handle, password, ip=None):
@@ -195,6 +195,7 @@ class User(BaseModel):
             except IntegrityError:
                 raise Invalid({'handle': 'This handle or email is taken.'}) from None
             Preferences.create(user=user)
+            Avatar.create(user=user, seed=secrets.token_hex(16), updated_at=utcnow())
             AuditRecord.write('user.signup', user, ip, target=user)
         return user
 
@@ -356,6 +357,145 @@ def write_transaction():
         return db.atomic('IMMEDIATE')
     return db.atomic()
 
+
+
+class Avatar(BaseModel):
+    """A user's avatar: the default (generated from `seed`, or found by Gravatar) and the
+    custom one cropped from an upload, each as WebP at imaging.LARGE and imaging.SMALL px."""
+    user = ForeignKeyField(User, primary_key=True, on_delete='CASCADE')
+    seed = CharField()
+    default_source = CharField(default='generated', constraints=[
+        Check("default_source IN ('generated', 'gravatar')")])
+    default_large = BlobField(null=True)
+    default_small = BlobField(null=True)
+    custom_large = BlobField(null=True)
+    custom_small = BlobField(null=True)
+    updated_at = DateTimeField(default=utcnow)
+
+    @property
+    def is_custom(self):
+        return self.custom_large is not None
+
+    @classmethod
+    def has_custom(cls, user_id):
+        """True when the user shows an avatar they uploaded rather than the default."""
+        return cls.select().where(cls.user == user_id, cls.custom_large.is_null(False)).exists()
+
+    @classmethod
+    def for_user(cls, user_id):
+        """The user's avatar row, made on first use for accounts older than avatars."""
+        avatar = cls.get_or_none(cls.user == user_id)
+        if avatar is None:
+            with write_transaction():
+                cls.insert(user=user_id, seed=secrets.token_hex(16),
+                           updated_at=utcnow()).on_conflict_ignore().execute()
+            avatar = cls.get(cls.user == user_id)
+        return avatar
+
+    def image(self, size):
+        """The WebP bytes shown now at `size` (imaging.LARGE or imaging.SMALL)."""
+        suffix = 'large' if size == imaging.LARGE else 'small'
+        if self.is_custom:
+            return bytes(getattr(self, 'custom_' + suffix))
+        if self.default_large is None:  # drawn once, when first asked for
+            self.default_large, self.default_small = imaging.generated(self.seed)
+            type(self).update(default_large=self.default_large,
+                              default_small=self.default_small).where(
+                type(self).user == self.user_id, type(self).default_large.is_null()).execute()
+        return bytes(getattr(self, 'default_' + suffix))
+
+    @classmethod
+    def set_custom(cls, user, images, ip=None):
+        """Show `images` (large, small WebP) as the user's avatar; writes user.avatar.update."""
+        with write_transaction():
+            cls.for_user(user.id)
+            cls.update(custom_large=images[0], custom_small=images[1],
+                       updated_at=utcnow()).where(cls.user == user.id).execute()
+            _new_avatar_version(user)
+            AuditRecord.write('user.avatar.update', user, ip, target=user)
+
+    @classmethod
+    def reset(cls, user, ip=None):
+        """Go back to the default avatar; writes user.avatar.delete. False if already there."""
+        with write_transaction():
+            changed = cls.update(custom_large=None, custom_small=None, updated_at=utcnow()).where(
+                cls.user == user.id, cls.custom_large.is_null(False)).execute()
+            if changed:
+                _new_avatar_version(user)
+                AuditRecord.write('user.avatar.delete', user, ip, target=user)
+        return bool(changed)
+
+    @classmethod
+    def adopt_found(cls, user_id, images):
+        """Make `images`, found for the user's email address, their default avatar."""
+        with write_transaction():
+            user = User.get_or_none(User.id == user_id)
+            if user is None:  # the account went while the lookup ran
+                return False
+            cls.for_user(user_id)
+            cls.update(default_source='gravatar', default_large=images[0],
+                       default_small=images[1], updated_at=utcnow()).where(
+                cls.user == user_id).execute()
+            _new_avatar_version(user)
+        return True
+
+
+def _new_avatar_version(user):
+    """A new avatar URL for `user` (and a new version of the user object), in the database
+    and on the object in hand."""
+    now = utcnow()
+    User.update(avatar_version=User.avatar_version + 1, version_id=User.version_id + 1,
+                updated_at=now).where(User.id == user.id).execute()
+    fresh = User.select(User.avatar_version, User.version_id).where(User.id == user.id).get()
+    user.avatar_version, user.version_id, user.updated_at = (fresh.avatar_version,
+                                                             fresh.version_id, now)
+
+
+class AvatarUpload(BaseModel):
+    """An uploaded original waiting for the crop step, with a working copy to show there.
+    A user has at most one; it expires after AVATAR_UPLOAD_LIFETIME."""
+    id = CharField(primary_key=True, default=lambda: new_id('au'))
+    user = ForeignKeyField(User, on_delete='CASCADE')
+    original = BlobField()
+    preview = BlobField()
+    width = IntegerField()
+    height = IntegerField()
+    preview_width = IntegerField()
+    preview_height = IntegerField()
+    created_at = DateTimeField(default=utcnow)
+    expires_at = DateTimeField(index=True)
+
+    @classmethod
+    def start(cls, user, data):
+        """Check `data` (raises imaging.BadImage) and keep it for the crop step, in place of
+        the user's earlier pending upload; expired uploads of everyone are cleared."""
+        inspected = imaging.inspect(data)
+        now = utcnow()
+        with write_transaction():
+            cls.delete().where((cls.user == user.id) | (cls.expires_at <= now)).execute()
+            return cls.create(user=user, original=data, preview=inspected.preview,
+                              width=inspected.width, height=inspected.height,
+                              preview_width=inspected.preview_width,
+                              preview_height=inspected.preview_height,
+                              created_at=now, expires_at=now + AVATAR_UPLOAD_LIFETIME)
+
+    @classmethod
+    def pending(cls, user, upload_id):
+        """The user's unexpired upload `upload_id`, or None."""
+        return cls.get_or_none(cls.id == upload_id, cls.user == user.id,
+                               cls.expires_at > utcnow())
+
+    def crop(self, user, x, y, size, ip=None):
+        """Crop `user`'s avatar from the original (raises imaging.BadImage), show it, and
+        let the upload go."""
+        images = imaging.avatar(bytes(self.original), (x, y, size))
+        with write_transaction():
+            Avatar.set_custom(user, images, ip)
+            self.delete_instance()
+
+    def cancel(self):
+        """Let the upload go without changing the avatar."""
+        type(self).delete().where(type(self).id == self.id).execute()
 
 
 class Token(BaseModel):

@@ -17,6 +17,7 @@ def app(tmp_path):
         'TESTING': True,
         'SECRET_KEY': 'test secret key',
         'DATABASE_URL': f'sqlite:///{tmp_path}/penstock.db',
+        'GRAVATAR_ENABLED': False,  # tests that look avatars up start their own server
     })
     models.migrate(models.db.obj)
     yield app

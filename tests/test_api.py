@@ -215,7 +215,7 @@ def test_every_api_route_refuses_a_request_without_a_token(app, alice, token):
     routes = [(method, rule) for rule in app.url_map.iter_rules()
               if rule.endpoint.startswith('api.')
               for method in rule.methods - {'HEAD', 'OPTIONS'}]
-    assert len(routes) == 10
+    assert len(routes) == 12
     for method, rule in routes:
         url = rule.build({'handle': 'alice', 'token_id': token[0].id})[1]
         response = app.test_client().open(url, method=method, json={'status': 'inactive'})
@@ -482,7 +482,7 @@ def test_the_audit_log_lists_records_newest_first_with_the_actor(api, alice):
         'user.update', 'token.create', 'user.signup']
     newest = body['items'][0]
     assert newest['actor_handle'] == 'alice' and newest['actor_ip'] == IP
-    assert newest['actor_avatar_url'].endswith(f'/avatars/{alice.id}/2.svg')
+    assert newest['actor_avatar_url'].endswith(f'/avatars/{alice.id}/1/460.webp')
     assert newest['data'] == {'display_name': {'old': None, 'new': 'Alice'}}
     assert 'next_token' not in body
 
@@ -538,7 +538,7 @@ def test_an_audit_page_costs_the_same_queries_whatever_its_size(api, alice, bob,
     assert len(small.get_json()['items']) == 3 and len(large.get_json()['items']) == 100
     assert len(statements) == small_count == 3  # the token, the page, its actors
     avatars = {r['actor_id']: r['actor_avatar_url'] for r in large.get_json()['items']}
-    assert avatars['u_gone'] == '' and avatars[bob.id].endswith(f'/avatars/{bob.id}/1.svg')
+    assert avatars['u_gone'] == '' and avatars[bob.id].endswith(f'/avatars/{bob.id}/1/460.webp')
 
 
 # Lists and errors in general

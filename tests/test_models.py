@@ -3,6 +3,7 @@ import re
 
 from playhouse.migrations import Runner
 
+import imaging
 import models
 from app import create_app
 from tests.conftest import log_in
@@ -10,10 +11,10 @@ from tests.conftest import log_in
 
 def test_migrations_create_every_table_and_rerun_as_a_no_op(tmp_path):
     database = models.open_database(f'sqlite:///{tmp_path}/fresh.db')
-    assert models.migrate(database) == ['0001_initial', '0002_tokens']
+    assert models.migrate(database) == ['0001_initial', '0002_tokens', '0003_avatars']
     tables = set(database.get_tables())
     assert {'user', 'preferences', 'session', 'audit_record', 'schema_migration', 'token',
-            'temporary_token', 'login_request'} <= tables
+            'temporary_token', 'login_request', 'avatar', 'avatar_upload'} <= tables
     assert models.migrate(database) == []
     database.close()
 
@@ -23,14 +24,25 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(tmp_path):
     create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url})
     Runner(models.db.obj, models.MIGRATIONS).up(target='0001_initial')
     with models.db.connection_context():
-        user = models.User.create(email='old@example.com', handle='old', password_hash='x')
+        # The User model of today has columns the old table lacks: insert as 0001 would.
+        models.db.execute_sql(
+            'INSERT INTO "user" (id, email, handle, password_hash, status, created_at, '
+            'version_id) VALUES (?, ?, ?, ?, ?, ?, ?)',
+            ('u_old', 'old@example.com', 'old', 'x', 'accepted', models.utcnow(), 1))
     models.db.close()
-    create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url})
-    assert models.migrate(models.db.obj) == ['0002_tokens']
+    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url})
+    assert models.migrate(models.db.obj) == ['0002_tokens', '0003_avatars']
     with models.db.connection_context():
-        assert models.User.get().handle == 'old'
+        user = models.User.get()
+        assert (user.handle, user.avatar_version) == ('old', 1)
         token, _ = models.Token.issue(user)
         assert token.user.handle == 'old'
+        assert models.Avatar.select().count() == 0
+    response = app.test_client().get('/avatars/u_old/1/460.webp')
+    assert response.status_code == 200 and response.content_type == 'image/webp'
+    with models.db.connection_context():
+        avatar = models.Avatar.get(models.Avatar.user == 'u_old')  # made when first shown
+        assert response.get_data() == imaging.generated(avatar.seed)[0]
     assert models.migrate(models.db.obj) == []
     models.db.close()
 
@@ -57,13 +69,14 @@ def test_everything_about_a_user_goes_with_the_user(app, user, other_user):
         with models.db.connection_context():
             return {m.__name__: m.select().count()
                     for m in (models.User, models.Preferences, models.Session,
-                              models.AuditRecord)}
+                              models.AuditRecord, models.Avatar)}
 
     before = counts()
-    assert before == {'User': 2, 'Preferences': 2, 'Session': 2, 'AuditRecord': 4}
+    assert before == {'User': 2, 'Preferences': 2, 'Session': 2, 'AuditRecord': 4, 'Avatar': 2}
     with models.db.connection_context():
         models.User.get(models.User.handle == 'alice').delete_instance()
-    assert counts() == {'User': 1, 'Preferences': 1, 'Session': 1, 'AuditRecord': 2}
+    assert counts() == {'User': 1, 'Preferences': 1, 'Session': 1, 'AuditRecord': 2,
+                        'Avatar': 1}
 
 
 def test_the_demo_command_creates_the_demo_user_only_in_an_empty_database(app):
@@ -88,6 +101,7 @@ def test_the_demo_command_leaves_a_database_with_users_alone(app, user):
 def test_the_migrate_command_reports_what_it_did(tmp_path):
     app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': f'sqlite:///{tmp_path}/cli.db'})
     runner = app.test_cli_runner()
-    assert 'Applied migrations: 0001_initial, 0002_tokens' in runner.invoke(args=['migrate']).output
+    assert ('Applied migrations: 0001_initial, 0002_tokens, 0003_avatars'
+            in runner.invoke(args=['migrate']).output)
     assert 'The database is up to date.' in runner.invoke(args=['migrate']).output
     models.db.close()

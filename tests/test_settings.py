@@ -1,5 +1,8 @@
 """The settings shell: full page or panel fragment, login, ownership, menus."""
+import io
+
 import pytest
+from PIL import Image
 
 from tests.conftest import HTMX, csrf_token, html
 
@@ -108,14 +111,13 @@ def test_top_bar_has_account_menu_and_switch_identity(client, logged_in):
     assert bar.find(class_='account-name').get_text(strip=True) == 'alice'
 
 
-def test_avatar_placeholder_shows_initials_and_changes_url_with_the_name(client, logged_in):
-    img = html(client.get('/user/alice/settings/profile')).find('header').find('img')
-    response = client.get(img['src'])
-    assert response.status_code == 200
-    assert response.content_type == 'image/svg+xml'
-    assert b'>A</text>' in response.get_data()
-    assert 'immutable' in response.headers['Cache-Control']
-    assert client.get('/avatars/u_doesnotexist0000000/1.svg').status_code == 404
+def test_top_bar_shows_the_users_small_avatar(client, logged_in):
+    bar = html(client.get('/user/alice/settings/profile')).find('header', id='topbar')
+    sources = {img['src'] for img in bar.find_all('img', class_='avatar')}
+    assert sources == {f'/avatars/{logged_in.id}/1/96.webp'}
+    response = client.get(sources.pop())
+    assert response.status_code == 200 and response.content_type == 'image/webp'
+    assert Image.open(io.BytesIO(response.get_data())).size == (96, 96)
 
 
 def test_every_response_carries_the_security_headers(client, logged_in):

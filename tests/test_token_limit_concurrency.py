@@ -44,7 +44,7 @@ def server(tmp_path):
     listener.listen(64)
     listener.set_inheritable(True)
     env = {**os.environ, 'DATABASE_URL': f'sqlite:///{database}', 'SECRET_KEY': SECRET_KEY,
-           'SECURE_COOKIES': '0'}
+           'SECURE_COOKIES': '0', 'GRAVATAR_ENABLED': '0'}  # signups must not reach the internet
     log = open(tmp_path / 'gunicorn.log', 'wb')
     process = subprocess.Popen(
         [str(GUNICORN), '-w', '4', '-b', f'fd://{listener.fileno()}', '--timeout', '30',

@@ -9,10 +9,12 @@ import re
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
 from peewee import Tuple
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+import imaging
 import models
-from views import csrf
+from views import avatars, csrf
+from views.profile import TOO_LARGE, accepts_upload
 
 bp = Blueprint('api', __name__, url_prefix='/api/v0')
 csrf.exempt(bp)  # bearer tokens, not cookies: a cross-site page cannot send them
@@ -158,7 +160,7 @@ def present(fields):
 
 
 def avatar_url(user):
-    return url_for('avatars.initials', user_id=user.id, version=user.version_id, _external=True)
+    return avatars.avatar_url(user, external=True)
 
 
 def user_json(user):
@@ -195,7 +197,7 @@ def actors_of(records):
     ids = {record.actor_id for record in records if record.actor_id}
     if not ids:
         return {}
-    users = models.User.select(models.User.id, models.User.version_id) \
+    users = models.User.select(models.User.id, models.User.avatar_version) \
         .where(models.User.id.in_(ids))
     return {user.id: user for user in users}
 
@@ -241,6 +243,45 @@ def update_user(handle):
         except models.Invalid as error:
             raise invalid(error.errors) from None
     return jsonify(user_json(g.api_user))
+
+
+@bp.post('/user/<handle>/avatar')
+@bearer_required
+@accepts_upload
+def upload_avatar(handle):
+    """Crop an uploaded JPEG or PNG (the centred square unless x, y and size say) and show it."""
+    own_handle(handle)
+    try:
+        file = request.files.get('avatar')
+        form = request.form
+    except RequestEntityTooLarge:
+        raise ApiError(413, 'Content Too Large', TOO_LARGE) from None
+    if file is None:
+        raise invalid({'avatar': 'send the image as the multipart form field "avatar"'})
+    fields = {name: form.get(name, '').strip() for name in ('x', 'y', 'size')}
+    box = None
+    if any(fields.values()):
+        wrong = {name: 'send x, y and size together, or none of them' if not value
+                 else 'must be a whole number of pixels'
+                 for name, value in fields.items() if not re.fullmatch(r'-?[0-9]{1,9}', value)}
+        if wrong:
+            raise invalid(wrong)
+        box = tuple(int(value) for value in fields.values())
+    try:
+        images = imaging.avatar(file.read(imaging.UPLOAD_LIMIT + 1), box)
+    except imaging.BadImage as bad:
+        raise invalid({'avatar': bad.message}) from None
+    models.Avatar.set_custom(g.api_user, images, request.remote_addr)
+    return jsonify({'avatar_url': avatar_url(g.api_user)})
+
+
+@bp.delete('/user/<handle>/avatar')
+@bearer_required
+def reset_avatar(handle):
+    """Go back to the default avatar."""
+    own_handle(handle)
+    models.Avatar.reset(g.api_user, request.remote_addr)
+    return jsonify({'avatar_url': avatar_url(g.api_user)})
 
 
 def token_page(user, limit, after=None):

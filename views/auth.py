@@ -12,6 +12,7 @@ from flask import (
 from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 
+import gravatar
 from models import HANDLE_RULES, PASSWORD_MAX, PASSWORD_MIN, Invalid, Session, User
 from views import limiter
 
@@ -59,6 +60,7 @@ def signup():
     except Invalid as invalid:
         return render_template('auth/signup.html', form=request.form, errors=invalid.errors,
                                rules=_rules()), 422
+    gravatar.look_up_later(current_app._get_current_object(), user)
     _start_session(user)
     flash(f'Welcome to Penstock, {user.handle}.')
     return redirect(url_for('home.index'))

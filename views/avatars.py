@@ -1,26 +1,32 @@
-"""Avatar images. For now every avatar is generated from the user's initials."""
-import hashlib
+"""Avatar images, served from the database under URLs that change when the avatar does."""
+from flask import Blueprint, abort, make_response, redirect, request, url_for
 
-from flask import Blueprint, abort, make_response, render_template
-
-from models import User
+import imaging
+from models import Avatar, User
 
 bp = Blueprint('avatars', __name__)
 
-# Background colours with white text at a contrast of 4.5:1 or more.
-PALETTE = ('#b4411c', '#8a4baf', '#1f6f8b', '#2e7d32', '#a3365b', '#5c6bc0', '#00796b', '#6d4c41')
+SIZES = (imaging.LARGE, imaging.SMALL)
 
 
-@bp.get('/avatars/<user_id>/<int:version>.svg')
-def initials(user_id, version):
-    """The user's initials on a colour of their own; the version in the URL busts caches."""
-    user = User.get_or_none(User.id == user_id)
-    if user is None:
+def avatar_url(user, size=imaging.LARGE, external=False):
+    """Where `user`'s current avatar is, at `size` px."""
+    return url_for('avatars.image', user_id=user.id, version=user.avatar_version, size=size,
+                   _external=external)
+
+
+@bp.get('/avatars/<user_id>/<int:version>/<int:size>.webp')
+def image(user_id, version, size):
+    """The avatar as WebP. An old version's URL redirects to the current one."""
+    user = User.select(User.id, User.avatar_version).where(User.id == user_id).get_or_none()
+    if user is None or size not in SIZES:
         abort(404)
-    colour = PALETTE[hashlib.sha256(user.id.encode()).digest()[0] % len(PALETTE)]
-    response = make_response(render_template('avatars/initials.svg', initials=user.initials,
-                                             colour=colour))
-    response.headers['Content-Type'] = 'image/svg+xml'
-    response.headers['Cache-Control'] = ('public, max-age=31536000, immutable'
-                                         if version == user.version_id else 'no-cache')
-    return response
+    if version != user.avatar_version:
+        response = redirect(avatar_url(user, size), 302)
+        response.headers['Cache-Control'] = 'no-cache'
+        return response
+    response = make_response(Avatar.for_user(user.id).image(size))
+    response.headers['Content-Type'] = 'image/webp'
+    response.headers['Cache-Control'] = 'public, max-age=31536000, immutable'
+    response.set_etag(f'{user.id}-{version}-{size}')
+    return response.make_conditional(request)

@@ -4,6 +4,7 @@ Object shapes follow the Steampipe Cloud API's schemas (SPEC section 9); tests c
 every /api/v0 route is described here and that the answers match these schemas."""
 from flask import Blueprint, jsonify
 
+import imaging
 import models
 
 bp = Blueprint('openapi', __name__, url_prefix='/api/v0')
@@ -58,6 +59,9 @@ ERROR_RESPONSES = {
     404: ('NotFound', "No such object, or another user's: the API never says which."),
     409: ('Conflict', 'The request cannot be done now, for example a third token while the '
                       'user holds two.'),
+    413: ('ContentTooLarge', 'The body is larger than the endpoint takes (an avatar upload: '
+                             '10 MB for the image and 64 KB for the rest of the form). '
+                             'Nothing was changed.'),
     429: ('TooManyRequests', 'Too many requests; try again later.'),
 }
 
@@ -87,7 +91,7 @@ SCHEMAS = {
             'handle': {'type': 'string', 'pattern': models.HANDLE_RE.pattern},
             'display_name': {'type': 'string', 'maxLength': models.DISPLAY_NAME_MAX,
                              'description': 'Empty when the user has not set one.'},
-            'avatar_url': {'type': 'string', 'format': 'uri'},
+            'avatar_url': ref('AvatarUrl'),
             'status': {'type': 'string', 'enum': ['accepted']},
             'created_at': TIME,
             'updated_at': {**TIME, 'description': 'Absent until the first change.'},
@@ -101,6 +105,30 @@ SCHEMAS = {
             'handle': {'type': 'string', 'description':
                        'Changing the handle is not supported yet: only the current handle '
                        'is accepted; any other is a 400.'}}},
+    'AvatarUrl': {
+        'type': 'string', 'format': 'uri', 'description':
+            f'The avatar, a {imaging.LARGE}×{imaging.LARGE} px WebP image served by Penstock. '
+            'The URL changes whenever the avatar does, so it may be cached for good; an '
+            "earlier avatar's URL redirects to the current one."},
+    'Avatar': {
+        'type': 'object', 'required': ['avatar_url'], 'additionalProperties': False,
+        'properties': {'avatar_url': ref('AvatarUrl')}},
+    'AvatarUploadRequest': {
+        'type': 'object', 'required': ['avatar'],
+        'description': 'Send x, y and size together, or none of them for the largest square '
+                       'in the middle of the image. They are in the pixels of the image as '
+                       'shown, that is after its EXIF orientation is applied; the square '
+                       'must lie inside the image.',
+        'properties': {
+            'avatar': {'type': 'string', 'contentMediaType': 'application/octet-stream',
+                       'description': f'The image file: {imaging.LIMITS} The type is told by '
+                                      'the content, not by the file name or Content-Type.'},
+            'x': {'type': 'integer', 'minimum': 0,
+                  'description': "The crop square's left edge, in pixels."},
+            'y': {'type': 'integer', 'minimum': 0,
+                  'description': "The crop square's top edge, in pixels."},
+            'size': {'type': 'integer', 'minimum': 1,
+                     'description': "The crop square's side, in pixels."}}},
     'Token': {
         'type': 'object',
         'required': ['id', 'user_id', 'status', 'last4', 'created_at', 'version_id'],
@@ -257,6 +285,23 @@ PATHS = {
             {'200': ok('The user after the change.', ref('User')),
              **errors(400, 401, 404, 429)},
             ['Handle'], body(ref('UpdateUserRequest'), 'Fields to change.'))},
+    '/user/{handle}/avatar': {
+        'post': operation(
+            'user_uploadAvatar', 'Set the avatar from an uploaded JPEG or PNG',
+            {'200': ok('Where the new avatar is (also the `avatar_url` of the user).',
+                       ref('Avatar')), **errors(400, 401, 404, 413, 429)},
+            ['Handle'], {
+                'required': True,
+                'description': 'The image, and optionally the square to crop from it. It is '
+                               'stored re-encoded from its pixels: no metadata is kept.',
+                'content': {'multipart/form-data': {
+                    'schema': ref('AvatarUploadRequest'),
+                    'encoding': {'avatar': {'contentType': 'image/jpeg, image/png'}}}}}),
+        'delete': operation(
+            'user_deleteAvatar', 'Go back to the default avatar',
+            {'200': ok('Where the default avatar is. Deleting when the default is already '
+                       'shown changes nothing and answers the same.', ref('Avatar')),
+             **errors(401, 404, 429)}, ['Handle'])},
     '/user/{handle}/token': {
         'get': operation('userToken_list', 'List tokens (oldest first)',
                          {'200': ok('A page of tokens.', ref('TokenList')),

@@ -1,11 +1,68 @@
-"""Settings → Profile: display name and the read-only email."""
-from flask import flash, redirect, request, url_for
+"""Settings → Profile: the avatar (upload, crop, Save, Reset), display name and email."""
+from flask import abort, current_app, flash, make_response, redirect, request, url_for
 from flask_login import current_user
+from itsdangerous import BadData, URLSafeTimedSerializer
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from models import DISPLAY_NAME_MAX, Invalid
+import imaging
+from models import AVATAR_UPLOAD_LIFETIME, DISPLAY_NAME_MAX, Avatar, AvatarUpload, Invalid
 from views import is_htmx, render_fragment, render_settings, settings_blueprint
 
 bp = settings_blueprint('profile', __name__, 'Profile', 1)
+
+TOO_LARGE = 'The file is larger than 10 MB. Choose a smaller image.'
+GONE = 'This upload is no longer available. Choose the image again.'
+
+
+@bp.context_processor
+def avatar_facts():
+    return dict(avatar_limits=imaging.LIMITS, upload_limit=imaging.UPLOAD_LIMIT,
+                centred_box=imaging.centred_box,
+                has_custom_avatar=lambda: Avatar.has_custom(current_user.id))
+
+
+def accepts_upload(view):
+    """Let `view` take a request body as large as an avatar upload and the form around it."""
+    view.max_content_length = imaging.UPLOAD_LIMIT + 64 * 1024
+    return view
+
+
+def _references():
+    return URLSafeTimedSerializer(current_app.secret_key, salt='avatar-upload')
+
+
+def upload_reference(upload):
+    """A signed value naming `upload` and its owner, for the crop step's forms and URLs."""
+    return _references().dumps([upload.user_id, upload.id])
+
+
+def find_upload(reference):
+    """The current user's pending upload that `reference` names, or None."""
+    try:
+        user_id, upload_id = _references().loads(
+            reference or '', max_age=int(AVATAR_UPLOAD_LIFETIME.total_seconds()))
+    except (BadData, ValueError, TypeError):
+        return None
+    return AvatarUpload.pending(current_user, upload_id) if user_id == current_user.id else None
+
+
+def gone():
+    """The answer when a crop step's upload is expired, unknown or someone else's."""
+    if is_htmx():  # in the card, where the person is looking
+        return _card(422, avatar_error=GONE)
+    abort(404, GONE)
+
+
+def _card(status=200, **context):
+    """The profile card: whole page, or the card (and header and flash) for htmx."""
+    context.setdefault('max_name', DISPLAY_NAME_MAX)
+    if is_htmx():
+        return render_fragment('profile/_card_response.html', status, **context)
+    return render_settings('profile/_panel.html', 'Profile', status, **context)
+
+
+def _crop_step(upload, status=200, **context):
+    return _card(status, upload=upload, reference=upload_reference(upload), **context)
 
 
 @bp.get('/profile')
@@ -30,3 +87,89 @@ def save_name():
         return render_fragment('profile/_name_response.html', max_name=DISPLAY_NAME_MAX,
                                header_changed=True)
     return redirect(url_for('.page'))
+
+
+@bp.post('/profile/avatar')
+@accepts_upload
+def upload_avatar():
+    """Keep an uploaded image for the crop step, then show that step."""
+    file = request.files.get('avatar')
+    if file is None or not file.filename:
+        return _card(422, avatar_error='Choose a JPEG or PNG file first.')
+    try:
+        upload = AvatarUpload.start(current_user, file.read(imaging.UPLOAD_LIMIT + 1))
+    except imaging.BadImage as bad:
+        return _card(422, avatar_error=bad.message)
+    if is_htmx():
+        return _crop_step(upload)
+    return redirect(url_for('.edit_avatar', upload=upload_reference(upload)), 303)
+
+
+@bp.get('/profile/avatar/edit')
+def edit_avatar():
+    """The crop step for a pending upload: the image and the square to keep."""
+    upload = find_upload(request.args.get('upload'))
+    return gone() if upload is None else _crop_step(upload)
+
+
+@bp.get('/profile/avatar/preview')
+def avatar_preview():
+    """The working copy of a pending upload that the crop step shows."""
+    upload = find_upload(request.args.get('upload'))
+    if upload is None:
+        abort(404, GONE)
+    response = make_response(bytes(upload.preview))
+    response.headers['Content-Type'] = 'image/jpeg'
+    response.headers['Cache-Control'] = 'private, max-age=3600'
+    return response
+
+
+@bp.post('/profile/avatar/save')
+def save_avatar():
+    """Crop the avatar from the pending upload's original and show it everywhere."""
+    upload = find_upload(request.form.get('upload'))
+    if upload is None:
+        return gone()
+    fields = {name: request.form.get(name, '').strip() for name in ('x', 'y', 'size')}
+    try:
+        x, y, size = (int(value) for value in fields.values())
+    except ValueError:
+        return _crop_step(upload, 422, crop=fields,
+                          avatar_error='Enter whole numbers of pixels for x, y and size.')
+    try:
+        upload.crop(current_user, x, y, size, request.remote_addr)
+    except imaging.BadImage as bad:
+        return _crop_step(upload, 422, crop=fields, avatar_error=bad.message)
+    flash('Avatar saved.')
+    if is_htmx():
+        return _card(header_changed=True)
+    return redirect(url_for('.page'), 303)
+
+
+@bp.post('/profile/avatar/cancel')
+def cancel_avatar():
+    """Leave the crop step without changing the avatar."""
+    upload = find_upload(request.form.get('upload'))
+    if upload is not None:  # one that already went is as good as cancelled
+        upload.cancel()
+    if is_htmx():
+        return _card()
+    return redirect(url_for('.page'), 303)
+
+
+@bp.post('/profile/avatar/reset')
+def reset_avatar():
+    """Go back to the default avatar."""
+    if Avatar.reset(current_user, request.remote_addr):
+        flash('Avatar reset to the default.')
+    if is_htmx():
+        return _card(header_changed=True)
+    return redirect(url_for('.page'), 303)
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def too_large(error):
+    """413 in words, in the profile card where the upload was chosen."""
+    if request.endpoint != 'profile.upload_avatar':  # no file went to the other forms
+        return error
+    return _card(413, avatar_error=TOO_LARGE)

@@ -41,6 +41,7 @@ def live_server(tmp_path_factory):
         'DATABASE_URL': f'sqlite:///{database}',
         'SECRET_KEY': 'browser-tests',
         'SESSION_COOKIE_SECURE': False,  # plain http on 127.0.0.1
+        'GRAVATAR_ENABLED': False,  # signups here must not reach the internet
     })
     models.migrate(models.db.obj)
     models.db.close()

@@ -1,0 +1,237 @@
+"""Avatars in a real Chromium: upload, crop, Save, Reset and Cancel, with and without JS."""
+import io
+import re
+
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from tests.browser.test_flows import Person, is_same_document, mark_document, settled, url_ending
+
+WIDTH, HEIGHT = 800, 600
+QUADRANTS = {'red': ((0, 0), (255, 0, 0)), 'green': ((400, 0), (0, 255, 0)),
+             'blue': ((0, 300), (0, 0, 255)), 'yellow': ((400, 300), (255, 255, 0))}
+MEGABYTE = 1024 * 1024
+
+# Keeps what the upload's progress bar showed at each progress event htmx reported.
+RECORD_PROGRESS = '''() => {
+  window.uploadProgress = [];
+  document.addEventListener('htmx:xhr:progress', () => {
+    const bar = document.querySelector('progress');
+    window.uploadProgress.push({shown: bar.checkVisibility(), value: bar.value});
+  });
+}'''
+
+
+@pytest.fixture
+def person():
+    return Person()
+
+
+@pytest.fixture
+def quadrants(tmp_path):
+    """An 800×600 PNG in four quarters: red, green (top), blue, yellow (bottom)."""
+    image = Image.new('RGB', (WIDTH, HEIGHT))
+    for (left, top), colour in QUADRANTS.values():
+        image.paste(colour, (left, top, left + WIDTH // 2, top + HEIGHT // 2))
+    path = tmp_path / 'quadrants.png'
+    image.save(path)
+    return path
+
+
+def change_avatar(page):
+    return page.get_by_label('Change avatar')
+
+
+def card_avatar(page):
+    return page.get_by_role('region', name='Avatar and account').locator('img')
+
+
+def header_avatar(page):
+    return page.get_by_role('button', name='Account menu').locator('img')
+
+
+def crop_step(page):
+    return page.get_by_role('region', name='Edit your avatar')
+
+
+def crop_fields(page):
+    step = crop_step(page)
+    return (step.get_by_label('x (from the left)'), step.get_by_label('y (from the top)'),
+            step.get_by_label('Size', exact=True))
+
+
+def expect_box(page, x, y, size):
+    """The crop form will send this square (in the image's pixels)."""
+    for field, value in zip(crop_fields(page), (x, y, size)):
+        expect(field).to_have_value(str(value))
+
+
+def avatar_pixels(page, src):
+    """The avatar image at `src`, as the browser would get it."""
+    response = page.request.get(src)
+    assert response.ok
+    return Image.open(io.BytesIO(response.body())).convert('RGB')
+
+
+def assert_all(image, colour):
+    """Every pixel (lossy WebP aside) is `colour`: the crop kept one quarter, nothing else."""
+    extrema = image.getextrema()
+    assert all(abs(low - want) < 40 and abs(high - want) < 40
+               for (low, high), want in zip(extrema, colour)), (extrema, colour)
+
+
+def drag(page, start, by):
+    """Press the mouse at `start`, move it by `by` in a few steps, release."""
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(start[0] + by[0], start[1] + by[1], steps=5)
+    page.mouse.up()
+
+
+def test_upload_crop_save_and_reset_change_every_avatar_without_reloading(
+        new_page, person, quadrants, axe):
+    page = new_page(javascript=True)
+    audit = axe(page)
+    person.sign_up(page)
+    settled(page)
+    default = {'card': card_avatar(page).get_attribute('src'),
+               'header': header_avatar(page).get_attribute('src')}
+    default_pixels = avatar_pixels(page, default['card'])
+    expect(page.get_by_role('progressbar', name='Upload progress')).to_be_hidden()
+    page.evaluate(RECORD_PROGRESS)
+    mark_document(page)
+
+    change_avatar(page).set_input_files(quadrants)
+    heading = page.get_by_role('heading', name='Edit your avatar')
+    expect(heading).to_be_focused()
+    shown = page.evaluate('window.uploadProgress')
+    assert shown and all(event['shown'] for event in shown), shown
+    assert shown[-1]['value'] == 100, shown
+    settled(page)
+    audit('crop step')
+
+    square = crop_step(page).get_by_role('slider', name='Crop square')
+    image = crop_step(page).get_by_role('img', name='The image you chose')
+    expect(image).to_have_js_property('complete', True)
+    scale = WIDTH / image.bounding_box()['width']  # image pixels per CSS pixel
+    expect_box(page, 100, 0, 600)  # the largest square in the middle, to begin with
+
+    square.focus()
+    for _ in range(10):
+        page.keyboard.press('-')  # 5% of the short side smaller each time, about the centre
+    expect_box(page, 250, 150, 300)
+    page.keyboard.press('+')
+    expect_box(page, 235, 135, 330)
+    page.keyboard.press('-')
+    expect_box(page, 250, 150, 300)
+
+    corner = square.bounding_box()
+    drag(page, (corner['x'] + corner['width'] - 4, corner['y'] + corner['height'] - 4),
+         (200 / scale, 200 / scale))
+    expect_box(page, 250, 150, 450)  # as large as fits below and right of its top-left corner
+
+    for _ in range(5):
+        page.keyboard.press('-')
+    expect_box(page, 325, 225, 300)
+    middle = square.bounding_box()
+    drag(page, (middle['x'] + middle['width'] / 2, middle['y'] + middle['height'] / 2),
+         (200 / scale, 100 / scale))
+    expect_box(page, 500, 300, 300)  # pushed into the bottom-right corner, no further
+
+    page.keyboard.press('Shift+ArrowLeft')
+    page.keyboard.press('ArrowUp')
+    expect_box(page, 440, 294, 300)
+    x, y, _ = crop_fields(page)
+    x.fill('480')  # typing a number moves the square there
+    y.fill('300')
+    frame, placed = image.bounding_box(), square.bounding_box()
+    assert (placed['x'] - frame['x']) * scale == pytest.approx(480, abs=2)
+    assert (placed['y'] - frame['y']) * scale == pytest.approx(300, abs=2)
+    assert placed['width'] * scale == pytest.approx(300, abs=2)
+
+    crop_step(page).get_by_role('button', name='Save').click()
+    expect(page.get_by_role('status')).to_have_text('Avatar saved.')
+    expect(change_avatar(page)).to_be_focused()
+    expect(card_avatar(page)).not_to_have_attribute('src', default['card'])
+    expect(header_avatar(page)).not_to_have_attribute('src', default['header'])
+    saved = card_avatar(page).get_attribute('src')
+    assert_all(avatar_pixels(page, saved), QUADRANTS['yellow'][1])
+    settled(page)
+    audit('profile with a custom avatar')
+
+    page.get_by_role('button', name='Reset').click()
+    expect(page.get_by_role('status')).to_have_text('Avatar reset to the default.')
+    expect(change_avatar(page)).to_be_focused()
+    expect(card_avatar(page)).not_to_have_attribute('src', saved)
+    expect(page.get_by_role('button', name='Reset')).to_have_count(0)
+    reset = avatar_pixels(page, card_avatar(page).get_attribute('src'))
+    assert reset.tobytes() == default_pixels.tobytes()
+    assert is_same_document(page), 'every change was swapped in, with no page load'
+    audit.assert_clean('avatar flow')
+
+
+def test_without_javascript_the_numbers_crop_the_avatar_and_cancel_keeps_it(
+        new_page, person, quadrants):
+    page = new_page(javascript=False)
+    person.sign_up(page)
+    default = {'card': card_avatar(page).get_attribute('src'),
+               'header': header_avatar(page).get_attribute('src')}
+
+    change_avatar(page).set_input_files(quadrants)
+    page.get_by_role('button', name='Upload').click()
+    expect(page).to_have_url(re.compile(r'/profile/avatar/edit\?upload='))
+    expect(page.get_by_role('heading', name='Edit your avatar')).to_be_visible()
+    expect(page.get_by_role('slider')).to_have_count(0)
+    expect_box(page, 100, 0, 600)
+    for field, value in zip(crop_fields(page), ('0', '0', '300')):
+        field.fill(value)
+    crop_step(page).get_by_role('button', name='Save').click()
+
+    expect(page).to_have_url(url_ending(person.profile_path))
+    expect(page.get_by_role('status')).to_have_text('Avatar saved.')
+    expect(card_avatar(page)).not_to_have_attribute('src', default['card'])
+    expect(header_avatar(page)).not_to_have_attribute('src', default['header'])
+    saved = {'card': card_avatar(page).get_attribute('src'),
+             'header': header_avatar(page).get_attribute('src')}
+    assert_all(avatar_pixels(page, saved['card']), QUADRANTS['red'][1])
+
+    change_avatar(page).set_input_files(quadrants)
+    page.get_by_role('button', name='Upload').click()
+    expect(page.get_by_role('heading', name='Edit your avatar')).to_be_visible()
+    crop_step(page).get_by_role('button', name='Cancel').click()
+    expect(page).to_have_url(url_ending(person.profile_path))
+    expect(page.get_by_role('heading', name='Edit your avatar')).to_have_count(0)
+    expect(card_avatar(page)).to_have_attribute('src', saved['card'])
+    expect(header_avatar(page)).to_have_attribute('src', saved['header'])
+    assert_all(avatar_pixels(page, saved['card']), QUADRANTS['red'][1])
+
+
+def test_a_file_over_the_limit_is_refused_before_it_is_sent_and_by_the_server_too(
+        new_page, person, quadrants, tmp_path):
+    page = new_page(javascript=True)
+    person.sign_up(page)
+    settled(page)
+    posts = []
+    page.on('request', lambda request: posts.append(request.url) if request.method == 'POST'
+            else None)
+    huge = tmp_path / 'huge.png'  # a path, which Chromium reads itself: quicker than bytes
+    huge.write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(int(12.25 * MEGABYTE)))
+
+    change_avatar(page).set_input_files(huge)
+    refusal = 'The file is 12.3 MB; the limit is 10 MB. Choose a smaller image.'
+    expect(page.get_by_role('alert')).to_have_text(refusal)
+    expect(change_avatar(page)).to_have_attribute('aria-invalid', 'true')
+    expect(change_avatar(page)).to_have_accessible_description(re.compile(re.escape(refusal)))
+    expect(page.get_by_role('progressbar', name='Upload progress')).to_be_hidden()
+
+    # Should the check not run (an old script, say), the server's 413 shows in the card.
+    change_avatar(page).evaluate('input => delete input.dataset.maxBytes')
+    change_avatar(page).set_input_files(huge)
+    expect(page.get_by_role('alert')).to_have_text(
+        'The file is larger than 10 MB. Choose a smaller image.')
+    expect(change_avatar(page)).to_be_focused()
+
+    change_avatar(page).set_input_files(quadrants)  # a smaller one goes through
+    expect(page.get_by_role('heading', name='Edit your avatar')).to_be_focused()
+    assert len(posts) == 2, 'only the server-checked and the smaller file were sent'

@@ -1,0 +1,593 @@
+"""Avatars through the app: Change avatar, the crop step, Save, Cancel, Reset; refusals;
+serving."""
+import datetime
+import io
+from types import SimpleNamespace
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from PIL import Image
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
+
+import imaging
+import models
+from tests.conftest import HTMX, csrf_token, html, log_in
+from tests.test_imaging import (
+    BLUE,
+    GREEN,
+    OUTSIDE,
+    RED,
+    YELLOW,
+    assert_shows,
+    encoded,
+    hostile_file,
+    near,
+    quadrants,
+)
+from views.profile import upload_reference
+
+URL = '/user/alice/settings/profile'
+BOB_URL = '/user/bob/settings/profile'
+PAGE_AND_HTMX = pytest.mark.parametrize('headers', [{}, HTMX], ids=['page', 'htmx'])
+GONE = 'This upload is no longer available. Choose the image again.'
+TOO_LARGE = 'The file is larger than 10 MB. Choose a smaller image.'
+UPRIGHT = quadrants(1200, 800)
+PHOTO = encoded(UPRIGHT, 'JPEG', quality=95)
+
+
+# Acting as a person would
+
+def send_form(client, url, fields, headers=None):
+    """POST `fields` as multipart/form-data, the body made in memory: the test client would
+    spool a large one to a temporary file that nothing closes."""
+    boundary, body = encode_multipart(fields)
+    return client.post(url, data=body, content_type=f'multipart/form-data; boundary={boundary}',
+                       headers=headers or {})
+
+
+def upload(client, data=PHOTO, filename='photo.png', headers=None, page=URL):
+    """Choose a file for Change avatar and send the form."""
+    return send_form(client, page + '/avatar', {
+        'avatar': FileStorage(io.BytesIO(data), filename, content_type='image/png'),
+        'csrf_token': csrf_token(client, page)}, headers)
+
+
+def reference_in(response):
+    """The signed upload reference a no-JS upload redirects with."""
+    return parse_qs(urlsplit(response.headers['Location']).query)['upload'][0]
+
+
+def crop_step(client, page=URL):
+    """Upload without JavaScript and open the crop step; returns (reference, its page)."""
+    response = upload(client, page=page)
+    assert response.status_code == 303
+    step = client.get(response.headers['Location'])
+    assert step.status_code == 200
+    return reference_in(response), step
+
+
+def post(client, path, headers=None, page=URL, **fields):
+    fields['csrf_token'] = csrf_token(client, page)
+    return client.post(page + path, data=fields, headers=headers or {})
+
+
+def save(client, reference, x, y, size, headers=None, page=URL):
+    return post(client, '/avatar/save', headers, page, upload=reference, x=x, y=y, size=size)
+
+
+def served(client, url):
+    response = client.get(url)
+    assert response.status_code == 200 and response.content_type == 'image/webp'
+    image = Image.open(io.BytesIO(response.get_data()))
+    image.load()
+    return image
+
+
+# Reading the database
+
+def user_row(handle='alice'):
+    with models.db.connection_context():
+        return models.User.get(models.User.handle == handle)
+
+
+def avatar_row(handle='alice'):
+    with models.db.connection_context():
+        return models.Avatar.get_or_none(models.Avatar.user == user_row(handle).id)
+
+
+def uploads(handle=None):
+    with models.db.connection_context():
+        query = models.AvatarUpload.select()
+        if handle:
+            query = query.where(models.AvatarUpload.user == user_row(handle).id)
+        return list(query)
+
+
+def actions(action_type):
+    with models.db.connection_context():
+        return list(models.AuditRecord.select().where(
+            models.AuditRecord.action_type == action_type))
+
+
+def current_url(handle='alice', size=imaging.LARGE):
+    user = user_row(handle)
+    return f'/avatars/{user.id}/{user.avatar_version}/{size}.webp'
+
+
+def snapshot(handle='alice'):
+    """What a change to `handle`'s avatar would show up in."""
+    avatar = avatar_row(handle)
+    return (user_row(handle).avatar_version, avatar and avatar.custom_large is not None,
+            len(uploads(handle)))
+
+
+@pytest.fixture
+def bob_client(app, other_user):
+    client = app.test_client()
+    assert log_in(client, 'bob').status_code == 302
+    return client
+
+
+# The profile card
+
+@PAGE_AND_HTMX
+def test_the_avatar_is_a_change_avatar_control_with_the_limits_beside_it(client, logged_in,
+                                                                         headers):
+    response = client.get(URL, headers=headers)
+    page = html(response)
+    assert (page.find('html') is None) == bool(headers)
+    card = page.find('section', id='profile-card')
+    label = card.find('label', attrs={'for': 'avatar-file'})
+    assert label.get_text(strip=True) == 'Change avatar'
+    assert label.find('img', class_='avatar')['src'] == current_url()
+    field = card.find('input', id='avatar-file')
+    assert field['type'] == 'file' and field['name'] == 'avatar'
+    assert field['accept'] == 'image/jpeg,image/png'
+    assert 'avatar-limits' in field['aria-describedby'].split()
+    assert card.find(id='avatar-limits').get_text(strip=True) == imaging.LIMITS
+    form = field.find_parent('form')
+    assert form['method'] == 'post' and form['enctype'] == 'multipart/form-data'
+    assert form.find('input', attrs={'name': 'csrf_token'})
+    assert form.find('button', string='Upload')  # for a browser without JavaScript
+    assert card.find('button', string='Reset') is None  # the default is showing
+    assert 'HX-Request' in response.vary
+
+
+def test_a_new_account_shows_its_generated_avatar(client, logged_in):
+    image = served(client, current_url())
+    assert image.size == (imaging.LARGE, imaging.LARGE)
+    assert served(client, current_url(size=imaging.SMALL)).size == (96, 96)
+    seed = avatar_row().seed
+    assert client.get(current_url()).get_data() == imaging.generated(seed)[0]
+
+
+# Upload → crop step → Save, without JavaScript
+
+def test_uploading_without_javascript_leads_to_the_crop_step(client, logged_in):
+    response = upload(client)
+    assert response.status_code == 303
+    assert response.headers['Location'].startswith(URL + '/avatar/edit?upload=')
+    step = html(client.get(response.headers['Location']))
+    card = step.find('section', id='profile-card')
+    assert card.find('h3').get_text(strip=True) == 'Edit your avatar'
+    form = card.find('form', class_='crop-form')
+    assert form['method'] == 'post' and form['action'] == URL + '/avatar/save'
+    assert form.find('input', attrs={'name': 'upload'})['value'] == reference_in(response)
+    fields = {name: form.find('input', attrs={'name': name}) for name in ('x', 'y', 'size')}
+    assert all(field['type'] == 'number' for field in fields.values())
+    assert {name: int(field['value']) for name, field in fields.items()} == dict(
+        x=200, y=0, size=800)  # the centred square of 1200×800
+    for name, field in fields.items():
+        assert card.find('label', attrs={'for': field['id']}), name
+    assert form.find('button', string='Save')['type'] == 'submit'
+    cancel = form.find('button', string='Cancel')
+    assert cancel['formaction'] == URL + '/avatar/cancel'
+    assert step.find('html') is not None and len(uploads('alice')) == 1
+
+
+def test_the_working_copy_is_shown_to_its_owner_only(client, logged_in, bob_client):
+    reference, step = crop_step(client)
+    image = html(step).find('img', class_='crop-image')
+    preview = client.get(image['src'])
+    assert preview.status_code == 200 and preview.content_type == 'image/jpeg'
+    working = Image.open(io.BytesIO(preview.get_data()))
+    assert working.size == (int(image['width']), int(image['height'])) == (1200, 800)
+    assert_shows(working, UPRIGHT, (0, 0, 1200))
+    assert bob_client.get(image['src']).status_code == 404
+    assert bob_client.get(image['src'].replace(URL, BOB_URL)).status_code == 404
+    assert bob_client.get(f'{BOB_URL}/avatar/edit?upload={reference}').status_code == 404
+
+
+QUADRANTS = [((100, 0, 400), RED), ((700, 400, 400), YELLOW), ((750, 20, 360), GREEN),
+             ((120, 420, 360), BLUE)]
+
+
+def test_saving_a_crop_shows_exactly_that_square_as_the_avatar(client, logged_in):
+    for version, (box, colour) in enumerate(QUADRANTS, start=2):
+        reference, _ = crop_step(client)
+        old_url = current_url()
+        response = save(client, reference, *box)
+        assert response.status_code == 303 and response.headers['Location'] == URL
+        page = html(client.get(URL))
+        assert page.find(id='flash').get_text(strip=True) == 'Avatar saved.'
+        new_url = current_url()
+        assert new_url != old_url and user_row().avatar_version == version
+        assert page.find('label', attrs={'for': 'avatar-file'}).find('img')['src'] == new_url
+        large = served(client, new_url)
+        assert large.size == (460, 460)
+        assert_shows(large, UPRIGHT, box)
+        assert near(large.getpixel((230, 230)), colour, 20), box
+        assert_shows(served(client, current_url(size=96)), UPRIGHT, box)
+        assert uploads() == []
+        assert page.find('button', string='Reset')
+    records = actions('user.avatar.update')
+    assert len(records) == len(QUADRANTS)
+    assert {(r.target_id, r.actor_ip) for r in records} == {(logged_in.id, '127.0.0.1')}
+
+
+def test_cancel_leaves_the_avatar_and_lets_the_upload_go(client, logged_in):
+    reference, _ = crop_step(client)
+    before = current_url()
+    response = post(client, '/avatar/cancel', upload=reference)
+    assert response.status_code == 303 and response.headers['Location'] == URL
+    assert current_url() == before and avatar_row().custom_large is None
+    assert uploads() == [] and actions('user.avatar.update') == []
+    assert client.get(f'{URL}/avatar/edit?upload={reference}').status_code == 404
+
+
+def test_reset_goes_back_to_the_default(client, logged_in):
+    reference, _ = crop_step(client)
+    save(client, reference, 100, 0, 400)
+    response = post(client, '/avatar/reset')
+    assert response.status_code == 303 and response.headers['Location'] == URL
+    page = html(client.get(URL))
+    assert page.find(id='flash').get_text(strip=True) == 'Avatar reset to the default.'
+    assert user_row().avatar_version == 3 and avatar_row().custom_large is None
+    assert client.get(current_url()).get_data() == imaging.generated(avatar_row().seed)[0]
+    assert page.find('button', string='Reset') is None
+    [record] = actions('user.avatar.delete')
+    assert record.target_id == logged_in.id
+
+
+def test_reset_on_the_default_avatar_changes_nothing(client, logged_in):
+    assert post(client, '/avatar/reset').status_code == 303
+    assert user_row().avatar_version == 1 and actions('user.avatar.delete') == []
+
+
+# The same with htmx
+
+def test_uploading_with_htmx_answers_with_the_crop_step_in_place(client, logged_in):
+    response = upload(client, headers=HTMX)
+    assert response.status_code == 200 and 'HX-Request' in response.vary
+    fragment = html(response)
+    assert fragment.find('html') is None and fragment.find('header') is None
+    card = fragment.find('section', id='profile-card')
+    assert 'crop-step' in card['class']
+    assert card.find('h3').get_text(strip=True) == 'Edit your avatar'
+    form = card.find('form', class_='crop-form')
+    assert form['hx-target'] == '#profile-card' and form['hx-swap'] == 'outerHTML'
+    stage = card.find(attrs={'data-crop': True})
+    assert (stage['data-width'], stage['data-height']) == ('1200', '800')
+    assert client.get(card.find('img', class_='crop-image')['src']).status_code == 200
+    assert len(uploads()) == 1
+
+
+def test_saving_with_htmx_swaps_the_card_and_the_header_avatar(client, logged_in):
+    reference = reference_in(upload(client))
+    response = save(client, reference, 700, 400, 400, HTMX)
+    assert response.status_code == 200
+    fragment = html(response)
+    new_url = current_url()
+    assert fragment.find('html') is None
+    card = fragment.find('section', id='profile-card')
+    assert 'crop-step' not in card.get('class', [])
+    assert card.find('label', attrs={'for': 'avatar-file'}).find('img')['src'] == new_url
+    assert card.find('button', string='Reset')
+    header = fragment.find('header', id='topbar')
+    assert header['hx-swap-oob'] == 'true'
+    sources = {img['src'] for img in header.find_all('img', class_='avatar')}
+    assert sources == {current_url(size=96)} and user_row().avatar_version == 2
+    flash = fragment.find(id='flash')
+    assert flash['hx-swap-oob'] == 'innerHTML'
+    assert flash.get_text(strip=True) == 'Avatar saved.'
+    assert near(served(client, new_url).getpixel((230, 230)), YELLOW, 20)
+
+
+def test_reset_with_htmx_swaps_the_card_and_the_header_avatar(client, logged_in):
+    save(client, reference_in(upload(client)), 100, 0, 400)
+    response = post(client, '/avatar/reset', HTMX)
+    assert response.status_code == 200
+    fragment = html(response)
+    assert fragment.find('html') is None
+    card = fragment.find('section', id='profile-card')
+    assert card.find('button', string='Reset') is None
+    assert card.find('label', attrs={'for': 'avatar-file'}).find('img')['src'] == current_url()
+    header = fragment.find('header', id='topbar')
+    assert header['hx-swap-oob'] == 'true'
+    assert {img['src'] for img in header.find_all('img')} == {current_url(size=96)}
+    assert fragment.find(id='flash').get_text(strip=True) == 'Avatar reset to the default.'
+    assert user_row().avatar_version == 3
+
+
+def test_cancel_with_htmx_shows_the_card_again(client, logged_in):
+    reference = reference_in(upload(client))
+    response = post(client, '/avatar/cancel', HTMX, upload=reference)
+    assert response.status_code == 200
+    card = html(response).find('section', id='profile-card')
+    assert card.find('input', id='avatar-file') and 'crop-step' not in card.get('class', [])
+    assert uploads() == [] and user_row().avatar_version == 1
+
+
+# Refusals
+
+HOSTILE_UPLOADS = {
+    'zero-bytes': 'The file is empty.',
+    'gif-named-png': 'Only JPEG and PNG images can be used; this file is neither.',
+    'svg-named-png': 'Only JPEG and PNG images can be used; this file is neither.',
+    'png-pixels-garbage':
+        'The file could not be read as an image; it may be damaged or incomplete.',
+    'jpeg-cut-in-half':
+        'The file could not be read as an image; it may be damaged or incomplete.',
+    'png-claiming-100000x100000': 'The image has more than 40 megapixels. Choose a smaller image.',
+    'png-decompression-bomb-20000x20000':
+        'The image has more than 40 megapixels. Choose a smaller image.',
+    'jpeg-over-10-mb': TOO_LARGE,
+}
+
+
+@PAGE_AND_HTMX
+def test_a_hostile_upload_is_refused_in_the_card_and_stores_nothing(client, logged_in, headers):
+    before = snapshot()
+    for name, message in HOSTILE_UPLOADS.items():
+        response = upload(client, hostile_file(name), headers=headers)
+        assert response.status_code == 422, name
+        page = html(response)
+        assert (page.find('html') is None) == bool(headers)
+        error = page.find('section', id='profile-card').find(id='avatar-error')
+        assert error.get_text(strip=True) == message and error['role'] == 'alert', name
+        field = page.find('input', id='avatar-file')
+        assert field['aria-invalid'] == 'true' and 'avatar-error' in field['aria-describedby']
+        assert snapshot() == before and uploads() == [], name
+
+
+@pytest.mark.parametrize('data', [
+    {'avatar': FileStorage(io.BytesIO(b''), '')},  # what a browser sends when none was chosen
+    {},
+], ids=['empty-file-field', 'no-file-field'])
+def test_uploading_without_choosing_a_file_says_so(client, logged_in, data):
+    data['csrf_token'] = csrf_token(client, URL)
+    response = send_form(client, URL + '/avatar', data)
+    assert response.status_code == 422
+    error = html(response).find(id='avatar-error')
+    assert error.get_text(strip=True) == 'Choose a JPEG or PNG file first.'
+    assert uploads() == []
+
+
+@PAGE_AND_HTMX
+def test_a_body_over_the_upload_limit_is_413_with_a_readable_message(client, logged_in, headers):
+    response = upload(client, bytes(imaging.UPLOAD_LIMIT + 64 * 1024 + 1), headers=headers)
+    assert response.status_code == 413
+    page = html(response)
+    assert (page.find('html') is None) == bool(headers)
+    error = page.find('section', id='profile-card').find(id='avatar-error')
+    assert error.get_text(strip=True) == TOO_LARGE
+    assert uploads() == [] and user_row().avatar_version == 1
+
+
+def test_an_upload_between_1_and_10_mb_is_taken(client, logged_in):
+    # random pixels do not compress: a PNG of about 2.5 MB, over the limit other forms keep
+    noisy = Image.frombytes('RGB', (1000, 800), bytes(range(256)) * 9375)
+    data = encoded(noisy.effect_spread(40), 'PNG')
+    assert 1024 * 1024 < len(data) < imaging.UPLOAD_LIMIT
+    assert upload(client, data).status_code == 303 and len(uploads()) == 1
+
+
+def test_other_forms_keep_the_1_mb_body_limit(client, logged_in):
+    token = csrf_token(client, URL)
+    response = client.post(URL, data={'display_name': 'x' * (2 * 1024 * 1024),
+                                      'csrf_token': token})
+    assert response.status_code == 413
+    assert html(response).find(id='avatar-error') is None  # it was not a file
+    assert user_row().display_name is None
+
+
+def test_an_upload_without_the_csrf_token_is_refused(client, logged_in):
+    response = send_form(client, URL + '/avatar', {
+        'avatar': FileStorage(io.BytesIO(PHOTO), 'photo.jpg')})
+    assert response.status_code == 400 and uploads() == []
+
+
+def test_someone_else_cannot_touch_your_avatar_page(client, logged_in, other_user):
+    response = send_form(client, BOB_URL + '/avatar', {
+        'avatar': FileStorage(io.BytesIO(PHOTO), 'photo.jpg'),
+        'csrf_token': csrf_token(client, URL)})
+    assert response.status_code == 404 and uploads() == []
+
+
+@PAGE_AND_HTMX
+def test_another_users_upload_reference_is_refused(client, logged_in, bob_client, headers):
+    bobs_reference, _ = crop_step(bob_client, BOB_URL)
+    alice_before, bob_before = snapshot('alice'), snapshot('bob')
+    response = save(client, bobs_reference, 200, 0, 800, headers)
+    if headers:
+        assert response.status_code == 422
+        assert html(response).find(id='avatar-error').get_text(strip=True) == GONE
+    else:
+        assert response.status_code == 404
+        assert GONE in html(response).find('main').get_text()
+    assert post(client, '/avatar/cancel', upload=bobs_reference).status_code == 303
+    assert client.get(f'{URL}/avatar/edit?upload={bobs_reference}').status_code == 404
+    assert client.get(f'{URL}/avatar/preview?upload={bobs_reference}').status_code == 404
+    assert snapshot('alice') == alice_before and snapshot('bob') == bob_before
+    assert len(uploads('bob')) == 1
+    assert save(bob_client, bobs_reference, 200, 0, 800, page=BOB_URL).status_code == 303
+
+
+def test_a_reference_naming_alice_with_bobs_upload_finds_nothing(client, logged_in, bob_client):
+    """Should a reference be signed for Alice with the id of Bob's upload (a leaked key), the
+    upload is still looked up among Alice's own."""
+    crop_step(bob_client, BOB_URL)
+    [bobs_upload] = uploads('bob')
+    with client.application.test_request_context():
+        forged = upload_reference(SimpleNamespace(user_id=logged_in.id, id=bobs_upload.id))
+    assert save(client, forged, 200, 0, 800).status_code == 404
+    assert len(uploads('bob')) == 1 and user_row('bob').avatar_version == 1
+
+
+@PAGE_AND_HTMX
+def test_a_tampered_reference_is_refused(client, logged_in, headers):
+    reference, _ = crop_step(client)
+    tampered = reference[:-3] + ('AAA' if reference[-3:] != 'AAA' else 'BBB')
+    response = save(client, tampered, 200, 0, 800, headers)
+    assert response.status_code == (422 if headers else 404)
+    assert snapshot() == (1, False, 1)
+    assert save(client, '', 200, 0, 800, headers).status_code == (422 if headers else 404)
+
+
+@PAGE_AND_HTMX
+def test_an_expired_upload_is_refused(client, logged_in, headers):
+    reference, _ = crop_step(client)
+    with models.db.connection_context():
+        models.AvatarUpload.update(
+            expires_at=models.utcnow() - datetime.timedelta(seconds=1)).execute()
+    response = save(client, reference, 200, 0, 800, headers)
+    assert response.status_code == (422 if headers else 404)
+    if headers:
+        assert html(response).find(id='avatar-error').get_text(strip=True) == GONE
+    assert client.get(f'{URL}/avatar/edit?upload={reference}').status_code == 404
+    assert user_row().avatar_version == 1 and avatar_row().custom_large is None
+
+
+def test_an_expired_upload_is_cleared_by_the_next_upload_of_anyone(client, logged_in,
+                                                                  bob_client):
+    crop_step(bob_client, BOB_URL)
+    with models.db.connection_context():
+        models.AvatarUpload.update(
+            expires_at=models.utcnow() - datetime.timedelta(seconds=1)).execute()
+    crop_step(client)
+    assert uploads('bob') == [] and len(uploads('alice')) == 1
+
+
+OUTSIDE_BOXES = [(-1, 0, 400), (0, -1, 400), (900, 0, 400), (0, 500, 400), (0, 0, 0),
+                 (0, 0, 801), (1200, 800, 1)]
+
+
+@PAGE_AND_HTMX
+def test_a_crop_square_outside_the_image_is_refused_and_stores_nothing(client, logged_in,
+                                                                       headers):
+    reference, _ = crop_step(client)
+    for box in OUTSIDE_BOXES:
+        response = save(client, reference, *box, headers=headers)
+        assert response.status_code == 422, box
+        card = html(response).find('section', id='profile-card')
+        assert card.find(id='avatar-error').get_text(strip=True) == OUTSIDE.format(1200, 800)
+        form = card.find('form', class_='crop-form')
+        assert [form.find('input', attrs={'name': name})['value'] for name in ('x', 'y', 'size')
+                ] == [str(value) for value in box]  # what was typed stays, to be corrected
+        assert snapshot() == (1, False, 1)  # the upload waits for a better square
+
+
+def test_a_crop_square_that_is_not_whole_numbers_is_refused(client, logged_in):
+    reference, _ = crop_step(client)
+    for fields in [dict(x='a', y='0', size='400'), dict(x='1.5', y='0', size='4'),
+                   dict(x='', y='', size='')]:
+        response = save(client, reference, **fields)
+        assert response.status_code == 422, fields
+        assert html(response).find(id='avatar-error').get_text(strip=True) == (
+            'Enter whole numbers of pixels for x, y and size.')
+        assert snapshot() == (1, False, 1)
+
+
+def test_a_new_upload_replaces_the_pending_one(client, logged_in):
+    first, _ = crop_step(client)
+    second = reference_in(upload(client, encoded(quadrants(300, 200), 'PNG')))
+    assert len(uploads()) == 1
+    assert save(client, first, 200, 0, 800).status_code == 404
+    assert save(client, second, 0, 0, 100).status_code == 303
+    assert near(served(client, current_url()).getpixel((230, 230)), RED, 20)
+
+
+# Serving
+
+def test_an_avatar_is_served_immutable_with_an_etag(client, logged_in):
+    url = current_url()
+    response = client.get(url)
+    assert response.status_code == 200 and response.content_type == 'image/webp'
+    assert set(response.headers['Cache-Control'].split(', ')) == {
+        'public', 'max-age=31536000', 'immutable'}
+    etag = response.headers['ETag']
+    again = client.get(url, headers={'If-None-Match': etag})
+    assert again.status_code == 304 and again.get_data() == b''
+    assert client.get(url, headers={'If-None-Match': '"other"'}).status_code == 200
+
+
+def test_avatars_are_public_images(app, user):
+    client = app.test_client()  # nobody logged in: an avatar shows wherever the user does
+    assert served(client, current_url()).size == (460, 460)
+
+
+def test_an_old_avatar_url_redirects_to_the_current_one(client, logged_in):
+    old, old_small = current_url(), current_url(size=96)
+    save(client, crop_step(client)[0], 100, 0, 400)
+    for url, size in ((old, 460), (old_small, 96)):
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response.headers['Location'] == current_url(size=size)
+        assert 'immutable' not in response.headers['Cache-Control']
+    response = client.get(old, follow_redirects=True)
+    assert near(Image.open(io.BytesIO(response.get_data())).getpixel((230, 230)), RED, 20)
+
+
+def test_unknown_users_and_other_sizes_are_not_found(client, logged_in):
+    user = user_row()
+    assert client.get('/avatars/u_doesnotexist0000000/1/460.webp').status_code == 404
+    for size in (0, 32, 95, 97, 459, 461, 4600):
+        assert client.get(f'/avatars/{user.id}/1/{size}.webp').status_code == 404, size
+    assert client.get(f'/avatars/{user.id}/1/460.png').status_code == 404
+
+
+def test_the_api_user_object_has_the_new_avatar_url_after_an_upload(client, logged_in):
+    with models.db.connection_context():
+        _, secret = models.Token.issue(user_row())
+    api = {'Authorization': f'Bearer {secret}'}
+    before = client.get('/api/v0/actor', headers=api).get_json()['avatar_url']
+    assert before == 'http://localhost' + current_url()
+    save(client, crop_step(client)[0], 100, 0, 400)
+    after = client.get('/api/v0/actor', headers=api).get_json()['avatar_url']
+    assert after == 'http://localhost' + current_url() and after != before
+
+
+def test_an_account_from_before_avatars_gets_one_when_first_shown(client, logged_in):
+    with models.db.connection_context():
+        models.Avatar.delete().execute()
+    assert avatar_row() is None
+    page = html(client.get(URL))
+    assert page.find('label', attrs={'for': 'avatar-file'}).find('img')['src'] == current_url()
+    image = served(client, current_url())
+    assert image.size == (460, 460)
+    assert client.get(current_url()).get_data() == imaging.generated(avatar_row().seed)[0]
+
+
+def test_an_account_from_before_avatars_can_upload_one(client, logged_in):
+    with models.db.connection_context():
+        models.Avatar.delete().execute()
+    save(client, crop_step(client)[0], 100, 0, 400)
+    assert avatar_row().custom_large is not None and user_row().avatar_version == 2
+
+
+# Going with the user
+
+def test_avatar_rows_go_with_the_user(client, logged_in, bob_client):
+    save(client, crop_step(client)[0], 100, 0, 400)
+    crop_step(client)
+    crop_step(bob_client, BOB_URL)
+
+    def counts():
+        with models.db.connection_context():
+            return (models.Avatar.select().count(), models.AvatarUpload.select().count())
+    assert counts() == (2, 2)
+    with models.db.connection_context():
+        models.User.get(models.User.handle == 'alice').delete_instance()
+    assert counts() == (1, 1)
+    assert uploads('bob') and avatar_row('bob')
