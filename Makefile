@@ -11,7 +11,7 @@ run: $(VENV)/.runtime $(HTMX)
 	$(VENV)/bin/flask --app app migrate
 	$(VENV)/bin/flask --app app demo
 	@echo "Penstock is serving on http://127.0.0.1:$(PORT)  (Ctrl-C to stop)"
-	SECURE_COOKIES=0 $(VENV)/bin/flask --app app run --host 127.0.0.1 --port $(PORT)
+	SECURE_COOKIES=0 PROPAGATION_WORKER_THREAD=1 $(VENV)/bin/flask --app app run --host 127.0.0.1 --port $(PORT)
 
 test: $(VENV)/.dev $(HTMX) chromium
 	$(PY) -m pytest

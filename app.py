@@ -4,7 +4,8 @@ import importlib
 import os
 import pkgutil
 import secrets
-from urllib.parse import quote, urlsplit
+import signal
+import threading
 
 import click
 from flask import (
@@ -17,13 +18,15 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from cryptography.fernet import Fernet
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import models
+import propagation
 import views
-from views import csrf, is_htmx, limiter, login_manager, settings_menu
+from views import csrf, is_htmx, limiter, local_path, login_manager, settings_menu
 from views.api import http_error as api_http_error
 from views.avatars import avatar_url
 
@@ -32,6 +35,7 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "connect-src 'self'", "form-action 'self'", "frame-ancestors 'none'", "base-uri 'none'",
     "object-src 'none'"])
 DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD = 'demo@penstock.test', 'demo', 'penstock-demo'
+DEMO_WORKSPACES = ('analytics', 'staging')
 
 
 def create_app(config=None):
@@ -57,6 +61,13 @@ def create_app(config=None):
         GRAVATAR_ENABLED=_env_flag('GRAVATAR_ENABLED', default=True),
         GRAVATAR_URL=os.environ.get('GRAVATAR_URL', 'https://gravatar.com/avatar/'),
         GRAVATAR_TIMEOUT=float(os.environ.get('GRAVATAR_TIMEOUT', '3')),
+        WORKSPACE_DOMAIN=os.environ.get('WORKSPACE_DOMAIN', 'workspaces.penstock.test'),
+        # Comma-separated Fernet keys, newest first; the first encrypts, all decrypt.
+        DATABASE_PASSWORD_KEYS=os.environ.get('DATABASE_PASSWORD_KEYS'),
+        PROPAGATION_DELAY=float(os.environ.get('PROPAGATION_DELAY', '20')),
+        PROPAGATION_LEASE=float(os.environ.get('PROPAGATION_LEASE', '120')),
+        PROPAGATION_POLL=float(os.environ.get('PROPAGATION_POLL', '1')),
+        PROPAGATION_WORKER_THREAD=_env_flag('PROPAGATION_WORKER_THREAD', default=False),
     )
     if config:
         app.config.update(config)
@@ -66,6 +77,10 @@ def create_app(config=None):
     if proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
 
+    keys = app.config['DATABASE_PASSWORD_KEYS'] or _persisted_secret(
+        app.instance_path, 'database_password_key', lambda: Fernet.generate_key().decode())
+    models.configure(app.config['WORKSPACE_DOMAIN'],
+                     [key.strip() for key in keys.split(',') if key.strip()])
     _init_database(app)
     app.before_request(_body_limit)  # before CSRF's check, which reads the body
     login_manager.init_app(app)
@@ -82,6 +97,9 @@ def create_app(config=None):
     app.register_error_handler(404, _not_found)
     app.cli.add_command(migrate_command)
     app.cli.add_command(demo_command)
+    app.cli.add_command(worker_command)
+    if app.config['PROPAGATION_WORKER_THREAD']:
+        app.extensions['propagation_stop'] = propagation.start_thread(app.config)
     return app
 
 
@@ -105,14 +123,14 @@ def _env_flag(name, default):
     return value.strip().lower() not in ('0', 'false', 'no', 'off', '')
 
 
-def _persisted_secret(instance_path):
-    """The SECRET_KEY kept in instance/secret_key, made on first use (readable by us only)."""
-    path = os.path.join(instance_path, 'secret_key')
+def _persisted_secret(instance_path, name='secret_key', make=lambda: secrets.token_hex(32)):
+    """A key kept in instance/<name>, made on first use (readable by us only)."""
+    path = os.path.join(instance_path, name)
     try:
         with open(path) as f:
             return f.read().strip()
     except FileNotFoundError:
-        key = secrets.token_hex(32)
+        key = make()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, 'w') as f:
             f.write(key)
@@ -148,20 +166,12 @@ def unauthorized():
     if is_htmx():
         # A link leads back to where it pointed, a form to the page it was on.
         wanted = (request.full_path.rstrip('?') if request.method == 'GET'
-                  else _local_path(request.headers.get('HX-Current-URL', '')))
+                  else local_path(request.headers.get('HX-Current-URL', '')))
         target = url_for('auth.login', next=wanted or None)
         response = make_response('', 401)
         response.headers['HX-Redirect'] = target
         return response
     return redirect(url_for('auth.login', next=request.full_path.rstrip('?')))
-
-
-def _local_path(url):
-    """The path and query of a URL on this site, or '' for anything else."""
-    parts = urlsplit(url)
-    if parts.netloc and parts.netloc != request.host:
-        return ''
-    return quote(parts.path, safe='/-_.~') + ('?' + parts.query if parts.query else '')
 
 
 def _security_headers(response):
@@ -214,6 +224,22 @@ def demo_command():
         if not models.User.select().exists():
             user = models.User.sign_up(DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD)
             user.set_display_name('Demo User')
+            for handle in DEMO_WORKSPACES:
+                models.Workspace.open(user, handle)
         demo = models.User.get_or_none(models.User.handle == DEMO_HANDLE)
     if demo is not None:
         click.echo(f'Demo login: {DEMO_EMAIL} (or {DEMO_HANDLE}) / password {DEMO_PASSWORD}')
+
+
+@click.command('worker')
+def worker_command():
+    """Carry rotated database passwords to workspaces until stopped (Ctrl-C, SIGTERM)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    target, lease, poll = propagation.settings(current_app.config)
+    click.echo('Propagation worker started.')
+    try:
+        propagation.run(target, lease, poll, stop)
+    except KeyboardInterrupt:
+        pass
+    click.echo('Propagation worker stopped.')

@@ -21,12 +21,14 @@ from peewee import (
     IntegerField,
     IntegrityError,
     Model,
+    PostgresqlDatabase,
     SqliteDatabase,
     TextField,
     Tuple,
 )
 from playhouse.db_url import connect
 from playhouse.migrations import Runner
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from werkzeug.security import check_password_hash, generate_password_hash
 
 import imaging
@@ -53,8 +55,37 @@ TEMPORARY_TOKEN_LIFETIME = datetime.timedelta(days=30)
 LOGIN_REQUEST_LIFETIME = datetime.timedelta(minutes=15)
 LOGIN_CODE_ATTEMPTS = 3
 AVATAR_UPLOAD_LIFETIME = datetime.timedelta(hours=1)
+WORKSPACE_HANDLE_RE = re.compile(r'^[a-z0-9]{1,23}$')
+WORKSPACE_HANDLE_RULES = '1–23 lowercase letters or digits.'
+WORKSPACE_LIMIT = 10
+WORKSPACE_PORT = 9193
+# A handle someone let go (by changing it or deleting the account) is theirs alone this long.
+HANDLE_HOLD = datetime.timedelta(days=30)
+RESERVED_HANDLES = frozenset({
+    'about', 'account', 'accounts', 'admin', 'administrator', 'api', 'app', 'assets', 'auth',
+    'billing', 'blog', 'cli', 'console', 'dashboard', 'db', 'dns', 'docs', 'help', 'login',
+    'logout', 'mail', 'me', 'new', 'org', 'penstock', 'postgres', 'reauth', 'root', 'security',
+    'settings', 'signup', 'static', 'status', 'support', 'system', 'user', 'users', 'workspace',
+    'workspaces', 'www',
+})
+# Dangerous actions need a password typed this recently in the session.
+RECENT_LOGIN = datetime.timedelta(minutes=15)
+PROPAGATION_BACKOFF_MAX = 300  # seconds between attempts at most
 # Checked against when the login is unknown, so a miss costs as much as a wrong password.
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
+
+
+class Settings:
+    """What the models need from the app's configuration; create_app calls configure()."""
+    workspace_domain = 'workspaces.penstock.test'
+    cipher = None  # a MultiFernet over the configured database password keys
+
+
+def configure(workspace_domain, password_keys):
+    """Set the workspace DNS domain and the keys that encrypt database passwords (the first
+    encrypts; every one decrypts, so an old key can be retired with reencrypt_passwords())."""
+    Settings.workspace_domain = workspace_domain
+    Settings.cipher = MultiFernet([Fernet(key) for key in password_keys])
 
 
 def utcnow():
@@ -178,6 +209,8 @@ class User(BaseModel):
             errors['email'] = 'Enter an email address like name@example.com.'
         if not HANDLE_RE.match(handle):
             errors['handle'] = 'A handle is ' + HANDLE_RULES
+        elif handle in RESERVED_HANDLES:
+            errors['handle'] = RESERVED
         if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
             errors['password'] = (f'Use {PASSWORD_MIN} to {PASSWORD_MAX} characters.')
         if errors:
@@ -185,8 +218,9 @@ class User(BaseModel):
         with write_transaction():
             if cls.select().where(cls.email == email).exists():
                 errors['email'] = 'An account with this email already exists. Log in instead.'
-            if cls.select().where(cls.handle == handle).exists():
-                errors['handle'] = 'This handle is taken. Choose another.'
+            problem = handle_problem(handle)
+            if problem:
+                errors['handle'] = problem
             if errors:
                 raise Invalid(errors)
             try:
@@ -210,6 +244,48 @@ class User(BaseModel):
             return None
         return user if check_password_hash(user.password_hash, password or '') else None
 
+    def handle_change_problem(self, handle):
+        """Why this user cannot take `handle` (already normalised), or None."""
+        if handle == self.handle:
+            return 'This is already your handle.'
+        if not HANDLE_RE.match(handle):
+            return 'A handle is ' + HANDLE_RULES
+        return handle_problem(handle, self)
+
+    def change_handle(self, handle, ip=None):
+        """Take a new handle (raises Invalid): the old one is held for this user for
+        HANDLE_HOLD, every workspace host follows, and `user.update` records both."""
+        handle = (handle or '').strip().lower()
+        with write_transaction():
+            problem = self.handle_change_problem(handle)
+            if problem:
+                raise Invalid({'handle': problem})
+            old, now = self.handle, utcnow()
+            HandleHold.delete().where(HandleHold.handle == handle).execute()  # reclaimed
+            (HandleHold.insert(handle=old, user=self, released_at=now, until=now + HANDLE_HOLD)
+             .on_conflict_replace().execute())
+            try:
+                User.update(handle=handle, updated_at=now, version_id=User.version_id + 1
+                            ).where(User.id == self.id).execute()
+            except IntegrityError:
+                raise Invalid({'handle': TAKEN}) from None
+            self.handle, self.updated_at = handle, now
+            self.version_id = User.select(User.version_id).where(User.id == self.id).scalar()
+            AuditRecord.write('user.update', self, ip, target=self,
+                              data={'handle': {'old': old, 'new': handle}})
+
+    def delete_account(self):
+        """Remove the account and every row that belongs to it, in one transaction. The email
+        address is free at once; the handle is held (for nobody) for HANDLE_HOLD."""
+        now = utcnow()
+        with write_transaction():
+            (HandleHold.insert(handle=self.handle, user=None, released_at=now,
+                               until=now + HANDLE_HOLD).on_conflict_replace().execute())
+            # Foreign keys cascade from the user row; these rows only name the user by id.
+            AuditRecord.delete().where((AuditRecord.actor_id == self.id)
+                                       | (AuditRecord.target_id == self.id)).execute()
+            User.delete().where(User.id == self.id).execute()
+
     def set_display_name(self, value, ip=None):
         """Validate and save a new display name, writing `user.update` when it changes."""
         value = (value or '').strip()
@@ -231,6 +307,25 @@ class User(BaseModel):
             AuditRecord.write('user.update', self, ip, target=self,
                               data={'display_name': {'old': old, 'new': value}})
         return True
+
+
+RESERVED = 'This handle is reserved. Choose another.'
+TAKEN = 'This handle is taken. Choose another.'
+
+
+def handle_problem(handle, user=None):
+    """Why `handle` (well-formed, lowercase) cannot be taken by `user` (None: a new
+    account), or None: reserved, in use, or let go less than HANDLE_HOLD ago by someone
+    else (its old owner may take it back)."""
+    if handle in RESERVED_HANDLES:
+        return RESERVED
+    if User.select().where(User.handle == handle).exists():
+        return TAKEN
+    hold = HandleHold.get_or_none(HandleHold.handle == handle, HandleHold.until > utcnow())
+    if hold is not None and (user is None or hold.user_id != user.id):
+        return ('This handle was in use until recently and cannot be taken until '
+                f'{hold.until:%Y-%m-%d}. Choose another.')
+    return None
 
 
 class Preferences(BaseModel):
@@ -283,8 +378,41 @@ class Session(BaseModel):
     last_seen_at = DateTimeField(default=utcnow)
     ip = CharField(null=True)
     user_agent = CharField(null=True)
+    authenticated_at = DateTimeField(null=True)  # when the password was last typed in it
 
     secret = None  # set only on the instance that was just opened
+
+    @property
+    def recently_authenticated(self):
+        """True when the password was typed in this session within RECENT_LOGIN."""
+        return utcnow() - (self.authenticated_at or self.created_at) <= RECENT_LOGIN
+
+    def reauthenticate(self, password):
+        """Check the user's password again; True (and the session is recent) when right."""
+        user = User.get_by_id(self.user_id)
+        if not check_password_hash(user.password_hash, password or ''):
+            return False
+        self.authenticated_at = utcnow()
+        Session.update(authenticated_at=self.authenticated_at).where(
+            Session.id == self.id).execute()
+        return True
+
+    @classmethod
+    def for_user(cls, user):
+        """The user's live browser sessions, most recently active first."""
+        return list(cls.select().where(cls.user == user)
+                    .order_by(cls.last_seen_at.desc(), cls.id))
+
+    @classmethod
+    def revoke(cls, user, session_id, ip=None):
+        """End one of `user`'s sessions (the row goes, so its cookie stops working);
+        False when it is not theirs or already gone."""
+        with db.atomic():
+            gone = cls.delete().where(cls.id == session_id, cls.user == user).execute()
+            if gone:
+                AuditRecord.write('user.session.revoke', user, ip, target=user,
+                                  data={'session_id': session_id})
+        return bool(gone)
 
     @classmethod
     def open(cls, user, ip, user_agent):
@@ -292,7 +420,7 @@ class Session(BaseModel):
         secret = secrets.token_urlsafe(32)
         with db.atomic():
             session = cls.create(user=user, token_hash=sha256(secret), ip=ip,
-                                 user_agent=(user_agent or '')[:400])
+                                 user_agent=(user_agent or '')[:400], authenticated_at=utcnow())
             AuditRecord.write('user.login', user, ip, target=user,
                               data={'session_id': session.id})
         session.secret = secret
@@ -713,3 +841,234 @@ def audit_page(identity, limit, after=None, action_type=None):
     more = len(records) > limit
     records = records[:limit]
     return records, ((records[-1].created_at, records[-1].id) if more else None)
+
+
+class HandleHold(BaseModel):
+    """A handle let go: only `user` (its old owner; None after deleting the account) may take
+    it until `until`. The owner's old settings URLs redirect to the new handle meanwhile."""
+    handle = CharField(primary_key=True)
+    user = ForeignKeyField(User, null=True, backref='handle_holds', on_delete='SET NULL')
+    released_at = DateTimeField(default=utcnow)
+    until = DateTimeField(index=True)
+
+    @classmethod
+    def owner(cls, handle):
+        """The user whose old handle `handle` is, while the hold lasts; else None."""
+        hold = cls.get_or_none(cls.handle == handle, cls.until > utcnow(),
+                               cls.user.is_null(False))
+        return hold.user if hold else None
+
+
+def make_database_password():
+    """A readable password: four groups of four lowercase letters and digits (82 bits)."""
+    alphabet = string.ascii_lowercase + string.digits
+    return '-'.join(''.join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4))
+
+
+def mask_password(password):
+    """The password with all but its first and last two characters hidden, dashes kept."""
+    return ''.join(c if c == '-' or i < 2 or i >= len(password) - 2 else '*'
+                   for i, c in enumerate(password))
+
+
+class DatabasePassword(BaseModel):
+    """The one password a user logs in to every workspace with, encrypted with
+    Settings.cipher (never stored in plain text). Each rotation gives it a new id."""
+    user = ForeignKeyField(User, primary_key=True, on_delete='CASCADE')
+    id = CharField(unique=True, default=lambda: new_id('d'))
+    ciphertext = TextField()
+    version = IntegerField(default=1)
+    created_at = DateTimeField(default=utcnow)
+
+    @property
+    def password(self):
+        """The password in plain text, for the connection string and the API only."""
+        return Settings.cipher.decrypt(self.ciphertext.encode()).decode()
+
+    @property
+    def masked(self):
+        return mask_password(self.password)
+
+    @classmethod
+    def for_user(cls, user):
+        """The user's password, made on first use."""
+        row = cls.get_or_none(cls.user == user)
+        if row is None:
+            with write_transaction():
+                cls.insert(user=user, id=new_id('d'), ciphertext=_encrypt(make_database_password()),
+                           version=1, created_at=utcnow()).on_conflict_ignore().execute()
+            row = cls.get(cls.user == user)
+        return row
+
+    @classmethod
+    def rotate(cls, user, ip=None):
+        """A new password, and a propagation job for each workspace; writes
+        `user.password.rotate` (with the version, never the password)."""
+        with write_transaction():
+            current = cls.for_user(user)
+            now = utcnow()
+            version = current.version + 1
+            cls.update(id=new_id('d'), ciphertext=_encrypt(make_database_password()),
+                       version=version, created_at=now).where(cls.user == user).execute()
+            workspaces = list(Workspace.select(Workspace.id).where(Workspace.user == user))
+            if workspaces:
+                PropagationJob.insert_many(
+                    [dict(user=user, workspace=w.id, password_version=version, status='pending',
+                          run_after=now, created_at=now) for w in workspaces]).execute()
+            AuditRecord.write('user.password.rotate', user, ip, target=user,
+                              data={'version': version, 'workspaces': len(workspaces)})
+        return cls.get(cls.user == user)
+
+
+def _encrypt(password):
+    return Settings.cipher.encrypt(password.encode()).decode()
+
+
+def reencrypt_passwords():
+    """Encrypt every database password with the first configured key (after adding a new
+    key in front); returns how many were rewritten. Old keys can then be removed."""
+    count = 0
+    for row in DatabasePassword.select(DatabasePassword.user, DatabasePassword.ciphertext):
+        new = Settings.cipher.rotate(row.ciphertext.encode()).decode()
+        count += DatabasePassword.update(ciphertext=new).where(
+            DatabasePassword.user == row.user_id, DatabasePassword.ciphertext == row.ciphertext
+        ).execute()
+    return count
+
+
+class Workspace(BaseModel):
+    """A Postgres endpoint of a user's, reached at `host` with the user's database password."""
+    id = CharField(primary_key=True, default=lambda: new_id('w'))
+    user = ForeignKeyField(User, backref='workspaces', on_delete='CASCADE')
+    handle = CharField()
+    database_name = CharField(unique=True)
+    password_version = IntegerField(default=0)  # the database password version it accepts
+    password_applied_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(null=True)
+    version_id = IntegerField(default=1)
+
+    class Meta:
+        indexes = ((('user', 'handle'), True),)
+
+    def host(self, user_handle=None):
+        """The DNS name: {user handle}-{workspace handle}.{workspace domain}."""
+        return f'{user_handle or self.user.handle}-{self.handle}.{Settings.workspace_domain}'
+
+    def connection_string(self, password, user_handle=None):
+        """postgresql://{user handle}:{password}@{host}:9193/{database name}."""
+        user_handle = user_handle or self.user.handle
+        return (f'postgresql://{user_handle}:{password}@{self.host(user_handle)}:'
+                f'{WORKSPACE_PORT}/{self.database_name}')
+
+    def password_state(self, current_version):
+        """'applied' when the workspace accepts password `current_version`, else 'pending'."""
+        return 'applied' if self.password_version >= current_version else 'pending'
+
+    @classmethod
+    def for_user(cls, user):
+        """The user's workspaces, oldest first."""
+        return list(cls.select().where(cls.user == user).order_by(cls.created_at, cls.id))
+
+    @classmethod
+    def of(cls, user, workspace_id):
+        """The user's workspace `workspace_id`, or None (someone else's is None too)."""
+        return cls.get_or_none(cls.id == workspace_id, cls.user == user)
+
+    @classmethod
+    def open(cls, user, handle, ip=None):
+        """Create a workspace (raises Invalid or Refused); it starts with the current
+        database password. Writes `workspace.create`."""
+        handle = (handle or '').strip()
+        if not WORKSPACE_HANDLE_RE.match(handle):
+            raise Invalid({'handle': 'A workspace handle is ' + WORKSPACE_HANDLE_RULES})
+        with write_transaction():
+            if cls.select().where(cls.user == user).count() >= WORKSPACE_LIMIT:
+                raise Refused(f'You have {WORKSPACE_LIMIT} workspaces, the most an account '
+                              'can have. Delete one to create another.')
+            if cls.select().where(cls.user == user, cls.handle == handle).exists():
+                raise Invalid({'handle': 'You already have a workspace with this handle.'})
+            password = DatabasePassword.for_user(user)
+            now = utcnow()
+            workspace = cls.create(user=user, handle=handle, database_name=_database_name(),
+                                   password_version=password.version, password_applied_at=now,
+                                   created_at=now)
+            AuditRecord.write('workspace.create', user, ip, target=workspace,
+                              data={'workspace_id': workspace.id, 'handle': handle})
+        return workspace
+
+    def close(self, ip=None):
+        """Delete the workspace (its propagation jobs go with it); writes `workspace.delete`."""
+        with db.atomic():
+            self.delete_instance()
+            AuditRecord.write('workspace.delete', self.user, ip, target=self,
+                              data={'workspace_id': self.id, 'handle': self.handle})
+
+
+def _database_name():
+    """A short random database name: a letter, then 7 lowercase letters or digits."""
+    return (secrets.choice(string.ascii_lowercase)
+            + ''.join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(7)))
+
+
+class PropagationJob(BaseModel):
+    """Bring one workspace to (at least) database password `password_version`. Durable:
+    a worker leases a job, so one that dies mid-way leaves it to be claimed again."""
+    user = ForeignKeyField(User, on_delete='CASCADE')
+    workspace = ForeignKeyField(Workspace, backref='propagation_jobs', on_delete='CASCADE')
+    password_version = IntegerField()
+    status = CharField(default='pending', constraints=[
+        Check("status IN ('pending', 'applied')")])
+    attempts = IntegerField(default=0)
+    run_after = DateTimeField(default=utcnow)
+    locked_until = DateTimeField(null=True)
+    last_error = TextField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    applied_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((('status', 'run_after'), False),)
+
+    @classmethod
+    def claim(cls, lease):
+        """Lease the next due job for `lease` (a timedelta), or None. A workspace never has
+        two jobs leased at once, so passwords reach it in order."""
+        now = utcnow()
+        with write_transaction():
+            busy = (cls.select(cls.workspace)
+                    .where(cls.status == 'pending', cls.locked_until > now))
+            query = (cls.select().where(cls.status == 'pending', cls.run_after <= now,
+                                        cls.locked_until.is_null() | (cls.locked_until <= now),
+                                        cls.workspace.not_in(busy))
+                     .order_by(cls.run_after, cls.id).limit(1))
+            if isinstance(db.obj, PostgresqlDatabase):
+                query = query.for_update('FOR UPDATE SKIP LOCKED')
+            job = query.first()
+            if job is None:
+                return None
+            job.locked_until, job.attempts = now + lease, job.attempts + 1
+            cls.update(locked_until=job.locked_until, attempts=job.attempts).where(
+                cls.id == job.id).execute()
+        return job
+
+    def applied(self, version):
+        """The workspace now accepts password `version`: record it, and finish this job and
+        every older one of the workspace (a newer password supersedes them)."""
+        now = utcnow()
+        with write_transaction():
+            Workspace.update(password_version=version, password_applied_at=now).where(
+                Workspace.id == self.workspace_id, Workspace.password_version < version
+            ).execute()
+            PropagationJob.update(status='applied', applied_at=now, locked_until=None,
+                                  last_error=None).where(
+                PropagationJob.workspace == self.workspace_id,
+                PropagationJob.status == 'pending',
+                PropagationJob.password_version <= version).execute()
+
+    def failed(self, error):
+        """Try again later: 2, 4, 8 … seconds after this attempt, at most
+        PROPAGATION_BACKOFF_MAX."""
+        delay = min(2 ** self.attempts, PROPAGATION_BACKOFF_MAX)
+        PropagationJob.update(locked_until=None, last_error=str(error)[:500],
+                              run_after=utcnow() + datetime.timedelta(seconds=delay)).where(
+            PropagationJob.id == self.id).execute()

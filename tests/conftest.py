@@ -2,6 +2,7 @@
 import threading
 
 import pytest
+from cryptography.fernet import Fernet
 from bs4 import BeautifulSoup
 from werkzeug.serving import make_server
 
@@ -9,6 +10,7 @@ import models
 from app import create_app
 
 PASSWORD = 'correct horse battery'
+TEST_PASSWORD_KEY = Fernet.generate_key().decode()
 
 
 @pytest.fixture
@@ -18,6 +20,8 @@ def app(tmp_path):
         'SECRET_KEY': 'test secret key',
         'DATABASE_URL': f'sqlite:///{tmp_path}/penstock.db',
         'GRAVATAR_ENABLED': False,  # tests that look avatars up start their own server
+        'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
+        'PROPAGATION_DELAY': 0,
     })
     models.migrate(models.db.obj)
     yield app

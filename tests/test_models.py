@@ -6,22 +6,29 @@ from playhouse.migrations import Runner
 import imaging
 import models
 from app import create_app
-from tests.conftest import log_in
+from tests.conftest import TEST_PASSWORD_KEY, log_in
 
 
 def test_migrations_create_every_table_and_rerun_as_a_no_op(tmp_path):
     database = models.open_database(f'sqlite:///{tmp_path}/fresh.db')
-    assert models.migrate(database) == ['0001_initial', '0002_tokens', '0003_avatars']
+    assert models.migrate(database) == ['0001_initial', '0002_tokens', '0003_avatars',
+                                        '0004_workspaces']
     tables = set(database.get_tables())
     assert {'user', 'preferences', 'session', 'audit_record', 'schema_migration', 'token',
-            'temporary_token', 'login_request', 'avatar', 'avatar_upload'} <= tables
+            'temporary_token', 'login_request', 'avatar', 'avatar_upload', 'workspace',
+            'database_password', 'propagation_job', 'handle_hold'} <= tables
+    # Every model's columns are in the migrated schema, so no migration was forgotten.
+    for model in models.BaseModel.__subclasses__():
+        columns = {c.name for c in database.get_columns(model._meta.table_name)}
+        assert set(model._meta.columns) <= columns, model.__name__
     assert models.migrate(database) == []
     database.close()
 
 
 def test_a_database_from_an_earlier_version_upgrades_in_place(tmp_path):
     url = f'sqlite:///{tmp_path}/old.db'
-    create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url})
+    keys = {'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY}
+    create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url, **keys})
     Runner(models.db.obj, models.MIGRATIONS).up(target='0001_initial')
     with models.db.connection_context():
         # The User model of today has columns the old table lacks: insert as 0001 would.
@@ -30,11 +37,13 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(tmp_path):
             'version_id) VALUES (?, ?, ?, ?, ?, ?, ?)',
             ('u_old', 'old@example.com', 'old', 'x', 'accepted', models.utcnow(), 1))
     models.db.close()
-    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url})
-    assert models.migrate(models.db.obj) == ['0002_tokens', '0003_avatars']
+    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url, **keys})
+    assert models.migrate(models.db.obj) == ['0002_tokens', '0003_avatars', '0004_workspaces']
     with models.db.connection_context():
         user = models.User.get()
         assert (user.handle, user.avatar_version) == ('old', 1)
+        assert models.DatabasePassword.for_user(user).version == 1  # made when first needed
+        assert models.Workspace.open(user, 'prod').host() == 'old-prod.workspaces.penstock.test'
         token, _ = models.Token.issue(user)
         assert token.user.handle == 'old'
         assert models.Avatar.select().count() == 0
@@ -86,7 +95,9 @@ def test_the_demo_command_creates_the_demo_user_only_in_an_empty_database(app):
     runner.invoke(args=['demo'])
     with models.db.connection_context():
         assert models.User.select().count() == 1
-        assert models.User.get().display_name == 'Demo User'
+        demo = models.User.get()
+        assert demo.display_name == 'Demo User'
+        assert [w.handle for w in models.Workspace.for_user(demo)] == ['analytics', 'staging']
     client = app.test_client()
     assert log_in(client, 'demo', 'penstock-demo').status_code == 302
 
@@ -99,9 +110,10 @@ def test_the_demo_command_leaves_a_database_with_users_alone(app, user):
 
 
 def test_the_migrate_command_reports_what_it_did(tmp_path):
-    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': f'sqlite:///{tmp_path}/cli.db'})
+    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': f'sqlite:///{tmp_path}/cli.db',
+                      'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
     runner = app.test_cli_runner()
-    assert ('Applied migrations: 0001_initial, 0002_tokens, 0003_avatars'
+    assert ('Applied migrations: 0001_initial, 0002_tokens, 0003_avatars, 0004_workspaces'
             in runner.invoke(args=['migrate']).output)
     assert 'The database is up to date.' in runner.invoke(args=['migrate']).output
     models.db.close()

@@ -7,7 +7,7 @@ from werkzeug.routing import Rule
 
 import models
 from app import _persisted_secret, create_app
-from tests.conftest import HTMX, html, log_in
+from tests.conftest import HTMX, TEST_PASSWORD_KEY, html, log_in
 
 UNSAFE = {'POST', 'PUT', 'PATCH', 'DELETE'}
 API = '/api/v0/'
@@ -124,7 +124,8 @@ def test_session_cookie_is_httponly_lax_and_secure(client, user):
 
 def test_cookies_can_be_made_insecure_for_plain_http_development(tmp_path, monkeypatch):
     monkeypatch.setenv('SECURE_COOKIES', '0')
-    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': f'sqlite:///{tmp_path}/db.sqlite'})
+    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': f'sqlite:///{tmp_path}/db.sqlite',
+                      'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
     assert app.config['SESSION_COOKIE_SECURE'] is False
 
 

@@ -19,6 +19,7 @@ from bs4 import BeautifulSoup
 from flask import Flask
 
 import models
+from tests.conftest import TEST_PASSWORD_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 GUNICORN = Path(sys.executable).parent / 'gunicorn'
@@ -44,7 +45,8 @@ def server(tmp_path):
     listener.listen(64)
     listener.set_inheritable(True)
     env = {**os.environ, 'DATABASE_URL': f'sqlite:///{database}', 'SECRET_KEY': SECRET_KEY,
-           'SECURE_COOKIES': '0', 'GRAVATAR_ENABLED': '0'}  # signups must not reach the internet
+           'SECURE_COOKIES': '0', 'GRAVATAR_ENABLED': '0',  # signups must not reach the internet
+           'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY}
     log = open(tmp_path / 'gunicorn.log', 'wb')
     process = subprocess.Popen(
         [str(GUNICORN), '-w', '4', '-b', f'fd://{listener.fileno()}', '--timeout', '30',

@@ -1,5 +1,9 @@
-"""What every blueprint shares: the Flask extensions and the page-or-fragment rendering."""
-from flask import Blueprint, abort, g, make_response, render_template, request
+"""What every blueprint shares: the Flask extensions, the page-or-fragment rendering and the
+guard on dangerous actions."""
+import functools
+from urllib.parse import quote, urlsplit
+
+from flask import Blueprint, abort, g, make_response, redirect, render_template, request, url_for
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, current_user
@@ -67,3 +71,35 @@ def settings_blueprint(name, import_name, menu_label, menu_position, endpoint='p
             abort(404)
 
     return bp
+
+
+def local_path(url):
+    """The path and query of a URL on this site, or '' for anything else."""
+    parts = urlsplit(url or '')
+    if parts.netloc and parts.netloc != request.host:
+        return ''
+    return quote(parts.path, safe='/-_.~') + ('?' + parts.query if parts.query else '')
+
+
+def hx_redirect(target):
+    """Tell htmx to load `target` as a whole page instead of swapping this answer in."""
+    response = make_response('', 204)
+    response.headers['HX-Redirect'] = target
+    return response
+
+
+def recent_login_required(view):
+    """For dangerous actions: unless the password was typed in this session within
+    models.RECENT_LOGIN, ask for it first, then come back. A link comes back to itself; a
+    form comes back to the page it was on (its fields are not replayed)."""
+    @functools.wraps(view)
+    def guarded(*args, **kwargs):
+        if current_user.session.recently_authenticated:
+            return view(*args, **kwargs)
+        if request.method == 'GET':
+            back = request.full_path.rstrip('?')
+        else:
+            back = local_path(request.headers.get('HX-Current-URL') or request.referrer)
+        target = url_for('auth.reauthenticate', next=back or None)
+        return hx_redirect(target) if is_htmx() else redirect(target, 303)
+    return guarded

@@ -92,6 +92,26 @@ def login():
     return redirect(_safe_next(next_url))
 
 
+@bp.route('/reauth', methods=['GET', 'POST'])
+@login_required
+@limiter.limit(lambda: current_app.config['LOGIN_FAILURES_PER_ACCOUNT'], methods=['POST'],
+               key_func=lambda: 'account:' + current_user.id, deduct_when=_login_failed)
+def reauthenticate():
+    """Ask for the password again before a dangerous action, then go back to it."""
+    next_url = request.values.get('next', '')
+    if request.method == 'GET':
+        return _reauth_page(next_url)
+    if not current_user.session.reauthenticate(request.form.get('password')):
+        return _reauth_page(next_url, 401, errors={'password': 'That password is not right. '
+                                                               'Try again.'})
+    return redirect(_safe_next(next_url), 303)
+
+
+def _reauth_page(next_url, status=200, **context):
+    return render_template('auth/reauth.html', form={}, next=next_url,
+                           back=_safe_next(next_url), **context), status
+
+
 @bp.errorhandler(429)
 def too_many_attempts(error):
     """Throttled: the same form, saying plainly when to try again."""
@@ -99,6 +119,8 @@ def too_many_attempts(error):
     if request.endpoint == 'auth.signup':
         return render_template('auth/signup.html', form=request.form, error=message,
                                rules=_rules()), 429
+    if request.endpoint == 'auth.reauthenticate':
+        return _reauth_page(request.values.get('next', ''), 429, error=message)
     return render_template('auth/login.html', form=request.form, error=message,
                            next=request.values.get('next', '')), 429
 

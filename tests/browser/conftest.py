@@ -9,6 +9,7 @@ from werkzeug.serving import make_server
 
 import models
 from app import create_app
+from tests.conftest import TEST_PASSWORD_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE_SOURCE = ROOT / 'node_modules' / 'axe-core' / 'axe.min.js'
@@ -42,6 +43,10 @@ def live_server(tmp_path_factory):
         'SECRET_KEY': 'browser-tests',
         'SESSION_COOKIE_SECURE': False,  # plain http on 127.0.0.1
         'GRAVATAR_ENABLED': False,  # signups here must not reach the internet
+        'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
+        'PROPAGATION_WORKER_THREAD': True,
+        'PROPAGATION_DELAY': 1.0,  # long enough to see "pending", short enough to wait for
+        'PROPAGATION_POLL': 0.2,
     })
     models.migrate(models.db.obj)
     models.db.close()
@@ -54,6 +59,7 @@ def live_server(tmp_path_factory):
         server.shutdown()
         server.server_close()
         thread.join()
+        app.extensions['propagation_stop'].set()
 
 
 @pytest.fixture
