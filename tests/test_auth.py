@@ -38,8 +38,9 @@ def test_signup_creates_the_account_and_logs_in(client, app):
         actions = [r.action_type for r in records]
         assert actions == ['user.signup', 'user.login']
         assert models.Preferences.for_user(user).product_updates is True
-    home = client.get('/', follow_redirects=True)
-    assert home.request.path == '/user/carol/settings/profile'
+    home = client.get('/')
+    assert home.status_code == 200
+    assert html(home).find(id='flash').get_text(strip=True) == 'Welcome to Penstock, carol.'
 
 
 @pytest.mark.parametrize('handle', ['', '-carol', 'carol-', 'ca--rol', 'ca_rol', 'a' * 40, 'café'])

@@ -74,11 +74,10 @@ def test_another_users_settings_are_not_found(client, logged_in, other_user, are
     assert client.get(f'/user/nobody/settings/{area}').status_code == 404
 
 
-def test_home_and_settings_shortcuts_lead_to_profile(client, logged_in):
-    for path in ['/', '/settings']:
-        response = client.get(path)
-        assert response.status_code == 302
-        assert response.headers['Location'] == '/user/alice/settings/profile'
+def test_settings_shortcut_leads_to_profile(client, logged_in):
+    response = client.get('/settings')
+    assert response.status_code == 302
+    assert response.headers['Location'] == '/user/alice/settings/profile'
 
 
 def test_menu_offers_only_pages_that_work_in_spec_order(client, logged_in):

@@ -24,13 +24,15 @@ class Person:
         self.notifications_path = f'/user/{self.handle}/settings/notifications'
 
     def sign_up(self, page):
-        """Sign up at /signup and land on Settings → Profile."""
+        """Sign up at /signup, be welcomed on the console home, then open Settings → Profile."""
         page.goto('/signup')
         page.get_by_label('Email', exact=True).fill(self.email)
         page.get_by_label('Handle', exact=True).fill(self.handle)
         page.get_by_label('Password', exact=True).fill(self.password)
         page.get_by_role('button', name='Sign up').click()
-        expect(page).to_have_url(url_ending(self.profile_path))
+        expect(page).to_have_url(url_ending('/'))
+        expect(page.get_by_role('status')).to_have_text(f'Welcome to Penstock, {self.handle}.')
+        page.goto(self.profile_path)
         page.wait_for_load_state()
 
     def log_in(self, page, login=None, password=None):
@@ -104,7 +106,6 @@ def is_same_document(page):
 def test_sign_up_log_out_log_in_and_move_between_settings_panels(page, javascript, person):
     person.sign_up(page)
     expect(panel_heading(page, 'Profile')).to_be_visible()
-    expect(page.get_by_role('status')).to_have_text(f'Welcome to Penstock, {person.handle}.')
     expect(page.get_by_role('banner')).to_contain_text(person.handle, use_inner_text=True)
 
     log_out(page)
@@ -112,7 +113,7 @@ def test_sign_up_log_out_log_in_and_move_between_settings_panels(page, javascrip
     expect(page.get_by_role('button', name='Account menu')).to_have_count(0)
 
     person.log_in(page)
-    expect(page).to_have_url(url_ending(person.profile_path))
+    expect(page).to_have_url(url_ending('/'))  # the console home
     page.goto(person.notifications_path)
     open_account_menu(page).click()
     expect(page).to_have_url(url_ending(person.profile_path))
@@ -252,7 +253,7 @@ def test_wrong_password_gets_one_error_that_does_not_say_whether_the_account_exi
         expect(page.get_by_role('button', name='Account menu')).to_have_count(0)
 
     person.log_in(page, login=person.email)
-    expect(page).to_have_url(url_ending(person.profile_path))
+    expect(page).to_have_url(url_ending('/'))
 
 
 def test_settings_link_after_logging_out_in_another_tab_leads_to_login_and_back(

@@ -1,0 +1,172 @@
+"""The console home in a real Chromium: create, reveal, copy and delete workspaces; JS on/off."""
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.test_flows import Person, is_same_document, mark_document, settled, url_ending
+
+RULE_ERROR = 'A workspace handle is 1–23 lowercase letters or digits.'
+PASSWORD = r'[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}'
+MASKED = r'[a-z0-9]{2}\*\*-\*{4}-\*{4}-\*\*[a-z0-9]{2}'
+
+
+@pytest.fixture
+def person():
+    return Person()
+
+
+def open_home(page, person):
+    """Sign up, then follow the brand link in the top bar to the console home."""
+    person.sign_up(page)
+    page.get_by_role('banner').get_by_role('link', name='Penstock').click()
+    expect(page).to_have_url(url_ending('/'))
+    expect(page.get_by_role('heading', level=1, name='Workspaces')).to_be_visible()
+    settled(page)
+
+
+def workspace_row(page, handle):
+    return page.get_by_role('listitem').filter(
+        has=page.get_by_role('heading', level=2, name=handle, exact=True))
+
+
+def connection_field(page, handle):
+    return page.get_by_label(f'Connection string of {handle}', exact=True)
+
+
+def connection_pattern(person, handle, password):
+    return re.compile(rf'postgresql://{re.escape(person.handle)}:{password}@'
+                      rf'{re.escape(person.handle)}-{handle}\.workspaces\.penstock\.test:9193/'
+                      r'[a-z][a-z0-9]{7}$')
+
+
+def create_workspace(page, handle):
+    page.get_by_label('Workspace handle').fill(handle)
+    page.get_by_role('button', name='Create workspace').click()
+
+
+def test_create_reveal_copy_and_delete_a_workspace(page, javascript, person, live_server):
+    if javascript:
+        page.context.grant_permissions(['clipboard-read', 'clipboard-write'], origin=live_server)
+    open_home(page, person)
+    expect(page.get_by_text('You have no workspaces yet.')).to_be_visible()
+    expect(page.get_by_label('Workspace handle')).to_have_accessible_description(
+        '1–23 lowercase letters or digits. You can have up to 10 workspaces.')
+
+    mark_document(page)
+    create_workspace(page, 'Bad!')
+    field = page.get_by_label('Workspace handle')
+    expect(page.get_by_text(RULE_ERROR)).to_be_visible()
+    expect(field).to_have_attribute('aria-invalid', 'true')
+    expect(field).to_have_accessible_description(re.compile(re.escape(RULE_ERROR)))
+    expect(field).to_have_value('Bad!')
+    assert is_same_document(page) is javascript
+    if javascript:  # focus goes to the refused field, so its error is read out
+        expect(field).to_be_focused()
+    settled(page)
+
+    create_workspace(page, 'analytics')
+    expect(page.get_by_role('status').first).to_have_text('Workspace analytics created.')
+    row = workspace_row(page, 'analytics')
+    expect(row).to_be_visible()
+    expect(row).to_contain_text(f'{person.handle}-analytics.workspaces.penstock.test')
+    expect(page.get_by_text('You have no workspaces yet.')).to_have_count(0)
+    expect(page.get_by_label('Workspace handle')).to_have_value('')
+    expect(page).to_have_url(url_ending('/'))
+    assert is_same_document(page) is javascript
+    if javascript:
+        expect(row.get_by_role('heading', name='analytics')).to_be_focused()
+    connection = connection_field(page, 'analytics')
+    expect(connection).to_have_value(connection_pattern(person, 'analytics', MASKED))
+    expect(connection).not_to_be_editable()
+    settled(page)
+
+    copy = row.get_by_role('button', name='Copy connection string')
+    if javascript:  # the real string reaches the clipboard without entering the page
+        copy.click()
+        expect(row.get_by_role('status')).to_have_text('Copied')
+        copied = page.evaluate('navigator.clipboard.readText()')
+        assert connection_pattern(person, 'analytics', PASSWORD).match(copied)
+        assert copied not in page.content()
+    else:
+        expect(copy).to_be_hidden()
+
+    mark_document(page)
+    row.get_by_role('button', name='Reveal password').click()
+    expect(connection).to_have_value(connection_pattern(person, 'analytics', PASSWORD))
+    revealed = connection.input_value()
+    assert is_same_document(page) is javascript
+    if javascript:
+        assert revealed == copied
+        expect(connection).to_be_focused()
+    settled(page)
+    row.get_by_role('link', name='Hide password').click()
+    expect(connection).to_have_value(connection_pattern(person, 'analytics', MASKED))
+    expect(page).to_have_url(url_ending('/'))
+    assert revealed not in page.content()
+    if javascript:
+        expect(row.get_by_role('button', name='Reveal password')).to_be_focused()
+    settled(page)
+
+    create_workspace(page, 'staging')
+    expect(workspace_row(page, 'staging')).to_be_visible()
+    settled(page)
+
+    mark_document(page)
+    row.get_by_role('link', name='Delete').click()
+    question = page.get_by_text('Delete workspace analytics?').first
+    expect(question).to_be_visible()
+    if javascript:
+        assert is_same_document(page), 'the confirmation takes the place of the row'
+        expect(page.locator(':focus')).to_contain_text('Delete workspace analytics?')
+    else:
+        expect(page).to_have_url(re.compile(r'/workspaces/w_\w+/delete$'))
+        expect(page.get_by_role('heading', level=1, name='Delete workspace analytics?')
+               ).to_be_visible()
+    settled(page)
+    page.get_by_role('link', name='Cancel').click()
+    expect(question).to_have_count(0)
+    expect(row).to_be_visible()
+    if javascript:
+        expect(row.get_by_role('heading', name='analytics')).to_be_focused()
+    settled(page)
+
+    row.get_by_role('link', name='Delete').click()
+    expect(question).to_be_visible()
+    settled(page)
+    page.get_by_role('button', name='Delete', exact=True).click()
+    expect(page.get_by_role('status').first).to_have_text('Workspace analytics deleted.')
+    expect(workspace_row(page, 'analytics')).to_have_count(0)
+    expect(workspace_row(page, 'staging')).to_be_visible()
+    expect(page).to_have_url(url_ending('/'))
+    assert is_same_document(page) is javascript
+    if javascript:
+        expect(page.get_by_label('Workspace handle')).to_be_focused()
+
+    page.reload()
+    expect(workspace_row(page, 'analytics')).to_have_count(0)
+    expect(workspace_row(page, 'staging')).to_be_visible()
+
+
+@pytest.mark.parametrize('color_scheme', ['light', 'dark'])
+def test_home_has_no_serious_accessibility_violations(new_page, axe, person, color_scheme):
+    page = new_page(javascript=True, color_scheme=color_scheme)
+    audit = axe(page)
+
+    open_home(page, person)
+    audit('no workspaces')
+    create_workspace(page, 'Bad!')
+    expect(page.get_by_text(RULE_ERROR)).to_be_visible()
+    audit('refused handle')
+    create_workspace(page, 'analytics')
+    row = workspace_row(page, 'analytics')
+    expect(row).to_be_visible()
+    audit('one workspace')
+    row.get_by_role('button', name='Reveal password').click()
+    expect(row.get_by_role('link', name='Hide password')).to_be_visible()
+    audit('password revealed')
+    row.get_by_role('link', name='Delete').click()
+    expect(page.get_by_text('Delete workspace analytics?')).to_be_visible()
+    audit('delete confirmation')
+
+    audit.assert_clean(f'{color_scheme} scheme')
