@@ -1,12 +1,27 @@
-"""Settings → Profile: the avatar (upload, crop, Save, Reset), display name and email."""
+"""Settings → Profile: the avatar (upload, crop, Save, Reset), display name and email, and the
+database password (its connection strings, Rotate Password and its propagation)."""
 from flask import abort, current_app, flash, make_response, redirect, request, url_for
 from flask_login import current_user
 from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.exceptions import RequestEntityTooLarge
 
 import imaging
-from models import AVATAR_UPLOAD_LIFETIME, DISPLAY_NAME_MAX, Avatar, AvatarUpload, Invalid
-from views import is_htmx, render_fragment, render_settings, settings_blueprint
+from models import (
+    AVATAR_UPLOAD_LIFETIME,
+    DISPLAY_NAME_MAX,
+    Avatar,
+    AvatarUpload,
+    DatabasePassword,
+    Invalid,
+    Workspace,
+)
+from views import (
+    is_htmx,
+    recent_login_required,
+    render_fragment,
+    render_settings,
+    settings_blueprint,
+)
 
 bp = settings_blueprint('profile', __name__, 'Profile', 1)
 
@@ -19,6 +34,20 @@ def avatar_facts():
     return dict(avatar_limits=imaging.LIMITS, upload_limit=imaging.UPLOAD_LIMIT,
                 centred_box=imaging.centred_box,
                 has_custom_avatar=lambda: Avatar.has_custom(current_user.id))
+
+
+@bp.context_processor
+def database_password_facts():
+    return dict(password_section=_password_section)
+
+
+def _password_section():
+    """What the Database Password section shows: the password, the workspaces it opens, and
+    whether a rotated password is still on its way to any of them."""
+    password = DatabasePassword.for_user(current_user.id)
+    workspaces = Workspace.for_user(current_user.id)
+    pending = [w for w in workspaces if w.password_state(password.version) == 'pending']
+    return dict(password=password, workspaces=workspaces, pending=bool(pending))
 
 
 def accepts_upload(view):
@@ -173,3 +202,49 @@ def too_large(error):
     if request.endpoint != 'profile.upload_avatar':  # no file went to the other forms
         return error
     return _card(413, avatar_error=TOO_LARGE)
+
+
+ROTATED = ('Database password rotated. It may take a couple of minutes to reach every '
+           'workspace; existing connections are not terminated.')
+PROPAGATED = 'The new database password has reached every workspace.'
+
+
+def _password_page(status=200, **context):
+    return render_settings('profile/_panel.html', 'Profile', status, max_name=DISPLAY_NAME_MAX,
+                           **context)
+
+
+@bp.get('/profile/password')
+def password():
+    """The Database Password section (htmx's Cancel asks for it), or the Profile page."""
+    if is_htmx():
+        return render_fragment('profile/_password.html', focus_button=True)
+    return _password_page()
+
+
+@bp.get('/profile/password/status')
+def password_status():
+    """Each workspace's propagation state, for htmx's polling; else the Profile page."""
+    if is_htmx():
+        return render_fragment('profile/_password_status.html', propagated=PROPAGATED)
+    return _password_page()
+
+
+@bp.get('/profile/password/rotate')
+@recent_login_required
+def confirm_rotate():
+    """The Rotate Password confirmation step: inline for htmx, the Profile page otherwise."""
+    if is_htmx():
+        return render_fragment('profile/_password.html', confirming=True)
+    return _password_page(confirming=True)
+
+
+@bp.post('/profile/password/rotate')
+@recent_login_required
+def rotate_password():
+    """Make a new database password and start carrying it to every workspace."""
+    DatabasePassword.rotate(current_user._get_current_object(), request.remote_addr)
+    flash(ROTATED)
+    if is_htmx():
+        return render_fragment('profile/_password_response.html', rotated=True)
+    return redirect(url_for('.page', _anchor='database-password'), 303)

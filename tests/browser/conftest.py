@@ -8,6 +8,7 @@ from playwright.sync_api import expect, sync_playwright
 from werkzeug.serving import make_server
 
 import models
+import propagation
 from app import create_app
 from tests.conftest import TEST_PASSWORD_KEY
 
@@ -44,12 +45,12 @@ def live_server(tmp_path_factory):
         'SESSION_COOKIE_SECURE': False,  # plain http on 127.0.0.1
         'GRAVATAR_ENABLED': False,  # signups here must not reach the internet
         'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
-        'PROPAGATION_WORKER_THREAD': True,
         'PROPAGATION_DELAY': 1.0,  # long enough to see "pending", short enough to wait for
         'PROPAGATION_POLL': 0.2,
     })
     models.migrate(models.db.obj)
     models.db.close()
+    stop_worker = propagation.start_thread(app.config)  # as make run has, once tables exist
     server = make_server('127.0.0.1', 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name='penstock-live-server')
     thread.start()
@@ -59,7 +60,7 @@ def live_server(tmp_path_factory):
         server.shutdown()
         server.server_close()
         thread.join()
-        app.extensions['propagation_stop'].set()
+        stop_worker.set()
 
 
 @pytest.fixture

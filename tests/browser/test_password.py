@@ -1,0 +1,163 @@
+"""Settings → Profile → Database Password in a real Chromium: Rotate Password, then watch every
+workspace go from Pending to Applied; with JavaScript by polling, without it by reloading."""
+import re
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+import models
+from tests.browser.test_flows import (
+    Person,
+    is_same_document,
+    mark_document,
+    settled,
+    url_ending,
+)
+from views.profile import PROPAGATED, ROTATED
+
+WORKSPACES = ('analytics', 'staging')
+QUESTION = 'Rotate the database password now?'
+
+
+@pytest.fixture
+def person():
+    return Person()
+
+
+def open_profile_with_workspaces(page, person, handles=WORKSPACES):
+    """Sign up, give the new account workspaces (in the live server's database), open Profile."""
+    person.sign_up(page)
+    with models.db.connection_context():
+        user = models.User.get(models.User.handle == person.handle)
+        for handle in handles:
+            models.Workspace.open(user, handle)
+    page.goto(person.profile_path)
+    expect(password_section(page)).to_be_visible()
+    settled(page)
+
+
+def password_section(page):
+    return page.get_by_role('region', name='Database Password')
+
+
+def workspace_item(page, handle):
+    return password_section(page).get_by_role('listitem').filter(
+        has=page.get_by_role('heading', name=handle, exact=True))
+
+
+def expect_state(page, state, timeout=None):
+    for handle in WORKSPACES:
+        expect(workspace_item(page, handle)).to_contain_text(
+            re.compile(rf'Password status: {state}\b'), timeout=timeout)
+
+
+def masked_strings(page):
+    return [page.get_by_label(f'Connection string of {handle}').input_value()
+            for handle in WORKSPACES]
+
+
+def reload_until_applied(page, deadline_seconds=30):
+    """Without JavaScript a reload is how the state is seen: reload until every workspace
+    says Applied, giving each look a brief moment, within a deadline."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            expect_state(page, 'Applied', timeout=500)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            page.reload()
+
+
+def confirm_rotation(page, javascript, person):
+    """Rotate Password, read the confirmation, confirm; returns the masked strings before."""
+    before = masked_strings(page)
+    expect_state(page, 'Applied')
+    mark_document(page)
+    password_section(page).get_by_role('button', name='Rotate Password').click()
+    question = page.get_by_text(QUESTION)
+    expect(question).to_be_visible()
+    for words in ('A new password replaces the current one',
+                  'It may take a couple of minutes to reach every workspace.',
+                  'Existing connections are not terminated.'):
+        expect(password_section(page)).to_contain_text(words)
+    if javascript:
+        assert is_same_document(page), 'the confirmation is swapped into the section'
+        expect(page.locator(':focus')).to_contain_text(QUESTION)
+    else:
+        expect(page).to_have_url(  # a GET form with no fields: the URL ends in '?'
+            re.compile(re.escape(person.profile_path + '/password/rotate') + r'\??$'))
+    settled(page)
+    password_section(page).get_by_role('button', name='Rotate Password').click()
+    expect(page.get_by_role('status').filter(has_text=ROTATED)).to_be_visible()
+    return before
+
+
+def test_rotate_password_and_watch_every_workspace_reach_applied(page, javascript, person):
+    open_profile_with_workspaces(page, person)
+
+    before = confirm_rotation(page, javascript, person)
+
+    expect_state(page, 'Pending')
+    after = masked_strings(page)
+    assert after != before and all('*' in value for value in after)
+    if javascript:
+        assert is_same_document(page), 'rotated in place'
+        settled(page)
+        # Polling swaps only the states: focus stays put and a revealed string stays shown.
+        staging = workspace_item(page, 'staging')
+        staging.get_by_role('button', name='Reveal password').click()
+        revealed = page.get_by_label('Connection string of staging')
+        expect(revealed).not_to_have_value(re.compile(r'\*'))
+        expect(revealed).to_be_focused()  # htmx's autofocus has run, so it cannot move focus later
+        rotate = password_section(page).get_by_role('button', name='Rotate Password')
+        rotate.focus()
+        expect_state(page, 'Applied', timeout=20_000)
+        assert is_same_document(page), 'the states arrived without a reload'
+        expect(rotate).to_be_focused()
+        expect(revealed).not_to_have_value(re.compile(r'\*'))
+        expect(page.get_by_role('status').filter(has_text=PROPAGATED)).to_be_visible()
+        expect(page.locator('#password-poll[hx-trigger]')).to_have_count(0)  # polling stopped
+    else:
+        expect(page).to_have_url(re.compile(re.escape(person.profile_path) + '#database-password$'))
+        reload_until_applied(page)
+    for handle in WORKSPACES:  # Applied says when
+        expect(workspace_item(page, handle).locator('time')).to_have_count(1)
+
+
+def test_cancel_leaves_the_password_as_it_was(page, javascript, person):
+    open_profile_with_workspaces(page, person, handles=('analytics',))
+    before = page.get_by_label('Connection string of analytics').input_value()
+    password_section(page).get_by_role('button', name='Rotate Password').click()
+    expect(page.get_by_text(QUESTION)).to_be_visible()
+    settled(page)
+
+    password_section(page).get_by_role('link', name='Cancel').click()
+
+    expect(page.get_by_text(QUESTION)).to_have_count(0)
+    rotate = password_section(page).get_by_role('button', name='Rotate Password')
+    expect(rotate).to_be_visible()
+    if javascript:
+        expect(rotate).to_be_focused()
+    expect(page.get_by_label('Connection string of analytics')).to_have_value(before)
+    expect(workspace_item(page, 'analytics')).to_contain_text('Password status: Applied')
+
+
+@pytest.mark.parametrize('color_scheme', ['light', 'dark'])
+def test_database_password_section_has_no_serious_accessibility_violations(
+        new_page, axe, person, color_scheme):
+    page = new_page(javascript=True, color_scheme=color_scheme)
+    audit = axe(page)
+
+    open_profile_with_workspaces(page, person)
+    audit('applied')
+    password_section(page).get_by_role('button', name='Rotate Password').click()
+    expect(page.get_by_text(QUESTION)).to_be_visible()
+    audit('confirmation')
+    password_section(page).get_by_role('button', name='Rotate Password').click()
+    expect(page.get_by_role('status').filter(has_text=ROTATED)).to_be_visible()
+    audit('pending')
+
+    audit.assert_clean(f'{color_scheme} scheme')

@@ -1,0 +1,408 @@
+"""Settings → Profile → Database Password: encrypted at rest, masked on the page, rotated
+after a confirmation (and a recent login), and each workspace's propagation state, polled."""
+import datetime
+import json
+import os
+
+import pytest
+from cryptography.fernet import Fernet, InvalidToken
+
+import models
+import propagation
+from tests.conftest import HTMX, PASSWORD, TEST_PASSWORD_KEY, csrf_token, html
+from views.profile import PROPAGATED, ROTATED
+
+URL = '/user/alice/settings/profile'
+SECTION = URL + '/password'
+STATUS = SECTION + '/status'
+ROTATE = SECTION + '/rotate'
+POLL_TRIGGER = 'every 2s'
+
+
+def open_workspaces(user, *handles):
+    with models.db.connection_context():
+        return [models.Workspace.open(user, handle) for handle in handles]
+
+
+def current_password(user):
+    with models.db.connection_context():
+        return models.DatabasePassword.for_user(user.id)
+
+
+def jobs(user):
+    with models.db.connection_context():
+        return list(models.PropagationJob.select()
+                    .where(models.PropagationJob.user == user.id)
+                    .order_by(models.PropagationJob.id))
+
+
+def rotations(user):
+    with models.db.connection_context():
+        return list(models.AuditRecord.select()
+                    .where(models.AuditRecord.identity == user.id,
+                           models.AuditRecord.action_type == 'user.password.rotate'))
+
+
+def run_worker():
+    """Carry out every due propagation job, as the worker would (the app's delay is 0)."""
+    with models.db.connection_context():
+        while propagation.run_once(propagation.RecordingTarget(0),
+                                   datetime.timedelta(seconds=30)):
+            pass
+
+
+def section_of(response):
+    section = html(response).find('section', id='database-password')
+    assert section is not None
+    return section
+
+
+def states(section_or_fragment):
+    """{workspace id: the words its state says}."""
+    return {span['id'].removeprefix('password-state-'): span.get_text(' ', strip=True)
+            for span in section_or_fragment.find_all(class_='password-state')}
+
+
+def poller(soup):
+    return soup.find(id='password-poll')
+
+
+def rotate(client, headers=None):
+    return client.post(ROTATE, data={'csrf_token': csrf_token(client, URL)},
+                       headers=headers or {})
+
+
+def make_stale(user):
+    """The session's password was typed longer ago than RECENT_LOGIN."""
+    long_ago = models.utcnow() - models.RECENT_LOGIN - datetime.timedelta(minutes=1)
+    with models.db.connection_context():
+        models.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
+            models.Session.user == user.id).execute()
+
+
+# At rest
+
+
+def database_bytes(app):
+    """The SQLite file and its write-ahead log, byte for byte, after a checkpoint."""
+    path = app.config['DATABASE_URL'].removeprefix('sqlite:///')
+    with models.db.connection_context():
+        models.db.execute_sql('PRAGMA wal_checkpoint(FULL)')
+    data = b''
+    for name in (path, path + '-wal'):
+        if os.path.exists(name):
+            with open(name, 'rb') as f:
+                data += f.read()
+    return data
+
+
+def test_the_password_is_never_in_the_database_file_in_plain_text(app, user):
+    first = current_password(user)
+    open_workspaces(user, 'analytics')
+    with models.db.connection_context():
+        second = models.DatabasePassword.rotate(models.User.get_by_id(user.id))
+
+    stored = database_bytes(app)
+
+    assert second.version == 2 and first.password != second.password
+    for password in (first.password, second.password):
+        assert password.encode() not in stored
+        assert password.replace('-', '').encode() not in stored
+    assert second.ciphertext.encode() in stored  # the right file was read
+    assert Fernet(TEST_PASSWORD_KEY).decrypt(second.ciphertext.encode()).decode() == (
+        second.password)
+
+
+def test_an_old_key_still_decrypts_and_reencrypting_moves_passwords_to_the_new_key(app, user):
+    domain = app.config['WORKSPACE_DOMAIN']
+    old_key, new_key = TEST_PASSWORD_KEY, Fernet.generate_key().decode()
+    plain = current_password(user).password
+    try:
+        models.configure(domain, [new_key, old_key])
+        assert current_password(user).password == plain
+        with models.db.connection_context():
+            assert models.reencrypt_passwords() == 1
+        ciphertext = current_password(user).ciphertext
+        assert Fernet(new_key).decrypt(ciphertext.encode()).decode() == plain
+
+        models.configure(domain, [old_key])
+        with pytest.raises(InvalidToken):
+            current_password(user).password
+        models.configure(domain, [new_key])  # the old key retired
+        assert current_password(user).password == plain
+    finally:
+        models.configure(domain, [old_key])
+
+
+# The section on Profile
+
+
+@pytest.mark.parametrize('headers', [None, HTMX], ids=['page', 'htmx'])
+def test_profile_shows_each_connection_string_masked_never_the_password(client, logged_in,
+                                                                        headers):
+    analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
+    password = current_password(logged_in)
+
+    response = client.get(URL, headers=headers or {})
+
+    assert response.status_code == 200
+    assert 'HX-Request' in response.vary
+    body = response.get_data(as_text=True)
+    assert password.password not in body
+    assert password.password.replace('-', '') not in body
+    soup = html(response)
+    assert (soup.find('header', id='topbar') is None) is bool(headers)
+    section = section_of(response)
+    assert section.find('h3').get_text(strip=True) == 'Database Password'
+    strings = [field['value'] for field in section.find_all('input', class_='connection-string')]
+    assert strings == [workspace.connection_string(password.masked, 'alice')
+                       for workspace in (analytics, staging)]
+    assert section.find('button', string='Reveal password') is not None
+    assert [h.get_text(strip=True) for h in section.find_all('h4')] == ['analytics', 'staging']
+    shown = states(section)
+    assert set(shown) == {analytics.id, staging.id}
+    assert all(words.startswith('Applied ') and words.endswith(' UTC')
+               for words in shown.values())
+    assert section.find(id=f'password-state-{analytics.id}').find('time')['datetime'].endswith(
+        'Z')
+    assert poller(section) is not None and not poller(section).has_attr('hx-trigger')
+    assert section.find('button', string='Rotate Password').find_parent('form')['method'] == 'get'
+
+
+def test_without_workspaces_the_section_says_so_and_links_to_the_home_page(client, logged_in):
+    section = section_of(client.get(URL))
+    assert 'You have no workspaces yet' in section.get_text()
+    assert section.find('a', string='Create a workspace')['href'] == '/'
+    assert section.find('button', string='Rotate Password') is not None
+
+
+def test_the_section_url_is_the_profile_page_or_the_section_for_htmx(client, logged_in):
+    page = client.get(SECTION)
+    assert page.status_code == 200
+    assert html(page).find('h2', id='panel-heading').get_text() == 'Profile'
+    fragment = html(client.get(SECTION, headers=HTMX))
+    assert fragment.find('h2') is None
+    assert fragment.find('section', id='database-password') is not None
+    assert fragment.find('button', string='Rotate Password').has_attr('autofocus')
+
+
+def test_another_users_password_pages_are_404_and_their_password_is_untouched(
+        client, logged_in, other_user):
+    open_workspaces(other_user, 'prod')
+    token = csrf_token(client, URL)
+    for url in (SECTION, STATUS, ROTATE):
+        assert client.get(url.replace('/alice/', '/bob/')).status_code == 404
+    response = client.post(ROTATE.replace('/alice/', '/bob/'), data={'csrf_token': token})
+    assert response.status_code == 404
+    assert current_password(other_user).version == 1 and jobs(other_user) == []
+
+
+def test_the_password_pages_need_login(client, user):
+    for url in (SECTION, STATUS, ROTATE):
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response.headers['Location'] == f'/login?next={url}'
+
+
+# Rotate Password
+
+
+def test_rotate_without_javascript_asks_first_on_the_profile_page(client, logged_in):
+    open_workspaces(logged_in, 'analytics')
+
+    response = client.get(ROTATE)
+
+    assert response.status_code == 200
+    page = html(response)
+    assert page.find('header', id='topbar') is not None
+    section = section_of(response)
+    question = section.find(id='rotate-password-question').get_text(' ', strip=True)
+    assert 'A new password replaces the current one' in question
+    assert 'It may take a couple of minutes to reach every workspace.' in question
+    assert 'Existing connections are not terminated.' in question
+    form = section.find(class_='confirm-box').find('form', method='post')
+    assert form['action'] == ROTATE
+    assert form.find('input', attrs={'name': 'csrf_token'}) is not None
+    assert form.find('button').get_text(strip=True) == 'Rotate Password'
+    assert section.find('a', string='Cancel')['href'] == URL + '#database-password'
+    assert current_password(logged_in).version == 1 and jobs(logged_in) == []
+
+
+def test_rotate_with_htmx_asks_first_in_place_and_cancel_puts_the_button_back(client,
+                                                                             logged_in):
+    fragment = html(client.get(ROTATE, headers=HTMX))
+
+    assert fragment.find('h2') is None and fragment.find('header') is None
+    section = fragment.find('section', id='database-password')
+    assert section.find(attrs={'autofocus': True})['id'] == 'rotate-password-question'
+    form = section.find(class_='confirm-box').find('form', method='post')
+    assert form['hx-post'] == ROTATE and form['hx-target'] == '#database-password'
+    cancel = section.find('a', string='Cancel')
+    assert cancel['hx-get'] == SECTION and cancel['hx-target'] == '#database-password'
+
+    back = html(client.get(cancel['hx-get'], headers=HTMX))
+    button = back.find('section', id='database-password').find('button', string='Rotate Password')
+    assert button.has_attr('autofocus') and button.find_parent('form')['method'] == 'get'
+    assert current_password(logged_in).version == 1
+
+
+def test_rotating_makes_a_pending_job_per_workspace_and_audits_without_the_password(
+        client, logged_in):
+    analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
+    old = current_password(logged_in)
+
+    response = rotate(client)
+
+    assert response.status_code == 303
+    assert response.headers['Location'] == URL + '#database-password'
+    new = current_password(logged_in)
+    assert new.version == 2 and new.password != old.password and new.id != old.id
+    made = jobs(logged_in)
+    assert sorted(job.workspace_id for job in made) == sorted([analytics.id, staging.id])
+    assert {(job.status, job.password_version, job.attempts) for job in made} == {
+        ('pending', 2, 0)}
+    [record] = rotations(logged_in)
+    assert json.loads(record.data) == {'version': 2, 'workspaces': 2}
+    for password in (old.password, new.password):
+        assert password not in record.data
+
+    page = client.get(URL)
+    assert html(page).find(id='flash').get_text(strip=True) == ROTATED
+    section = section_of(page)
+    assert states(section) == {analytics.id: 'Pending', staging.id: 'Pending'}
+    assert poller(section)['hx-trigger'] == POLL_TRIGGER
+    assert poller(section)['hx-get'] == STATUS
+    assert new.password not in page.get_data(as_text=True)
+
+
+def test_rotating_with_htmx_swaps_in_the_section_with_every_workspace_pending(client,
+                                                                             logged_in):
+    analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
+
+    response = rotate(client, HTMX)
+
+    assert response.status_code == 200
+    fragment = html(response)
+    section = fragment.find('section', id='database-password')
+    assert fragment.find('h2') is None
+    assert section.find('h3').has_attr('autofocus')
+    assert states(section) == {analytics.id: 'Pending', staging.id: 'Pending'}
+    assert poller(section)['hx-trigger'] == POLL_TRIGGER
+    assert section.find('button', string='Rotate Password').find_parent('form')['method'] == 'get'
+    flash = fragment.find(id='flash')
+    assert flash['hx-swap-oob'] == 'innerHTML' and flash.get_text(strip=True) == ROTATED
+    assert current_password(logged_in).version == 2 and len(jobs(logged_in)) == 2
+    assert current_password(logged_in).password not in response.get_data(as_text=True)
+
+
+def test_rotating_without_workspaces_makes_no_jobs(client, logged_in):
+    assert rotate(client).status_code == 303
+    assert current_password(logged_in).version == 2 and jobs(logged_in) == []
+    [record] = rotations(logged_in)
+    assert json.loads(record.data) == {'version': 2, 'workspaces': 0}
+
+
+def test_the_state_goes_from_pending_to_applied_and_the_polling_stops(client, logged_in):
+    analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
+    rotate(client, HTMX)
+
+    pending = client.get(STATUS, headers=HTMX)
+    assert pending.status_code == 200 and 'HX-Request' in pending.vary
+    fragment = html(pending)
+    assert poller(fragment)['hx-trigger'] == POLL_TRIGGER
+    assert poller(fragment)['hx-swap'] == 'outerHTML'
+    assert states(fragment) == {analytics.id: 'Pending', staging.id: 'Pending'}
+    assert {span['hx-swap-oob'] for span in fragment.find_all(class_='password-state')} == {
+        'true'}
+    assert fragment.find(id='flash') is None  # the live region hears nothing while it waits
+
+    run_worker()
+
+    applied = html(client.get(STATUS, headers=HTMX))
+    assert poller(applied) is not None and not poller(applied).has_attr('hx-trigger')
+    shown = states(applied)
+    assert set(shown) == {analytics.id, staging.id}
+    assert all(words.startswith('Applied ') for words in shown.values())
+    flash = applied.find(id='flash')
+    assert flash['hx-swap-oob'] == 'innerHTML' and flash.get_text(strip=True) == PROPAGATED
+    assert {job.status for job in jobs(logged_in)} == {'applied'}
+
+    section = section_of(client.get(URL))  # without JavaScript: a reload shows it
+    assert all(words.startswith('Applied ') for words in states(section).values())
+    assert section.find(attrs={'hx-trigger': True}) is None
+
+
+def test_one_workspace_applied_and_one_pending_keeps_the_polling_going(client, logged_in):
+    analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
+    rotate(client)
+    with models.db.connection_context():
+        assert propagation.run_once(propagation.RecordingTarget(0),
+                                    datetime.timedelta(seconds=30))
+
+    fragment = html(client.get(STATUS, headers=HTMX))
+
+    shown = states(fragment)
+    assert sorted(words.split()[0] for words in shown.values()) == ['Applied', 'Pending']
+    assert poller(fragment)['hx-trigger'] == POLL_TRIGGER
+    assert fragment.find(id='flash') is None
+
+
+def test_the_status_url_without_htmx_is_the_profile_page(client, logged_in):
+    open_workspaces(logged_in, 'analytics')
+    rotate(client)
+    response = client.get(STATUS)
+    assert response.status_code == 200
+    assert html(response).find('h2', id='panel-heading').get_text() == 'Profile'
+    assert list(states(section_of(response)).values()) == ['Pending']
+
+
+def test_rotating_without_the_csrf_token_changes_nothing(client, logged_in):
+    open_workspaces(logged_in, 'analytics')
+    response = client.post(ROTATE)
+    assert response.status_code == 400
+    assert current_password(logged_in).version == 1
+    assert jobs(logged_in) == [] and rotations(logged_in) == []
+
+
+# Re-authentication
+
+
+def test_a_stale_session_is_asked_for_its_password_before_the_confirmation(client, logged_in):
+    make_stale(logged_in)
+
+    response = client.get(ROTATE)
+    assert response.status_code == 303
+    assert response.headers['Location'] == f'/reauth?next={ROTATE}'
+
+    htmx = client.get(ROTATE, headers=HTMX)
+    assert htmx.status_code == 204
+    assert htmx.headers['HX-Redirect'] == f'/reauth?next={ROTATE}'
+
+
+def test_a_stale_session_cannot_rotate_until_the_right_password_is_typed(client, logged_in):
+    open_workspaces(logged_in, 'analytics')
+    token = csrf_token(client, URL)
+    make_stale(logged_in)
+
+    refused = client.post(ROTATE, data={'csrf_token': token}, headers={'Referer': URL})
+    assert refused.status_code == 303
+    assert refused.headers['Location'] == f'/reauth?next={URL}'
+    assert current_password(logged_in).version == 1
+
+    wrong = client.post('/reauth', data={'password': 'not the password', 'next': ROTATE,
+                                         'csrf_token': token})
+    assert wrong.status_code == 401
+    assert html(wrong).find(id='password-error').get_text(strip=True) == (
+        'That password is not right. Try again.')
+    assert client.get(ROTATE).headers['Location'] == f'/reauth?next={ROTATE}'
+    assert current_password(logged_in).version == 1
+    assert jobs(logged_in) == [] and rotations(logged_in) == []
+
+    right = client.post('/reauth', data={'password': PASSWORD, 'next': ROTATE,
+                                         'csrf_token': token})
+    assert right.status_code == 303 and right.headers['Location'] == ROTATE
+    confirm = client.get(ROTATE)
+    assert confirm.status_code == 200
+    assert section_of(confirm).find(id='rotate-password-question') is not None
+    assert rotate(client).status_code == 303
+    assert current_password(logged_in).version == 2 and len(jobs(logged_in)) == 1
