@@ -9,6 +9,8 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFProtect
 
+from models import HandleHold
+
 login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address)
@@ -68,7 +70,14 @@ def settings_blueprint(name, import_name, menu_label, menu_position, endpoint='p
         if not current_user.is_authenticated:
             return login_manager.unauthorized()
         if g.handle != current_user.handle:
-            abort(404)
+            owner = HandleHold.owner(g.handle)
+            if owner is None or owner.id != current_user.id:
+                abort(404)
+            # The user's old handle, while it is held for them: the same page, renamed.
+            target = url_for(request.endpoint, **request.view_args)
+            query = request.query_string.decode()
+            return redirect(target + ('?' + query if query else ''),
+                            301 if request.method in ('GET', 'HEAD') else 308)
 
     return bp
 

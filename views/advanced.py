@@ -1,36 +1,168 @@
-"""Settings → Advanced: account-wide actions, one section each (for now Reset authentication)."""
-from flask import flash, make_response, redirect, request, session, url_for
+"""Settings → Advanced: account-wide actions, one section each: Sessions, Handle, Reset
+authentication and Delete Personal Account."""
+import re
+
+from flask import abort, flash, redirect, request, session, url_for
 from flask_login import current_user, logout_user
 
-from models import reset_authentication
-from views import is_htmx, render_fragment, render_settings, settings_blueprint
+from models import (
+    HANDLE_HOLD,
+    HANDLE_RULES,
+    Invalid,
+    Session,
+    Workspace,
+    reset_authentication,
+)
+from views import (
+    hx_redirect,
+    is_htmx,
+    recent_login_required,
+    render_fragment,
+    render_settings,
+    settings_blueprint,
+)
 
 bp = settings_blueprint('advanced', __name__, 'Advanced', 4)
 
 RESET_DONE = ('Authentication was reset: you were logged out here and on every other device, '
               'and every token and CLI login was revoked. Log in again to continue.')
+HANDLE_WARNING = ('Your workspace DNS names all contain your user handle; changing it will '
+                  'result in changing the DNS name for ALL of your workspaces.')
+WRONG_CONFIRMATION = 'Type your handle exactly as it is shown to delete your account.'
+
+# Each section of the panel by its element id: what htmx asks for when a step is cancelled.
+SECTIONS = {
+    'sessions': 'advanced/_sessions.html',
+    'change-handle': 'advanced/_handle.html',
+    'reset-authentication': 'advanced/_reset.html',
+    'delete-account': 'advanced/_delete.html',
+}
+
+# (pattern, name) in the order they must be tried: Edge and Opera also say "Chrome", Chrome
+# also says "Safari", and so on.
+BROWSERS = [
+    (r'\bEdg(e|A|iOS)?/', 'Edge'), (r'\b(OPR|Opera)/', 'Opera'),
+    (r'\bSamsungBrowser/', 'Samsung Internet'), (r'\bVivaldi/', 'Vivaldi'),
+    (r'\b(Firefox|FxiOS)/', 'Firefox'), (r'\bHeadlessChrome/', 'Headless Chrome'),
+    (r'\b(Chrome|CriOS)/', 'Chrome'), (r'\bChromium/', 'Chromium'),
+    (r'\bVersion/[\d.]+.*\bSafari/', 'Safari'), (r'^curl/', 'curl'),
+    (r'^python-(requests|urllib)', 'Python'), (r'^Werkzeug/', 'Werkzeug'),
+]
+SYSTEMS = [
+    (r'\b(iPhone|iPad|iPod)\b', 'iOS'), (r'\bAndroid\b', 'Android'), (r'\bCrOS\b', 'ChromeOS'),
+    (r'\bWindows\b', 'Windows'), (r'\bMac OS X\b|\bMacintosh\b', 'macOS'),
+    (r'\bLinux\b|\bX11\b', 'Linux'),
+]
+
+
+def device(user_agent):
+    """A short readable name for the browser a user agent string belongs to, such as
+    'Chrome on Linux'; no library, since a rough name is all a person needs to recognise it."""
+    user_agent = user_agent or ''
+    browser = next((name for pattern, name in BROWSERS if re.search(pattern, user_agent)),
+                   None)
+    system = next((name for pattern, name in SYSTEMS if re.search(pattern, user_agent)), None)
+    if browser and system:
+        return f'{browser} on {system}'
+    if browser or system:
+        return browser or f'A browser on {system}'
+    return 'Unknown device'
+
+
+def _context(**context):
+    """What every section of the Advanced panel needs, and `context` for the one in question."""
+    user = current_user._get_current_object()
+    context.setdefault('handle_value', user.handle)
+    return dict(sessions=Session.for_user(user), current_session_id=user.session.id,
+                device=device, handle_rules=HANDLE_RULES, hold_days=HANDLE_HOLD.days,
+                handle_warning=HANDLE_WARNING, **context)
+
+
+def _host_changes(handle):
+    """(old host, new host) for each of the user's workspaces, if the handle became `handle`."""
+    return [(workspace.host(current_user.handle), workspace.host(handle))
+            for workspace in Workspace.for_user(current_user.id)]
+
+
+def _section(section, status=200, **context):
+    """One section for htmx, or without JavaScript the whole Advanced page in that state."""
+    if is_htmx():
+        return render_fragment(SECTIONS[section], status, **_context(**context))
+    return render_settings('advanced/_panel.html', 'Advanced', status, **_context(**context))
 
 
 @bp.get('/advanced')
 def page():
-    """Show the Advanced panel; htmx's Cancel asks for just the Reset authentication section."""
-    if is_htmx() and request.headers.get('HX-Target') == 'reset-authentication':
-        response = render_fragment('advanced/_reset.html', focus_button=True)
+    """Show the Advanced panel; htmx's Cancel asks for just the section it was in."""
+    section = request.headers.get('HX-Target') if is_htmx() else None
+    if section in SECTIONS:
+        response = render_fragment(SECTIONS[section], **_context(focus=section))
     else:
-        response = render_settings('advanced/_panel.html', 'Advanced')
+        response = render_settings('advanced/_panel.html', 'Advanced', **_context())
     response.vary.add('HX-Target')
     return response
 
 
+@bp.post('/advanced/sessions/<session_id>/revoke')
+def revoke_session(session_id):
+    """Log another browser of the user's out; this one is logged out with Log out instead."""
+    user = current_user._get_current_object()
+    gone = Session.get_or_none(Session.id == session_id, Session.user == user.id)
+    if gone is None or gone.id == user.session.id \
+            or not Session.revoke(user, session_id, request.remote_addr):
+        abort(404)
+    flash(f'Session revoked: {device(gone.user_agent)}'
+          f'{", " + gone.ip if gone.ip else ""}. That browser is logged out.')
+    if is_htmx():
+        return render_fragment('advanced/_sessions_response.html', **_context(focus='sessions'))
+    return redirect(url_for('.page', _anchor='sessions'), 303)
+
+
+@bp.get('/advanced/handle/preview')
+def preview_handle():
+    """The workspace DNS names a new handle would give, as it is typed (htmx)."""
+    if not is_htmx():
+        return redirect(url_for('.page', _anchor='change-handle'), 303)
+    handle = (request.args.get('handle') or '').strip().lower()
+    if not handle or handle == current_user.handle:  # nothing to preview (yet, or again)
+        return render_fragment('advanced/_handle_preview.html', changes=None)
+    problem = current_user.handle_change_problem(handle)
+    return render_fragment('advanced/_handle_preview.html', new_handle=handle, problem=problem,
+                           changes=None if problem else _host_changes(handle))
+
+
+@bp.post('/advanced/handle')
+@recent_login_required
+def change_handle():
+    """Change the handle in two steps: show which DNS names change, then save when confirmed."""
+    user = current_user._get_current_object()
+    handle = (request.form.get('handle') or '').strip().lower()
+    problem = user.handle_change_problem(handle)
+    if problem:
+        return _section('change-handle', 422, handle_value=request.form.get('handle', ''),
+                        handle_error=problem)
+    if request.form.get('previewed') != '1':
+        return _section('change-handle', handle_value=handle, previewing=True,
+                        changes=_host_changes(handle))
+    try:
+        user.change_handle(handle, request.remote_addr)
+    except Invalid as invalid:  # taken between the preview and now
+        return _section('change-handle', 422, handle_value=handle,
+                        handle_error=invalid.errors['handle'])
+    flash(f'Handle changed to {user.handle}.')
+    target = url_for('.page')
+    return hx_redirect(target) if is_htmx() else redirect(target, 303)
+
+
 @bp.get('/advanced/reset-authentication')
+@recent_login_required
 def confirm_reset():
     """The confirmation step: inline for htmx, the Advanced page in that state otherwise."""
-    if is_htmx():
-        return render_fragment('advanced/_reset.html', confirming=True)
-    return render_settings('advanced/_panel.html', 'Advanced', confirming=True)
+    return _section('reset-authentication', confirming=True)
 
 
 @bp.post('/advanced/reset-authentication')
+@recent_login_required
 def reset():
     """End every session and token of the account, then log this browser out."""
     reset_authentication(current_user._get_current_object(), request.remote_addr)
@@ -38,8 +170,27 @@ def reset():
     session.clear()
     flash(RESET_DONE)
     target = url_for('auth.login')
-    if is_htmx():
-        response = make_response('', 204)
-        response.headers['HX-Redirect'] = target
-        return response
-    return redirect(target)
+    return hx_redirect(target) if is_htmx() else redirect(target)
+
+
+@bp.get('/advanced/delete')
+@recent_login_required
+def confirm_delete():
+    """Ask the user to type their handle before their account goes."""
+    return _section('delete-account', confirming_delete=True)
+
+
+@bp.post('/advanced/delete')
+@recent_login_required
+def delete_account():
+    """Delete the account and everything in it, log out, and say goodbye."""
+    user = current_user._get_current_object()
+    typed = request.form.get('confirm', '')
+    if typed.strip() != user.handle:
+        return _section('delete-account', 422, confirming_delete=True, confirm_value=typed,
+                        confirm_error=WRONG_CONFIRMATION)
+    user.delete_account()
+    logout_user()
+    session.clear()
+    target = url_for('auth.goodbye')
+    return hx_redirect(target) if is_htmx() else redirect(target, 303)

@@ -13,7 +13,7 @@ from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 
 import gravatar
-from models import HANDLE_RULES, PASSWORD_MAX, PASSWORD_MIN, Invalid, Session, User
+from models import HANDLE_HOLD, HANDLE_RULES, PASSWORD_MAX, PASSWORD_MIN, Invalid, Session, User
 from views import limiter
 
 bp = Blueprint('auth', __name__)
@@ -123,6 +123,12 @@ def too_many_attempts(error):
         return _reauth_page(request.values.get('next', ''), 429, error=message)
     return render_template('auth/login.html', form=request.form, error=message,
                            next=request.values.get('next', '')), 429
+
+
+@bp.get('/goodbye')
+def goodbye():
+    """Where a deleted account's browser lands: a public page saying it is done."""
+    return render_template('auth/goodbye.html', hold_days=HANDLE_HOLD.days)
 
 
 @bp.post('/logout')
