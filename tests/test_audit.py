@@ -133,6 +133,13 @@ SENTENCES = [
     ('user.avatar.update', {}, 'alice uploaded a new avatar'),
     ('user.avatar.delete', {}, 'alice reset their avatar'),
     ('user.password.rotate', {}, 'alice rotated their database password'),
+    ('user.password.rotate', {'version': 3, 'workspaces': 2},
+     'alice rotated their database password (version 3)'),
+    ('user.session.revoke', {'session_id': 's_2'}, 'alice logged out another browser session'),
+    ('workspace.create', {'workspace_id': 'w_1', 'handle': 'analytics'},
+     'alice created workspace analytics'),
+    ('workspace.delete', {'workspace_id': 'w_1', 'handle': 'analytics'},
+     'alice deleted workspace analytics'),
     ('workspace.frobnicate', {'x': 1}, 'alice did workspace.frobnicate'),
 ]
 
@@ -150,6 +157,28 @@ def test_sentences_cover_every_action_type_the_models_write():
     written = set(re.findall(r"AuditRecord\.write\(\s*'([a-z_.]+)'", source))
     assert written, 'no AuditRecord.write calls found'
     assert written <= {action for action, _, _ in SENTENCES}
+
+
+def test_the_filter_offers_every_action_type_the_models_write(client, logged_in):
+    with open(models.__file__, encoding='utf-8') as f:
+        written = set(re.findall(r"AuditRecord\.write\(\s*'([a-z_.]+)'", f.read()))
+    options = {option['value'] for option in
+               html(client.get(URL)).find('select', id='action_type').find_all('option')}
+    assert written and written <= options
+
+
+def test_the_sentences_of_a_real_workspace_rotation_and_handle_change(client, logged_in):
+    with models.db.connection_context():
+        alice = models.User.get_by_id(logged_in.id)
+        workspace = models.Workspace.open(alice, 'analytics', ip='192.0.2.7')
+        models.DatabasePassword.rotate(alice, ip='192.0.2.7')
+        workspace.close(ip='192.0.2.7')
+        alice.change_handle('alicia', ip='192.0.2.7')
+    assert set(sentences(html(client.get('/user/alicia/settings/audit')))) >= {
+        'alicia changed their handle from alice to alicia',
+        'alice deleted workspace analytics',
+        'alice rotated their database password (version 2)',
+        'alice created workspace analytics'}
 
 
 def test_details_show_old_and_new_values_and_escape_what_users_typed(client, logged_in):

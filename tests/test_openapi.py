@@ -9,7 +9,7 @@ from referencing.exceptions import PointerToNowhere
 
 import models
 from tests.conftest import csrf_token, log_in
-from tests.test_api import check_answer
+from tests.test_api import REFERENCE_SHAPES, check_answer
 
 IGNORED_METHODS = {'HEAD', 'OPTIONS'}
 
@@ -82,6 +82,22 @@ def test_path_parameters_match_the_route_arguments(app, document):
                     for p in op.get('parameters', [])
                     if parameters[p['$ref'].rsplit('/', 1)[1]]['in'] == 'path'}
         assert declared == set(re.findall(r'{([^}]+)}', path)), path
+
+
+# Operations whose answers have no Steampipe Cloud counterpart to be checked against.
+OURS_ONLY = {'user_uploadAvatar', 'user_deleteAvatar', 'openapi_get'}
+
+
+def test_every_answer_with_a_body_is_checked_against_a_steampipe_schema(document):
+    """A new operation must name its Steampipe schema in tests/test_api.py (or be ours)."""
+    for path, method, op in operations(document):
+        if op['tags'] == ['Auth'] or op['operationId'] in OURS_ONLY:
+            continue
+        success = [answer for status, answer in op['responses'].items() if status < '300']
+        if any('content' in answer for answer in success):
+            assert op['operationId'] in REFERENCE_SHAPES, (path, method)
+    assert {'user_delete', 'user_getDBPassword', 'user_createDBPassword',
+            'userWorkspace_list'} <= set(REFERENCE_SHAPES)
 
 
 def test_every_error_answer_is_the_error_object(document):

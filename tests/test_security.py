@@ -3,11 +3,11 @@ import os
 import stat
 
 import pytest
-from werkzeug.routing import Rule
+from werkzeug.routing import AnyConverter, IntegerConverter, Rule
 
 import models
 from app import _persisted_secret, create_app
-from tests.conftest import HTMX, TEST_PASSWORD_KEY, html, log_in
+from tests.conftest import HTMX, PASSWORD, TEST_PASSWORD_KEY, csrf_token, html, log_in
 
 UNSAFE = {'POST', 'PUT', 'PATCH', 'DELETE'}
 API = '/api/v0/'
@@ -16,39 +16,60 @@ API_WITHOUT_AUTH = {('POST', '/api/v0/login/token')}  # a CLI starts a login: by
 API_WITH_COOKIES = {('PATCH', '/api/v0/login/token/<request_id>'),  # the browser side of
                     ('DELETE', '/api/v0/login/token/<request_id>')}  # CLI login: CSRF applies
 FORGED = ({}, HTMX, {'X-CSRFToken': 'forged'})
+# Everything else outside the API needs a logged-in browser.
+PUBLIC = {('GET', '/login'), ('POST', '/login'), ('GET', '/signup'), ('POST', '/signup'),
+          ('GET', '/goodbye'), ('GET', '/static/<path:filename>'),
+          ('GET', '/avatars/<user_id>/<int:version>/<int:size>.webp')}
 
 
 def state_changing_routes(app, values=None):
     """Every (method, rule, URL) in the url_map that can change state, arguments filled."""
+    return routes_of(app, UNSAFE, values)
+
+
+def routes_of(app, methods, values=None):
+    """Every (method, rule, URL) in the url_map answering one of `methods`, arguments filled."""
     routes = []
     for rule in app.url_map.iter_rules():
-        for method in sorted((rule.methods or set()) & UNSAFE):
+        for method in sorted((rule.methods or set()) & methods):
             routes.append((method, rule.rule, build(rule, values or {})))
     return routes
 
 
 def build(rule: Rule, values):
-    values = {arg: values.get(arg) or ('alice' if arg == 'handle' else 1
-                                       if 'int' in str(rule._converters.get(arg))
-                                       else 'x_' + arg) for arg in rule.arguments}
-    return rule.build(values, append_unknown=False)[1]
+    def value(arg):
+        converter = rule._converters.get(arg)
+        if values.get(arg):
+            return values[arg]
+        if arg == 'handle':
+            return 'alice'
+        if isinstance(converter, IntegerConverter):
+            return 1
+        if isinstance(converter, AnyConverter):
+            return sorted(converter.items)[0]
+        return 'x_' + arg
+    return rule.build({arg: value(arg) for arg in rule.arguments}, append_unknown=False)[1]
 
 
 def snapshot():
+    """Every row of every table (enumerated, so a new table is watched too)."""
     with models.db.connection_context():
         return {model.__name__: [tuple(row) for row in model.select().tuples()
                                  .order_by(*model._meta.sorted_fields)]
-                for model in (models.User, models.Preferences, models.Session,
-                              models.AuditRecord, models.Token, models.TemporaryToken,
-                              models.LoginRequest)}
+                for model in models.BaseModel.__subclasses__()}
 
 
 def real_objects(user):
-    """Ids of a real token and a pending CLI login request, so a forged call could land."""
+    """Ids of a real token, workspace, other browser session and pending CLI login request,
+    so a forged call could land."""
     with models.db.connection_context():
-        token, _ = models.Token.issue(models.User.get_by_id(user.id))
+        alice = models.User.get_by_id(user.id)
+        token, _ = models.Token.issue(alice)
+        workspace = models.Workspace.open(alice, 'analytics')
+        session = models.Session.open(alice, '192.0.2.9', 'Another browser')
         login_request = models.LoginRequest.start('192.0.2.1')
-    return {'token_id': token.id, 'request_id': login_request.id}
+    return {'token_id': token.id, 'request_id': login_request.id,
+            'workspace_id': workspace.id, 'session_id': session.id}
 
 
 def test_there_are_state_changing_routes_to_check(app):
@@ -56,8 +77,12 @@ def test_there_are_state_changing_routes_to_check(app):
     assert ('POST', '/login') in routes and ('POST', '/logout') in routes
     assert ('POST', '/user/alice/settings/profile') in routes
     assert ('POST', '/api/v0/user/alice/token') in routes
+    assert ('POST', '/workspaces') in routes and ('DELETE', '/api/v0/user/alice') in routes
+    assert ('POST', '/user/alice/settings/advanced/delete') in routes
     rules = {(method, rule) for method, rule, _ in state_changing_routes(app)}
     assert API_WITHOUT_AUTH | API_WITH_COOKIES <= rules  # the exceptions cannot go stale
+    every = {(method, rule) for method, rule, _ in routes_of(app, {'GET', 'POST'})}
+    assert PUBLIC <= every
 
 
 @pytest.mark.parametrize('anonymous', [False, True], ids=['logged-in', 'anonymous'])
@@ -65,8 +90,8 @@ def test_every_state_changing_route_refuses_a_request_without_csrf(app, user, an
     client = app.test_client()
     if not anonymous:
         log_in(client, 'alice')
-    form = {'email': 'alice', 'password': 'x', 'handle': 'mallory', 'display_name': 'Pwned',
-            'community_updates': 'on'}
+    form = {'email': 'alice', 'password': PASSWORD, 'handle': 'mallory', 'previewed': '1',
+            'confirm': 'alice', 'display_name': 'Pwned', 'community_updates': 'on'}
     values = real_objects(user)
     before = snapshot()
     for method, rule, url in state_changing_routes(app, values):
@@ -101,9 +126,46 @@ def test_a_browser_session_cannot_change_anything_through_the_api(app, user, ano
             assert response.status_code == 401, (method, url, headers)
             assert response.get_json()['title'] == 'Unauthorized'
         checked.add((method, rule))
-    assert {('PATCH', '/api/v0/user/<handle>'), ('POST', '/api/v0/user/<handle>/token'),
+    assert {('PATCH', '/api/v0/user/<handle>'), ('DELETE', '/api/v0/user/<handle>'),
+            ('POST', '/api/v0/user/<handle>/token'), ('POST', '/api/v0/user/<handle>/password'),
             ('DELETE', '/api/v0/user/<handle>/token/<token_id>')} <= checked
     assert snapshot() == before
+
+
+@pytest.mark.parametrize('headers', [{}, HTMX], ids=['page', 'htmx'])
+def test_every_page_but_the_public_ones_requires_login(app, user, headers):
+    """Anonymous, with a valid CSRF token so that only the login check can stop it: every
+    non-API route outside PUBLIC sends the visitor to log in and changes nothing."""
+    client = app.test_client()
+    token = csrf_token(client, '/login')
+    values = real_objects(user)
+    before = snapshot()
+    checked = set()
+    for method, rule, url in routes_of(app, {'GET'} | UNSAFE, values):
+        if rule.startswith(API) or (method, rule) in PUBLIC:
+            continue
+        response = client.open(url, method=method, headers={**headers, 'X-CSRFToken': token},
+                               data={'handle': 'mallory', 'confirm': 'alice',
+                                     'password': PASSWORD, 'previewed': '1'})
+        if headers:
+            assert response.status_code == 401, (method, url)
+            assert response.headers['HX-Redirect'].startswith('/login'), (method, url)
+        else:
+            assert response.status_code == 302, (method, url)
+            assert response.headers['Location'].startswith('/login?next='), (method, url)
+        checked.add((method, rule))
+    assert {('GET', '/'), ('POST', '/workspaces'), ('GET', '/reauth'), ('POST', '/reauth'),
+            ('POST', '/logout'), ('GET', '/login/token'),
+            ('POST', '/user/<handle>/settings/advanced/delete'),
+            ('POST', '/user/<handle>/settings/advanced/sessions/<session_id>/revoke'),
+            ('POST', '/user/<handle>/settings/profile/password/rotate')} <= checked
+    assert snapshot() == before
+
+
+def test_public_pages_answer_without_login(app, user):
+    client = app.test_client()
+    for url in ('/login', '/signup', '/goodbye', f'/avatars/{user.id}/1/96.webp'):
+        assert client.get(url).status_code == 200, url
 
 
 def test_htmx_may_send_the_token_as_a_header(client, logged_in):

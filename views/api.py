@@ -179,6 +179,25 @@ def token_json(token):
         'last_used_at': timestamp(token.last_used_at), 'version_id': token.version_id})
 
 
+def workspace_json(workspace, user, password, masked):
+    """A workspace, with the user's database `password` shown `masked` in its connection
+    string (GET /user/{handle}/password is where the password itself is read)."""
+    return present({
+        'id': workspace.id, 'identity_id': user.id, 'handle': workspace.handle,
+        'host': workspace.host(user.handle), 'database_name': workspace.database_name,
+        'connection_string': workspace.connection_string(masked, user.handle),
+        'password_status': workspace.password_state(password.version),
+        'password_applied_at': timestamp(workspace.password_applied_at),
+        'created_at': timestamp(workspace.created_at),
+        'updated_at': timestamp(workspace.updated_at), 'version_id': workspace.version_id})
+
+
+def password_json(password):
+    """The database password in plain text, shaped like Steampipe's UserDatabasePassword."""
+    return {'$password': password.password, 'id': password.id, 'user_id': password.user_id,
+            'created_at': timestamp(password.created_at)}
+
+
 PREFERENCE_FIELDS = {'communication_' + name: name for name, _, _ in models.Preferences.CHOICES}
 
 
@@ -228,21 +247,35 @@ def actor():
 @bp.patch('/user/<handle>')
 @bearer_required
 def update_user(handle):
-    """Change the display name. The handle cannot change yet: only the current one passes."""
+    """Change the display name and/or the handle; afterwards only the new handle's paths exist."""
     own_handle(handle)
     body = json_body({'display_name', 'handle'})
     wrong = {field: 'must be a string' for field, value in body.items()
              if not isinstance(value, str)}
-    if 'handle' not in wrong and body.get('handle', handle) != handle:
-        wrong['handle'] = 'changing the handle is not supported yet'
     if wrong:
         raise invalid(wrong)
-    if 'display_name' in body:
-        try:
-            g.api_user.set_display_name(body['display_name'], request.remote_addr)
-        except models.Invalid as error:
-            raise invalid(error.errors) from None
-    return jsonify(user_json(g.api_user))
+    user, ip = g.api_user, request.remote_addr
+    new_handle = body.get('handle', handle).strip().lower()
+    try:
+        # Both or neither: a refused handle undoes the display name changed just before it.
+        with models.write_transaction():
+            if 'display_name' in body:
+                user.set_display_name(body['display_name'], ip)
+            if new_handle != user.handle:
+                user.change_handle(new_handle, ip)
+    except models.Invalid as error:
+        raise invalid(error.errors) from None
+    return jsonify(user_json(user))
+
+
+@bp.delete('/user/<handle>')
+@bearer_required
+def delete_user(handle):
+    """Delete the account and everything it owns; answers with the user as it was."""
+    own_handle(handle)
+    body = user_json(g.api_user)
+    g.api_user.delete_account()
+    return jsonify(body)
 
 
 @bp.post('/user/<handle>/avatar')
@@ -284,15 +317,15 @@ def reset_avatar(handle):
     return jsonify({'avatar_url': avatar_url(g.api_user)})
 
 
-def token_page(user, limit, after=None):
-    """One page of the user's tokens, oldest first, after the (created_at, id) cursor."""
-    query = models.Token.select().where(models.Token.user == user)
+def oldest_first(query, model, limit, after=None):
+    """One page of `query` (over `model`), oldest first, after the (created_at, id) cursor.
+    Returns (rows, cursor of the last row or None when there are no more)."""
     if after:
-        query = query.where(Tuple(models.Token.created_at, models.Token.id) > Tuple(*after))
-    tokens = list(query.order_by(models.Token.created_at, models.Token.id).limit(limit + 1))
-    more = len(tokens) > limit
-    tokens = tokens[:limit]
-    return tokens, ((tokens[-1].created_at, tokens[-1].id) if more else None)
+        query = query.where(Tuple(model.created_at, model.id) > Tuple(*after))
+    rows = list(query.order_by(model.created_at, model.id).limit(limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, ((rows[-1].created_at, rows[-1].id) if more else None)
 
 
 def own_token(handle, token_id):
@@ -312,7 +345,8 @@ def tokens(handle):
     """The user's tokens, oldest first."""
     own_handle(handle)
     limit, after = page_args()
-    page, cursor = token_page(g.api_user, limit, after)
+    page, cursor = oldest_first(models.Token.select().where(models.Token.user == g.api_user),
+                                models.Token, limit, after)
     return listing([token_json(token) for token in page], cursor)
 
 
@@ -395,3 +429,39 @@ def audit_log(handle):
                                         request.args.get('action_type'))
     actors = actors_of(records)
     return listing([audit_json(record, actors) for record in records], cursor)
+
+
+@bp.get('/user/<handle>/workspace')
+@bearer_required
+def workspaces(handle):
+    """The user's workspaces, oldest first, with the database password masked."""
+    own_handle(handle)
+    limit, after = page_args()
+    query = models.Workspace.select().where(models.Workspace.user == g.api_user)
+    page, cursor = oldest_first(query, models.Workspace, limit, after)
+    if not page:  # the password is made on first use: not before there is a workspace
+        return listing([], cursor)
+    password = models.DatabasePassword.for_user(g.api_user)
+    masked = password.masked  # decrypted once for the page
+    return listing([workspace_json(w, g.api_user, password, masked) for w in page], cursor)
+
+
+@bp.get('/user/<handle>/password')
+@bearer_required
+def password(handle):
+    """The user's database password, in plain text."""
+    own_handle(handle)
+    return jsonify(password_json(models.DatabasePassword.for_user(g.api_user)))
+
+
+@bp.post('/user/<handle>/password')
+@bearer_required
+def rotate_password(handle):
+    """Rotate the database password: 201 with the new one; every workspace gets it shortly."""
+    own_handle(handle)
+    json_body(set(), optional=True)
+    rotated = models.DatabasePassword.rotate(g.api_user, request.remote_addr)
+    response = jsonify(password_json(rotated))
+    response.status_code = 201
+    response.headers['Location'] = url_for('.password', handle=handle)
+    return response

@@ -103,8 +103,12 @@ SCHEMAS = {
                              'maxLength': models.DISPLAY_NAME_MAX,
                              'description': 'No line breaks or other control characters.'},
             'handle': {'type': 'string', 'description':
-                       'Changing the handle is not supported yet: only the current handle '
-                       'is accepted; any other is a 400.'}}},
+                       'A new handle: ' + models.HANDLE_RULES + ' Compared without regard '
+                       'to case and stored in lowercase. Not reserved, not another user\'s, '
+                       'and not one let go by someone else in the last '
+                       f'{models.HANDLE_HOLD.days} days. Every workspace host changes with '
+                       'it; paths with the old handle are a 404 afterwards. The current '
+                       'handle changes nothing.'}}},
     'AvatarUrl': {
         'type': 'string', 'format': 'uri', 'description':
             f'The avatar, a {imaging.LARGE}×{imaging.LARGE} px WebP image served by Penstock. '
@@ -186,8 +190,9 @@ SCHEMAS = {
             'id': public_id('a'),
             'action_type': {'type': 'string', 'examples': [
                 'token.create', 'token.update', 'token.delete', 'user.update',
-                'user.preferences.update', 'user.login', 'user.logout',
-                'user.authentication.reset', 'login_token.confirm']},
+                'user.preferences.update', 'user.password.rotate', 'user.login',
+                'user.logout', 'user.session.revoke', 'user.authentication.reset',
+                'login_token.confirm', 'workspace.create', 'workspace.delete']},
             'actor_id': {'type': 'string'},
             'actor_handle': {'type': 'string', 'description': 'As it was at the time.'},
             'actor_display_name': {'type': 'string'},
@@ -201,6 +206,49 @@ SCHEMAS = {
             'data': {'type': 'object', 'description': 'What changed, by action type.'},
             'created_at': TIME}},
     'AuditRecordList': listing('AuditRecord'),
+    'Workspace': {
+        'type': 'object',
+        'required': ['id', 'identity_id', 'handle', 'host', 'database_name',
+                     'connection_string', 'password_status', 'created_at', 'version_id'],
+        'properties': {
+            'id': public_id('w'),
+            'identity_id': {**public_id('u'), 'description': 'The user it belongs to.'},
+            'handle': {'type': 'string', 'pattern': models.WORKSPACE_HANDLE_RE.pattern},
+            'host': {'type': 'string', 'examples': ['alice-analytics.workspaces.penstock.test'],
+                     'description': '`{user handle}-{workspace handle}.{domain}`: it changes '
+                                    "when the user's handle does."},
+            'database_name': {'type': 'string', 'pattern': '^[a-z][a-z0-9]{7}$'},
+            'connection_string': {
+                'type': 'string', 'examples': [
+                    'postgresql://alice:ab**-****-****-**yz@alice-analytics.workspaces.'
+                    'penstock.test:9193/k3x9q2mz'],
+                'description': '`postgresql://{user handle}:{password}@{host}:'
+                               f'{models.WORKSPACE_PORT}/{{database name}}` with the password '
+                               'masked: read it from `GET /user/{handle}/password`.'},
+            'password_status': {
+                'type': 'string', 'enum': ['pending', 'applied'], 'description':
+                    '`applied` when the workspace accepts the current database password; '
+                    '`pending` while a rotation is still on its way there (the previous '
+                    'password works meanwhile).'},
+            'password_applied_at': {**TIME, 'description':
+                                    'When the workspace took the password it accepts now '
+                                    '(while `pending`, the previous one).'},
+            'created_at': TIME,
+            'updated_at': {**TIME, 'description': 'Absent until the first change.'},
+            'version_id': {'type': 'integer', 'minimum': 1}}},
+    'WorkspaceList': listing('Workspace'),
+    'UserDatabasePassword': {
+        'type': 'object', 'required': ['$password', 'id', 'user_id', 'created_at'],
+        'additionalProperties': False,
+        'description': "The user's one password for every workspace, in plain text.",
+        'properties': {
+            '$password': {'type': 'string', 'pattern': '^[a-z0-9]{4}(-[a-z0-9]{4}){3}$'},
+            'id': {**public_id('d'), 'description': 'A new id with every rotation.'},
+            'user_id': public_id('u'),
+            'created_at': {**TIME, 'description': 'When this password was made.'}}},
+    'RotatePasswordRequest': {
+        'type': 'object', 'additionalProperties': False, 'maxProperties': 0,
+        'description': 'No fields: send no body, or `{}`.'},
     'LoginRequest': {
         'type': 'object', 'description': 'A CLI login request, to be verified in the browser.',
         'required': ['id', 'status', 'created_at', 'expires_at', 'url'],
@@ -281,10 +329,38 @@ PATHS = {
                          {'200': ok('The user.', ref('User')), **errors(401, 429)})},
     '/user/{handle}': {
         'patch': operation(
-            'user_update', 'Change the display name',
+            'user_update', 'Change the display name or the handle',
             {'200': ok('The user after the change.', ref('User')),
              **errors(400, 401, 404, 429)},
-            ['Handle'], body(ref('UpdateUserRequest'), 'Fields to change.'))},
+            ['Handle'], body(ref('UpdateUserRequest'), 'Fields to change. Both or neither '
+                             'change: a refused handle leaves the display name as it was.')),
+        'delete': operation(
+            'user_delete', 'Delete the account',
+            {'200': ok('The user as it was. Everything the account owned is gone (workspaces, '
+                       'database password, tokens, sessions, avatar, audit log); the token '
+                       'used is dead. The email address is free at once; the handle is held '
+                       f'for {models.HANDLE_HOLD.days} days.', ref('User')),
+             **errors(401, 404, 429)}, ['Handle'])},
+    '/user/{handle}/password': {
+        'get': operation('user_getDBPassword', 'The database password',
+                         {'200': ok('The current password, in plain text.',
+                                    ref('UserDatabasePassword')),
+                          **errors(401, 404, 429)}, ['Handle'], tag='UserDatabasePassword'),
+        'post': operation(
+            'user_createDBPassword', 'Rotate the database password',
+            {'201': ok('The new password, in plain text. Each workspace takes it within a '
+                       'couple of minutes (its `password_status` is `pending` until then); '
+                       'existing connections are not ended.', ref('UserDatabasePassword'),
+                       headers={'Location': {'description': 'Where the password is read.',
+                                             'schema': {'type': 'string'}}}),
+             **errors(400, 401, 404, 429)},
+            ['Handle'], body(ref('RotatePasswordRequest'), 'No fields.', required=False),
+            tag='UserDatabasePassword')},
+    '/user/{handle}/workspace': {
+        'get': operation('userWorkspace_list', 'List workspaces (oldest first)',
+                         {'200': ok('A page of workspaces.', ref('WorkspaceList')),
+                          **errors(400, 401, 404, 429)},
+                         ['Handle', 'Limit', 'NextToken'], tag='UserWorkspaces')},
     '/user/{handle}/avatar': {
         'post': operation(
             'user_uploadAvatar', 'Set the avatar from an uploaded JPEG or PNG',
@@ -392,7 +468,8 @@ DOCUMENT = {
     },
     'servers': [{'url': '/api/v0'}],
     'security': [{'bearer': []}],
-    'tags': [{'name': 'Users'}, {'name': 'UserTokens'}, {'name': 'Auth'}, {'name': 'Meta'}],
+    'tags': [{'name': 'Users'}, {'name': 'UserTokens'}, {'name': 'UserDatabasePassword'},
+             {'name': 'UserWorkspaces'}, {'name': 'Auth'}, {'name': 'Meta'}],
     'paths': PATHS,
     'components': {
         'schemas': SCHEMAS,

@@ -1,0 +1,196 @@
+"""PATCH /api/v0/user/{handle} with a new handle, and DELETE /api/v0/user/{handle}.
+
+Answers go through tests.test_api.Api, which checks them against our OpenAPI document and
+Steampipe's User schema."""
+import datetime
+import json
+
+import jsonschema
+import pytest
+from peewee import ForeignKeyField
+
+import models
+from tests.conftest import log_in, make_user
+from tests.test_api import (IP, Api, alice, api, assert_conforms, audit, bob,  # noqa: F401
+                            errors_at, snapshot, token)
+
+STEAMPIPE_USER = 'urn:reference#/components/schemas/User'
+
+
+# Changing the handle
+
+def test_a_new_handle_is_taken_and_the_old_paths_are_404(api, alice, token):
+    response = api('PATCH', '/api/v0/user/alice', {'handle': 'alicia'})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (body['id'], body['handle'], body['version_id']) == (alice.id, 'alicia', 2)
+    assert 'updated_at' in body
+    assert_conforms(body, STEAMPIPE_USER, jsonschema.Draft4Validator)
+    assert models.User.get_by_id(alice.id).handle == 'alicia'
+    for method, path in [('PATCH', ''), ('DELETE', ''), ('GET', '/workspace'),
+                         ('GET', '/password'), ('GET', '/token'),
+                         ('GET', f'/token/{token[0].id}'), ('GET', '/preferences'),
+                         ('GET', '/audit_log')]:
+        response = api(method, '/api/v0/user/alice' + path, {} if method == 'PATCH' else None)
+        assert response.status_code == 404, (method, path)
+        assert 'Location' not in response.headers  # no redirect in the API
+    assert models.User.get_or_none(models.User.id == alice.id) is not None
+    assert api('GET', '/api/v0/actor').get_json()['handle'] == 'alicia'  # the token still works
+    assert api('GET', f'/api/v0/user/alicia/token/{token[0].id}').status_code == 200
+
+
+def test_a_handle_change_is_audited_with_the_old_and_new_handle(api, alice):
+    api('PATCH', '/api/v0/user/alice', {'handle': 'alicia'})
+    [record] = audit('user.update')
+    assert json.loads(record.data) == {'handle': {'old': 'alice', 'new': 'alicia'}}
+    assert (record.actor_ip, record.actor_id, record.identity_handle) == (IP, alice.id, 'alicia')
+    hold = models.HandleHold.get_by_id('alice')
+    assert hold.user_id == alice.id and hold.until > models.utcnow()
+
+
+def test_a_handle_is_stored_in_lowercase(api):
+    assert api('PATCH', '/api/v0/user/alice', {'handle': ' Alicia '}).get_json()['handle'] \
+        == 'alicia'
+
+
+def _held_by_someone_else():
+    carol = make_user('carol@example.com', 'carol')
+    with models.db.connection_context():
+        models.User.get_by_id(carol.id).change_handle('caroline')
+
+
+@pytest.mark.parametrize('handle, message, prepare', [
+    ('admin', models.RESERVED, None),
+    ('bob', models.TAKEN, None),
+    ('BOB', models.TAKEN, None),
+    ('carol', 'This handle was in use until recently', _held_by_someone_else),
+    ('-alicia', 'A handle is ' + models.HANDLE_RULES, None),
+    ('ali--cia', 'A handle is ' + models.HANDLE_RULES, None),
+    ('ali_cia', 'A handle is ' + models.HANDLE_RULES, None),
+    ('a' * 40, 'A handle is ' + models.HANDLE_RULES, None),
+    ('', 'A handle is ' + models.HANDLE_RULES, None),
+], ids=['reserved', 'taken', 'taken-any-case', 'held', 'leading-hyphen', 'double-hyphen',
+        'underscore', 'too-long', 'empty'])
+def test_a_handle_that_cannot_be_taken_is_a_400_at_body_handle(api, bob, handle, message,
+                                                                prepare):
+    if prepare:
+        prepare()
+    before = snapshot()
+    response = api('PATCH', '/api/v0/user/alice', {'handle': handle})
+    assert response.status_code == 400
+    [error] = response.get_json()['validation_errors']
+    assert error['location'] == 'body.handle' and error['message'].startswith(message)
+    assert snapshot() == before
+
+
+def test_a_released_handle_is_refused_to_others_but_its_owner_may_take_it_back(api, app, bob):
+    assert api('PATCH', '/api/v0/user/alice', {'handle': 'alicia'}).status_code == 200
+    bobs_api = Api(app, models.Token.issue(bob)[1])
+    refused = bobs_api('PATCH', '/api/v0/user/bob', {'handle': 'alice'})
+    assert refused.status_code == 400 and errors_at(refused) == ['body.handle']
+    assert api('PATCH', '/api/v0/user/alicia', {'handle': 'alice'}).get_json()['handle'] \
+        == 'alice'
+
+    assert api('PATCH', '/api/v0/user/alice', {'handle': 'alicia'}).status_code == 200
+    models.HandleHold.update(until=models.utcnow() - datetime.timedelta(seconds=1)).execute()
+    assert bobs_api('PATCH', '/api/v0/user/bob', {'handle': 'alice'}).get_json()['handle'] \
+        == 'alice'
+
+
+def test_display_name_and_handle_change_together_with_a_record_each(api, alice):
+    response = api('PATCH', '/api/v0/user/alice', {'display_name': 'Alicia', 'handle': 'alicia'})
+    body = response.get_json()
+    assert (body['display_name'], body['handle'], body['version_id']) == ('Alicia', 'alicia', 3)
+    assert [json.loads(r.data) for r in audit('user.update')] == [
+        {'display_name': {'old': None, 'new': 'Alicia'}},
+        {'handle': {'old': 'alice', 'new': 'alicia'}}]
+
+
+def test_a_refused_handle_leaves_the_display_name_unchanged_too(api, bob):
+    before = snapshot()
+    response = api('PATCH', '/api/v0/user/alice', {'display_name': 'Alicia', 'handle': 'bob'})
+    assert response.status_code == 400 and errors_at(response) == ['body.handle']
+    assert snapshot() == before
+
+
+# Deleting the account
+
+def rows_of(user_id):
+    """How many rows of each table belong to `user_id`: by every foreign key to User, and by
+    the columns that name a user by id. Enumerates the models, so a new one is counted."""
+    counts = {}
+    for model in models.BaseModel.__subclasses__():
+        conditions = [field == user_id for field in model._meta.sorted_fields
+                      if (isinstance(field, ForeignKeyField) and field.rel_model is models.User)
+                      or field.name in ('actor_id', 'target_id', 'identity_id')]
+        if model is models.User:
+            conditions.append(models.User.id == user_id)
+        if conditions:
+            query = model.select().where(conditions[0])
+            for condition in conditions[1:]:
+                query = query.orwhere(condition)
+            counts[model.__name__] = query.count()
+    return counts
+
+
+def give_everything(user, client):
+    """A row in every table an account can reach."""
+    user.change_handle('alicia')
+    user.change_handle('alice')  # a hold on "alicia", for its old owner
+    for handle in ('analytics', 'staging'):
+        models.Workspace.open(user, handle)
+    models.DatabasePassword.rotate(user)  # propagation jobs
+    secret = models.make_token_secret('pstt_')
+    models.TemporaryToken.create(user=user, token_hash=models.sha256(secret),
+                                 expires_at=models.utcnow() + datetime.timedelta(days=1))
+    request = models.LoginRequest.start('192.0.2.1')
+    request.confirm(user)
+    models.AvatarUpload.create(user=user, original=b'x', preview=b'x', width=1, height=1,
+                               preview_width=1, preview_height=1,
+                               expires_at=models.utcnow() + datetime.timedelta(hours=1))
+    models.Avatar.for_user(user.id)
+    log_in(client, user.handle)  # a session
+
+
+def test_deleting_the_account_answers_with_the_user_as_it_was(api, alice):
+    expected = api('GET', '/api/v0/actor').get_json()
+    response = api('DELETE', '/api/v0/user/alice')
+    assert response.status_code == 200
+    assert response.get_json() == expected
+    assert_conforms(response.get_json(), STEAMPIPE_USER, jsonschema.Draft4Validator)
+
+
+def test_after_deletion_the_token_is_401_and_no_row_of_the_account_is_left(api, alice, bob,
+                                                                           client):
+    give_everything(alice, client)
+    models.Token.issue(bob)
+    counts = rows_of(alice.id)
+    assert set(counts) >= {'User', 'Session', 'Token', 'TemporaryToken', 'LoginRequest',
+                           'Preferences', 'Avatar', 'AvatarUpload', 'Workspace',
+                           'DatabasePassword', 'PropagationJob', 'AuditRecord', 'HandleHold'}
+    assert all(counts.values()), counts
+    bobs_before = rows_of(bob.id)
+
+    assert api('DELETE', '/api/v0/user/alice').status_code == 200
+    assert rows_of(alice.id) == dict.fromkeys(counts, 0)
+    assert rows_of(bob.id) == bobs_before
+    response = api('GET', '/api/v0/actor')
+    assert response.status_code == 401 and response.headers['WWW-Authenticate'] == 'Bearer'
+    assert api('DELETE', '/api/v0/user/alice').status_code == 401
+    assert client.get('/user/alice/settings/profile').status_code == 302  # logged out there too
+
+
+def test_after_deletion_the_email_is_free_and_the_handle_is_held(api):
+    api('DELETE', '/api/v0/user/alice')
+    with pytest.raises(models.Invalid) as refused:
+        make_user('someone@example.com', 'alice')
+    assert refused.value.errors['handle'].startswith('This handle was in use until recently')
+    again = make_user('alice@example.com', 'alice2')
+    assert again.email == 'alice@example.com'
+
+
+def test_another_user_cannot_be_deleted(api, bob):
+    before = snapshot()
+    response = api('DELETE', '/api/v0/user/bob')
+    assert response.status_code == 404
+    assert snapshot() == before
