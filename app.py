@@ -98,6 +98,7 @@ def create_app(config=None):
     app.cli.add_command(migrate_command)
     app.cli.add_command(demo_command)
     app.cli.add_command(worker_command)
+    app.cli.add_command(reencrypt_command)
     if app.config['PROPAGATION_WORKER_THREAD']:
         app.extensions['propagation_stop'] = propagation.start_thread(app.config)
     return app
@@ -243,3 +244,12 @@ def worker_command():
     except KeyboardInterrupt:
         pass
     click.echo('Propagation worker stopped.')
+
+
+@click.command('reencrypt-passwords')
+def reencrypt_command():
+    """Encrypt every database password with the first DATABASE_PASSWORD_KEYS key."""
+    with models.db.connection_context():
+        count = models.reencrypt_passwords()
+    click.echo(f'Re-encrypted {count} database password{"s" if count != 1 else ""} with the '
+               'first key.')

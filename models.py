@@ -928,7 +928,7 @@ def reencrypt_passwords():
     """Encrypt every database password with the first configured key (after adding a new
     key in front); returns how many were rewritten. Old keys can then be removed."""
     count = 0
-    for row in DatabasePassword.select(DatabasePassword.user, DatabasePassword.ciphertext):
+    for row in list(DatabasePassword.select(DatabasePassword.user, DatabasePassword.ciphertext)):
         new = Settings.cipher.rotate(row.ciphertext.encode()).decode()
         count += DatabasePassword.update(ciphertext=new).where(
             DatabasePassword.user == row.user_id, DatabasePassword.ciphertext == row.ciphertext

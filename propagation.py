@@ -46,6 +46,7 @@ def run_once(target, lease):
         target.apply(workspace, workspace.user.handle, password.password)
         job.applied(password.version)
     except Exception as error:  # noqa: BLE001 - any failure is retried later
+        # Only the error's type is kept and logged: a driver's message could quote the password.
         log.warning('Password propagation to workspace %s failed (attempt %d): %s',
                     job.workspace_id, job.attempts, type(error).__name__)
         job.failed(type(error).__name__)

@@ -6,7 +6,7 @@ from playhouse.migrations import Runner
 import imaging
 import models
 from app import create_app
-from tests.conftest import TEST_PASSWORD_KEY, log_in
+from tests.conftest import TEST_PASSWORD_KEY, log_in, make_user
 
 
 def test_migrations_create_every_table_and_rerun_as_a_no_op(tmp_path):
@@ -116,4 +116,25 @@ def test_the_migrate_command_reports_what_it_did(tmp_path):
     assert ('Applied migrations: 0001_initial, 0002_tokens, 0003_avatars, 0004_workspaces'
             in runner.invoke(args=['migrate']).output)
     assert 'The database is up to date.' in runner.invoke(args=['migrate']).output
+    models.db.close()
+
+
+def test_reencrypt_passwords_moves_every_password_to_the_first_key(tmp_path):
+    from cryptography.fernet import Fernet
+    new_key = Fernet.generate_key().decode()
+    url = f'sqlite:///{tmp_path}/keys.db'
+    create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url,
+                'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
+    models.migrate(models.db.obj)
+    alice = make_user()
+    with models.db.connection_context():
+        password = models.DatabasePassword.for_user(alice).password
+    models.db.close()
+    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url,
+                      'DATABASE_PASSWORD_KEYS': f'{new_key}, {TEST_PASSWORD_KEY}'})
+    result = app.test_cli_runner().invoke(args=['reencrypt-passwords'])
+    assert result.output == 'Re-encrypted 1 database password with the first key.\n'
+    models.configure('example.test', [new_key])  # the old key retired
+    with models.db.connection_context():
+        assert models.DatabasePassword.for_user(alice).password == password
     models.db.close()

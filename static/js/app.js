@@ -67,3 +67,49 @@ function localizeTimes(root) {
 }
 document.addEventListener('DOMContentLoaded', function () { localizeTimes(document); });
 document.addEventListener('htmx:load', function (event) { localizeTimes(event.detail.elt); });
+
+// Type to confirm: an input with data-confirm-value keeps the button named by
+// data-confirm-button disabled until its text matches. Without JavaScript the button stays
+// enabled and the server checks the text.
+function syncConfirm(input) {
+  var button = document.getElementById(input.dataset.confirmButton);
+  if (button) button.disabled = input.value.trim() !== input.dataset.confirmValue;
+}
+document.addEventListener('input', function (event) {
+  if (event.target.matches('[data-confirm-value]')) syncConfirm(event.target);
+});
+function syncConfirms(root) {
+  root.querySelectorAll('[data-confirm-value]').forEach(syncConfirm);
+}
+document.addEventListener('DOMContentLoaded', function () { syncConfirms(document); });
+document.addEventListener('htmx:load', function (event) { syncConfirms(event.detail.elt); });
+
+// Copy a secret the page does not hold: a button with data-copy-url POSTs there (with the
+// CSRF token htmx sends too) and copies the text it answers, then says so in the live region
+// named by data-copy-status. The text goes to the clipboard without ever entering the page.
+document.addEventListener('click', function (event) {
+  var button = event.target.closest('[data-copy-url]');
+  if (!button) return;
+  var status = document.getElementById(button.dataset.copyStatus);
+  var headers = JSON.parse(document.body.getAttribute('hx-headers') || '{}');
+  // A redirect means the login ended: copy nothing rather than the login page.
+  var text = fetch(button.dataset.copyUrl, {method: 'POST', headers: headers,
+                                            credentials: 'same-origin', redirect: 'error'})
+    .then(function (response) {
+      if (!response.ok) throw new Error(response.status);
+      return response.text();
+    });
+  // A ClipboardItem takes the text still on its way, so the copy keeps the click's user
+  // activation (Safari needs that); writeText after the fetch is the fallback.
+  var copied = window.ClipboardItem
+    ? navigator.clipboard.write([new ClipboardItem({'text/plain': text.then(function (value) {
+        return new Blob([value], {type: 'text/plain'});
+      })})])
+    : text.then(function (value) { return navigator.clipboard.writeText(value); });
+  if (status) status.textContent = '';
+  copied.then(function () {
+    if (status) status.textContent = 'Copied';
+  }, function () {
+    if (status) status.textContent = 'Could not copy. Reveal the password and copy it by hand.';
+  });
+});
