@@ -31,6 +31,23 @@ def browser():
         browser.close()
 
 
+def buffered(app):
+    """`app` with every response body read and closed before it is returned.
+
+    Werkzeug's development server closes a response only after draining the socket, which
+    raises when a browser has reset the connection (it does when a test closes a page while
+    the favicon loads); the open static file then surfaces as a ResourceWarning in whichever
+    test runs next."""
+    def wsgi(environ, start_response):
+        body = app(environ, start_response)
+        try:
+            return [b''.join(body)]
+        finally:
+            if hasattr(body, 'close'):
+                body.close()
+    return wsgi
+
+
 @pytest.fixture(scope='module')
 def live_server(tmp_path_factory):
     """Penstock served over real HTTP on loopback, with its own fresh database.
@@ -51,7 +68,7 @@ def live_server(tmp_path_factory):
     models.migrate(models.db.obj)
     models.db.close()
     stop_worker = propagation.start_thread(app.config)  # as make run has, once tables exist
-    server = make_server('127.0.0.1', 0, app, threaded=True)
+    server = make_server('127.0.0.1', 0, buffered(app), threaded=True)
     thread = threading.Thread(target=server.serve_forever, name='penstock-live-server')
     thread.start()
     try:
