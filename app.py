@@ -23,6 +23,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import delivery
 import models
 import propagation
 import views
@@ -86,6 +87,7 @@ def create_app(config=None):
     login_manager.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
+    delivery.init_app(app)  # hashed static names, compression
 
     for module in _view_modules():
         app.register_blueprint(module.bp)
