@@ -1,11 +1,12 @@
-# make run: set up and serve on http://127.0.0.1:$(PORT). make test: set up and run every test.
+# make run: set up and serve on http://127.0.0.1:$(PORT). make test: set up and run every test
+# (make test-postgres: the same on a throwaway PostgreSQL server).
 # make bench: run every benchmark in bench/ (each prints its figures and which targets are met).
 PORT ?= 5000
 VENV := .venv
 PY := $(VENV)/bin/python
 HTMX := static/vendor/htmx.min.js
 
-.PHONY: run test bench setup clean chromium
+.PHONY: run test test-postgres bench setup clean chromium
 
 run: $(VENV)/.runtime $(HTMX)
 	$(VENV)/bin/flask --app app migrate
@@ -15,6 +16,10 @@ run: $(VENV)/.runtime $(HTMX)
 
 test: $(VENV)/.dev $(HTMX) chromium
 	$(PY) -m pytest
+
+# The same suite on PostgreSQL: a throwaway server (Debian's postgresql package) for the run.
+test-postgres: $(VENV)/.dev $(HTMX) chromium
+	.ci/with-postgres $(PY) -m pytest
 
 setup: $(VENV)/.dev $(HTMX)
 

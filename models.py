@@ -1,4 +1,5 @@
 """The Peewee models of Penstock and the account rules that belong to them."""
+import contextlib
 import datetime
 import hashlib
 import hmac
@@ -71,6 +72,7 @@ RESERVED_HANDLES = frozenset({
 # Dangerous actions need a password typed this recently in the session.
 RECENT_LOGIN = datetime.timedelta(minutes=15)
 PROPAGATION_BACKOFF_MAX = 300  # seconds between attempts at most
+WRITE_LOCK = 0x50656E73  # PostgreSQL's advisory lock key for write_transaction ('Pens')
 # Checked against when the login is unknown, so a miss costs as much as a wrong password.
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
 
@@ -155,6 +157,11 @@ class WrongCode(Refused):
 
 def open_database(url):
     """Open the database at a DATABASE_URL, with the pragmas SQLite needs here."""
+    if url.startswith('sqlite://'):
+        # Pooled: a connection outlives the request, so its pragmas are set once, not per
+        # request; no cap, as each thread holds at most one.
+        return connect('sqlite+pool' + url[len('sqlite'):], pragmas=SQLITE_PRAGMAS,
+                       check_same_thread=False, max_connections=None)
     if url.startswith('sqlite'):
         return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
     return connect(url)
@@ -262,8 +269,7 @@ class User(BaseModel):
                 raise Invalid({'handle': problem})
             old, now = self.handle, utcnow()
             HandleHold.delete().where(HandleHold.handle == handle).execute()  # reclaimed
-            (HandleHold.insert(handle=old, user=self, released_at=now, until=now + HANDLE_HOLD)
-             .on_conflict_replace().execute())
+            HandleHold.hold(old, self, now)
             try:
                 User.update(handle=handle, updated_at=now, version_id=User.version_id + 1
                             ).where(User.id == self.id).execute()
@@ -279,8 +285,7 @@ class User(BaseModel):
         address is free at once; the handle is held (for nobody) for HANDLE_HOLD."""
         now = utcnow()
         with write_transaction():
-            (HandleHold.insert(handle=self.handle, user=None, released_at=now,
-                               until=now + HANDLE_HOLD).on_conflict_replace().execute())
+            HandleHold.hold(self.handle, None, now)
             # Foreign keys cascade from the user row; these rows only name the user by id.
             AuditRecord.delete().where((AuditRecord.actor_id == self.id)
                                        | (AuditRecord.target_id == self.id)).execute()
@@ -298,12 +303,17 @@ class User(BaseModel):
             raise Invalid({'display_name': 'Remove line breaks and other control characters.'})
         if value == self.display_name:
             return False
-        with db.atomic():
-            old = self.display_name
-            self.display_name = value
-            self.updated_at = utcnow()
-            self.version_id += 1
-            self.save()
+        # Only the name's columns are written: saving the whole row read at the start of the
+        # request would undo a handle or avatar change made meanwhile by another request.
+        with write_transaction():
+            old = locked(User.select(User.display_name).where(User.id == self.id)).scalar()
+            if value == old:
+                return False
+            now = utcnow()
+            User.update(display_name=value, updated_at=now, version_id=User.version_id + 1
+                        ).where(User.id == self.id).execute()
+            self.display_name, self.updated_at = value, now
+            self.version_id = User.select(User.version_id).where(User.id == self.id).scalar()
             AuditRecord.write('user.update', self, ip, target=self,
                               data={'display_name': {'old': old, 'new': value}})
         return True
@@ -352,21 +362,27 @@ class Preferences(BaseModel):
         return cls.get(cls.user == user)
 
     def change(self, values, user, ip=None):
-        """Set each named switch; returns True when something changed (and was audited)."""
-        changed = {name: {'old': getattr(self, name), 'new': bool(on)}
-                   for name, on in values.items() if getattr(self, name) != bool(on)}
-        if not changed:
-            return False
-        with db.atomic():
-            for name, diff in changed.items():
-                setattr(self, name, diff['new'])
-            self.updated_at = utcnow()
-            self.version_id += 1
-            self.save()
-            AuditRecord.write('user.preferences.update', user, ip, target=user,
-                              data={'communication_' + n: 'enabled' if d['new'] else 'disabled'
-                                    for n, d in changed.items()})
-        return True
+        """Set each named switch; returns True when something changed (and was audited).
+
+        The row is read again under the write lock and only the switches that change are
+        written, so a switch changed meanwhile by another request keeps its new value."""
+        cls = type(self)
+        with write_transaction():
+            current = locked(cls.select().where(cls.user == self.user_id)).get()
+            changed = {name: {'old': getattr(current, name), 'new': bool(on)}
+                       for name, on in values.items() if getattr(current, name) != bool(on)}
+            if changed:
+                for name, diff in changed.items():
+                    setattr(current, name, diff['new'])
+                current.updated_at = utcnow()
+                current.version_id += 1
+                current.save(only=[cls._meta.fields[name] for name in changed]
+                             + [cls.updated_at, cls.version_id])
+                AuditRecord.write('user.preferences.update', user, ip, target=user,
+                                  data={'communication_' + n: 'enabled' if d['new'] else
+                                        'disabled' for n, d in changed.items()})
+        self.__data__ = dict(current.__data__)  # what is stored now, for the answer
+        return bool(changed)
 
 
 class Session(BaseModel):
@@ -479,11 +495,27 @@ class AuditRecord(BaseModel):
             data=json.dumps(data or {}, sort_keys=True))
 
 
-def write_transaction():
-    """A transaction for read-modify-write: on SQLite it takes the write lock up front."""
+def write_transaction(exclusive=True):
+    """A transaction for read-modify-write: on SQLite it takes the write lock up front; on
+    PostgreSQL (`exclusive`) a transaction-wide advisory lock, so the rules checked inside
+    (a count, an attempt counter, a version) hold however many app servers share the
+    database. `exclusive=False` is for a transaction whose row locks are enough."""
     if isinstance(db.obj, SqliteDatabase):
         return db.atomic('IMMEDIATE')
-    return db.atomic()
+    return _advisory_transaction() if exclusive else db.atomic()
+
+
+@contextlib.contextmanager
+def _advisory_transaction():
+    with db.atomic() as transaction:
+        db.execute_sql('SELECT pg_advisory_xact_lock(%s)', (WRITE_LOCK,))
+        yield transaction
+
+
+def locked(query):
+    """`query` locking the rows it reads until the transaction ends: FOR UPDATE, except on
+    SQLite, where write_transaction() already holds the one write lock."""
+    return query if isinstance(db.obj, SqliteDatabase) else query.for_update()
 
 
 
@@ -852,6 +884,14 @@ class HandleHold(BaseModel):
     until = DateTimeField(index=True)
 
     @classmethod
+    def hold(cls, handle, user, now):
+        """Hold `handle` for `user` (None: for nobody) from `now`, replacing any hold on it.
+        An upsert rather than INSERT OR REPLACE, which only SQLite has."""
+        (cls.insert(handle=handle, user=user, released_at=now, until=now + HANDLE_HOLD)
+         .on_conflict(conflict_target=[cls.handle],
+                      preserve=[cls.user, cls.released_at, cls.until]).execute())
+
+    @classmethod
     def owner(cls, handle):
         """The user whose old handle `handle` is, while the hold lasts; else None."""
         hold = cls.get_or_none(cls.handle == handle, cls.until > utcnow(),
@@ -1034,7 +1074,7 @@ class PropagationJob(BaseModel):
         """Lease the next due job for `lease` (a timedelta), or None. A workspace never has
         two jobs leased at once, so passwords reach it in order."""
         now = utcnow()
-        with write_transaction():
+        with write_transaction(exclusive=False):  # on PostgreSQL: FOR UPDATE SKIP LOCKED
             busy = (cls.select(cls.workspace)
                     .where(cls.status == 'pending', cls.locked_until > now))
             query = (cls.select().where(cls.status == 'pending', cls.run_after <= now,
@@ -1042,7 +1082,10 @@ class PropagationJob(BaseModel):
                                         cls.workspace.not_in(busy))
                      .order_by(cls.run_after, cls.id).limit(1))
             if isinstance(db.obj, PostgresqlDatabase):
-                query = query.for_update('FOR UPDATE SKIP LOCKED')
+                # Workers on other hosts skip what is being claimed rather than wait. The
+                # workspace row is locked too: `busy` cannot see a lease not yet committed,
+                # and a second worker must not take that workspace's next job meanwhile.
+                query = query.join(Workspace).for_update('FOR UPDATE SKIP LOCKED')
             job = query.first()
             if job is None:
                 return None

@@ -6,11 +6,11 @@ from playhouse.migrations import Runner
 import imaging
 import models
 from app import create_app
-from tests.conftest import TEST_PASSWORD_KEY, log_in, make_user
+from tests.conftest import TEST_PASSWORD_KEY, log_in, make_user, sqlite_only
 
 
-def test_migrations_create_every_table_and_rerun_as_a_no_op(tmp_path):
-    database = models.open_database(f'sqlite:///{tmp_path}/fresh.db')
+def test_migrations_create_every_table_and_rerun_as_a_no_op(make_database_url):
+    database = models.open_database(make_database_url('fresh', empty=True))
     assert models.migrate(database) == ['0001_initial', '0002_tokens', '0003_avatars',
                                         '0004_workspaces']
     tables = set(database.get_tables())
@@ -25,8 +25,8 @@ def test_migrations_create_every_table_and_rerun_as_a_no_op(tmp_path):
     database.close()
 
 
-def test_a_database_from_an_earlier_version_upgrades_in_place(tmp_path):
-    url = f'sqlite:///{tmp_path}/old.db'
+def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url):
+    url = make_database_url('old', empty=True)
     keys = {'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY}
     create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url, **keys})
     Runner(models.db.obj, models.MIGRATIONS).up(target='0001_initial')
@@ -34,7 +34,7 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(tmp_path):
         # The User model of today has columns the old table lacks: insert as 0001 would.
         models.db.execute_sql(
             'INSERT INTO "user" (id, email, handle, password_hash, status, created_at, '
-            'version_id) VALUES (?, ?, ?, ?, ?, ?, ?)',
+            'version_id) VALUES (' + ', '.join([models.db.obj.param] * 7) + ')',
             ('u_old', 'old@example.com', 'old', 'x', 'accepted', models.utcnow(), 1))
     models.db.close()
     app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url, **keys})
@@ -56,6 +56,7 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(tmp_path):
     models.db.close()
 
 
+@sqlite_only
 def test_sqlite_runs_with_wal_foreign_keys_and_a_busy_timeout(app):
     with models.db.connection_context():
         assert models.db.execute_sql('PRAGMA journal_mode').fetchone()[0] == 'wal'
@@ -109,8 +110,8 @@ def test_the_demo_command_leaves_a_database_with_users_alone(app, user):
         assert models.User.select().count() == 1
 
 
-def test_the_migrate_command_reports_what_it_did(tmp_path):
-    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': f'sqlite:///{tmp_path}/cli.db',
+def test_the_migrate_command_reports_what_it_did(make_database_url):
+    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': make_database_url('cli', empty=True),
                       'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
     runner = app.test_cli_runner()
     assert ('Applied migrations: 0001_initial, 0002_tokens, 0003_avatars, 0004_workspaces'
@@ -119,10 +120,10 @@ def test_the_migrate_command_reports_what_it_did(tmp_path):
     models.db.close()
 
 
-def test_reencrypt_passwords_moves_every_password_to_the_first_key(tmp_path):
+def test_reencrypt_passwords_moves_every_password_to_the_first_key(make_database_url):
     from cryptography.fernet import Fernet
     new_key = Fernet.generate_key().decode()
-    url = f'sqlite:///{tmp_path}/keys.db'
+    url = make_database_url('keys')
     create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url,
                 'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
     models.migrate(models.db.obj)

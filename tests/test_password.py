@@ -9,7 +9,8 @@ from cryptography.fernet import Fernet, InvalidToken
 
 import models
 import propagation
-from tests.conftest import HTMX, PASSWORD, TEST_PASSWORD_KEY, csrf_token, html
+from tests.conftest import (HTMX, ON_POSTGRES, PASSWORD, TEST_PASSWORD_KEY, csrf_token,
+                            database_dump, html)
 from views.profile import PROPAGATED, ROTATED
 
 URL = '/user/alice/settings/profile'
@@ -84,7 +85,10 @@ def make_stale(user):
 
 
 def database_bytes(app):
-    """The SQLite file and its write-ahead log, byte for byte, after a checkpoint."""
+    """The SQLite file and its write-ahead log, byte for byte, after a checkpoint; on
+    PostgreSQL, whose files are the server's, every row of every table as text."""
+    if ON_POSTGRES:
+        return database_dump().encode()
     path = app.config['DATABASE_URL'].removeprefix('sqlite:///')
     with models.db.connection_context():
         models.db.execute_sql('PRAGMA wal_checkpoint(FULL)')

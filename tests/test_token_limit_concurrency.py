@@ -1,9 +1,9 @@
-"""The two-token limit holds when 20 creates race through a multi-process server on SQLite."""
+"""The two-token limit holds when 20 creates race through a multi-process server (on SQLite,
+or PostgreSQL when the tests run there)."""
 import http.client
 import http.cookiejar
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -11,7 +11,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -30,13 +29,12 @@ LIMIT_REFUSAL = ('You already have 2 tokens, the most you can have at a time. '
 
 
 @pytest.fixture
-def server(tmp_path):
-    """gunicorn with 4 worker processes on a migrated SQLite file; yields (base URL, db path).
+def server(tmp_path, database_url):
+    """gunicorn with 4 worker processes on a migrated database; yields (base URL, its URL).
 
     The listening socket is made here and handed over, so requests queue until a worker is up
     instead of the test polling for the port."""
-    database = tmp_path / 'penstock.db'
-    connection = models.open_database(f'sqlite:///{database}')
+    connection = models.open_database(database_url)
     models.migrate(connection)
     connection.close()
 
@@ -44,7 +42,7 @@ def server(tmp_path):
     listener.bind(('127.0.0.1', 0))
     listener.listen(64)
     listener.set_inheritable(True)
-    env = {**os.environ, 'DATABASE_URL': f'sqlite:///{database}', 'SECRET_KEY': SECRET_KEY,
+    env = {**os.environ, 'DATABASE_URL': database_url, 'SECRET_KEY': SECRET_KEY,
            'SECURE_COOKIES': '0', 'GRAVATAR_ENABLED': '0',  # signups must not reach the internet
            'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY}
     log = open(tmp_path / 'gunicorn.log', 'wb')
@@ -53,7 +51,7 @@ def server(tmp_path):
          'app:create_app()'],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),))
     try:
-        yield f'http://127.0.0.1:{listener.getsockname()[1]}', database
+        yield f'http://127.0.0.1:{listener.getsockname()[1]}', database_url
     finally:
         process.terminate()
         try:
@@ -157,10 +155,13 @@ def test_third_token_is_refused_under_concurrency(server):
             assert status == 302 and headers['Location'] == path
             assert flashes(headers['Set-Cookie']) == [LIMIT_REFUSAL]
 
-    with closing(sqlite3.connect(database)) as db:
-        assert db.execute('SELECT count(*) FROM token').fetchone() == (2,)
-        assert db.execute("SELECT count(*) FROM audit_record WHERE action_type = 'token.create'"
-                          ).fetchone() == (2,)
+    db = models.open_database(database)
+    try:
+        assert db.execute_sql('SELECT count(*) FROM token').fetchone() == (2,)
+        assert db.execute_sql("SELECT count(*) FROM audit_record "
+                              "WHERE action_type = 'token.create'").fetchone() == (2,)
+    finally:
+        db.close()
     status, body = person.open(path)
     rows = BeautifulSoup(body, 'html.parser').find(id='token-list').find_all('tr', id=True)
     assert len(rows) == 2

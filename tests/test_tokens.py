@@ -4,7 +4,7 @@ import re
 import pytest
 
 import models
-from tests.conftest import HTMX, csrf_token, html, log_in
+from tests.conftest import HTMX, csrf_token, database_dump, html, log_in
 from tests.test_security import state_changing_routes
 
 URL = '/user/alice/settings/tokens'
@@ -34,11 +34,6 @@ def audit_count(action_type):
     with models.db.connection_context():
         return (models.AuditRecord.select()
                 .where(models.AuditRecord.action_type == action_type).count())
-
-
-def database_dump():
-    with models.db.connection_context():
-        return '\n'.join(models.db.obj.connection().iterdump())
 
 
 def flash_text(page):
