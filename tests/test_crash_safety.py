@@ -1,0 +1,261 @@
+"""kill -9 in the middle of avatar saves, token creations and password rotations: the SQLite
+file stays sound, nothing is half-written, what was acknowledged is kept, and the propagation
+jobs left behind are carried out once a worker runs again.
+
+Each round starts gunicorn (2 workers) and a propagation worker, keeps clients writing through
+the API until every kind of write has been acknowledged a few times, and then kills both
+servers' whole process groups with SIGKILL while requests are still in flight."""
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from contextlib import closing
+from pathlib import Path
+
+from PIL import Image
+
+import imaging
+import models
+from tests.conftest import PASSWORD, TEST_PASSWORD_KEY
+from tests.test_concurrency import (
+    ROOT,
+    SECRET_KEY,
+    api,
+    call,
+    gunicorn,
+    prepare_database,
+    stop,
+    temporary_token,
+)
+
+FLASK = Path(sys.executable).parent / 'flask'
+ROUNDS = 3
+ACKNOWLEDGED_PER_ROUND = 3  # of each kind of write, before the kill
+ROUND_DEADLINE = 30  # seconds: a round that gets nowhere fails rather than hangs
+WORKSPACES = ('alpha', 'beta', 'gamma')
+# The worker is slower than the rotations, so the kills always leave jobs pending.
+WORKER_ENV = {'PROPAGATION_DELAY': '0.3', 'PROPAGATION_LEASE': '1', 'PROPAGATION_POLL': '0.05'}
+
+
+def picture():
+    buffer = io.BytesIO()
+    Image.effect_noise((900, 600), 60).convert('RGB').save(buffer, 'PNG')
+    return buffer.getvalue()
+
+
+def multipart(data):
+    boundary = 'penstock-crash-boundary'
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="avatar"; '
+            'filename="me.png"\r\nContent-Type: image/png\r\n\r\n').encode() + data \
+        + f'\r\n--{boundary}--\r\n'.encode()
+    return body, f'multipart/form-data; boundary={boundary}'
+
+
+class Writer(threading.Thread):
+    """Keeps making one kind of write for one user until told to stop or the server dies;
+    `acknowledged` lists what the server said it did."""
+
+    def __init__(self, base, handle, secret, kind, image):
+        super().__init__(name=f'{kind}-{handle}', daemon=True)
+        self.base, self.handle, self.secret, self.kind, self.image = (
+            base, handle, secret, kind, image)
+        self.acknowledged, self.refused = [], []
+        self.halt = threading.Event()
+
+    def run(self):
+        try:
+            while not self.halt.is_set():
+                self.once()
+        except OSError:  # the server was killed under us: what we were sending may be lost
+            pass
+
+    def once(self):
+        if self.kind == 'avatar':
+            body, content_type = multipart(self.image)
+            status, _, text = call(self.base, 'POST', f'/api/v0/user/{self.handle}/avatar',
+                                   {'Authorization': f'Bearer {self.secret}',
+                                    'Content-Type': content_type}, body)
+            self.record(status, 200, text)
+        elif self.kind == 'rotation':
+            status, _, text = api(self.base, self.secret, 'POST',
+                                  f'/user/{self.handle}/password')
+            self.record(status, 201, text)
+        else:
+            status, _, text = api(self.base, self.secret, 'POST', f'/user/{self.handle}/token')
+            if status == 409:  # tokens left by an earlier kill fill both slots: clear them
+                status, _, text = api(self.base, self.secret, 'GET', f'/user/{self.handle}/token')
+                for token in json.loads(text)['items']:
+                    self.delete(token['id'])
+            elif self.record(status, 201, text):
+                token = json.loads(text)
+                status, _, text = api(self.base, token['token'], 'GET', '/actor')
+                assert status == 200, text
+                self.delete(token['id'])
+
+    def delete(self, token_id):
+        status, _, text = api(self.base, self.secret, 'DELETE',
+                              f'/user/{self.handle}/token/{token_id}')
+        self.record(status, 200, text, kind='delete')
+
+    def record(self, status, expected, text, kind=None):
+        if status != expected:
+            self.refused.append((kind or self.kind, status, text[:300]))
+            return False
+        self.acknowledged.append((kind or self.kind, json.loads(text)))
+        return True
+
+
+def start_worker(tmp_path, database):
+    """`flask worker`, the propagation worker, in its own process group."""
+    env = {**os.environ, 'DATABASE_URL': f'sqlite:///{database}', 'SECRET_KEY': SECRET_KEY,
+           'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY, 'GRAVATAR_ENABLED': '0', **WORKER_ENV}
+    with open(tmp_path / 'worker.log', 'ab') as log:
+        return subprocess.Popen([str(FLASK), '--app', 'app', 'worker'], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_all(*processes):
+    for process in processes:
+        try:
+            os.killpg(process.pid, 9)
+        except ProcessLookupError:
+            pass
+    for process in processes:
+        stop(process, kill=True)
+
+
+def crash_round(tmp_path, database, users, image):
+    """Write until each kind is acknowledged ACKNOWLEDGED_PER_ROUND times, then kill -9."""
+    worker = start_worker(tmp_path, database)
+    try:
+        with gunicorn(tmp_path, database, workers=2) as (base, server):
+            writers = [Writer(base, handle, secret, kind, image)
+                       for handle, secret in users.items()
+                       for kind in ('avatar', 'token', 'rotation')]
+            for writer in writers:
+                writer.start()
+            deadline = time.monotonic() + ROUND_DEADLINE
+            while any(sum(1 for kind, _ in w.acknowledged if kind == w.kind)
+                      < ACKNOWLEDGED_PER_ROUND for w in writers):
+                assert time.monotonic() < deadline, 'the writes did not get through in time'
+                assert all(w.is_alive() for w in writers), [w.refused for w in writers]
+                time.sleep(0.05)  # polling the writers' progress, not waiting for an event
+            kill_all(server, worker)  # mid-request: every writer is still sending
+            for writer in writers:
+                writer.halt.set()
+        # The listening socket is closed now, so requests queued on it fail at once.
+        for writer in writers:
+            writer.join(timeout=30)
+            assert not writer.is_alive()
+        return writers
+    finally:
+        kill_all(worker)
+
+
+def test_kill_9_mid_write_leaves_nothing_half_done_and_pending_jobs_resume(tmp_path):
+    database = tmp_path / 'penstock.db'
+    prepare_database(database)
+    models.configure(models.Settings.workspace_domain, [TEST_PASSWORD_KEY])  # as the servers are
+    models.db.initialize(models.open_database(f'sqlite:///{database}'))
+    users = {}
+    with models.db.connection_context():
+        for handle in ('ada', 'bea'):
+            user = models.User.sign_up(f'{handle}@example.com', handle, PASSWORD)
+            for workspace in WORKSPACES:
+                models.Workspace.open(user, workspace)
+            users[handle] = temporary_token(user)
+    models.db.close()
+    image = picture()
+
+    writers = []
+    for _ in range(ROUNDS):
+        writers += crash_round(tmp_path, database, users, image)
+    assert [refusal for w in writers for refusal in w.refused] == []
+
+    with closing(sqlite3.connect(database)) as db:
+        assert db.execute('PRAGMA integrity_check').fetchall() == [('ok',)]
+        assert db.execute('PRAGMA foreign_key_check').fetchall() == []
+
+    models.db.initialize(models.open_database(f'sqlite:///{database}'))
+    with models.db.connection_context():
+        for handle in users:
+            user = models.User.get(models.User.handle == handle)
+            mine = [w for w in writers if w.handle == handle]
+            acknowledged = Counter(kind for w in mine for kind, _ in w.acknowledged)
+            audited = Counter(r.action_type for r in models.AuditRecord.select().where(
+                models.AuditRecord.identity == user))
+
+            # Avatars: both sizes or neither, each a WebP that decodes; every stored change has
+            # its audit record and its new version, and each acknowledged one was stored.
+            avatar = models.Avatar.get(models.Avatar.user == user)
+            assert avatar.custom_large is not None and avatar.custom_small is not None
+            for data, side in ((avatar.custom_large, imaging.LARGE),
+                               (avatar.custom_small, imaging.SMALL)):
+                shown = Image.open(io.BytesIO(bytes(data)))
+                shown.load()
+                assert (shown.format, shown.size) == ('WEBP', (side, side))
+            stored = user.avatar_version - 1
+            assert audited['user.avatar.update'] == stored >= acknowledged['avatar']
+
+            # Tokens: each row made whole, with its audit record; the limit held.
+            tokens = list(models.Token.select().where(models.Token.user == user))
+            assert len(tokens) <= models.TOKEN_LIMIT
+            created = {json.loads(r.data)['token_id'] for r in models.AuditRecord.select()
+                       .where(models.AuditRecord.identity == user,
+                              models.AuditRecord.action_type == 'token.create')}
+            for token in tokens:
+                assert token.id in created and len(token.token_hash) == 64 and token.last4
+            assert audited['token.create'] - audited['token.delete'] == len(tokens)
+            assert audited['token.create'] >= acknowledged['token']
+            for _, gone in (a for w in mine for a in w.acknowledged if a[0] == 'delete'):
+                assert models.Token.get_or_none(models.Token.id == gone['id']) is None
+
+            # Passwords: every rotation stored has its audit record and a job per workspace.
+            password = models.DatabasePassword.get(models.DatabasePassword.user == user)
+            assert password.password  # decrypts
+            rotations = password.version - 1
+            assert audited['user.password.rotate'] == rotations >= acknowledged['rotation']
+            jobs = models.PropagationJob.select().where(models.PropagationJob.user == user)
+            assert jobs.count() == rotations * len(WORKSPACES)
+        pending = models.PropagationJob.select().where(
+            models.PropagationJob.status == 'pending').count()
+    models.db.close()
+    assert pending > 0, 'no job was left pending by the kills, so resuming was not shown'
+
+    # Back up: the server answers with what was kept, and a worker finishes the jobs.
+    worker = start_worker(tmp_path, database)
+    try:
+        with gunicorn(tmp_path, database, workers=2) as (base, _server):
+            for handle, secret in users.items():
+                status, _, text = api(base, secret, 'GET', '/actor')
+                assert status == 200
+                avatar = urllib.parse.urlsplit(json.loads(text)['avatar_url']).path
+                status, headers, _ = call(base, 'GET', avatar)
+                assert status == 200 and headers['Content-Type'] == 'image/webp'
+            deadline = time.monotonic() + ROUND_DEADLINE
+            while True:
+                statuses = [w['password_status'] for handle, secret in users.items()
+                            for w in json.loads(api(base, secret, 'GET',
+                                                    f'/user/{handle}/workspace')[2])['items']]
+                if set(statuses) == {'applied'}:
+                    break
+                assert time.monotonic() < deadline, statuses
+                time.sleep(0.1)  # polling the API until the worker has caught up
+    finally:
+        kill_all(worker)
+
+    models.db.initialize(models.open_database(f'sqlite:///{database}'))
+    with models.db.connection_context():
+        assert models.PropagationJob.select().where(
+            models.PropagationJob.status == 'pending').count() == 0
+        for workspace in models.Workspace.select():
+            current = models.DatabasePassword.get(
+                models.DatabasePassword.user == workspace.user_id).version
+            assert workspace.password_version == current
+    models.db.close()
