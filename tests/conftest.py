@@ -3,7 +3,9 @@
 The database is SQLite unless PENSTOCK_TEST_DATABASE names a PostgreSQL server (a
 postgresql:// URL of a database the tests may create and drop databases from); then every
 test gets fresh databases of its own there."""
+import logging
 import os
+import re
 import secrets
 import threading
 from urllib.parse import urlsplit, urlunsplit
@@ -22,6 +24,63 @@ TEST_DATABASE = os.environ.get('PENSTOCK_TEST_DATABASE', '')
 ON_POSTGRES = TEST_DATABASE.startswith(('postgres://', 'postgresql://'))
 sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason='checks SQLite itself (its file or '
                                                      'pragmas); this run is on PostgreSQL')
+
+
+# Every secret made while the suite runs, and a check after each test that no log record
+# written during it holds one (tests/test_logs.py follows one flow closely; this covers the
+# whole run, in-process servers and browser tests included; gunicorn subprocesses log to
+# their own files and are not covered).
+MADE_SECRETS = set()
+SECRET_PASSWORDS = (PASSWORD, 'penstock-demo')
+_WORDS = re.compile(r'[A-Za-z0-9_-]+')
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _note_secrets():
+    """Remember each token, session secret and database password as it is made."""
+    make_token, make_password = models.make_token_secret, models.make_database_password
+    open_session = models.Session.__dict__['open']
+
+    def noted(value):
+        MADE_SECRETS.add(value)
+        return value
+
+    def open_noted(cls, *args, **kwargs):
+        session = open_session.__func__(cls, *args, **kwargs)
+        noted(session.secret)
+        return session
+
+    models.make_token_secret = lambda prefix: noted(make_token(prefix))
+    models.make_database_password = lambda: noted(make_password())
+    models.Session.open = classmethod(open_noted)
+    root = logging.getLogger()
+    level, root.level = root.level, min(root.level, logging.INFO)
+    yield
+    root.level = level
+    models.make_token_secret, models.make_database_password = make_token, make_password
+    models.Session.open = open_session
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage() + (self.format(record) if record.exc_info else ''))
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_logs(_note_secrets):
+    """Fail the test in which a log record holding a secret was written."""
+    handler = _Lines()
+    logging.getLogger().addHandler(handler)
+    yield
+    logging.getLogger().removeHandler(handler)
+    leaks = [line for line in handler.lines
+             if MADE_SECRETS.intersection(_WORDS.findall(line))
+             or any(password in line for password in SECRET_PASSWORDS)]
+    assert not leaks, f'secrets in log lines: {leaks[:3]}'
 
 
 def _postgres_admin(sql):
