@@ -775,7 +775,8 @@ class LoginRequest(BaseModel):
 
     @classmethod
     def start(cls, ip=None):
-        return cls.create(ip=ip, expires_at=utcnow() + LOGIN_REQUEST_LIFETIME)
+        now = utcnow()  # one clock reading, so it expires exactly LOGIN_REQUEST_LIFETIME after
+        return cls.create(ip=ip, created_at=now, expires_at=now + LOGIN_REQUEST_LIFETIME)
 
     @classmethod
     def open_request(cls, request_id):
