@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HTMX := static/vendor/htmx.min.js
 
-.PHONY: run test test-postgres bench setup clean chromium
+.PHONY: run test test-postgres bench setup clean chromium redis-server
 
 run: $(VENV)/.runtime $(HTMX)
 	$(VENV)/bin/flask --app app migrate
@@ -14,11 +14,11 @@ run: $(VENV)/.runtime $(HTMX)
 	@echo "Penstock is serving on http://127.0.0.1:$(PORT)  (Ctrl-C to stop)"
 	SECURE_COOKIES=0 PROPAGATION_WORKER_THREAD=1 $(VENV)/bin/flask --app app run --host 127.0.0.1 --port $(PORT)
 
-test: $(VENV)/.dev $(HTMX) chromium
+test: $(VENV)/.dev $(HTMX) chromium redis-server
 	$(PY) -m pytest
 
 # The same suite on PostgreSQL: a throwaway server (Debian's postgresql package) for the run.
-test-postgres: $(VENV)/.dev $(HTMX) chromium
+test-postgres: $(VENV)/.dev $(HTMX) chromium redis-server
 	.ci/with-postgres $(PY) -m pytest
 
 setup: $(VENV)/.dev $(HTMX)
@@ -56,6 +56,12 @@ chromium:
 	@test -x "$${PENSTOCK_CHROMIUM:-/usr/bin/chromium}" || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "Chromium is missing: run 'sudo apt-get install chromium' (or set PENSTOCK_CHROMIUM)"; exit 1; fi; }
+
+# tests/test_shared_rate_limits.py starts its own throwaway Redis (Debian's redis-server).
+redis-server:
+	@test -x "$${PENSTOCK_REDIS_SERVER:-/usr/bin/redis-server}" || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	  else echo "redis-server is missing: run 'sudo apt-get install redis-server' (or set PENSTOCK_REDIS_SERVER)"; exit 1; fi; }
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor .pytest_cache

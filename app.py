@@ -11,16 +11,19 @@ import click
 from flask import (
     Flask,
     current_app,
+    g,
     make_response,
     redirect,
     render_template,
     request,
+    session as flask_session,
     url_for,
 )
 from flask_login import current_user
 from cryptography.fernet import Fernet
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import NotFound
+from peewee import OperationalError
+from werkzeug.exceptions import NotFound, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import delivery
@@ -37,6 +40,8 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "object-src 'none'"])
 DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD = 'demo@penstock.test', 'demo', 'penstock-demo'
 DEMO_WORKSPACES = ('analytics', 'staging')
+BUSY_MESSAGE = 'Penstock is busy. Try again in a moment; nothing was changed.'
+BUSY_RETRY_AFTER = 1  # seconds: locks are held for milliseconds
 
 
 def create_app(config=None):
@@ -52,9 +57,15 @@ def create_app(config=None):
         SESSION_COOKIE_SAMESITE='Lax',
         SESSION_COOKIE_SECURE=_env_flag('SECURE_COOKIES', default=not app.debug),
         PERMANENT_SESSION_LIFETIME=datetime.timedelta(days=14),
+        # The cookie is sent again when the session's row is touched (once a minute, see
+        # load_user), not on every answer.
+        SESSION_REFRESH_EACH_REQUEST=False,
         WTF_CSRF_TIME_LIMIT=None,  # the token is bound to the session, which expires itself
         RATELIMIT_STORAGE_URI=os.environ.get('RATELIMIT_STORAGE_URI', 'memory://'),
         RATELIMIT_HEADERS_ENABLED=True,
+        # A shared store that cannot be reached (Redis down) is no reason to refuse logins:
+        # each process counts in its own memory until the store answers again.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
         LOGIN_FAILURES_PER_ACCOUNT='10 per 10 minutes',
         LOGIN_FAILURES_PER_IP='100 per 10 minutes',
         SIGNUPS_PER_IP='60 per minute',
@@ -97,6 +108,7 @@ def create_app(config=None):
     app.register_error_handler(429, _too_many_requests)
     app.register_error_handler(CSRFError, _csrf_failed)
     app.register_error_handler(404, _not_found)
+    app.register_error_handler(OperationalError, _database_busy)
     app.cli.add_command(migrate_command)
     app.cli.add_command(demo_command)
     app.cli.add_command(worker_command)
@@ -158,6 +170,8 @@ def load_user(secret):
     session = models.Session.lookup(secret, current_app.config['PERMANENT_SESSION_LIFETIME'])
     if session is None:
         return None
+    if session.touched:
+        flask_session.modified = True  # the cookie's expiry moves on with the row's last use
     user = session.user
     user.session = session
     return user
@@ -179,8 +193,14 @@ def unauthorized():
 
 def _security_headers(response):
     headers = response.headers
-    headers.setdefault('Content-Security-Policy', CONTENT_SECURITY_POLICY)
     headers.setdefault('X-Content-Type-Options', 'nosniff')
+    if delivery.is_asset(response):
+        # A stylesheet, script or image is not a document: a policy, framing rules or an
+        # opener policy on it would do nothing, and they cost ~600 bytes on each file.
+        if response.mimetype == 'image/svg+xml':
+            headers.setdefault('Content-Security-Policy', delivery.SVG_CONTENT_SECURITY_POLICY)
+        return response
+    headers.setdefault('Content-Security-Policy', CONTENT_SECURITY_POLICY)
     headers.setdefault('Referrer-Policy', 'same-origin')
     headers.setdefault('X-Frame-Options', 'DENY')
     headers.setdefault('Cross-Origin-Opener-Policy', 'same-origin')
@@ -202,6 +222,24 @@ def _not_found(error):
     message = (error.description if error.description != NotFound.description
                else 'There is nothing here, or it is not yours to see.')
     return render_template('error.html', title='Page not found', message=message), 404
+
+
+def _database_busy(error):
+    """503 with Retry-After when the database stayed locked past its busy timeout (SQLite's
+    "database is locked", or "database table is locked"): the transaction that met the lock is
+    rolled back, so nothing was changed and the request can be sent again. Any other
+    OperationalError is a fault, and stays one."""
+    if 'is locked' not in str(error):
+        raise error
+    if request.path.startswith('/api/'):
+        response = api_http_error(ServiceUnavailable(BUSY_MESSAGE))
+    else:
+        if '_login_user' not in g:  # the lock struck while the session was being looked up:
+            g._login_user = login_manager.anonymous_user()  # the page must not look again
+        response = make_response(render_template('error.html', title='Penstock is busy',
+                                                 message=BUSY_MESSAGE), 503)
+    response.headers['Retry-After'] = str(BUSY_RETRY_AFTER)
+    return response
 
 
 def _csrf_failed(error):

@@ -20,6 +20,8 @@ COMPRESSIBLE = {'text/css', 'text/javascript', 'application/javascript', 'image/
 # Public answers that are the same for everyone: they carry no cookie, so caches may keep them.
 PUBLIC_ENDPOINTS = {'static', 'avatars.image'}
 ENCODINGS = ('br', 'gzip')  # preferred first when the client rates them alike
+# An SVG opened by itself is a document that could run script; no other asset is a document.
+SVG_CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'"
 
 # (path, mtime_ns, size) -> Asset; shared by every app in the process, so each file is read,
 # hashed and compressed once per version, not once per create_app() or per request.
@@ -81,9 +83,15 @@ def _compress(response):
     token, a typed value echoed in a form error) are only ever in answers to POSTs, which stay
     uncompressed; GET pages hold the CSRF token, and cookies are SameSite=Lax, so another site
     can only make them arrive by navigating the whole window, once per guess."""
-    if request.method not in ('GET', 'HEAD') or request.endpoint == 'static':
-        return response
+    if request.method not in ('GET', 'HEAD') or request.endpoint in PUBLIC_ENDPOINTS:
+        return response  # static files come precompressed; avatars are WebP already
     return current_app.extensions['compress'].after_request(response)
+
+
+def is_asset(response):
+    """Whether `response` is a static file or an avatar image (not a page, an error page or a
+    redirect): it needs none of the headers that only a document uses."""
+    return request.endpoint in PUBLIC_ENDPOINTS and response.mimetype != 'text/html'
 
 
 def asset(filename):
@@ -146,5 +154,7 @@ def serve_static(filename):
     if found.compressible:
         response.vary.add('Accept-Encoding')
     response.headers['Cache-Control'] = lifetime
+    if lifetime == IMMUTABLE:
+        return response  # never revalidated: its name changes with its content
     response.set_etag(f'{found.digest}-{encoding or "identity"}')
     return response.make_conditional(request)

@@ -1,6 +1,8 @@
 """The Peewee models of Penstock and the account rules that belong to them."""
+import base64
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import hmac
 import json
@@ -8,8 +10,10 @@ import os
 import re
 import secrets
 import string
+import threading
 import unicodedata
 import zlib
+from urllib.parse import parse_qsl, urlencode
 
 from peewee import (
     BlobField,
@@ -96,8 +100,9 @@ def utcnow():
 
 
 def new_id(prefix):
-    """A public id that cannot be guessed: prefix, underscore, 20 base32 characters."""
-    return prefix + '_' + ''.join(secrets.choice(ID_ALPHABET) for _ in range(20))
+    """A public id that cannot be guessed: prefix, underscore, 20 base32 characters (100
+    random bits, in ID_ALPHABET)."""
+    return prefix + '_' + base64.b32hexencode(secrets.token_bytes(13)).decode()[:20].lower()
 
 
 def sha256(value):
@@ -156,14 +161,45 @@ class WrongCode(Refused):
 
 
 def open_database(url):
-    """Open the database at a DATABASE_URL, with the pragmas SQLite needs here."""
-    if url.startswith('sqlite://'):
-        # Pooled: a connection outlives the request, so its pragmas are set once, not per
-        # request; no cap, as each thread holds at most one.
-        return connect('sqlite+pool' + url[len('sqlite'):], pragmas=SQLITE_PRAGMAS,
-                       check_same_thread=False, max_connections=None)
-    if url.startswith('sqlite'):
-        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+    """Open the database at a DATABASE_URL, pooled: a connection outlives the request, so it is
+    set up once (SQLite's pragmas, PostgreSQL's login), not on every request.
+
+    On SQLite, `?timeout=` (seconds, default 5) is how long a write waits for another's lock
+    before it fails with "database is locked"."""
+    scheme = url.partition('://')[0]
+    if scheme.startswith('sqlite'):
+        base, _, query = url.partition('?')
+        pragmas, rest = dict(SQLITE_PRAGMAS), []
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            if name != 'timeout':
+                rest.append((name, value))
+                continue
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = -1
+            if not 0 <= seconds <= 3600:
+                raise ValueError(f'DATABASE_URL: timeout is a number of seconds from 0 to 3600 '
+                                 f'(like 5 or 0.5), not {value!r}')
+            # As busy_timeout: the pragma, set after connecting, overrides the driver's own
+            # timeout, and the pool would take `timeout` as its own wait for a free connection.
+            pragmas['busy_timeout'] = round(seconds * 1000)
+        url = base + ('?' + urlencode(rest) if rest else '')
+        if scheme == 'sqlite':
+            # No cap, as each thread holds at most one.
+            return connect('sqlite+pool' + url[len('sqlite'):], pragmas=pragmas,
+                           check_same_thread=False, max_connections=None)
+        return connect(url, pragmas=pragmas, check_same_thread=False)
+    if scheme in ('postgres', 'postgresql'):
+        # Per process: a sync worker holds one connection, a threaded server one a thread.
+        # At most 20, a request waiting up to 10 s for one to come free rather than failing;
+        # each is replaced after 5 minutes, so the pool follows a failover or a restart.
+        # The URL's own ?max_connections=, ?stale_timeout= or ?timeout= win.
+        given = dict(parse_qsl(url.partition('?')[2]))
+        pool = {name: value for name, value in
+                (('max_connections', 20), ('stale_timeout', 300), ('timeout', 10))
+                if name not in given}
+        return connect(scheme + '+pool' + url[len(scheme):], **pool)
     return connect(url)
 
 
@@ -176,6 +212,80 @@ class BaseModel(Model):
     class Meta:
         database = db
         legacy_table_names = False
+
+    # Peewee builds a query's SQL anew each time it runs, which takes longer than SQLite takes
+    # to run it. fetch/add/store are for the queries most requests make: their SQL is built
+    # once per kind of database, and a row becomes an instance directly.
+
+    @classmethod
+    def fetch(cls, field, value, lock=False, join=None):
+        """The row whose `field` equals `value`, or None; `lock` locks it as locked() does.
+        `join`, a foreign key of this model, reads the row it points to in the same query."""
+        models = [cls, join.rel_model] if join else [cls]
+
+        def build():
+            query = cls.select(*models).where(field == value)
+            if join:
+                query = query.join(join.rel_model, on=(join == join.rel_field))
+            return (locked(query) if lock else query).sql()
+        params = [field.db_value(value)]
+        row = db.execute_sql(_prepared(('fetch', cls, field.name, lock, join and join.name),
+                                       build, params), params).fetchone()
+        if row is None:
+            return None
+        instances, start = [], 0
+        for model in models:
+            fields = model._meta.sorted_fields
+            instance = model(__no_default__=1)
+            instance.__data__ = {column.name: None if raw is None else column.python_value(raw)
+                                 for column, raw in zip(fields, row[start:start + len(fields)])}
+            instances.append(instance)
+            start += len(fields)
+        if join:
+            setattr(instances[0], join.name, instances[1])
+        instances[0]._dirty.clear()
+        return instances[0]
+
+    @classmethod
+    def add(cls, **values):
+        """Insert one row, as create() does (defaults filled in), and return it."""
+        row = cls(**values)
+        fields = cls._meta.sorted_fields
+        params = [field.db_value(row.__data__.get(field.name)) for field in fields]
+        sql = _prepared(('add', cls), lambda: cls.insert(
+            {field: row.__data__.get(field.name) for field in fields}).sql(), params)
+        db.execute_sql(sql, params)
+        row._dirty.clear()
+        return row
+
+    def store(self):
+        """Write every column of this row. Only for a row read under lock in the current
+        transaction (fetch with `lock`), so that nothing written meanwhile is overwritten."""
+        cls, key = type(self), self._meta.primary_key
+        fields = [field for field in self._meta.sorted_fields if field is not key]
+        params = ([field.db_value(self.__data__.get(field.name)) for field in fields]
+                  + [key.db_value(self._pk)])
+        sql = _prepared(('store', cls), lambda: cls.update(
+            {field: self.__data__.get(field.name) for field in fields}).where(
+                key == self._pk).sql(), params)
+        db.execute_sql(sql, params)
+        self._dirty.clear()
+
+
+_PREPARED = {}
+
+
+def _prepared(key, build, params):
+    """The SQL text that `build()` makes for this kind of database, made once. The first time,
+    the parameters it made are checked against `params`, the order the caller will pass."""
+    key = (type(db.obj),) + key
+    sql = _PREPARED.get(key)
+    if sql is None:
+        sql, built = build()
+        if list(built) != list(params):
+            raise RuntimeError(f'{key}: SQL parameters {built!r} are not in the order {params!r}')
+        _PREPARED[key] = sql
+    return sql
 
 
 class User(BaseModel):
@@ -359,16 +469,20 @@ class Preferences(BaseModel):
 
     @classmethod
     def for_user(cls, user):
-        return cls.get(cls.user == user)
+        preferences = cls.fetch(cls.user, user)
+        if preferences is None:
+            raise cls.DoesNotExist(f'no preferences for {user}')
+        return preferences
 
-    def change(self, values, user, ip=None):
-        """Set each named switch; returns True when something changed (and was audited).
+    @classmethod
+    def change(cls, user, values, ip=None):
+        """Set each named switch of `user`'s preferences and audit what changed; returns the
+        preferences as stored now.
 
-        The row is read again under the write lock and only the switches that change are
-        written, so a switch changed meanwhile by another request keeps its new value."""
-        cls = type(self)
+        The row is read under the write lock and changed from what it holds then, so a
+        switch changed meanwhile by another request keeps its new value."""
         with write_transaction():
-            current = locked(cls.select().where(cls.user == self.user_id)).get()
+            current = cls.fetch(cls.user, user.id, lock=True)
             changed = {name: {'old': getattr(current, name), 'new': bool(on)}
                        for name, on in values.items() if getattr(current, name) != bool(on)}
             if changed:
@@ -376,13 +490,11 @@ class Preferences(BaseModel):
                     setattr(current, name, diff['new'])
                 current.updated_at = utcnow()
                 current.version_id += 1
-                current.save(only=[cls._meta.fields[name] for name in changed]
-                             + [cls.updated_at, cls.version_id])
+                current.store()
                 AuditRecord.write('user.preferences.update', user, ip, target=user,
                                   data={'communication_' + n: 'enabled' if d['new'] else
                                         'disabled' for n, d in changed.items()})
-        self.__data__ = dict(current.__data__)  # what is stored now, for the answer
-        return bool(changed)
+        return current
 
 
 class Session(BaseModel):
@@ -397,6 +509,7 @@ class Session(BaseModel):
     authenticated_at = DateTimeField(null=True)  # when the password was last typed in it
 
     secret = None  # set only on the instance that was just opened
+    touched = False  # set by lookup() when it moved last_seen_at on
 
     @property
     def recently_authenticated(self):
@@ -444,16 +557,17 @@ class Session(BaseModel):
 
     @classmethod
     def lookup(cls, secret, max_idle):
-        """The live session whose cookie secret this is, touched at most once a minute."""
-        session = (cls.select(cls, User).join(User)
-                   .where(cls.token_hash == sha256(secret)).first())
+        """The live session whose cookie secret this is, with its user, touched at most once
+        a minute (then `touched` is True)."""
+        session = cls.fetch(cls.token_hash, sha256(secret), join=cls.user)
         if session is None:
             return None
         now = utcnow()
         if now - session.last_seen_at > max_idle:
             session.delete_instance()
             return None
-        if now - session.last_seen_at > SESSION_TOUCH_EVERY:
+        session.touched = now - session.last_seen_at > SESSION_TOUCH_EVERY
+        if session.touched:
             cls.update(last_seen_at=now).where(cls.id == session.id).execute()
         session.secret = secret
         return session
@@ -487,7 +601,7 @@ class AuditRecord(BaseModel):
     @classmethod
     def write(cls, action_type, actor, ip, target=None, data=None, identity=None):
         identity = identity or actor
-        return cls.create(
+        return cls.add(
             identity=identity, identity_handle=identity.handle, action_type=action_type,
             actor_id=actor.id, actor_handle=actor.handle,
             actor_display_name=actor.display_name, actor_ip=ip,
@@ -501,8 +615,51 @@ def write_transaction(exclusive=True):
     (a count, an attempt counter, a version) hold however many app servers share the
     database. `exclusive=False` is for a transaction whose row locks are enough."""
     if isinstance(db.obj, SqliteDatabase):
-        return db.atomic('IMMEDIATE')
+        return _sqlite_write_transaction()
     return _advisory_transaction() if exclusive else db.atomic()
+
+
+class _WriterTurn(threading.local):
+    """This thread's hold on a SQLite database's writer file lock (see below)."""
+    pid = path = fd = None
+    depth = 0  # write transactions nest (as savepoints); the outermost takes the lock
+
+
+_writer_turn = _WriterTurn()
+
+
+@contextlib.contextmanager
+def _sqlite_write_transaction():
+    """BEGIN IMMEDIATE once this thread holds the database's writer lock, a file lock on
+    `<database>-writer`. Waiting for SQLite's own write lock is sleeping 1, 2, 5, 10 ms… and
+    trying again, far longer than a write here holds it (a fraction of a millisecond), until
+    the busy timeout ends it; a file lock wakes the next writer as soon as it is free, however
+    long the queue. The kernel drops the lock of a process that dies. Writes outside
+    write_transaction() still wait for SQLite's lock (its busy timeout), as before; so does
+    one inside another transaction, which may hold SQLite's lock already (waiting for the
+    file lock then could deadlock)."""
+    path = db.obj.database
+    if (path in ('', ':memory:') or path.startswith('file:')
+            or (db.in_transaction() and not _writer_turn.depth)):
+        with db.atomic('IMMEDIATE') as transaction:
+            yield transaction
+        return
+    turn = _writer_turn
+    if (turn.pid, turn.path) != (os.getpid(), path):
+        if turn.fd is not None and turn.pid == os.getpid() and turn.depth == 0:
+            os.close(turn.fd)
+        turn.pid, turn.path, turn.depth = os.getpid(), path, 0
+        turn.fd = os.open(path + '-writer', os.O_RDWR | os.O_CREAT, 0o600)
+    if turn.depth == 0:
+        fcntl.flock(turn.fd, fcntl.LOCK_EX)
+    turn.depth += 1
+    try:
+        with db.atomic('IMMEDIATE') as transaction:
+            yield transaction
+    finally:
+        turn.depth -= 1
+        if turn.depth == 0:
+            fcntl.flock(turn.fd, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

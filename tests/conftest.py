@@ -83,6 +83,23 @@ def no_secret_in_logs(_note_secrets):
     assert not leaks, f'secrets in log lines: {leaks[:3]}'
 
 
+@pytest.fixture(autouse=True)
+def _close_databases(monkeypatch):
+    """After each test, close every connection of every database opened during it: a pool
+    keeps its connections after close(), and one left to the garbage collector warns (an
+    error here) from whichever later test it happens in."""
+    opened, open_database = [], models.open_database
+
+    def noted(url):
+        opened.append(open_database(url))
+        return opened[-1]
+
+    monkeypatch.setattr(models, 'open_database', noted)
+    yield
+    for database in opened:
+        getattr(database, 'close_all', database.close)()
+
+
 def _postgres_admin(sql):
     import psycopg  # only a PostgreSQL run needs the driver
     with psycopg.connect(TEST_DATABASE, autocommit=True) as connection:
@@ -105,7 +122,7 @@ def _postgres_template():
     _postgres_admin(f'CREATE DATABASE {template}')
     database = models.open_database(_postgres_url(template))
     models.migrate(database)
-    database.close()
+    database.close_all()  # a pooled connection left open would stop every copy of it
     yield template
     _postgres_admin(f'DROP DATABASE IF EXISTS {template} WITH (FORCE)')
 

@@ -114,9 +114,9 @@ def test_hosts_and_connection_strings_follow_a_handle_change(api, alice):
         'postgresql://alicia:') and '@alicia-analytics.' in item['connection_string']
 
 
-def test_hosts_use_the_configured_workspace_domain(tmp_path):
+def test_hosts_use_the_configured_workspace_domain(database_url):
     app = create_app({'TESTING': True, 'SECRET_KEY': 'x', 'GRAVATAR_ENABLED': False,
-                      'DATABASE_URL': f'sqlite:///{tmp_path}/domain.db',
+                      'DATABASE_URL': database_url,
                       'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
                       'WORKSPACE_DOMAIN': 'db.example.net'})
     try:

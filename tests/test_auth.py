@@ -1,4 +1,6 @@
 """Signing up, logging in, logging out and throttling."""
+import datetime
+
 import pytest
 
 import models
@@ -160,16 +162,23 @@ def test_a_session_idle_past_its_lifetime_is_refused(client, app, logged_in):
         assert models.Session.select().count() == 0
 
 
-def test_session_last_seen_is_written_at_most_once_a_minute(client, logged_in):
+def test_session_last_seen_and_the_cookie_are_renewed_at_most_once_a_minute(client, logged_in):
     with models.db.connection_context():
         first = models.Session.get().last_seen_at
-    client.get('/user/alice/settings/profile')
+    client.get('/user/alice/settings/profile')  # the first form stores the CSRF token
+    response = client.get('/user/alice/settings/profile')
+    assert 'Set-Cookie' not in response.headers  # not re-sent with every answer
     with models.db.connection_context():
         assert models.Session.get().last_seen_at == first
         models.Session.update(last_seen_at=first - models.SESSION_TOUCH_EVERY * 2).execute()
-    client.get('/user/alice/settings/profile')
+    response = client.get('/user/alice/settings/profile')
     with models.db.connection_context():
         assert models.Session.get().last_seen_at > first
+    # The cookie's expiry moves on with the row's: 14 days from now, as at login.
+    cookie = response.headers['Set-Cookie']
+    assert cookie.startswith('penstock_session=') and 'Expires=' in cookie
+    assert client.get_cookie('penstock_session').expires > (
+        datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=13))
 
 
 def test_failed_logins_are_throttled_per_account_even_with_the_right_password(client, user):

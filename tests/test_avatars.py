@@ -115,6 +115,22 @@ def current_url(handle='alice', size=imaging.LARGE):
     return f'/avatars/{user.id}/{user.avatar_version}/{size}.webp'
 
 
+def offered(img):
+    """The images an avatar <img> offers: {'src': URL} and its srcset as {'1x': URL, ...}."""
+    images = {'src': img['src']}
+    for candidate in filter(str.strip, img.get('srcset', '').split(',')):
+        url, density = candidate.split()
+        images[density] = url
+    return images
+
+
+def card_images(handle='alice'):
+    """What the profile card's avatar offers: the 96 px image (which the header shows too) at
+    1×, the 460 px one from 2×."""
+    small = current_url(handle, size=imaging.SMALL)
+    return {'src': small, '1x': small, '2x': current_url(handle)}
+
+
 def snapshot(handle='alice'):
     """What a change to `handle`'s avatar would show up in."""
     avatar = avatar_row(handle)
@@ -140,7 +156,7 @@ def test_the_avatar_is_a_change_avatar_control_with_the_limits_beside_it(client,
     card = page.find('section', id='profile-card')
     label = card.find('label', attrs={'for': 'avatar-file'})
     assert label.get_text(strip=True) == 'Change avatar'
-    assert label.find('img', class_='avatar')['src'] == current_url()
+    assert offered(label.find('img', class_='avatar')) == card_images()
     field = card.find('input', id='avatar-file')
     assert field['type'] == 'file' and field['name'] == 'avatar'
     assert field['accept'] == 'image/jpeg,image/png'
@@ -213,7 +229,8 @@ def test_saving_a_crop_shows_exactly_that_square_as_the_avatar(client, logged_in
         assert page.find(id='flash').get_text(strip=True) == 'Avatar saved.'
         new_url = current_url()
         assert new_url != old_url and user_row().avatar_version == version
-        assert page.find('label', attrs={'for': 'avatar-file'}).find('img')['src'] == new_url
+        card = page.find('label', attrs={'for': 'avatar-file'})
+        assert offered(card.find('img')) == card_images()
         large = served(client, new_url)
         assert large.size == (460, 460)
         assert_shows(large, UPRIGHT, box)
@@ -282,7 +299,7 @@ def test_saving_with_htmx_swaps_the_card_and_the_header_avatar(client, logged_in
     assert fragment.find('html') is None
     card = fragment.find('section', id='profile-card')
     assert 'crop-step' not in card.get('class', [])
-    assert card.find('label', attrs={'for': 'avatar-file'}).find('img')['src'] == new_url
+    assert offered(card.find('label', attrs={'for': 'avatar-file'}).find('img')) == card_images()
     assert card.find('button', string='Reset')
     header = fragment.find('header', id='topbar')
     assert header['hx-swap-oob'] == 'true'
@@ -302,7 +319,7 @@ def test_reset_with_htmx_swaps_the_card_and_the_header_avatar(client, logged_in)
     assert fragment.find('html') is None
     card = fragment.find('section', id='profile-card')
     assert card.find('button', string='Reset') is None
-    assert card.find('label', attrs={'for': 'avatar-file'}).find('img')['src'] == current_url()
+    assert offered(card.find('label', attrs={'for': 'avatar-file'}).find('img')) == card_images()
     header = fragment.find('header', id='topbar')
     assert header['hx-swap-oob'] == 'true'
     assert {img['src'] for img in header.find_all('img')} == {current_url(size=96)}
@@ -563,7 +580,7 @@ def test_an_account_from_before_avatars_gets_one_when_first_shown(client, logged
         models.Avatar.delete().execute()
     assert avatar_row() is None
     page = html(client.get(URL))
-    assert page.find('label', attrs={'for': 'avatar-file'}).find('img')['src'] == current_url()
+    assert offered(page.find('label', attrs={'for': 'avatar-file'}).find('img')) == card_images()
     image = served(client, current_url())
     assert image.size == (460, 460)
     assert client.get(current_url()).get_data() == imaging.generated(avatar_row().seed)[0]

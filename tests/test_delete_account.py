@@ -59,7 +59,7 @@ def give_everything(app, user, other_user):
         request.exchange(request.confirm(alice), '192.0.2.2')
         models.LoginRequest.start('192.0.2.3').confirm(alice)
         models.AvatarUpload.start(alice, png())
-        models.Preferences.for_user(alice).change({'community_updates': True}, alice)
+        models.Preferences.change(alice, {'community_updates': True})
         models.HandleHold.create(handle='alice-old', user=alice,
                                  until=models.utcnow() + models.HANDLE_HOLD)
         bob = models.User.get_by_id(other_user.id)

@@ -15,6 +15,7 @@ import imaging
 import models
 from app import DEMO_HANDLE
 from tests.conftest import PASSWORD, csrf_token, html
+from tests.test_avatars import offered
 
 GREEN, ORANGE = (40, 170, 60), (240, 140, 30)
 SIGNUP_EMAIL = '  Carol@Example.COM '  # as typed: spaces around, mixed case
@@ -159,9 +160,11 @@ def carol():
 
 
 def shown_avatar(client):
-    """The avatar <img> src on carol's profile page, and the image that URL serves."""
+    """The large avatar carol's profile card offers (to 2× screens), and the image it serves."""
     page = html(client.get('/user/carol/settings/profile'))
-    src = page.find('label', attrs={'for': 'avatar-file'}).find('img')['src']
+    images = offered(page.find('label', attrs={'for': 'avatar-file'}).find('img'))
+    src = images['2x']
+    assert images['src'] == images['1x'] == src.replace('/460.webp', '/96.webp'), images
     response = client.get(src)
     assert response.status_code == 200 and response.mimetype == 'image/webp'
     return src, response.get_data()
@@ -214,7 +217,7 @@ def test_a_found_avatar_is_served_by_us_so_browsers_contact_no_third_party(clien
     assert signed_up_with_a_lookup(client, lookups).result(timeout=10) is True
     response = client.get('/user/carol/settings/profile')
     user, _ = carol()
-    sources = [img['src'] for img in html(response).find_all('img')]
+    sources = [url for img in html(response).find_all('img') for url in offered(img).values()]
     assert f'/avatars/{user.id}/2/460.webp' in sources
     assert all(src.startswith('/') and not src.startswith('//') for src in sources), sources
     assert "img-src 'self'" in response.headers['Content-Security-Policy'].split('; ')

@@ -1,6 +1,7 @@
 """The database: migrations, ids, and everything of a user going with the user."""
 import re
 
+import pytest
 from playhouse.migrations import Runner
 
 import imaging
@@ -68,6 +69,58 @@ def test_ids_are_prefixed_random_base32():
     ids = {models.new_id('u') for _ in range(1000)}
     assert len(ids) == 1000
     assert all(re.fullmatch(r'u_[0-9a-v]{20}', i) for i in ids)
+
+
+def columns(row):
+    return {field.name: row.__data__.get(field.name) for field in row._meta.sorted_fields}
+
+
+def test_fetch_reads_what_peewee_reads_and_none_when_there_is_nothing(app, user, other_user):
+    with models.db.connection_context():
+        for model, field, value in ((models.User, models.User.id, user.id),
+                                    (models.User, models.User.handle, 'bob'),
+                                    (models.Preferences, models.Preferences.user, user.id),
+                                    (models.Avatar, models.Avatar.user, user)):
+            fetched = model.fetch(field, value)
+            assert fetched.__data__ == model.get(field == value).__data__, model.__name__
+            assert not fetched.is_dirty()
+        assert models.User.fetch(models.User.handle, 'nobody') is None
+        with models.write_transaction():
+            locked = models.Preferences.fetch(models.Preferences.user, user.id, lock=True)
+        assert locked.__data__ == models.Preferences.for_user(user.id).__data__
+
+
+def test_fetch_with_join_brings_the_row_it_points_to(app, client, logged_in):
+    with models.db.connection_context():
+        stored = models.Session.get()
+        session = models.Session.fetch(models.Session.token_hash, stored.token_hash,
+                                       join=models.Session.user)
+        assert session.__data__ == stored.__data__
+        assert session.user.__data__ == models.User.get_by_id(logged_in.id).__data__
+        models.User.delete().where(models.User.id == logged_in.id).execute()
+        assert models.Session.fetch(models.Session.token_hash, stored.token_hash,
+                                    join=models.Session.user) is None
+
+
+def test_add_inserts_as_create_does_and_store_writes_every_column(app, user):
+    with models.db.connection_context():
+        record = models.AuditRecord.add(identity=user, identity_handle=user.handle,
+                                        action_type='test.action', actor_ip=None)
+        assert re.fullmatch(r'a_[0-9a-v]{20}', record.id) and record.data == '{}'
+        assert columns(models.AuditRecord.get_by_id(record.id)) == columns(record)
+        with models.write_transaction():
+            preferences = models.Preferences.fetch(models.Preferences.user, user.id, lock=True)
+            preferences.tips_and_tricks, preferences.version_id = True, 7
+            preferences.updated_at = models.utcnow()
+            preferences.store()
+        assert models.Preferences.for_user(user.id).__data__ == preferences.__data__
+
+
+def test_prepared_sql_refuses_parameters_in_another_order(app):
+    with pytest.raises(RuntimeError, match='not in the order'):
+        models._prepared(('test-order',), lambda: ('SELECT ?, ?', [1, 2]), [2, 1])
+    assert models._prepared(('test-order',), lambda: ('SELECT ?, ?', [1, 2]), [1, 2]) == (
+        'SELECT ?, ?')
 
 
 def test_everything_about_a_user_goes_with_the_user(app, user, other_user):

@@ -3,9 +3,6 @@ reset of authentication hold across both, because all of it lives in the databas
 propagation workers on it never work on one workspace at once.
 
 Runs only when the tests run on PostgreSQL (PENSTOCK_TEST_DATABASE); SQLite is one machine."""
-import os
-import socket
-import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -15,9 +12,10 @@ import pytest
 from bs4 import BeautifulSoup
 
 import models
-from tests.conftest import ON_POSTGRES, PASSWORD, TEST_PASSWORD_KEY
+from tests.conftest import ON_POSTGRES, PASSWORD
+from tests.servers import gunicorn
 from tests.test_propagation import LEASE, setup
-from tests.test_token_limit_concurrency import GUNICORN, ROOT, SECRET_KEY, Browser, post_create
+from tests.test_token_limit_concurrency import Browser, post_create
 
 pytestmark = pytest.mark.skipif(not ON_POSTGRES, reason='needs PostgreSQL: set '
                                                         'PENSTOCK_TEST_DATABASE (make test-postgres)')
@@ -27,38 +25,10 @@ RACERS = 10
 @pytest.fixture
 def servers(tmp_path, database_url):
     """Two gunicorn servers (2 sync workers each) on the same migrated database, as two
-    hosts behind a load balancer would be; yields their base URLs.
-
-    Each listening socket is made here and handed over, so requests queue until a worker is
-    up instead of the test polling for the port."""
-    env = {**os.environ, 'DATABASE_URL': database_url, 'SECRET_KEY': SECRET_KEY,
-           'SECURE_COOKIES': '0', 'GRAVATAR_ENABLED': '0',
-           'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY}
-    started = []
-    try:
-        for name in ('a', 'b'):
-            listener = socket.socket()
-            listener.bind(('127.0.0.1', 0))
-            listener.listen(64)
-            listener.set_inheritable(True)
-            log = open(tmp_path / f'gunicorn-{name}.log', 'wb')
-            process = subprocess.Popen(
-                [str(GUNICORN), '-w', '2', '-b', f'fd://{listener.fileno()}', '--timeout', '30',
-                 'app:create_app()'],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                pass_fds=(listener.fileno(),))
-            started.append((process, listener, log))
-        yield [f'http://127.0.0.1:{listener.getsockname()[1]}' for _, listener, _ in started]
-    finally:
-        for process, listener, log in started:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-            listener.close()
-            log.close()
+    hosts behind a load balancer would be; yields their base URLs."""
+    with gunicorn(database_url, tmp_path / 'gunicorn-a.log', workers=2) as (a, _), \
+            gunicorn(database_url, tmp_path / 'gunicorn-b.log', workers=2) as (b, _):
+        yield [a, b]
 
 
 def on(base, browser):

@@ -184,9 +184,9 @@ def test_session_cookie_is_httponly_lax_and_secure(client, user):
     assert '; HttpOnly' in cookie and '; SameSite=Lax' in cookie and '; Secure' in cookie
 
 
-def test_cookies_can_be_made_insecure_for_plain_http_development(tmp_path, monkeypatch):
+def test_cookies_can_be_made_insecure_for_plain_http_development(database_url, monkeypatch):
     monkeypatch.setenv('SECURE_COOKIES', '0')
-    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': f'sqlite:///{tmp_path}/db.sqlite',
+    app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': database_url,
                       'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
     assert app.config['SESSION_COOKIE_SECURE'] is False
 

@@ -9,16 +9,32 @@ from flask import url_for
 from PIL import Image
 
 from tests.conftest import HTMX, csrf_token, html
+from tests.test_avatars import crop_step, offered
 
 IMMUTABLE = 'public, max-age=31536000, immutable'
-ASSETS = ('favicon.svg', 'css/app.css', 'vendor/htmx.min.js', 'js/app.js', 'js/avatar.js')
+ASSETS = ('favicon.svg', 'css/app.css', 'vendor/htmx.min.js', 'js/app.js')
+ON_DEMAND = ('js/crop.js',)  # named by the step that needs it (data-script), loaded by app.js
 
 
 def asset_urls(page):
-    """Every static URL a page references, as a browser would fetch them."""
+    """Every static URL a page references, as a browser would fetch them (a data-script once
+    app.js sees it)."""
     soup = html(page)
     return ([link['href'] for link in soup.find_all('link', href=True)]
-            + [script['src'] for script in soup.find_all('script', src=True)])
+            + [script['src'] for script in soup.find_all('script', src=True)]
+            + [element['data-script'] for element in soup.find_all(attrs={'data-script': True})])
+
+
+def hashed_names(urls, names):
+    """{name: its digest in `urls`} for each of `names`, checking each is named exactly once."""
+    digests = {}
+    for name in names:
+        stem, ext = name.rsplit('.', 1)
+        found = [url[len(f'/static/{stem}.'):-len(f'.{ext}')] for url in urls
+                 if url.startswith(f'/static/{stem}.') and url.endswith(f'.{ext}')]
+        assert len(found) == 1, (name, urls)
+        digests[name] = found[0]
+    return digests
 
 
 def read(app, name):
@@ -30,21 +46,36 @@ def test_pages_reference_every_asset_by_a_name_that_carries_its_content_hash(app
                                                                           logged_in):
     urls = asset_urls(client.get('/user/alice/settings/profile'))
     assert len(urls) == len(ASSETS)
-    for name in ASSETS:
-        stem, ext = name.rsplit('.', 1)
-        digests = [url[len(f'/static/{stem}.'):-len(f'.{ext}')] for url in urls
-                   if url.startswith(f'/static/{stem}.') and url.endswith(f'.{ext}')]
-        assert len(digests) == 1, (name, urls)
-        assert len(digests[0]) == 12 and all(c in '0123456789abcdef' for c in digests[0])
+    for digest in hashed_names(urls, ASSETS).values():
+        assert len(digest) == 12 and all(c in '0123456789abcdef' for c in digest)
+
+
+@pytest.mark.parametrize('headers', [{}, HTMX], ids=['page', 'htmx'])
+def test_the_crop_script_is_named_only_by_the_crop_step_that_needs_it(app, client, logged_in,
+                                                                       headers):
+    profile = asset_urls(client.get('/user/alice/settings/profile', headers=headers))
+    assert not [url for url in profile if '/js/crop.' in url]
+    _, step = crop_step(client)
+    if headers:
+        step = client.get(step.request.full_path, headers=headers)
+        assert html(step).find('html') is None
+    stage = html(step).find(attrs={'data-crop': True})
+    digest = hashed_names([stage['data-script']], ON_DEMAND)['js/crop.js']
+    response = client.get(stage['data-script'])
+    assert response.status_code == 200 and response.mimetype == 'text/javascript'
+    assert response.get_data() == read(app, 'js/crop.js') and len(digest) == 12
 
 
 def test_hashed_assets_are_cached_for_a_year_and_serve_the_file_itself(app, client, logged_in):
     urls = asset_urls(client.get('/user/alice/settings/profile'))
+    urls += asset_urls(crop_step(client)[1])
     for url in urls:
         response = client.get(url)
         assert response.status_code == 200
         assert response.headers['Cache-Control'] == IMMUTABLE
         assert 'Content-Encoding' not in response.headers  # this client asked for none
+        # never revalidated (its name changes with its content), so no validator to send
+        assert 'ETag' not in response.headers and 'Last-Modified' not in response.headers
     css = next(url for url in urls if url.endswith('.css'))
     assert client.get(css).get_data() == read(app, 'css/app.css')
     assert client.get(css).mimetype == 'text/css'
@@ -75,12 +106,15 @@ def test_unhashed_paths_still_work_for_links_from_outside_but_are_revalidated(ap
     assert again.status_code == 304 and again.get_data() == b''
 
 
-def test_a_hashed_asset_answers_304_to_a_matching_etag(client):
-    url = asset_urls(client.get('/login'))[1]
-    first = client.get(url, headers={'Accept-Encoding': 'gzip'})
-    again = client.get(url, headers={'Accept-Encoding': 'gzip',
-                                     'If-None-Match': first.headers['ETag']})
+def test_an_unhashed_name_answers_304_to_the_etag_of_the_encoding_it_sent(client):
+    first = client.get('/static/js/app.js', headers={'Accept-Encoding': 'gzip'})
+    assert first.headers['Content-Encoding'] == 'gzip'
+    again = client.get('/static/js/app.js', headers={'Accept-Encoding': 'gzip',
+                                                     'If-None-Match': first.headers['ETag']})
     assert again.status_code == 304
+    other = client.get('/static/js/app.js', headers={'Accept-Encoding': 'br',
+                                                     'If-None-Match': first.headers['ETag']})
+    assert other.status_code == 200 and other.headers['Content-Encoding'] == 'br'
 
 
 @pytest.mark.parametrize('encoding, decompress', [('gzip', gzip.decompress),
@@ -128,6 +162,7 @@ def test_images_are_never_recompressed(client, logged_in):
     src = html(client.get('/user/alice/settings/profile')).find('img', class_='avatar')['src']
     response = client.get(src, headers={'Accept-Encoding': 'gzip, br'})
     assert response.status_code == 200 and 'Content-Encoding' not in response.headers
+    assert 'Vary' not in response.headers  # the same bytes whatever the client takes
     assert Image.open(io.BytesIO(response.get_data())).format == 'WEBP'
     again = client.get(src, headers={'Accept-Encoding': 'gzip, br',
                                      'If-None-Match': response.headers['ETag']})
@@ -155,8 +190,10 @@ def test_streamed_exports_are_sent_as_made(client, logged_in):
 def test_assets_and_avatars_carry_no_cookie_so_shared_caches_can_keep_them(client, logged_in):
     page = client.get('/user/alice/settings/profile')
     assert 'Set-Cookie' in page.headers  # the page itself still refreshes the session
-    avatar = html(page).find('img', class_='avatar')['src']
-    for url in asset_urls(page) + [avatar]:
+    card = html(page).find('label', attrs={'for': 'avatar-file'}).find('img', class_='avatar')
+    avatars = sorted(set(offered(card).values()))
+    assert len(avatars) == 2  # 96 px and 460 px
+    for url in asset_urls(page) + avatars:
         response = client.get(url)
         assert response.status_code == 200, url
         assert 'Set-Cookie' not in response.headers, url

@@ -2,27 +2,19 @@
 or PostgreSQL when the tests run there)."""
 import http.client
 import http.cookiejar
-import os
-import socket
-import subprocess
-import sys
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from bs4 import BeautifulSoup
 from flask import Flask
 
 import models
-from tests.conftest import TEST_PASSWORD_KEY
+from tests.servers import SECRET_KEY, gunicorn
 
-ROOT = Path(__file__).resolve().parents[1]
-GUNICORN = Path(sys.executable).parent / 'gunicorn'
-SECRET_KEY = 'concurrency-test'
 REQUESTS = 20
 LIMIT_REFUSAL = ('You already have 2 tokens, the most you can have at a time. '
                  'Delete one to create another.')
@@ -30,37 +22,12 @@ LIMIT_REFUSAL = ('You already have 2 tokens, the most you can have at a time. '
 
 @pytest.fixture
 def server(tmp_path, database_url):
-    """gunicorn with 4 worker processes on a migrated database; yields (base URL, its URL).
-
-    The listening socket is made here and handed over, so requests queue until a worker is up
-    instead of the test polling for the port."""
+    """gunicorn with 4 worker processes on a migrated database; yields (base URL, its URL)."""
     connection = models.open_database(database_url)
     models.migrate(connection)
     connection.close()
-
-    listener = socket.socket()
-    listener.bind(('127.0.0.1', 0))
-    listener.listen(64)
-    listener.set_inheritable(True)
-    env = {**os.environ, 'DATABASE_URL': database_url, 'SECRET_KEY': SECRET_KEY,
-           'SECURE_COOKIES': '0', 'GRAVATAR_ENABLED': '0',  # signups must not reach the internet
-           'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY}
-    log = open(tmp_path / 'gunicorn.log', 'wb')
-    process = subprocess.Popen(
-        [str(GUNICORN), '-w', '4', '-b', f'fd://{listener.fileno()}', '--timeout', '30',
-         'app:create_app()'],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),))
-    try:
-        yield f'http://127.0.0.1:{listener.getsockname()[1]}', database_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        listener.close()
-        log.close()
+    with gunicorn(database_url, tmp_path / 'gunicorn.log') as (base, _process):
+        yield base, database_url
 
 
 class Browser:

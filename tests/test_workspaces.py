@@ -139,9 +139,9 @@ def test_home_is_only_the_panel_for_htmx(client, logged_in):
     assert password_of(logged_in) not in response.get_data(as_text=True)
 
 
-def test_host_uses_the_configured_domain_and_the_user_handle(tmp_path):
+def test_host_uses_the_configured_domain_and_the_user_handle(database_url):
     app = create_app({'TESTING': True, 'SECRET_KEY': 'k', 'GRAVATAR_ENABLED': False,
-                      'DATABASE_URL': f'sqlite:///{tmp_path}/penstock.db',
+                      'DATABASE_URL': database_url,
                       'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
                       'WORKSPACE_DOMAIN': 'db.example.net'})
     try:

@@ -413,9 +413,9 @@ def update_preferences(handle):
              if value not in ('enabled', 'disabled')}
     if wrong:
         raise invalid(wrong)
-    preferences = models.Preferences.for_user(g.api_user.id)
-    preferences.change({PREFERENCE_FIELDS[field]: value == 'enabled'
-                        for field, value in body.items()}, g.api_user, request.remote_addr)
+    preferences = models.Preferences.change(
+        g.api_user, {PREFERENCE_FIELDS[field]: value == 'enabled'
+                     for field, value in body.items()}, request.remote_addr)
     return jsonify(preferences_json(preferences, g.api_user))
 
 

@@ -19,9 +19,12 @@ def page():
 @bp.post('/notifications')
 def save():
     """Save every switch at once (System is not a choice, whatever the form says)."""
-    values = {name: name in request.form for name, _, _ in Preferences.CHOICES}
-    Preferences.for_user(current_user.id).change(values, current_user, request.remote_addr)
-    flash('Notification preferences saved.')
-    if is_htmx():
-        return render_fragment('_flash.html', oob=True)
+    form = request.form
+    values = {name: name in form for name, _, _ in Preferences.CHOICES}
+    # The user itself, not the proxy: the audit record reads several of its fields.
+    Preferences.change(current_user._get_current_object(), values, request.remote_addr)
+    message = 'Notification preferences saved.'
+    if is_htmx():  # said in this answer, not kept in the session cookie for the next one
+        return render_fragment('_flash.html', oob=True, messages=[message])
+    flash(message)
     return redirect(url_for('.page'))

@@ -1,4 +1,6 @@
-// Small enhancements on top of htmx: menus close like menus, and a swapped panel gets focus.
+// Small enhancements on top of htmx: menus close like menus, a swapped panel gets focus, an
+// error answer says what went wrong, the avatar card checks a file before sending it, and a
+// step that needs more script loads it.
 'use strict';
 
 function closeMenus(except) {
@@ -28,6 +30,39 @@ document.addEventListener('htmx:afterSettle', function (event) {
     focus = document.getElementById('panel-heading');
   }
   if (focus) focus.focus();
+});
+
+// htmx swaps nothing for an error answer (base.html's htmx-config), so say what went wrong in
+// the page's live flash region, in place of what it held: the error page's own message, or
+// a plain one when the answer has none or never came. The avatar form, while on the page,
+// says it beside its file input instead.
+function flashError(event, message) {
+  var elt = event.detail.elt;
+  if (elt.id === 'avatar-form' && elt.isConnected) return;
+  var region = document.getElementById('flash');
+  if (!region) {  // a page without one (the CLI login's) gets one at the top of its content
+    region = document.createElement('div');
+    region.id = 'flash';
+    region.className = 'flash';
+    region.setAttribute('role', 'status');
+    region.setAttribute('aria-live', 'polite');
+    document.getElementById('main').prepend(region);
+  }
+  var line = document.createElement('p');
+  line.textContent = message;
+  region.replaceChildren(line);
+}
+document.addEventListener('htmx:responseError', function (event) {
+  var xhr = event.detail.xhr;
+  // Parsed, never inserted: only the alert's text reaches the page.
+  var answer = new DOMParser().parseFromString(xhr.responseText, 'text/html');
+  var said = answer.querySelector('[role="alert"]');
+  var text = said && said.textContent.replace(/\s+/g, ' ').trim();
+  flashError(event, text ||
+    'Something went wrong (status ' + xhr.status + '). Reload the page and try again.');
+});
+document.addEventListener('htmx:sendError', function (event) {
+  flashError(event, 'Penstock could not be reached. Check your connection and try again.');
 });
 
 // Copy: a button with data-copy="ID" copies the value (or text) of element ID, then says
@@ -113,3 +148,106 @@ document.addEventListener('click', function (event) {
     if (status) status.textContent = 'Could not copy. Reveal the password and copy it by hand.';
   });
 });
+
+// A script that only one step needs (the crop step's square) is named by data-script="URL"
+// on an element of that step, and loaded, once, when the step first appears: on page load or
+// swapped in. Pages without it never fetch it.
+var requestedScripts = {};
+function loadScripts(root) {
+  var named = Array.prototype.slice.call(root.querySelectorAll('[data-script]'));
+  if (root.matches && root.matches('[data-script]')) named.push(root);
+  named.forEach(function (element) {
+    var src = element.dataset.script;
+    if (requestedScripts[src]) return;
+    requestedScripts[src] = true;
+    var script = document.createElement('script');
+    script.src = src;
+    document.head.appendChild(script);
+  });
+}
+document.addEventListener('DOMContentLoaded', function () { loadScripts(document); });
+document.addEventListener('htmx:load', function (event) { loadScripts(event.detail.elt); });
+
+// The avatar card: a size check before an upload, its progress bar, what to say when the
+// upload fails, and where focus goes when the card is swapped.
+(function () {
+  var MEGABYTE = 1024 * 1024;
+  var cardRequest = false;  // whether the request in flight will swap #profile-card
+
+  // "12.3": megabytes with at most one decimal; rounded up, so a file just over the limit
+  // never reads as equal to it.
+  function megabytes(bytes) {
+    return String(Math.ceil(bytes / MEGABYTE * 10) / 10);
+  }
+
+  // Say what is wrong beside the file input, as the server's refusals do. A fresh element
+  // each time, so the alert is read out again when the same mistake is repeated.
+  function refuse(form, message) {
+    var input = form.querySelector('#avatar-file');
+    var old = form.querySelector('#avatar-error');
+    if (old) old.remove();
+    var error = document.createElement('p');
+    error.id = 'avatar-error';
+    error.className = 'field-error';
+    error.setAttribute('role', 'alert');
+    error.textContent = message;
+    form.querySelector('#avatar-limits').after(error);
+    input.setAttribute('aria-invalid', 'true');
+    input.setAttribute('aria-describedby', 'avatar-limits avatar-error');
+  }
+
+  document.addEventListener('htmx:beforeRequest', function (event) {
+    var elt = event.detail.elt;
+    cardRequest = Boolean(elt.closest('#profile-card'));
+    if (elt.id !== 'avatar-form') return;
+    var input = elt.querySelector('#avatar-file');
+    var file = input.files[0];
+    var limit = Number(input.dataset.maxBytes);
+    if (file && limit && file.size > limit) {
+      // Sending it would only earn a 413 after the whole upload; say so now instead.
+      event.preventDefault();
+      cardRequest = false;
+      input.value = '';  // so that choosing the same file again is a change too
+      refuse(elt, 'The file is ' + megabytes(file.size) + ' MB; the limit is ' +
+             megabytes(limit) + ' MB. Choose a smaller image.');
+      return;
+    }
+    var progress = elt.querySelector('.upload-progress');
+    progress.value = 0;
+    progress.hidden = false;
+  });
+
+  // htmx reports the upload's progress and then the response's; the bar only moves forward.
+  document.addEventListener('htmx:xhr:progress', function (event) {
+    var detail = event.detail;
+    if (event.target.id !== 'avatar-form' || !detail.lengthComputable || !detail.total) return;
+    var progress = event.target.querySelector('.upload-progress');
+    progress.value = Math.max(progress.value, Math.round(detail.loaded / detail.total * 100));
+  });
+
+  document.addEventListener('htmx:afterRequest', function (event) {
+    var progress = event.detail.elt.id === 'avatar-form' &&
+      event.detail.elt.querySelector('.upload-progress');
+    if (progress) progress.hidden = true;
+  });
+
+  // Answers that htmx does not swap (a lost connection, an expired form) would otherwise
+  // leave the person waiting for a crop step that never comes.
+  function uploadFailed(event) {
+    if (event.detail.elt.id !== 'avatar-form' || !event.detail.elt.isConnected) return;
+    cardRequest = false;
+    refuse(event.detail.elt, 'The upload did not go through. Reload the page and try again.');
+  }
+  document.addEventListener('htmx:sendError', uploadFailed);
+  document.addEventListener('htmx:responseError', uploadFailed);
+
+  // After the card is swapped, focus goes to the crop step's heading, or back to the control
+  // that starts again (Save, Cancel and Reset say what they did in the flash's live region).
+  document.addEventListener('htmx:afterSettle', function () {
+    if (!cardRequest) return;
+    cardRequest = false;
+    var focus = document.querySelector('#profile-card.crop-step') ?
+      document.getElementById('crop-heading') : document.getElementById('avatar-file');
+    if (focus) focus.focus();
+  });
+}());

@@ -1,4 +1,5 @@
-"""Avatars in a real Chromium: upload, crop, Save, Reset and Cancel, with and without JS."""
+"""Avatars in a real Chromium: upload, crop, Save, Reset and Cancel, with and without JS; the
+image each screen density takes; the crop step's script, loaded only when the step appears."""
 import io
 import re
 
@@ -26,6 +27,22 @@ RECORD_PROGRESS = '''() => {
 @pytest.fixture
 def person():
     return Person()
+
+
+@pytest.fixture
+def screen(browser, live_server):
+    """Open a page in a fresh context on a screen of `ratio` device pixels per CSS pixel."""
+    contexts = []
+
+    def open_page(ratio):
+        context = browser.new_context(base_url=live_server, device_scale_factor=ratio)
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_page
+    for context in contexts:
+        context.close()
 
 
 @pytest.fixture
@@ -235,3 +252,55 @@ def test_a_file_over_the_limit_is_refused_before_it_is_sent_and_by_the_server_to
     change_avatar(page).set_input_files(quadrants)  # a smaller one goes through
     expect(page.get_by_role('heading', name='Edit your avatar')).to_be_focused()
     assert len(posts) == 2, 'only the server-checked and the smaller file were sent'
+
+
+@pytest.mark.parametrize('ratio, card_image, fetched', [
+    (1, '96.webp', {'96.webp'}),  # the header's image again: nothing more to fetch
+    (2, '460.webp', {'96.webp', '460.webp'}),
+    (3, '460.webp', {'96.webp', '460.webp'}),
+])
+def test_the_card_shows_the_avatar_at_the_size_the_screen_needs(screen, person, ratio,
+                                                                card_image, fetched):
+    page = screen(ratio)
+    avatars = []
+    page.on('request', lambda request: avatars.append(request.url)
+            if '/avatars/' in request.url else None)
+    person.sign_up(page)
+    for avatar in (card_avatar(page), header_avatar(page)):
+        expect(avatar).to_have_js_property('complete', True)
+    card = card_avatar(page).evaluate('img => img.currentSrc')
+    assert card.endswith('/' + card_image), card
+    assert header_avatar(page).evaluate('img => img.currentSrc').endswith('/96.webp')
+    assert {url.rsplit('/', 1)[1] for url in avatars} == fetched, avatars
+    assert len({url.rsplit('/', 2)[0] for url in avatars}) == 1  # one user, one version
+
+
+def test_the_crop_script_loads_only_with_the_crop_step_and_works_on_its_own_page(
+        new_page, person, quadrants):
+    page = new_page(javascript=True)
+    scripts = []
+    page.on('request', lambda request: scripts.append(request.url)
+            if '/static/js/' in request.url else None)
+    person.sign_up(page)
+    settled(page)
+    assert [url for url in scripts if '/js/app.' in url], scripts
+    assert not [url for url in scripts if '/js/crop.' in url], 'Profile alone needs no crop'
+
+    # The crop step as a page of its own (where an upload without JavaScript leads), opened in
+    # this browser with JavaScript.
+    card = page.get_by_role('region', name='Avatar and account')
+    form = card.locator('form', has=change_avatar(page))
+    token = form.locator('input[name="csrf_token"]').get_attribute('value')
+    sent = page.request.post(form.get_attribute('action'), max_redirects=0, multipart={
+        'csrf_token': token,
+        'avatar': {'name': 'quadrants.png', 'mimeType': 'image/png',
+                   'buffer': quadrants.read_bytes()}})
+    assert sent.status == 303, sent.status
+    page.goto(sent.headers['location'])
+    square = crop_step(page).get_by_role('slider', name='Crop square')
+    expect(square).to_be_visible()
+    expect_box(page, 100, 0, 600)
+    square.focus()
+    page.keyboard.press('-')
+    expect_box(page, 115, 15, 570)
+    assert len([url for url in scripts if '/js/crop.' in url]) == 1, scripts

@@ -1,96 +1,16 @@
-// The avatar card: a size check before an upload, its progress bar, the crop step's movable
-// square, and where focus goes when the card is swapped.
+// The avatar crop step: a movable, resizable square over the image, kept in step with the
+// numbers the form sends. app.js loads this file when a crop step appears (data-script).
 'use strict';
 
 (function () {
-  var MEGABYTE = 1024 * 1024;
   var CROP_STAGE = '.crop-stage[data-crop]';
-  var cardRequest = false;  // whether the request in flight will swap #profile-card
 
   function clamp(value, low, high) {
     return Math.min(Math.max(value, low), high);
   }
 
-  // "12.3": megabytes with at most one decimal; rounded up, so a file just over the limit
-  // never reads as equal to it.
-  function megabytes(bytes) {
-    return String(Math.ceil(bytes / MEGABYTE * 10) / 10);
-  }
-
-  // Say what is wrong beside the file input, as the server's refusals do. A fresh element
-  // each time, so the alert is read out again when the same mistake is repeated.
-  function refuse(form, message) {
-    var input = form.querySelector('#avatar-file');
-    var old = form.querySelector('#avatar-error');
-    if (old) old.remove();
-    var error = document.createElement('p');
-    error.id = 'avatar-error';
-    error.className = 'field-error';
-    error.setAttribute('role', 'alert');
-    error.textContent = message;
-    form.querySelector('#avatar-limits').after(error);
-    input.setAttribute('aria-invalid', 'true');
-    input.setAttribute('aria-describedby', 'avatar-limits avatar-error');
-  }
-
-  document.addEventListener('htmx:beforeRequest', function (event) {
-    var elt = event.detail.elt;
-    cardRequest = Boolean(elt.closest('#profile-card'));
-    if (elt.id !== 'avatar-form') return;
-    var input = elt.querySelector('#avatar-file');
-    var file = input.files[0];
-    var limit = Number(input.dataset.maxBytes);
-    if (file && limit && file.size > limit) {
-      // Sending it would only earn a 413 after the whole upload; say so now instead.
-      event.preventDefault();
-      cardRequest = false;
-      input.value = '';  // so that choosing the same file again is a change too
-      refuse(elt, 'The file is ' + megabytes(file.size) + ' MB; the limit is ' +
-             megabytes(limit) + ' MB. Choose a smaller image.');
-      return;
-    }
-    var progress = elt.querySelector('.upload-progress');
-    progress.value = 0;
-    progress.hidden = false;
-  });
-
-  // htmx reports the upload's progress and then the response's; the bar only moves forward.
-  document.addEventListener('htmx:xhr:progress', function (event) {
-    var detail = event.detail;
-    if (event.target.id !== 'avatar-form' || !detail.lengthComputable || !detail.total) return;
-    var progress = event.target.querySelector('.upload-progress');
-    progress.value = Math.max(progress.value, Math.round(detail.loaded / detail.total * 100));
-  });
-
-  document.addEventListener('htmx:afterRequest', function (event) {
-    var progress = event.detail.elt.id === 'avatar-form' &&
-      event.detail.elt.querySelector('.upload-progress');
-    if (progress) progress.hidden = true;
-  });
-
-  // Answers that htmx does not swap (a lost connection, an expired form) would otherwise
-  // leave the person waiting for a crop step that never comes.
-  function uploadFailed(event) {
-    if (event.detail.elt.id !== 'avatar-form' || !event.detail.elt.isConnected) return;
-    cardRequest = false;
-    refuse(event.detail.elt, 'The upload did not go through. Reload the page and try again.');
-  }
-  document.addEventListener('htmx:sendError', uploadFailed);
-  document.addEventListener('htmx:responseError', uploadFailed);
-
-  // After the card is swapped, focus goes to the crop step's heading, or back to the control
-  // that starts again (Save, Cancel and Reset say what they did in the flash's live region).
-  document.addEventListener('htmx:afterSettle', function () {
-    if (!cardRequest) return;
-    cardRequest = false;
-    var focus = document.querySelector('#profile-card.crop-step') ?
-      document.getElementById('crop-heading') : document.getElementById('avatar-file');
-    if (focus) focus.focus();
-  });
-
-  // The crop step: a square over the image, in the image's own pixels (data-width ×
-  // data-height, the original's upright size), kept in step with the x, y, size fields that
-  // the form sends.
+  // The square is in the image's own pixels (data-width × data-height, the original's
+  // upright size), as are the x, y, size fields.
   function setUpCrop(stage) {
     if (stage.dataset.cropReady) return;
     stage.dataset.cropReady = 'true';
@@ -213,6 +133,8 @@
     if (root.matches && root.matches(CROP_STAGE)) setUpCrop(root);
     root.querySelectorAll(CROP_STAGE).forEach(setUpCrop);
   }
-  document.addEventListener('DOMContentLoaded', function () { setUpCrops(document); });
+  // Loaded only once a crop stage is in the page, which has been parsed by then: set up what
+  // is there now, and what htmx swaps in later.
+  setUpCrops(document);
   document.addEventListener('htmx:load', function (event) { setUpCrops(event.detail.elt); });
 }());

@@ -1,0 +1,93 @@
+"""gunicorn for the tests that need the app as it runs in production (several worker
+processes): one way to start it on a free loopback port, wait until it answers and stop it."""
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.conftest import TEST_PASSWORD_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+GUNICORN = Path(sys.executable).parent / 'gunicorn'
+SECRET_KEY = 'concurrency-test'
+START_DEADLINE = 60  # seconds for the first answer: a server that never comes up fails the test
+STOP_DEADLINE = 15  # seconds for a graceful stop before the whole process group is killed
+
+
+def server_env(database_url, **extra):
+    """The environment of an app process (server or worker) on `database_url`: test secrets,
+    plain-HTTP cookies, and no Gravatar look-ups (signups must not reach the internet)."""
+    return {**os.environ, 'DATABASE_URL': database_url, 'SECRET_KEY': SECRET_KEY,
+            'SECURE_COOKIES': '0', 'GRAVATAR_ENABLED': '0',
+            'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY, **extra}
+
+
+@contextmanager
+def gunicorn(database_url, log_path, workers=4):
+    """gunicorn serving the app on `database_url` with `workers` sync workers, its output
+    appended to `log_path`; yields (base URL, the master process) once it answers.
+
+    The listening socket is bound here (port 0: the kernel picks a free one) and handed over,
+    so no other process can take the port between choosing and binding it. The server runs in
+    its own process group, so `stop(process, kill=True)` can kill -9 all of it at once."""
+    with socket.socket() as listener, open(log_path, 'ab') as log:
+        listener.bind(('127.0.0.1', 0))
+        listener.listen(128)
+        listener.set_inheritable(True)
+        process = subprocess.Popen(
+            [str(GUNICORN), '-w', str(workers), '-b', f'fd://{listener.fileno()}',
+             '--timeout', '30', 'app:create_app()'],
+            cwd=ROOT, env=server_env(database_url), stdout=log,
+            stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),), start_new_session=True)
+        try:
+            port = listener.getsockname()[1]
+            wait_until_answering(process, port, log_path)
+            yield f'http://127.0.0.1:{port}', process
+        finally:
+            stop(process)
+
+
+def wait_until_answering(process, port, log_path):
+    """Return once the server answers a request (any status); fail with its log if it exits
+    first or does not answer within START_DEADLINE.
+
+    Connections queue on the socket until a worker is up, so each try is one request that
+    waits for it, not a poll for the port; a try that times out only rechecks the process."""
+    deadline = time.monotonic() + START_DEADLINE
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f'gunicorn exited with {process.returncode} before answering:\n'
+                                 + Path(log_path).read_text(errors='replace')[-3000:])
+        connection = http.client.HTTPConnection('127.0.0.1', port, timeout=2)
+        try:
+            connection.request('GET', '/login')
+            connection.getresponse().read()
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f'gunicorn did not answer within {START_DEADLINE} s:\n'
+                                     + Path(log_path).read_text(errors='replace')[-3000:])
+        finally:
+            connection.close()
+
+
+def stop(process, kill=False):
+    """End the server and its workers: SIGTERM to the master and a wait for it to finish what
+    it is doing, then SIGKILL to the whole process group (at once when `kill`)."""
+    if process.poll() is None and not kill:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_DEADLINE)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=10)

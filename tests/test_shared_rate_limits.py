@@ -1,0 +1,189 @@
+"""Failed-login limits hold across two app servers when their counters live in Redis
+(RATELIMIT_STORAGE_URI=redis://…), and do not with the default per-process memory://, which
+is why the shared store is needed. Runs on SQLite and on PostgreSQL.
+
+Each test starts a throwaway Debian redis-server (PENSTOCK_REDIS_SERVER to use another); a
+missing one fails the test rather than skipping it: `make test` installs it."""
+import os
+import queue
+import socket
+import subprocess
+import threading
+import time
+from contextlib import contextmanager, suppress
+
+import pytest
+import redis
+from bs4 import BeautifulSoup
+
+import models
+from tests.conftest import PASSWORD
+from tests.servers import gunicorn
+from tests.test_postgres_two_servers import sign_up
+from tests.test_token_limit_concurrency import Browser
+
+REDIS_SERVER = os.environ.get('PENSTOCK_REDIS_SERVER', '/usr/bin/redis-server')
+REDIS_START_DEADLINE = 30  # seconds until redis-server says it accepts connections
+REDIS_PORT_TRIES = 3  # another process may take the free port before redis-server binds it
+FAILURES_ALLOWED = 10  # LOGIN_FAILURES_PER_ACCOUNT in app.py: '10 per 10 minutes'
+TOO_MANY = 'Too many attempts. Wait a few minutes, then try again.'
+NO_MATCH = 'That email or handle and password do not match. Check them and try again.'
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A throwaway Redis for this test: on a free loopback port, its working directory under
+    tmp_path, nothing saved to disk, no configuration file; stopped when the test ends."""
+    if not os.access(REDIS_SERVER, os.X_OK):
+        pytest.fail(f'redis-server not found at {REDIS_SERVER}: run '
+                    "'sudo apt-get install redis-server' (make test does) "
+                    'or set PENSTOCK_REDIS_SERVER')
+    for _ in range(REDIS_PORT_TRIES):
+        port = _free_port()
+        process, pump, log = _start_redis(port, tmp_path)
+        if process is not None:
+            break
+        if 'Address already in use' not in log:
+            pytest.fail(f'redis-server did not start:\n{log}')
+    else:
+        pytest.fail(f'redis-server found no free port in {REDIS_PORT_TRIES} tries:\n{log}')
+    try:
+        yield f'redis://127.0.0.1:{port}/0'
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        _close_output(process, pump)
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+def _start_redis(port, directory):
+    """Start redis-server on `port`; (process, the thread reading its output, log so far)
+    once it accepts connections, or (None, None, its log) if it exited first. Its output is
+    read as it comes, no polling."""
+    process = subprocess.Popen(
+        [REDIS_SERVER, '--bind', '127.0.0.1', '--port', str(port), '--dir', str(directory),
+         '--save', '', '--appendonly', 'no', '--daemonize', 'no'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = queue.Queue()
+    pump = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
+    pump.start()
+    seen = []
+    deadline = time.monotonic() + REDIS_START_DEADLINE
+    while True:
+        try:
+            line = lines.get(timeout=max(0, deadline - time.monotonic()))
+        except queue.Empty:
+            process.kill()
+            process.wait(timeout=10)
+            _close_output(process, pump)
+            pytest.fail(f'redis-server did not start within {REDIS_START_DEADLINE} s:\n'
+                        + ''.join(seen))
+        if line is None:  # it exited
+            process.wait(timeout=10)
+            _close_output(process, pump)
+            return None, None, ''.join(seen)
+        seen.append(line)
+        if 'Ready to accept connections' in line:
+            return process, pump, ''.join(seen)
+
+
+def _pump(stream, lines):
+    """Read the server's output to the end (so it never blocks on a full pipe)."""
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _close_output(process, pump):
+    """Once the server has exited its output ends: let the reader finish, then close it."""
+    pump.join(timeout=10)
+    process.stdout.close()
+
+
+@contextmanager
+def two_servers(database_url, tmp_path):
+    """Two gunicorn servers (2 sync workers each) on one migrated database, as two hosts
+    behind a load balancer; they take RATELIMIT_STORAGE_URI from the environment."""
+    connection = models.open_database(database_url)
+    models.migrate(connection)
+    connection.close()
+    with gunicorn(database_url, tmp_path / 'gunicorn-a.log', workers=2) as (a, _), \
+            gunicorn(database_url, tmp_path / 'gunicorn-b.log', workers=2) as (b, _):
+        yield a, b
+
+
+def attempt_login(base, login, password='wrong password'):
+    """One login from a fresh browser; returns (status, the form's error message)."""
+    person = Browser(base)
+    status, body = person.open('/login', {'email': login, 'password': password,
+                                          'csrf_token': person.csrf('/login')})
+    error = BeautifulSoup(body, 'html.parser').find(class_='form-error')
+    return status, error.get_text(strip=True) if error else None
+
+
+def fail_half_on_each(a, b, handle):
+    """FAILURES_ALLOWED wrong passwords for one account, half through each server, spelled
+    as the handle on one and the email on the other; each is an ordinary refusal."""
+    for number in range(FAILURES_ALLOWED):
+        base, login = (a, handle) if number % 2 == 0 else (b, f'{handle}@example.com')
+        assert attempt_login(base, login) == (401, NO_MATCH), (number, base)
+
+
+def test_failed_logins_through_both_servers_share_one_limit_in_redis(
+        tmp_path, database_url, redis_url, monkeypatch):
+    monkeypatch.setenv('RATELIMIT_STORAGE_URI', redis_url)
+    with two_servers(database_url, tmp_path) as (a, b):
+        sign_up(a, 'target')
+        sign_up(b, 'bystander')
+        fail_half_on_each(a, b, 'target')
+
+        assert attempt_login(a, 'target') == (429, TOO_MANY)
+        # On the other server too, and even with the right password.
+        assert attempt_login(b, 'target@example.com', PASSWORD) == (429, TOO_MANY)
+        # The limit is the account's, not the servers': another account still logs in.
+        assert attempt_login(a, 'bystander', PASSWORD) == (302, None)
+
+    with redis.Redis.from_url(redis_url) as store:
+        assert any(b'account:' in key for key in store.scan_iter())
+
+
+def test_with_the_default_memory_storage_each_server_counts_alone(
+        tmp_path, database_url, monkeypatch):
+    """Why the Redis URI matters: the same split never reaches the limit on either server."""
+    monkeypatch.delenv('RATELIMIT_STORAGE_URI', raising=False)
+    with two_servers(database_url, tmp_path) as (a, b):
+        sign_up(a, 'target')
+        fail_half_on_each(a, b, 'target')
+
+        assert attempt_login(b, 'target@example.com') == (401, NO_MATCH)
+        assert attempt_login(a, 'target', PASSWORD) == (302, None)
+
+
+def test_when_redis_is_down_logins_are_still_answered_and_limited_per_process(
+        tmp_path, database_url, redis_url, monkeypatch):
+    """Flask-Limiter falls back to counting in each process's memory: logins never 500."""
+    monkeypatch.setenv('RATELIMIT_STORAGE_URI', redis_url)
+    connection = models.open_database(database_url)
+    models.migrate(connection)
+    connection.close()
+    with gunicorn(database_url, tmp_path / 'gunicorn.log', workers=1) as (base, _):
+        sign_up(base, 'target')
+        assert attempt_login(base, 'target') == (401, NO_MATCH)
+        with redis.Redis.from_url(redis_url) as store:
+            with suppress(redis.ConnectionError):  # it may hang up before it answers
+                store.shutdown(nosave=True)
+            with pytest.raises(redis.ConnectionError):
+                store.ping()
+        assert attempt_login(base, 'target', PASSWORD) == (302, None)
+        for _ in range(FAILURES_ALLOWED):
+            assert attempt_login(base, 'target') == (401, NO_MATCH)
+        assert attempt_login(base, 'target', PASSWORD) == (429, TOO_MANY)
