@@ -39,17 +39,11 @@ document.addEventListener('htmx:afterSettle', function (event) {
 function flashError(event, message) {
   var elt = event.detail.elt;
   if (elt.id === 'avatar-form' && elt.isConnected) return;
-  var region = document.getElementById('flash');
-  if (!region) {  // a page without one (the CLI login's) gets one at the top of its content
-    region = document.createElement('div');
-    region.id = 'flash';
-    region.className = 'flash';
-    region.setAttribute('role', 'status');
-    region.setAttribute('aria-live', 'polite');
-    document.getElementById('main').prepend(region);
-  }
+  var region = document.getElementById('flash');  // every page with an htmx form has one
+  if (!region) return;
   var line = document.createElement('p');
   line.textContent = message;
+  line.className = 'flash-error';
   region.replaceChildren(line);
 }
 document.addEventListener('htmx:responseError', function (event) {

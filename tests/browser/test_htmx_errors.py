@@ -45,6 +45,7 @@ def test_an_expired_form_says_so_in_the_flash_and_saves_nothing(new_page, person
     switch(page, 'Community Updates').set_checked(True)
     expect(flash).to_have_text(FORM_EXPIRED)  # in place of "saved", not beside it
     expect(flash.locator('p')).to_have_count(1)
+    expect(flash.locator('p')).to_have_class('flash-error')  # shown as an error, not a success
 
     page.reload()
     expect(flash).to_be_hidden()
@@ -52,11 +53,11 @@ def test_an_expired_form_says_so_in_the_flash_and_saves_nothing(new_page, person
     expect(switch(page, 'Product Updates')).not_to_be_checked()  # the first change stays
 
 
-def test_a_page_without_a_flash_region_gets_one_for_the_error(new_page, person, live_server):
+def test_the_cli_login_page_says_an_error_in_its_flash_region(new_page, person, live_server):
     page = new_page(javascript=True)
     person.sign_up(page)
     _, started = call(f'{live_server}/api/v0/login/token', method='POST')
-    page.goto(started['url'])  # the CLI login's page, which has no flash of its own
+    page.goto(started['url'])  # the CLI login's page: not a settings page
     settled(page)
     verify = page.get_by_role('button', name='Verify')
     spoil_csrf_token(page.locator('form', has=verify))
