@@ -111,6 +111,16 @@ def test_every_error_answer_is_the_error_object(document):
             assert document['paths'][path][method]['operationId']
 
 
+def test_every_operation_may_answer_503_with_retry_after(document):
+    busy = document['components']['responses']['ServiceUnavailable']
+    assert set(busy['headers']) == {'Retry-After'}
+    for path, method, op in operations(document):
+        if op['responses'].keys() == {'200'}:  # this document: served without the database
+            continue
+        assert op['responses']['503'] == {
+            '$ref': '#/components/responses/ServiceUnavailable'}, (path, method)
+
+
 def test_operations_without_a_token_are_only_cli_login_and_this_document(document):
     open_or_cookie = {(path, method) for path, method, op in operations(document)
                       if 'security' in op}

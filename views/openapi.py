@@ -29,8 +29,10 @@ def ok(description, schema, **extra):
 
 
 def errors(*codes):
+    """The error answers an operation can give: `codes`, and 503 (any of them can find the
+    database busy)."""
     return {str(code): {'$ref': f'#/components/responses/{ERROR_RESPONSES[code][0]}'}
-            for code in codes}
+            for code in (*codes, 503)}
 
 
 def parameters(*names):
@@ -63,7 +65,12 @@ ERROR_RESPONSES = {
                              '10 MB for the image and 64 KB for the rest of the form). '
                              'Nothing was changed.'),
     429: ('TooManyRequests', 'Too many requests; try again later.'),
+    503: ('ServiceUnavailable', 'The database stayed busy longer than a request waits for it. '
+                                'Nothing was changed; send the request again after '
+                                '`Retry-After` seconds.'),
 }
+RETRY_AFTER = {'Retry-After': {'description': 'Seconds to wait before sending it again.',
+                               'schema': {'type': 'integer', 'minimum': 1}}}
 
 SCHEMAS = {
     'Error': {
@@ -474,8 +481,9 @@ DOCUMENT = {
     'components': {
         'schemas': SCHEMAS,
         'parameters': PARAMETERS,
-        'responses': {name: ok(description, ref('Error'))
-                      for name, description in ERROR_RESPONSES.values()},
+        'responses': {name: ok(description, ref('Error'),
+                               **({'headers': RETRY_AFTER} if code == 503 else {}))
+                      for code, (name, description) in ERROR_RESPONSES.items()},
         'securitySchemes': {
             'bearer': {'type': 'http', 'scheme': 'bearer', 'bearerFormat':
                        '`pst_` or `pstt_` + 36 base62 characters (30 random + 6 checksum)'},
