@@ -100,13 +100,13 @@ def _close_databases(monkeypatch):
         getattr(database, 'close_all', database.close)()
 
 
-def _postgres_admin(sql):
+def postgres_admin(sql):
     import psycopg  # only a PostgreSQL run needs the driver
     with psycopg.connect(TEST_DATABASE, autocommit=True) as connection:
         connection.execute(sql)
 
 
-def _postgres_url(database):
+def postgres_url(database):
     return urlunsplit(urlsplit(TEST_DATABASE)._replace(path='/' + database))
 
 
@@ -118,13 +118,13 @@ def _postgres_template():
         yield None
         return
     template = f'penstock_template_{os.getpid()}'
-    _postgres_admin(f'DROP DATABASE IF EXISTS {template}')
-    _postgres_admin(f'CREATE DATABASE {template}')
-    database = models.open_database(_postgres_url(template))
+    postgres_admin(f'DROP DATABASE IF EXISTS {template}')
+    postgres_admin(f'CREATE DATABASE {template}')
+    database = models.open_database(postgres_url(template))
     models.migrate(database)
     database.close_all()  # a pooled connection left open would stop every copy of it
     yield template
-    _postgres_admin(f'DROP DATABASE IF EXISTS {template} WITH (FORCE)')
+    postgres_admin(f'DROP DATABASE IF EXISTS {template} WITH (FORCE)')
 
 
 @pytest.fixture
@@ -139,14 +139,14 @@ def make_database_url(tmp_path, _postgres_template):
         if not ON_POSTGRES:
             return f'sqlite:///{tmp_path}/{name}.db'
         database = f'penstock_test_{os.getpid()}_{secrets.token_hex(6)}'
-        _postgres_admin(f'CREATE DATABASE {database}'
+        postgres_admin(f'CREATE DATABASE {database}'
                         + ('' if empty else f' TEMPLATE {_postgres_template}'))
         made.append(database)
-        return _postgres_url(database)
+        return postgres_url(database)
 
     yield make
     for database in made:
-        _postgres_admin(f'DROP DATABASE IF EXISTS {database} WITH (FORCE)')
+        postgres_admin(f'DROP DATABASE IF EXISTS {database} WITH (FORCE)')
 
 
 @pytest.fixture

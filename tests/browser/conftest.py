@@ -1,5 +1,6 @@
 """Fixtures for the real-browser tests: a live Penstock server and one shared Chromium."""
 import os
+import secrets
 import threading
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from werkzeug.serving import make_server
 import models
 import propagation
 from app import create_app
-from tests.conftest import TEST_PASSWORD_KEY
+from tests.conftest import ON_POSTGRES, TEST_PASSWORD_KEY, postgres_admin, postgres_url
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE_SOURCE = ROOT / 'node_modules' / 'axe-core' / 'axe.min.js'
@@ -49,15 +50,27 @@ def buffered(app):
 
 
 @pytest.fixture(scope='module')
-def live_server(tmp_path_factory):
+def live_database_url(tmp_path_factory, _postgres_template):
+    """The live server's own fresh database: a SQLite file, or in a PostgreSQL run a copy of
+    the migrated template on the test server, dropped after the module."""
+    if not ON_POSTGRES:
+        yield f"sqlite:///{tmp_path_factory.mktemp('browser') / 'penstock.db'}"
+        return
+    name = f'penstock_browser_{os.getpid()}_{secrets.token_hex(6)}'
+    postgres_admin(f'CREATE DATABASE {name} TEMPLATE {_postgres_template}')
+    yield postgres_url(name)
+    postgres_admin(f'DROP DATABASE IF EXISTS {name} WITH (FORCE)')
+
+
+@pytest.fixture(scope='module')
+def live_server(live_database_url):
     """Penstock served over real HTTP on loopback, with its own fresh database.
 
     models.db is one global proxy, so this app must be the only one while the module's
     browser tests run; module scope keeps them from interleaving with other app fixtures.
     """
-    database = tmp_path_factory.mktemp('browser') / 'penstock.db'
     app = create_app({
-        'DATABASE_URL': f'sqlite:///{database}',
+        'DATABASE_URL': live_database_url,
         'SECRET_KEY': 'browser-tests',
         'SESSION_COOKIE_SECURE': False,  # plain http on 127.0.0.1
         'GRAVATAR_ENABLED': False,  # signups here must not reach the internet
@@ -65,7 +78,8 @@ def live_server(tmp_path_factory):
         'PROPAGATION_DELAY': 1.0,  # long enough to see "pending", short enough to wait for
         'PROPAGATION_POLL': 0.2,
     })
-    models.migrate(models.db.obj)
+    database = models.db.obj
+    models.migrate(database)
     models.db.close()
     stop_worker = propagation.start_thread(app.config)  # as make run has, once tables exist
     server = make_server('127.0.0.1', 0, buffered(app), threaded=True)
@@ -78,6 +92,9 @@ def live_server(tmp_path_factory):
         server.server_close()
         thread.join()
         stop_worker.set()
+        for worker in [t for t in threading.enumerate() if t.name == 'propagation']:
+            worker.join(10)  # it ends at its next poll, and must not find its database gone
+        database.close_all()  # the pool's connections, before the database is dropped
 
 
 @pytest.fixture
