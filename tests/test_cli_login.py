@@ -12,7 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 import models
-from tests.conftest import HTMX, csrf_token, html, log_in
+from tests.conftest import HTMX, PASSWORD, csrf_token, html, log_in
+from tests.test_reauth import make_stale, reauth_next, reauthenticate
 
 CLI = Path(__file__).resolve().parents[1] / 'cli.py'
 API = '/api/v0/login/token'
@@ -198,6 +199,68 @@ def test_another_users_verified_request_is_404_to_everyone_else(app, client, log
     assert bob.delete(f'{API}/{request_id}', headers=headers).status_code == 404
     assert bob.get(f'/login/token?r={request_id}').status_code == 404
     assert stored(request_id).status == 'confirmed'
+
+
+def test_the_api_refuses_to_verify_for_a_stale_session_and_says_where_to_confirm(
+        client, logged_in):
+    request_id = start(client)['id']
+    make_stale(logged_in)
+    response = client.patch(f'{API}/{request_id}', headers=session_headers(client))
+    assert response.status_code == 403
+    body = response.get_json()
+    assert body['title'] == 'Forbidden' and 'code' not in body
+    assert f'/reauth?next=/login/token?r%3D{request_id}' in body['detail']
+    row = stored(request_id)
+    assert row.status == 'pending' and row.user_id is None
+    assert audited(logged_in, 'login_token.confirm') == []
+
+
+# Verifying needs the password typed recently ------------------------------------------------
+
+def test_a_stale_session_is_asked_for_the_password_before_the_verify_page(client, logged_in):
+    request_id = start(client)['id']
+    page = f'/login/token?r={request_id}'
+    make_stale(logged_in)
+    response = client.get(page)
+    assert response.status_code == 303
+    assert reauth_next(response.headers['Location']) == page
+    assert stored(request_id).user_id is None  # not answered by anyone yet
+
+
+@pytest.mark.parametrize('htmx', [False, True], ids=['page', 'htmx'])
+def test_verify_in_a_stale_session_asks_for_the_password_and_confirms_nothing(
+        client, logged_in, htmx):
+    request_id = start(client)['id']
+    page = f'/login/token?r={request_id}'
+    token = csrf_token(client, page)
+    make_stale(logged_in)  # the password grew old while the page was open
+    here = 'http://localhost' + page
+    response = client.post(f'/login/token/{request_id}/verify', data={'csrf_token': token},
+                           headers={**HTMX, 'HX-Current-URL': here} if htmx
+                           else {'Referer': here})
+    if htmx:
+        assert response.status_code == 204
+        assert reauth_next(response.headers['HX-Redirect']) == page
+    else:
+        assert response.status_code == 303
+        assert reauth_next(response.headers['Location']) == page
+    assert stored(request_id).status == 'pending'
+    assert audited(logged_in, 'login_token.confirm') == []
+
+
+def test_after_confirming_the_password_the_verify_page_is_back_and_verify_works(client,
+                                                                              logged_in):
+    request_id = start(client)['id']
+    page = f'/login/token?r={request_id}'
+    make_stale(logged_in)
+    back = reauthenticate(client, client.get(page).headers['Location'], PASSWORD)
+    assert back.status_code == 303 and back.headers['Location'] == page
+    verify = html(client.get(page)).find('button', string='Verify').find_parent('form')
+    response = client.post(verify['action'], data={
+        'csrf_token': verify.find('input', attrs={'name': 'csrf_token'})['value']})
+    assert response.status_code == 200
+    code = html(response).find('input', id='login-code')['value']
+    assert client.get(f'{API}/{request_id}?code={code}').status_code == 200
 
 
 # The browser page ---------------------------------------------------------------------------

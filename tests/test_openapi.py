@@ -10,6 +10,7 @@ from referencing.exceptions import PointerToNowhere
 import models
 from tests.conftest import csrf_token, log_in
 from tests.test_api import REFERENCE_SHAPES, check_answer
+from tests.test_reauth import make_stale
 
 IGNORED_METHODS = {'HEAD', 'OPTIONS'}
 
@@ -180,3 +181,8 @@ def test_cli_login_answers_match_the_document(app, client, user):
                 headers=csrf).status_code == 204
     assert call(client, 'DELETE', f'/api/v0/login/token/{declined_id}',
                 headers=csrf).status_code == 404
+
+    make_stale(user)
+    stale_id = call(cli, 'POST', '/api/v0/login/token').get_json()['id']
+    assert call(client, 'PATCH', f'/api/v0/login/token/{stale_id}',
+                headers=csrf).status_code == 403

@@ -4,7 +4,8 @@ import re
 import pytest
 
 import models
-from tests.conftest import HTMX, csrf_token, database_dump, html, log_in
+from tests.conftest import HTMX, PASSWORD, csrf_token, database_dump, html, log_in
+from tests.test_reauth import make_stale, reauth_next, reauthenticate
 from tests.test_security import state_changing_routes
 
 URL = '/user/alice/settings/tokens'
@@ -159,6 +160,33 @@ def test_new_token_for_htmx_swaps_in_the_secret_and_updates_button_and_list(clie
     assert row_of(token_list, token).find('code').get_text() == f'pst_…{secret[-4:]}'
     with models.db.connection_context():
         assert models.bearer(secret).id == token.id
+
+
+@pytest.mark.parametrize('htmx', [False, True], ids=['page', 'htmx'])
+def test_new_token_in_a_stale_session_asks_for_the_password_and_creates_nothing(
+        client, logged_in, htmx):
+    make_stale(logged_in)
+    here = 'http://localhost' + URL
+    response = create(client, {**HTMX, 'HX-Current-URL': here} if htmx else {'Referer': here})
+    if htmx:
+        assert response.status_code == 204
+        assert reauth_next(response.headers['HX-Redirect']) == URL
+    else:
+        assert response.status_code == 303
+        assert reauth_next(response.headers['Location']) == URL
+    assert tokens() == []
+    assert audit_count('token.create') == 0
+
+
+def test_after_confirming_the_password_new_token_works_on_the_tokens_page(client, logged_in):
+    make_stale(logged_in)
+    asked = create(client, {'Referer': 'http://localhost' + URL})
+    back = reauthenticate(client, asked.headers['Location'], PASSWORD)
+    assert back.status_code == 303 and back.headers['Location'] == URL
+    response = post_form(client, html(client.get(URL)), URL)
+    assert response.status_code == 200
+    secret = html(response).find('input', id='token-secret-plain')['value']
+    assert [token.last4 for token in tokens()] == [secret[-4:]]
 
 
 def test_after_creation_the_page_shows_only_the_last_four_characters(client, logged_in):

@@ -9,8 +9,16 @@ from flask import Blueprint, jsonify, make_response, render_template, request, u
 from flask_login import current_user, login_required
 from flask_wtf.csrf import ValidationError, validate_csrf
 
-from models import LoginRequest, NotVerified, Refused, TemporaryToken, WrongCode, sha256
-from views import csrf, is_htmx, limiter
+from models import (
+    RECENT_LOGIN,
+    LoginRequest,
+    NotVerified,
+    Refused,
+    TemporaryToken,
+    WrongCode,
+    sha256,
+)
+from views import csrf, is_htmx, limiter, recent_login_required
 from views.api import ApiError, api_error, json_body, problem, timestamp
 
 bp = Blueprint('cli_login', __name__)
@@ -48,6 +56,7 @@ def _gone():
 
 @bp.get('/login/token')
 @login_required
+@recent_login_required  # asked before the choice, so the password page leads back to it
 def verify_page():
     """Ask the user to verify or decline the CLI login request ?r=<id>."""
     login_request = _open_request(request.args.get('r'), current_user)
@@ -58,6 +67,7 @@ def verify_page():
 
 @bp.post('/login/token/<request_id>/verify')
 @login_required
+@recent_login_required
 def verify(request_id):
     """Vouch for the request and show its code, once (never in a URL)."""
     login_request = _open_request(request_id, current_user)
@@ -102,6 +112,8 @@ def api_confirm(request_id):
         if body.get('status', 'confirmed') != 'confirmed':
             raise ApiError(400, 'Bad Request', 'The only status this takes is "confirmed".',
                            [('body.status', 'must be "confirmed"')])
+    if not user.session.recently_authenticated:
+        _password_not_recent(request_id)
     login_request = _open_request(request_id, user) or _not_found()
     try:
         code = login_request.confirm(user, request.remote_addr)
@@ -173,6 +185,15 @@ def _session_user():
 
 def _not_found():
     raise ApiError(404, 'Not Found', GONE)
+
+
+def _password_not_recent(request_id):
+    """As the verify page's recent_login_required does, for the API: say where to confirm."""
+    reauth = url_for('auth.reauthenticate', next=url_for('cli_login.verify_page', r=request_id))
+    minutes = int(RECENT_LOGIN.total_seconds() // 60)
+    raise ApiError(403, 'Forbidden', f'Verifying a login request needs your password typed in '
+                                     f'this browser within the last {minutes} minutes. '
+                                     f'Confirm it at {reauth}, then try again.')
 
 
 def _not_verified():

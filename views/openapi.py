@@ -58,6 +58,8 @@ ERROR_RESPONSES = {
                         'changed.'),
     401: ('Unauthorized', 'No token, or one that is malformed, unknown, inactive, deleted, '
                           'expired or ended by Reset authentication.'),
+    403: ('Forbidden', 'The browser session\'s password was typed too long ago for this '
+                       'action; `detail` says where to confirm it. Nothing was changed.'),
     404: ('NotFound', "No such object, or another user's: the API never says which."),
     409: ('Conflict', 'The request cannot be done now, for example a third token while the '
                       'user holds two.'),
@@ -444,7 +446,7 @@ PATHS = {
         'patch': operation(
             'auth_loginToken_update', 'Verify a login request (browser session and CSRF)',
             {'200': ok('The confirmed request with the `code` to give the CLI.',
-                       ref('ConfirmedLoginRequest')), **errors(400, 401, 404, 409, 429)},
+                       ref('ConfirmedLoginRequest')), **errors(400, 401, 403, 404, 409, 429)},
             ['LoginRequestId', 'CsrfToken'],
             body(ref('UpdateLoginRequest'), 'Nothing is needed.', required=False),
             security=SESSION_ONLY, tag='Auth'),

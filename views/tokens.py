@@ -3,7 +3,13 @@ from flask import abort, flash, redirect, request, url_for
 from flask_login import current_user
 
 from models import TOKEN_LIMIT, Refused, Token
-from views import is_htmx, render_fragment, render_settings, settings_blueprint
+from views import (
+    is_htmx,
+    recent_login_required,
+    render_fragment,
+    render_settings,
+    settings_blueprint,
+)
 
 bp = settings_blueprint('tokens', __name__, 'Tokens', 3)
 
@@ -40,6 +46,7 @@ def page():
 
 
 @bp.post('/tokens')
+@recent_login_required  # a token can do through the API what the password guards here
 def create():
     """Create a token and show its secret this once; never through a redirect or the session."""
     try:

@@ -11,6 +11,8 @@ from playwright.sync_api import expect
 import models
 from tests.browser.test_flows import (
     Person,
+    age_the_login,
+    confirm_password,
     is_same_document,
     mark_document,
     panel_heading,
@@ -189,6 +191,26 @@ def test_verify_a_cli_login_and_copy_its_code(page, javascript, person, live_ser
     assert status == 200 and body['token'].startswith('pstt_')
     page.goto(started['url'])
     expect(page.get_by_role('heading', level=1, name='Login request not found')).to_be_visible()
+
+
+def test_verify_asks_for_the_password_when_it_was_typed_long_ago_then_comes_back(
+        page, javascript, person, live_server):
+    person.sign_up(page)
+    _, started = call(f'{live_server}/api/v0/login/token', method='POST')
+    page.goto(started['url'])
+    settled(page)
+    age_the_login(person)  # while the page was open
+    page.get_by_role('button', name='Verify').click()
+    confirm_password(page, person)
+    expect(page).to_have_url(started['url'])
+    expect(page.get_by_role('heading', level=1, name='Verify login request')).to_be_visible()
+    settled(page)
+    page.get_by_role('button', name='Verify').click()
+    code = page.get_by_label('Verification code')
+    expect(code).to_have_value(re.compile(r'^[0-9]{6}$'))
+    status, body = call(f'{live_server}/api/v0/login/token/{started["id"]}'
+                        f'?code={code.input_value()}')
+    assert status == 200 and body['token'].startswith('pstt_')
 
 
 def test_decline_a_cli_login(page, person, live_server):

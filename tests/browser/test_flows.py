@@ -1,10 +1,13 @@
 """Penstock in a real Chromium: the account flows a person clicks through, with and without JS."""
+import datetime
 import itertools
 import re
 import uuid
 
 import pytest
 from playwright.sync_api import expect
+
+import models
 
 PASSWORD = 'correct horse battery'
 GENERIC_LOGIN_ERROR = ('That email or handle and password do not match. '
@@ -101,6 +104,22 @@ def mark_document(page):
 
 def is_same_document(page):
     return page.evaluate('window.penstockSameDocument === true')
+
+
+def age_the_login(person):
+    """Make the person's sessions look as if the password was typed long ago (two hours)."""
+    long_ago = models.utcnow() - datetime.timedelta(hours=2)
+    with models.db.connection_context():
+        user = models.User.get(models.User.handle == person.handle)
+        models.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
+            models.Session.user == user).execute()
+
+
+def confirm_password(page, person):
+    """Answer the Confirm your password page that a dangerous action led to."""
+    expect(page.get_by_role('heading', level=1, name='Confirm your password')).to_be_visible()
+    page.get_by_label('Password', exact=True).fill(person.password)
+    page.get_by_role('button', name='Continue').click()
 
 
 def test_sign_up_log_out_log_in_and_move_between_settings_panels(page, javascript, person):

@@ -6,6 +6,8 @@ from playwright.sync_api import expect
 
 from tests.browser.test_flows import (
     Person,
+    age_the_login,
+    confirm_password,
     is_same_document,
     mark_document,
     panel_heading,
@@ -63,6 +65,18 @@ def choose_option(page, secret, name):
     option = row.get_by_role('button', name=name).or_(row.get_by_role('link', name=name))
     expect(option).to_be_visible()
     option.click()
+
+
+def test_new_token_asks_for_the_password_when_it_was_typed_long_ago(page, javascript, person):
+    open_tokens(page, person)
+    age_the_login(person)
+    page.get_by_role('button', name='New Token').click()
+    confirm_password(page, person)
+    expect(page).to_have_url(url_ending(tokens_path(person)))
+    expect(page.get_by_text('You have no tokens yet.')).to_be_visible()  # nothing made yet
+    settled(page)
+    secret = new_token(page).input_value()
+    assert api_status(page, secret) == 200
 
 
 def test_create_reveal_copy_deactivate_and_delete_a_token(page, javascript, person,
