@@ -926,14 +926,19 @@ class LoginRequest(BaseModel):
     expires_at = DateTimeField()
     status = CharField(default='pending', constraints=[
         Check("status IN ('pending', 'confirmed', 'used', 'failed')")])
+    # Its verifier: the first user to open it in the browser (see claim), before confirming.
     user = ForeignKeyField(User, null=True, backref='login_requests', on_delete='CASCADE')
     code_hash = CharField(null=True)
     attempts = IntegerField(default=0)
 
     @classmethod
     def start(cls, ip=None):
+        """A new pending request. Expired ones are deleted in the same transaction: every row
+        is born here, so sweeping here bounds the table whether or not any worker runs."""
         now = utcnow()  # one clock reading, so it expires exactly LOGIN_REQUEST_LIFETIME after
-        return cls.create(ip=ip, created_at=now, expires_at=now + LOGIN_REQUEST_LIFETIME)
+        with write_transaction(exclusive=False):
+            cls.delete().where(cls.expires_at <= now).execute()
+            return cls.create(ip=ip, created_at=now, expires_at=now + LOGIN_REQUEST_LIFETIME)
 
     @classmethod
     def open_request(cls, request_id):
@@ -941,6 +946,19 @@ class LoginRequest(BaseModel):
         request = cls.get_or_none(cls.id == request_id)
         if request is None or request.expires_at <= utcnow() \
                 or request.status not in ('pending', 'confirmed'):
+            return None
+        return request
+
+    @classmethod
+    def claim(cls, request_id, user):
+        """The open request for `user` to verify or decline. The first user to open a pending
+        one becomes its verifier, so from then on it is None to everyone else, as a missing
+        one is: no one else can decline it or take it over."""
+        request = cls.open_request(request_id)
+        if request is not None and request.user_id is None:
+            cls.update(user=user).where((cls.id == request.id) & cls.user.is_null()).execute()
+            request = cls.open_request(request_id)
+        if request is None or request.user_id != user.id:
             return None
         return request
 

@@ -215,6 +215,49 @@ def test_the_api_refuses_to_verify_for_a_stale_session_and_says_where_to_confirm
     assert audited(logged_in, 'login_token.confirm') == []
 
 
+def test_starting_a_request_deletes_the_expired_ones(client, logged_in):
+    expired_pending, expired_confirmed, live = (start(client)['id'] for _ in range(3))
+    confirm(client, expired_confirmed)
+    expire(expired_pending)
+    expire(expired_confirmed)
+    assert stored(expired_pending) is not None  # kept until the next start sweeps
+    newest = start(client)['id']
+    assert stored(expired_pending) is None and stored(expired_confirmed) is None
+    assert stored(live).status == 'pending' and stored(newest).status == 'pending'
+
+
+# Only the user who answers a request in the browser can touch it -----------------------------
+
+def bob_client(app):
+    bob = app.test_client()
+    log_in(bob, 'bob')
+    return bob, csrf_token(bob, '/user/bob/settings/profile')
+
+
+def test_a_request_alice_opened_is_404_to_bob_and_he_changes_nothing(app, client, logged_in,
+                                                                     other_user):
+    request_id = start(client)['id']
+    assert client.get(f'/login/token?r={request_id}').status_code == 200
+    bob, token = bob_client(app)
+
+    assert bob.post(f'/login/token/{request_id}/decline',
+                    data={'csrf_token': token}).status_code == 404
+    assert bob.post(f'/login/token/{request_id}/verify',
+                    data={'csrf_token': token}).status_code == 404
+    assert bob.delete(f'{API}/{request_id}', headers={'X-CSRFToken': token}).status_code == 404
+    assert bob.patch(f'{API}/{request_id}', headers={'X-CSRFToken': token}).status_code == 404
+    assert bob.get(f'/login/token?r={request_id}').status_code == 404
+
+    row = stored(request_id)
+    assert row.status == 'pending' and row.user_id == logged_in.id and row.attempts == 0
+    with models.db.connection_context():
+        assert models.AuditRecord.select().where(
+            models.AuditRecord.identity == other_user.id,
+            models.AuditRecord.action_type.startswith('login_token.')).count() == 0
+    code = confirm(client, request_id)  # alice can still answer it, and the CLI log in
+    assert client.get(f'{API}/{request_id}?code={code}').status_code == 200
+
+
 # Verifying needs the password typed recently ------------------------------------------------
 
 def test_a_stale_session_is_asked_for_the_password_before_the_verify_page(client, logged_in):
@@ -294,7 +337,9 @@ def test_the_verify_page_names_the_ip_and_handle_and_offers_verify_and_decline(
     assert verify['action'] == f'/login/token/{request_id}/verify'
     assert decline['action'] == f'/login/token/{request_id}/decline'
     assert verify.find('input', attrs={'name': 'csrf_token'}) is not None
-    assert stored(request_id).status == 'pending'  # looking changes nothing
+    row = stored(request_id)
+    assert row.status == 'pending'  # looking verifies nothing…
+    assert row.user_id == logged_in.id  # …but makes alice the one who answers it
 
 
 def test_verify_without_javascript_shows_the_code_once_and_never_in_a_url(client, logged_in):

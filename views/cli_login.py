@@ -29,14 +29,6 @@ GONE = ('This login request does not exist, has expired or was already answered.
         'Start a new one from the command line.')
 
 
-def _open_request(request_id, user):
-    """The request if it is still open and not vouched for by someone else, else None."""
-    login_request = LoginRequest.open_request(request_id or '')
-    if login_request is None or login_request.user_id not in (None, user.id):
-        return None
-    return login_request
-
-
 def _page(state, login_request, status=200, **context):
     """The verify page (or, for htmx, its #login-request fragment); never stored."""
     template = 'cli_login/_request.html' if is_htmx() else 'cli_login/page.html'
@@ -59,7 +51,7 @@ def _gone():
 @recent_login_required  # asked before the choice, so the password page leads back to it
 def verify_page():
     """Ask the user to verify or decline the CLI login request ?r=<id>."""
-    login_request = _open_request(request.args.get('r'), current_user)
+    login_request = LoginRequest.claim(request.args.get('r') or '', current_user)
     if login_request is None:
         return _gone()
     return _page('ask' if login_request.status == 'pending' else 'answered', login_request)
@@ -70,7 +62,7 @@ def verify_page():
 @recent_login_required
 def verify(request_id):
     """Vouch for the request and show its code, once (never in a URL)."""
-    login_request = _open_request(request_id, current_user)
+    login_request = LoginRequest.claim(request_id, current_user)
     if login_request is None:
         return _gone()
     try:
@@ -84,7 +76,7 @@ def verify(request_id):
 @login_required
 def decline(request_id):
     """Delete the request: that CLI can never log in with it."""
-    login_request = _open_request(request_id, current_user)
+    login_request = LoginRequest.claim(request_id, current_user)
     if login_request is None:
         return _gone()
     login_request.decline(current_user._get_current_object(), request.remote_addr)
@@ -114,7 +106,7 @@ def api_confirm(request_id):
                            [('body.status', 'must be "confirmed"')])
     if not user.session.recently_authenticated:
         _password_not_recent(request_id)
-    login_request = _open_request(request_id, user) or _not_found()
+    login_request = LoginRequest.claim(request_id, user) or _not_found()
     try:
         code = login_request.confirm(user, request.remote_addr)
     except Refused as refused:
@@ -129,7 +121,7 @@ def api_confirm(request_id):
 def api_decline(request_id):
     """The browser side: the logged-in user declines (deletes) the request."""
     user = _session_user()
-    login_request = _open_request(request_id, user) or _not_found()
+    login_request = LoginRequest.claim(request_id, user) or _not_found()
     login_request.decline(user, request.remote_addr)
     return '', 204
 
