@@ -6,13 +6,17 @@ import re
 import stat
 import subprocess
 import sys
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 import models
-from tests.conftest import HTMX, PASSWORD, csrf_token, html, log_in
+from tests.conftest import HTMX, PASSWORD, csrf_token, html, log_in, make_user
 from tests.test_reauth import make_stale, reauth_next, reauthenticate
 
 CLI = Path(__file__).resolve().parents[1] / 'cli.py'
@@ -256,6 +260,37 @@ def test_a_request_alice_opened_is_404_to_bob_and_he_changes_nothing(app, client
             models.AuditRecord.action_type.startswith('login_token.')).count() == 0
     code = confirm(client, request_id)  # alice can still answer it, and the CLI log in
     assert client.get(f'{API}/{request_id}?code={code}').status_code == 200
+
+
+def test_when_users_race_to_open_a_request_exactly_one_gets_it(app, server, client):
+    cookie_name = app.config['SESSION_COOKIE_NAME']
+    racers = {}
+    for number in range(6):
+        handle = f'racer{number}'
+        make_user(f'{handle}@example.com', handle)
+        browser = app.test_client()
+        assert log_in(browser, handle).status_code == 302
+        racers[handle] = f'{cookie_name}={browser.get_cookie(cookie_name).value}'
+    request_id = start(client)['id']
+    go = threading.Barrier(len(racers), timeout=30)
+
+    def open_page(cookie):
+        go.wait()  # all at once, each with its own session
+        request = urllib.request.Request(f'{server}/login/token?r={request_id}',
+                                         headers={'Cookie': cookie})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code
+
+    with ThreadPoolExecutor(max_workers=len(racers)) as pool:
+        statuses = dict(zip(racers, pool.map(open_page, racers.values())))
+    assert sorted(statuses.values()) == [200] + [404] * (len(racers) - 1), statuses
+    [winner] = [handle for handle, status in statuses.items() if status == 200]
+    with models.db.connection_context():
+        assert stored(request_id).user_id == models.User.get(models.User.handle == winner).id
 
 
 # Verifying needs the password typed recently ------------------------------------------------
