@@ -7,6 +7,7 @@ import secrets
 import time
 
 from flask import after_this_request, current_app, request
+from flask_limiter.util import get_remote_address
 from flask_login import current_user
 from itsdangerous import BadData, URLSafeTimedSerializer
 from limits import parse
@@ -49,7 +50,7 @@ def login_counters():
     if device:
         return [('LOGIN_FAILURES_PER_DEVICE', 'device:' + device, FAILURES)]
     return [('LOGIN_FAILURES_PER_ACCOUNT', 'account:' + (user.id if user else login), FAILURES),
-            ('LOGIN_FAILURES_PER_IP', 'ip:' + request.remote_addr, FAILURES)]
+            ('LOGIN_FAILURES_PER_IP', 'ip:' + get_remote_address(), FAILURES)]
 
 
 def reauth_counters():
@@ -61,8 +62,8 @@ def reauth_counters():
 def signup_counters():
     """Sign-ups are counted per IP address: refusals (which tell whether an email has an
     account) slowly, accounts created generously."""
-    return [('SIGNUP_FAILURES_PER_IP', 'signup-failures:' + request.remote_addr, FAILURES),
-            ('SIGNUPS_PER_IP', 'signups:' + request.remote_addr, SUCCESSES)]
+    return [('SIGNUP_FAILURES_PER_IP', 'signup-failures:' + get_remote_address(), FAILURES),
+            ('SIGNUPS_PER_IP', 'signups:' + get_remote_address(), SUCCESSES)]
 
 
 def trust_this_browser(user):
