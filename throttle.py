@@ -31,6 +31,7 @@ def counted(counters):
             if request.method != 'POST':
                 return view(*args, **kwargs)
             taken = _take(counters())
+            # A view that raises keeps the attempt counted: its password may have been checked.
             response = current_app.make_response(view(*args, **kwargs))
             outcome = SUCCESSES if response.status_code in (302, 303) else FAILURES
             _give_back([hit for hit in taken if hit[3] != outcome])
