@@ -102,6 +102,14 @@ def test_failures_at_the_ip_ceiling_do_not_block_a_device_cookie_login_behind_it
     assert log_in(owner, 'alice').status_code == 302
 
 
+def test_a_strangers_failed_logins_do_not_block_confirming_the_password(app, client,
+                                                                        logged_in):
+    fail_to_log_in(app.test_client(), 'alice', FAILURES_ALLOWED)
+    response = client.post('/reauth', data={'password': PASSWORD,
+                                            'csrf_token': csrf_token(client, '/reauth')})
+    assert response.status_code == 303
+
+
 def device_cookie(response, name):
     return next(c for c in response.headers.getlist('Set-Cookie') if c.startswith(name + '='))
 
