@@ -66,7 +66,7 @@ def create_app(config=None):
         # A shared store that cannot be reached (Redis down) is no reason to refuse logins:
         # each process counts in its own memory until the store answers again.
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
-        # throttle.py gives an attempt back (a hit of -1), which only fixed windows count so.
+        # throttle.py gives an attempt back with a hit of -1: a fixed window's count goes down.
         RATELIMIT_STRATEGY='fixed-window',
         # Wrong passwords, see throttle.py: from browsers without this account's device cookie
         # per account and per IP; per device cookie (or, re-authenticating, per session).
