@@ -66,8 +66,14 @@ def create_app(config=None):
         # A shared store that cannot be reached (Redis down) is no reason to refuse logins:
         # each process counts in its own memory until the store answers again.
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        # throttle.py gives an attempt back with a hit of -1: a fixed window's count goes down.
+        RATELIMIT_STRATEGY='fixed-window',
+        # Wrong passwords, see throttle.py: from browsers without this account's device cookie
+        # per account and per IP; per device cookie (or, re-authenticating, per session).
         LOGIN_FAILURES_PER_ACCOUNT='10 per 10 minutes',
         LOGIN_FAILURES_PER_IP='100 per 10 minutes',
+        LOGIN_FAILURES_PER_DEVICE='10 per 10 minutes',
+        SIGNUP_FAILURES_PER_IP='30 per 10 minutes',
         SIGNUPS_PER_IP='60 per minute',
         MAX_CONTENT_LENGTH=1024 * 1024,  # views that take uploads allow more, see _body_limit
         GRAVATAR_ENABLED=_env_flag('GRAVATAR_ENABLED', default=True),

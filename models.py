@@ -351,15 +351,19 @@ class User(BaseModel):
         return user
 
     @classmethod
-    def authenticate(cls, login, password):
-        """The user whose email or handle is `login` and whose password matches, or None."""
+    def authenticate(cls, login, password, ip=None):
+        """The user whose email or handle is `login` and whose password matches, or None
+        (a wrong password for an existing account writes `user.login.failed`)."""
         login = (login or '').strip().lower()
         field = cls.email if '@' in login else cls.handle
         user = cls.get_or_none(field == login)
         if user is None:
             check_password_hash(_DUMMY_HASH, password or '')
             return None
-        return user if check_password_hash(user.password_hash, password or '') else None
+        if not check_password_hash(user.password_hash, password or ''):
+            AuditRecord.write('user.login.failed', user, ip, target=user)
+            return None
+        return user
 
     def handle_change_problem(self, handle):
         """Why this user cannot take `handle` (already normalised), or None."""
@@ -516,10 +520,13 @@ class Session(BaseModel):
         """True when the password was typed in this session within RECENT_LOGIN."""
         return utcnow() - (self.authenticated_at or self.created_at) <= RECENT_LOGIN
 
-    def reauthenticate(self, password):
-        """Check the user's password again; True (and the session is recent) when right."""
+    def reauthenticate(self, password, ip=None):
+        """Check the user's password again; True (and the session is recent) when right,
+        False and `user.login.failed` (naming this session) when wrong."""
         user = User.get_by_id(self.user_id)
         if not check_password_hash(user.password_hash, password or ''):
+            AuditRecord.write('user.login.failed', user, ip, target=user,
+                              data={'session_id': self.id})
             return False
         self.authenticated_at = utcnow()
         Session.update(authenticated_at=self.authenticated_at).where(

@@ -28,8 +28,9 @@ def server_env(database_url, **extra):
 
 
 @contextmanager
-def gunicorn(database_url, log_path, workers=4):
-    """gunicorn serving the app on `database_url` with `workers` sync workers, its output
+def gunicorn(database_url, log_path, workers=4, threads=1):
+    """gunicorn serving the app on `database_url` with `workers` sync workers (or, with
+    `threads` above 1, threaded workers each answering that many requests at once), its output
     appended to `log_path`; yields (base URL, the master process) once it answers.
 
     The listening socket is bound here (port 0: the kernel picks a free one) and handed over,
@@ -40,8 +41,8 @@ def gunicorn(database_url, log_path, workers=4):
         listener.listen(128)
         listener.set_inheritable(True)
         process = subprocess.Popen(
-            [str(GUNICORN), '-w', str(workers), '-b', f'fd://{listener.fileno()}',
-             '--timeout', '30', 'app:create_app()'],
+            [str(GUNICORN), '-w', str(workers), '--threads', str(threads),
+             '-b', f'fd://{listener.fileno()}', '--timeout', '30', 'app:create_app()'],
             cwd=ROOT, env=server_env(database_url), stdout=log,
             stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),), start_new_session=True)
         try:

@@ -107,6 +107,9 @@ def test_records_are_newest_first_with_a_readable_sentence(client, logged_in):
 SENTENCES = [
     ('user.signup', {}, 'alice signed up'),
     ('user.login', {'session_id': 's_1'}, 'alice logged in'),
+    ('user.login.failed', {}, 'alice failed to log in (wrong password)'),
+    ('user.login.failed', {'session_id': 's_1'},
+     'alice failed to confirm their password (wrong password)'),
     ('user.logout', {'session_id': 's_1'}, 'alice logged out'),
     ('user.update', {'display_name': {'old': None, 'new': 'Alice A'}},
      'alice changed their display name to “Alice A”'),

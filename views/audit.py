@@ -22,6 +22,7 @@ EXPORT_FIELDS = ('id', 'action_type', 'actor_id', 'actor_handle', 'actor_display
 ACTION_TYPES = (
     ('user.signup', 'Signed up'),
     ('user.login', 'Logged in'),
+    ('user.login.failed', 'Wrong password typed'),
     ('user.logout', 'Logged out'),
     ('user.update', 'Profile changed'),
     ('user.preferences.update', 'Notification preferences changed'),

@@ -3,32 +3,20 @@ from flask import (
     Blueprint,
     current_app,
     flash,
+    make_response,
     redirect,
     render_template,
     request,
     session,
     url_for,
 )
-from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 
 import gravatar
+import throttle
 from models import HANDLE_HOLD, HANDLE_RULES, PASSWORD_MAX, PASSWORD_MIN, Invalid, Session, User
-from views import limiter
 
 bp = Blueprint('auth', __name__)
-
-
-def _login_failed(response):
-    return response.status_code == 401
-
-
-def _account_key():
-    """Failed logins count against the account named, however it was spelled."""
-    login = request.form.get('email', '').strip().lower()
-    field = User.email if '@' in login else User.handle
-    user = User.select(User.id).where(field == login).first()
-    return 'account:' + (user.id if user else login)
 
 
 def _safe_next(target):
@@ -43,11 +31,11 @@ def _start_session(user):
     session.permanent = True
     user.session = Session.open(user, request.remote_addr, request.user_agent.string)
     login_user(user)
+    throttle.trust_this_browser(user)
 
 
 @bp.route('/signup', methods=['GET', 'POST'])
-@limiter.limit(lambda: current_app.config['SIGNUPS_PER_IP'], methods=['POST'],
-               deduct_when=lambda response: response.status_code == 302)
+@throttle.counted(throttle.signup_counters)
 def signup():
     """Create an account and log it in."""
     if current_user.is_authenticated:
@@ -72,10 +60,7 @@ def _rules():
 
 
 @bp.route('/login', methods=['GET', 'POST'])
-@limiter.limit(lambda: current_app.config['LOGIN_FAILURES_PER_ACCOUNT'], methods=['POST'],
-               key_func=_account_key, deduct_when=_login_failed)
-@limiter.limit(lambda: current_app.config['LOGIN_FAILURES_PER_IP'], methods=['POST'],
-               key_func=get_remote_address, deduct_when=_login_failed)
+@throttle.counted(throttle.login_counters)
 def login():
     """Log in with email or handle and password."""
     next_url = request.values.get('next', '')
@@ -83,7 +68,8 @@ def login():
         return redirect(_safe_next(next_url))
     if request.method == 'GET':
         return render_template('auth/login.html', form={}, next=next_url)
-    user = User.authenticate(request.form.get('email'), request.form.get('password'))
+    user = User.authenticate(request.form.get('email'), request.form.get('password'),
+                             ip=request.remote_addr)
     if user is None:
         return render_template('auth/login.html', form=request.form, next=next_url,
                                error='That email or handle and password do not match. '
@@ -94,14 +80,13 @@ def login():
 
 @bp.route('/reauth', methods=['GET', 'POST'])
 @login_required
-@limiter.limit(lambda: current_app.config['LOGIN_FAILURES_PER_ACCOUNT'], methods=['POST'],
-               key_func=lambda: 'account:' + current_user.id, deduct_when=_login_failed)
+@throttle.counted(throttle.reauth_counters)
 def reauthenticate():
     """Ask for the password again before a dangerous action, then go back to it."""
     next_url = request.values.get('next', '')
     if request.method == 'GET':
         return _reauth_page(next_url)
-    if not current_user.session.reauthenticate(request.form.get('password')):
+    if not current_user.session.reauthenticate(request.form.get('password'), request.remote_addr):
         return _reauth_page(next_url, 401, errors={'password': 'That password is not right. '
                                                                'Try again.'})
     return redirect(_safe_next(next_url), 303)
@@ -114,15 +99,20 @@ def _reauth_page(next_url, status=200, **context):
 
 @bp.errorhandler(429)
 def too_many_attempts(error):
-    """Throttled: the same form, saying plainly when to try again."""
+    """Throttled: the same form, saying plainly when to try again (and Retry-After when)."""
     message = 'Too many attempts. Wait a few minutes, then try again.'
     if request.endpoint == 'auth.signup':
-        return render_template('auth/signup.html', form=request.form, error=message,
+        page = render_template('auth/signup.html', form=request.form, error=message,
                                rules=_rules()), 429
-    if request.endpoint == 'auth.reauthenticate':
-        return _reauth_page(request.values.get('next', ''), 429, error=message)
-    return render_template('auth/login.html', form=request.form, error=message,
-                           next=request.values.get('next', '')), 429
+    elif request.endpoint == 'auth.reauthenticate':
+        page = _reauth_page(request.values.get('next', ''), 429, error=message)
+    else:
+        page = render_template('auth/login.html', form=request.form, error=message,
+                               next=request.values.get('next', '')), 429
+    response = make_response(page)
+    if getattr(error, 'retry_after', None):
+        response.headers['Retry-After'] = str(error.retry_after)
+    return response
 
 
 @bp.get('/goodbye')

@@ -200,8 +200,9 @@ SCHEMAS = {
             'action_type': {'type': 'string', 'examples': [
                 'token.create', 'token.update', 'token.delete', 'user.update',
                 'user.preferences.update', 'user.password.rotate', 'user.login',
-                'user.logout', 'user.session.revoke', 'user.authentication.reset',
-                'login_token.confirm', 'workspace.create', 'workspace.delete']},
+                'user.login.failed', 'user.logout', 'user.session.revoke',
+                'user.authentication.reset', 'login_token.confirm', 'workspace.create',
+                'workspace.delete']},
             'actor_id': {'type': 'string'},
             'actor_handle': {'type': 'string', 'description': 'As it was at the time.'},
             'actor_display_name': {'type': 'string'},

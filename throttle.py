@@ -1,0 +1,142 @@
+"""Throttles on password guessing: every attempt is counted before its password is checked, and
+a browser that has logged in to an account before (a device cookie, as OWASP's "Slow Down
+Online Guessing Attacks with Device Cookies" describes) keeps an allowance of its own."""
+import functools
+import math
+import secrets
+import time
+
+from flask import after_this_request, current_app, request
+from flask_limiter.util import get_remote_address
+from flask_login import current_user
+from itsdangerous import BadData, URLSafeTimedSerializer
+from limits import parse
+from werkzeug.exceptions import TooManyRequests
+
+from models import User
+from views import limiter
+
+DEVICE_COOKIE_LIFETIME = 365 * 24 * 3600  # seconds; each login issues a new one
+FAILURES, SUCCESSES = 'failures', 'successes'
+
+
+def counted(counters):
+    """Decorate a view that checks a password: on POST each of `counters()`, a list of
+    (config name of the limit, key, FAILURES or SUCCESSES), counts the attempt before the view
+    runs, and a used-up one answers 429 instead. A redirect means the password was right: the
+    attempt is given back to the counters of failures, any other answer to those of successes."""
+    def decorate(view):
+        @functools.wraps(view)
+        def guarded(*args, **kwargs):
+            if request.method != 'POST':
+                return view(*args, **kwargs)
+            taken = _take(counters())
+            # A view that raises keeps the attempt counted: its password may have been checked.
+            response = current_app.make_response(view(*args, **kwargs))
+            outcome = SUCCESSES if response.status_code in (302, 303) else FAILURES
+            _give_back([hit for hit in taken if hit[3] != outcome])
+            return response
+        return guarded
+    return decorate
+
+
+def login_counters():
+    """A login is counted per device cookie when this browser has logged in to the account
+    before; otherwise per account (however it was spelled) and per IP address, so guessing
+    from elsewhere never blocks the owner's browser."""
+    login = request.form.get('email', '').strip().lower()
+    field = User.email if '@' in login else User.handle
+    user = User.select(User.id).where(field == login).first()
+    device = _device_id(user.id) if user else None
+    if device:
+        return [('LOGIN_FAILURES_PER_DEVICE', 'device:' + device, FAILURES)]
+    return [('LOGIN_FAILURES_PER_ACCOUNT', 'account:' + (user.id if user else login), FAILURES),
+            ('LOGIN_FAILURES_PER_IP', 'ip:' + get_remote_address(), FAILURES)]
+
+
+def reauth_counters():
+    """Re-authentication is counted per session: only someone holding this logged-in session
+    can use up its allowance, never a stranger failing to log in."""
+    return [('LOGIN_FAILURES_PER_DEVICE', 'session:' + current_user.session.id, FAILURES)]
+
+
+def signup_counters():
+    """Sign-ups are counted per IP address: refusals (which tell whether an email has an
+    account) slowly, accounts created generously."""
+    return [('SIGNUP_FAILURES_PER_IP', 'signup-failures:' + get_remote_address(), FAILURES),
+            ('SIGNUPS_PER_IP', 'signups:' + get_remote_address(), SUCCESSES)]
+
+
+def trust_this_browser(user):
+    """Give this request's answer a new device cookie for `user`, who has just logged in."""
+    value = _serializer().dumps({'account': user.id, 'device': secrets.token_urlsafe(16)})
+
+    @after_this_request
+    def set_cookie(response):
+        response.set_cookie(_cookie_name(), value, max_age=DEVICE_COOKIE_LIFETIME, path='/',
+                            secure=current_app.config['SESSION_COOKIE_SECURE'], httponly=True,
+                            samesite='Lax')
+        return response
+
+
+def _device_id(account_id):
+    """The device id of this browser's device cookie when it is valid and for `account_id`."""
+    try:
+        data = _serializer().loads(request.cookies.get(_cookie_name(), ''),
+                                   max_age=DEVICE_COOKIE_LIFETIME)
+    except BadData:
+        return None
+    if isinstance(data, dict) and data.get('account') == account_id:
+        return data.get('device')
+    return None
+
+
+def _serializer():
+    return URLSafeTimedSerializer(current_app.secret_key, salt='penstock-device-cookie')
+
+
+def _cookie_name():
+    # __Host-: only this host over HTTPS may set it, so a sibling subdomain cannot plant one.
+    secure = current_app.config['SESSION_COOKIE_SECURE']
+    return '__Host-penstock_device' if secure else 'penstock_device'
+
+
+def _take(counters):
+    """Count one attempt on every counter, atomically in the shared store (a hit is an
+    increment that answers whether the new count is within the limit), or give them all back
+    and answer 429."""
+    taken = []
+    for config_name, key, counts in counters:
+        limit = parse(current_app.config[config_name])
+        strategy, allowed = _hit(limit, key)
+        taken.append((strategy, limit, key, counts))
+        if not allowed:
+            reset = strategy.get_window_stats(limit, key).reset_time
+            _give_back(taken)
+            raise TooManyRequests(retry_after=max(1, math.ceil(reset - time.time())))
+    return taken
+
+
+def _hit(limit, key):
+    """(the strategy that counted, whether within the limit). When the shared store does not
+    answer, the count goes to Flask-Limiter's own in-memory fallback, as its decorators' do: each
+    process counts alone until the store answers again (Flask-Limiter checks on later requests)."""
+    try:
+        strategy = limiter.limiter
+        return strategy, strategy.hit(limit, key)
+    except limiter.storage.base_exceptions:
+        if not current_app.config['RATELIMIT_IN_MEMORY_FALLBACK_ENABLED']:
+            raise
+        limiter._storage_dead = True
+        strategy = limiter.limiter
+        return strategy, strategy.hit(limit, key)
+
+
+def _give_back(taken):
+    """Undo hits: with fixed windows (RATELIMIT_STRATEGY) a hit of -1 takes one off the count.
+    A store that has gone away since has nothing to give back to."""
+    for strategy, limit, key, _counts in taken:
+        try:
+            strategy.hit(limit, key, cost=-1)
+        except limiter.storage.base_exceptions:
+            pass
