@@ -14,7 +14,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 
 import gravatar
 from models import HANDLE_HOLD, HANDLE_RULES, PASSWORD_MAX, PASSWORD_MIN, Invalid, Session, User
-from views import limiter
+from views import limiter, return_target
 
 bp = Blueprint('auth', __name__)
 
@@ -29,13 +29,6 @@ def _account_key():
     field = User.email if '@' in login else User.handle
     user = User.select(User.id).where(field == login).first()
     return 'account:' + (user.id if user else login)
-
-
-def _safe_next(target):
-    """Only paths on this site are followed after login, never another host."""
-    if target and target.startswith('/') and not target.startswith(('//', '/\\')):
-        return target
-    return url_for('home.index')
 
 
 def _start_session(user):
@@ -78,9 +71,9 @@ def _rules():
                key_func=get_remote_address, deduct_when=_login_failed)
 def login():
     """Log in with email or handle and password."""
-    next_url = request.values.get('next', '')
+    next_url = return_target(request.values.get('next'))
     if current_user.is_authenticated:
-        return redirect(_safe_next(next_url))
+        return redirect(next_url)
     if request.method == 'GET':
         return render_template('auth/login.html', form={}, next=next_url)
     user = User.authenticate(request.form.get('email'), request.form.get('password'))
@@ -89,7 +82,7 @@ def login():
                                error='That email or handle and password do not match. '
                                      'Check them and try again.'), 401
     _start_session(user)
-    return redirect(_safe_next(next_url))
+    return redirect(next_url)
 
 
 @bp.route('/reauth', methods=['GET', 'POST'])
@@ -98,18 +91,17 @@ def login():
                key_func=lambda: 'account:' + current_user.id, deduct_when=_login_failed)
 def reauthenticate():
     """Ask for the password again before a dangerous action, then go back to it."""
-    next_url = request.values.get('next', '')
+    next_url = return_target(request.values.get('next'))
     if request.method == 'GET':
         return _reauth_page(next_url)
     if not current_user.session.reauthenticate(request.form.get('password')):
         return _reauth_page(next_url, 401, errors={'password': 'That password is not right. '
                                                                'Try again.'})
-    return redirect(_safe_next(next_url), 303)
+    return redirect(next_url, 303)
 
 
 def _reauth_page(next_url, status=200, **context):
-    return render_template('auth/reauth.html', form={}, next=next_url,
-                           back=_safe_next(next_url), **context), status
+    return render_template('auth/reauth.html', form={}, next=next_url, **context), status
 
 
 @bp.errorhandler(429)
@@ -120,9 +112,9 @@ def too_many_attempts(error):
         return render_template('auth/signup.html', form=request.form, error=message,
                                rules=_rules()), 429
     if request.endpoint == 'auth.reauthenticate':
-        return _reauth_page(request.values.get('next', ''), 429, error=message)
+        return _reauth_page(return_target(request.values.get('next')), 429, error=message)
     return render_template('auth/login.html', form=request.form, error=message,
-                           next=request.values.get('next', '')), 429
+                           next=return_target(request.values.get('next'))), 429
 
 
 @bp.get('/goodbye')
