@@ -30,7 +30,7 @@ import delivery
 import models
 import propagation
 import views
-from views import csrf, is_htmx, limiter, local_path, login_manager, settings_menu
+from views import csrf, is_htmx, limiter, login_manager, return_target, settings_menu
 from views.api import http_error as api_http_error
 from views.avatars import avatar_url
 
@@ -188,13 +188,13 @@ def unauthorized():
     """Send the visitor to log in; htmx is told to leave the page rather than swap it."""
     if is_htmx():
         # A link leads back to where it pointed, a form to the page it was on.
-        wanted = (request.full_path.rstrip('?') if request.method == 'GET'
-                  else local_path(request.headers.get('HX-Current-URL', '')))
-        target = url_for('auth.login', next=wanted or None)
+        wanted = (request.full_path if request.method == 'GET'
+                  else request.headers.get('HX-Current-URL'))
+        target = url_for('auth.login', next=return_target(wanted))
         response = make_response('', 401)
         response.headers['HX-Redirect'] = target
         return response
-    return redirect(url_for('auth.login', next=request.full_path.rstrip('?')))
+    return redirect(url_for('auth.login', next=return_target(request.full_path)))
 
 
 def _security_headers(response):

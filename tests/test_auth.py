@@ -124,6 +124,24 @@ def test_login_follows_a_local_next_but_never_another_host(client, user):
                     data={'csrf_token': csrf_token(client, '/user/alice/settings/profile')})
 
 
+@pytest.mark.parametrize('target', ['/\t/evil.example', '/\n/evil.example', '\t//evil.example',
+                                    ' /\\evil.example', '/\r\n/evil.example'])
+def test_a_next_with_a_tab_or_newline_does_not_lead_to_another_host(app, client, user,
+                                                                     target):
+    """A browser drops tabs and newlines (and leading spaces), so these all read as
+    //evil.example: each leads home, after a login that made its session."""
+    response = client.post('/login', data={'email': 'alice', 'password': PASSWORD,
+                                           'csrf_token': csrf_token(client, '/login'),
+                                           'next': target})
+    assert response.status_code == 302 and response.headers['Location'] == '/'
+    with models.db.connection_context():
+        assert models.Session.select().count() == 1
+    response = client.get('/login', query_string={'next': target})
+    assert response.status_code == 302 and response.headers['Location'] == '/'
+    form = html(app.test_client().get('/login', query_string={'next': target}))
+    assert form.find('input', attrs={'name': 'next'})['value'] == '/'
+
+
 def test_a_page_that_needs_login_sends_there_and_back(client, user):
     response = client.get('/user/alice/settings/notifications')
     assert response.status_code == 302

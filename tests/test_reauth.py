@@ -158,19 +158,24 @@ def test_the_right_password_goes_back_to_reset_authentication(client, logged_in)
 
 
 @pytest.mark.parametrize('target', ['https://evil.example/steal', '//evil.example/steal',
-                                    '/\\evil.example', 'javascript:alert(1)'])
+                                    '/\\evil.example', 'javascript:alert(1)',
+                                    '/\t/evil.example', '/\r\n/evil.example'])
 def test_a_next_address_on_another_host_is_ignored(client, logged_in, target):
     make_stale(logged_in)
-    response = reauthenticate(client, '/reauth?' + 'next=' + target, PASSWORD)
+    response = client.post('/reauth', data={'password': PASSWORD, 'next': target,
+                                            'csrf_token': csrf_token(client, '/reauth')})
     assert response.status_code == 303
     assert response.headers['Location'] == '/'
+    page = html(client.get('/reauth', query_string={'next': target}))
+    assert page.find('a', string='Cancel')['href'] == '/'
+    assert page.find('input', attrs={'name': 'next'})['value'] == '/'
 
 
 def test_a_stale_request_from_another_host_comes_back_to_this_site_only(client, logged_in):
     make_stale(logged_in)
     response = attempt(client, 'POST', URL + '/delete', {'confirm': 'alice'},
                        {'Referer': 'https://evil.example/'})
-    assert response.headers['Location'] == '/reauth'
+    assert reauth_next(response.headers['Location']) == '/'
 
 
 def test_a_fresh_login_needs_no_password_again(client, logged_in):

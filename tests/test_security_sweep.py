@@ -1,14 +1,23 @@
 """The security sweep over app.url_map: the security headers on every page and the file rule
-on every static file and avatar, and another user's objects answering 404 on every route that
-names one. (Login requirement, CSRF and
+on every static file and avatar, another user's objects answering 404 on every route that
+names one, and return targets on every endpoint that takes one. (Login requirement, CSRF and
 cookie flags: test_security.py; secrets in log lines: test_logs.py.)"""
+import ast
+import datetime
+import functools
+import ipaddress
+import itertools
+import re
 from pathlib import Path
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 from flask import url_for
+from werkzeug.security import generate_password_hash
 
 import models
-from tests.conftest import HTMX, log_in, make_user
+import views
+from tests.conftest import HTMX, PASSWORD, csrf_token, html, log_in, make_user
 from tests.test_security import UNSAFE, build, real_objects, routes_of, snapshot
 from views.avatars import avatar_url
 
@@ -125,3 +134,324 @@ def test_another_users_objects_are_not_found_on_every_route(app, user):
             ('POST', '/workspaces/<workspace_id>/connection'),
             ('POST', '/user/<handle>/settings/tokens/<token_id>/delete'),
             ('GET', '/api/v0/user/<handle>/token/<token_id>')} <= checked
+
+
+# Return targets ------------------------------------------------------------------------------
+
+HOME = '/'
+# (target, where it must lead): every way a browser could read a target as another site, and
+# what stays on this one (percent-encoded as a Location header and an href need it). The test
+# client's host is "localhost".
+RETURN_TARGETS = [
+    ('/\t/evil.example', HOME),
+    ('/\n/evil.example', HOME),
+    ('/\r/evil.example', HOME),
+    ('/\r\n/evil.example', HOME),
+    ('\t//evil.example', HOME),
+    ('/\t\\evil.example', HOME),
+    ('//evil.example', HOME),
+    ('///evil.example', HOME),
+    ('/\\evil.example', HOME),
+    ('\\/evil.example', HOME),
+    ('\\\\evil.example', HOME),
+    ('/\\/evil.example', HOME),
+    ('https://evil.example/steal', HOME),
+    ('http://evil.example', HOME),
+    ('HTTP://evil.example', HOME),
+    ('hTtPs:evil.example', HOME),
+    ('http:/\\evil.example', HOME),
+    ('https:\\\\evil.example', HOME),
+    ('https://evil@localhost/', HOME),
+    ('https://localhost@evil.example/', HOME),
+    ('https://localhost.evil.example/', HOME),
+    ('http://localhost:8443/user/alice/settings/tokens', HOME),
+    ('http://localhost//evil.example', HOME),
+    ('ftp://localhost/x', HOME),
+    ('javascript:alert(1)', HOME),
+    ('JavaScript:alert(document.domain)', HOME),
+    (' javascript:alert(1)', HOME),
+    ('java\tscript:alert(1)', HOME),
+    ('\x01javascript:alert(1)', HOME),
+    ('data:text/html,<script>alert(1)</script>', HOME),
+    ('%2f%2fevil.example', HOME),
+    ('  //evil.example', HOME),
+    ('\x0c//evil.example', HOME),
+    ('\x00//evil.example', HOME),
+    ('\x1f/\\evil.example', HOME),
+    ('//évil.example', HOME),
+    ('evil.example', HOME),
+    ('?next=//evil.example', HOME),
+    ('', HOME),
+    ('/' + 'a' * 5000, HOME),
+    ('/%09/evil.example', '/%09/evil.example'),
+    ('/%0d%0aSet-Cookie:%20evil=1', '/%0d%0aSet-Cookie:%20evil=1'),
+    ('/x\r\nSet-Cookie: evil=1', '/xSet-Cookie:%20evil=1'),
+    ('/%2f%2fevil.example', '/%2f%2fevil.example'),
+    ('/%5cevil.example', '/%5cevil.example'),
+    ('/%252f%252fevil.example', '/%252f%252fevil.example'),
+    ('/@evil.example', '/@evil.example'),
+    ('http://localhost\\@evil.example/', '/@evil.example/'),
+    ('/\x7f/evil.example', '/%7F/evil.example'),
+    ('/ü/\u3000/evil.example', '/%C3%BC/%E3%80%80/evil.example'),
+    ('/\uff0f\uff0fevil.example', '/%EF%BC%8F%EF%BC%8Fevil.example'),
+    ('/100%', '/100%25'),
+    ('/search?q=a\\b c', '/search?q=a%5Cb%20c'),
+    ('/login?next=//evil.example', '/login?next=//evil.example'),
+    ('HTTP://LOCALHOST/user/alice/settings/tokens?x=1', '/user/alice/settings/tokens?x=1'),
+    ('/user/alice/settings/tokens?x=1&y=a%20b', '/user/alice/settings/tokens?x=1&y=a%20b'),
+    ('/login/token?r=abc', '/login/token?r=abc'),
+    ('/user/alice/settings/advanced#sessions', '/user/alice/settings/advanced#sessions'),
+]
+# Where app.py and the views read a return target; each such function is probed below.
+READS_A_TARGET = re.compile(r'''request\.(values|args|form)(\.get\(|\[)\s*['"]next['"]'''
+                            r'''|HX-Current-URL|request\.referrer|request\.full_path'''
+                            r'''|request\.url\b''')
+# Templates get their targets from the view, already decided.
+TEMPLATE_READS_A_TARGET = re.compile(r'request\.(values|args|form|referrer|url|full_path)')
+
+
+def assert_local(url, where):
+    """`url` is a path on this site to a browser, and fit for a Location header or an href:
+    printable ASCII, percent-encoded, one slash first, no scheme or host however read."""
+    assert url is not None, where
+    assert re.fullmatch(r"/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@/?#%]*", url), (where, url)
+    assert not re.search('%(?![0-9A-Fa-f]{2})', url), (where, url)
+    as_read = urlsplit(url.replace('\\', '/'))
+    assert not as_read.scheme and not as_read.netloc, (where, url)
+    assert urlsplit(urljoin('http://localhost/a/page', url)).netloc == 'localhost', (where, url)
+
+
+def sent_on(response, where):
+    """Every address a response leads to or offers: its redirect headers, the links and
+    forms on the page and the `next` it carries; each one is a path on this site."""
+    assert response.status_code < 500, where
+    page = html(response)
+    sent = {name: response.headers.get(name) for name in ('Location', 'HX-Redirect')}
+    sent['next'] = [field['value'] for field in page.find_all('input', attrs={'name': 'next'})]
+    links = [link['href'] for link in page.find_all('a', href=True)]
+    actions = [form['action'] for form in page.find_all('form', action=True)]
+    for address in [sent['Location'], sent['HX-Redirect'], *sent['next'], *links, *actions]:
+        if address is not None and not address.startswith('#'):  # the skip link stays put
+            assert_local(address, where)
+    return sent
+
+
+def next_of(address, path):
+    """The `next` of an address on `path` (asserting that it leads there)."""
+    parts = urlsplit(address)
+    assert parts.path == path, address
+    return parse_qs(parts.query, keep_blank_values=True).get('next', [None])[0]
+
+
+def too_long(target, back):
+    """A page's own address, too long to come back to, leads home instead."""
+    return len(target) > views.TARGET_MAX and back == HOME
+
+
+def header_safe(target):
+    """A target a browser could send as a header (Referer, HX-Current-URL) at all."""
+    return not set(target) & {'\r', '\n', '\x00'} and max(map(ord, target), default=0) < 256
+
+
+class Site:
+    """The app, and for each target a user of its own and browsers from an address of its own
+    (so that no throttle counts one target's attempts against another's)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.made = itertools.count(1)
+
+    def user(self):
+        """A new user's handle (its password is quick to check: see the `site` fixture)."""
+        handle = f'visitor{next(self.made)}'
+        make_user(f'{handle}@example.com', handle)
+        return handle
+
+    def browser(self, login=None, stale=False):
+        client = self.app.test_client()
+        client.environ_base['REMOTE_ADDR'] = str(ipaddress.ip_address('10.0.0.0')
+                                                 + next(self.made))
+        if login:
+            assert log_in(client, login).status_code == 302
+            if stale:
+                with models.db.connection_context():
+                    long_ago = models.utcnow() - models.RECENT_LOGIN - datetime.timedelta(
+                        minutes=1)
+                    models.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
+                        models.Session.user == models.User.get(handle=login)).execute()
+        return client
+
+    def sessions_of(self, login):
+        with models.db.connection_context():
+            return models.Session.select().where(
+                models.Session.user == models.User.get(handle=login)).count()
+
+    @functools.cached_property
+    def throttled(self):
+        """A browser refused further logins and one refused further re-authentication."""
+        handle = self.user()
+        browsers = {'/login': self.browser(), '/reauth': self.browser(handle, stale=True)}
+        for url, browser in browsers.items():
+            token = csrf_token(browser, url)
+            for _ in range(200):
+                response = browser.post(url, data={'email': handle, 'csrf_token': token,
+                                                   'password': 'wrong password'})
+                if response.status_code == 429:
+                    break
+                assert response.status_code == 401
+            assert response.status_code == 429, url
+        return handle, browsers
+
+
+def probe_login(site, target, expected):
+    """GET and POST /login: the form's `next`, and where a right password leads."""
+    handle, client = site.user(), site.browser()
+    page = client.get('/login', query_string={'next': target})
+    assert sent_on(page, ('GET /login', target))['next'] == [expected]
+    form = {'email': handle, 'csrf_token': csrf_token(client, '/login'), 'next': target}
+    wrong = client.post('/login', data={**form, 'password': 'wrong password'})
+    assert wrong.status_code == 401
+    assert sent_on(wrong, ('POST /login, wrong', target))['next'] == [expected]
+    right = client.post('/login', data={**form, 'password': PASSWORD})
+    assert right.status_code == 302
+    assert sent_on(right, ('POST /login', target))['Location'] == expected
+    # Logged in properly, whatever the target held (no header of its own, no 500 once the
+    # session was made).
+    assert site.sessions_of(handle) == 1
+    assert client.get_cookie('penstock_session') and not client.get_cookie('evil')
+    assert client.get(f'/user/{handle}/settings/profile').status_code == 200
+    again = client.get('/login', query_string={'next': target})
+    assert again.status_code == 302
+    assert sent_on(again, ('GET /login, logged in', target))['Location'] == expected
+
+
+def probe_reauthenticate(site, target, expected):
+    """GET and POST /reauth: the form's `next`, Cancel, and where the right password leads."""
+    handle = site.user()
+    client = site.browser(handle, stale=True)
+    page = client.get('/reauth', query_string={'next': target})
+    assert sent_on(page, ('GET /reauth', target))['next'] == [expected]
+    assert html(page).find('a', string='Cancel')['href'] == expected
+    form = {'csrf_token': csrf_token(client, '/reauth'), 'next': target}
+    wrong = client.post('/reauth', data={**form, 'password': 'wrong password'})
+    assert wrong.status_code == 401
+    assert sent_on(wrong, ('POST /reauth, wrong', target))['next'] == [expected]
+    assert html(wrong).find('a', string='Cancel')['href'] == expected
+    right = client.post('/reauth', data={**form, 'password': PASSWORD})
+    assert right.status_code == 303
+    assert sent_on(right, ('POST /reauth', target))['Location'] == expected
+
+
+def probe_too_many_attempts(site, target, expected):
+    """Throttled, the login and re-authentication pages still carry only a local `next`."""
+    handle, browsers = site.throttled
+    for url, browser in browsers.items():
+        response = browser.post(url, data={'email': handle, 'password': 'wrong password',
+                                           'csrf_token': csrf_token(browser, url),
+                                           'next': target})
+        assert response.status_code == 429
+        assert sent_on(response, (url, 'throttled', target))['next'] == [expected]
+
+
+def probe_unauthorized(site, target, expected):
+    """Logged out, a page sends to log in, and htmx is told to leave the page it is on."""
+    client = site.browser()
+    if header_safe(target):
+        left = client.post('/logout', headers={**HTMX, 'HX-Current-URL': target,
+                                               'X-CSRFToken': csrf_token(client, '/login')})
+        assert left.status_code == 401
+        assert next_of(sent_on(left, ('htmx POST', target))['HX-Redirect'], '/login') == expected
+    # A link leads back to itself, whatever its query holds.
+    page = '/user/someone/settings/profile'
+    for headers, answer in [({}, 'Location'), (HTMX, 'HX-Redirect')]:
+        response = client.get(page, query_string={'next': target}, headers=headers)
+        back = next_of(sent_on(response, (answer, target))[answer], '/login')
+        assert back.startswith(page + '?next=') or too_long(target, back)
+        assert_local(back, target)
+
+
+def probe_recent_login_required(site, target, expected):
+    """A stale session is sent to confirm its password, then back to where it was."""
+    handle = site.user()
+    client = site.browser(handle, stale=True)
+    action = f'/user/{handle}/settings/advanced/delete'
+    form = {'confirm': handle, 'csrf_token': csrf_token(client, '/reauth')}
+    if header_safe(target):
+        for headers, answer in [({'Referer': target}, 'Location'),
+                                ({**HTMX, 'HX-Current-URL': target}, 'HX-Redirect')]:
+            response = client.post(action, data=form, headers=headers)
+            assert next_of(sent_on(response, (answer, target))[answer], '/reauth') == expected
+    response = client.get(action, query_string={'next': target})
+    back = next_of(sent_on(response, ('GET', target))['Location'], '/reauth')
+    assert back.startswith(action + '?next=') or too_long(target, back)
+    assert_local(back, target)
+    assert site.sessions_of(handle) == 1  # nothing was deleted
+
+
+# module.function that reads a return target -> the probe that sends it every target above.
+PROBES = {
+    'views.auth.login': probe_login,
+    'views.auth.reauthenticate': probe_reauthenticate,
+    'views.auth.too_many_attempts': probe_too_many_attempts,
+    'app.unauthorized': probe_unauthorized,
+    'views.recent_login_required': probe_recent_login_required,
+}
+
+
+def code_of(function):
+    """A function's code without its docstrings (which may name a header it does not read)."""
+    for node in ast.walk(function):
+        if isinstance(node, ast.FunctionDef) and ast.get_docstring(node):
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(function)
+
+
+@pytest.fixture
+def site(app, monkeypatch):
+    """Users whose password hashes are quick to check: the sweep checks hundreds of
+    passwords, and the hash is not what it is about."""
+    quick = functools.partial(generate_password_hash, method='pbkdf2:sha256:1')
+    monkeypatch.setattr(models, 'generate_password_hash', quick)
+    return Site(app)
+
+
+def test_every_function_that_reads_a_return_target_is_probed(app):
+    """A new view (or helper) that reads `next`, HX-Current-URL or a Referer fails here until
+    it is added to PROBES, so the sweep below covers it too."""
+    root = Path(app.root_path)
+    found = set()
+    for path in [root / 'app.py', *sorted((root / 'views').glob('*.py'))]:
+        module = 'app' if path.name == 'app.py' else (
+            'views' if path.stem == '__init__' else f'views.{path.stem}')
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and READS_A_TARGET.search(code_of(node)):
+                found.add(f'{module}.{node.name}')
+    assert found == set(PROBES)
+    for template in sorted((root / 'templates').rglob('*.html')):
+        assert not TEMPLATE_READS_A_TARGET.search(template.read_text()), template
+
+
+@pytest.mark.parametrize('probe', PROBES.values(), ids=PROBES.keys())
+def test_return_targets_on_every_endpoint_that_takes_one_stay_on_this_site(site, probe):
+    """Every target in the table, through every way in: the redirect, the form's `next` and
+    every link lead to a path on this site, and nothing answers with a 5xx."""
+    for target, expected in RETURN_TARGETS:
+        probe(site, target, expected)
+
+
+def test_a_return_target_is_decided_once_and_for_all(app):
+    """What return_target makes of a target, it keeps: a form's `next` sent back, or a page
+    reached through it, is decided the same way. What urllib cannot read goes home."""
+    with app.test_request_context():
+        for target, expected in RETURN_TARGETS:
+            assert views.return_target(target) == expected, target
+            assert views.return_target(expected) == expected, target
+        for target in ('/a\ud800b', 'http://[evil.example/', None):
+            assert views.return_target(target) == HOME, target
+
+
+def test_a_login_loop_through_next_stays_on_this_site(site):
+    client = site.browser(site.user())
+    response = client.get('/login', query_string={'next': '/login?next=//evil.example'})
+    assert response.headers['Location'] == '/login?next=//evil.example'
+    assert client.get(response.headers['Location']).headers['Location'] == HOME

@@ -1,6 +1,7 @@
-"""What every blueprint shares: the Flask extensions, the page-or-fragment rendering and the
-guard on dangerous actions."""
+"""What every blueprint shares: the Flask extensions, the page-or-fragment rendering, the
+guard on dangerous actions and where a return target may lead."""
 import functools
+import re
 from urllib.parse import quote, urlsplit
 
 from flask import (
@@ -108,12 +109,45 @@ def settings_blueprint(name, import_name, menu_label, menu_position, endpoint='p
     return bp
 
 
-def local_path(url):
-    """The path and query of a URL on this site, or '' for anything else."""
-    parts = urlsplit(url or '')
-    if parts.netloc and parts.netloc != request.host:
-        return ''
-    return quote(parts.path, safe='/-_.~') + ('?' + parts.query if parts.query else '')
+# What a browser drops before it reads a URL (WHATWG URL standard): C0 controls and spaces at
+# either end, and tabs and newlines anywhere, so "/\t/evil.example" is "//evil.example" to it.
+_C0_OR_SPACE = ''.join(map(chr, range(0x21)))
+_TAB_OR_NEWLINE = dict.fromkeys(map(ord, '\t\n\r'))
+# Longer targets go home: inside a login address's next= they would pass no server's line limit.
+TARGET_MAX = 2000
+_URL_SAFE = "/!$&'()*+,;=:@%"  # WHATWG's path characters; a "%" that starts an escape stays
+_STRAY_PERCENT = re.compile('%(?![0-9A-Fa-f]{2})')
+
+
+def return_target(url):
+    """Where a return target (`next`, HX-Current-URL, Referer) may lead: its path, query and
+    fragment on this site as a browser would read them, percent-encoded; else the console home."""
+    home = url_for('home.index')
+    text = (url or '').strip(_C0_OR_SPACE).translate(_TAB_OR_NEWLINE)
+    # Before the query a browser reads a backslash as a slash: "/\\evil.example" is a host.
+    head = re.match('[^?#]*', text).group()
+    text = head.replace('\\', '/') + text[len(head):]
+    try:
+        parts = urlsplit(text)
+        # An absolute URL keeps its path only when it names exactly this host (no user name,
+        # the same port): HX-Current-URL and Referer are written that way.
+        if not text.startswith('/') and not (
+                parts.scheme.lower() in ('http', 'https')
+                and parts.netloc.lower() == request.host.lower()):
+            return home
+        # "//host" (urllib reads "///host" as a path) or, after this host, a path that is one.
+        if text.startswith('//') or parts.path.startswith('//') or not parts.path:
+            return home
+        target = _encoded(parts.path, _URL_SAFE) + ''.join(
+            mark + _encoded(value, _URL_SAFE + '?')
+            for mark, value in (('?', parts.query), ('#', parts.fragment)) if value)
+    except ValueError:  # urllib cannot read it (a broken IPv6 host), or a lone surrogate
+        return home
+    return target if len(target) <= TARGET_MAX else home
+
+
+def _encoded(part, safe):
+    return quote(_STRAY_PERCENT.sub('%25', part), safe=safe)
 
 
 def hx_redirect(target):
@@ -131,10 +165,8 @@ def recent_login_required(view):
     def guarded(*args, **kwargs):
         if current_user.session.recently_authenticated:
             return view(*args, **kwargs)
-        if request.method == 'GET':
-            back = request.full_path.rstrip('?')
-        else:
-            back = local_path(request.headers.get('HX-Current-URL') or request.referrer)
-        target = url_for('auth.reauthenticate', next=back or None)
+        back = (request.full_path if request.method == 'GET'
+                else request.headers.get('HX-Current-URL') or request.referrer)
+        target = url_for('auth.reauthenticate', next=return_target(back))
         return hx_redirect(target) if is_htmx() else redirect(target, 303)
     return guarded

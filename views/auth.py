@@ -15,15 +15,9 @@ from flask_login import current_user, login_required, login_user, logout_user
 import gravatar
 import throttle
 from models import HANDLE_HOLD, HANDLE_RULES, PASSWORD_MAX, PASSWORD_MIN, Invalid, Session, User
+from views import return_target
 
 bp = Blueprint('auth', __name__)
-
-
-def _safe_next(target):
-    """Only paths on this site are followed after login, never another host."""
-    if target and target.startswith('/') and not target.startswith(('//', '/\\')):
-        return target
-    return url_for('home.index')
 
 
 def _start_session(user):
@@ -63,9 +57,9 @@ def _rules():
 @throttle.counted(throttle.login_counters)
 def login():
     """Log in with email or handle and password."""
-    next_url = request.values.get('next', '')
+    next_url = return_target(request.values.get('next'))
     if current_user.is_authenticated:
-        return redirect(_safe_next(next_url))
+        return redirect(next_url)
     if request.method == 'GET':
         return render_template('auth/login.html', form={}, next=next_url)
     user = User.authenticate(request.form.get('email'), request.form.get('password'),
@@ -75,7 +69,7 @@ def login():
                                error='That email or handle and password do not match. '
                                      'Check them and try again.'), 401
     _start_session(user)
-    return redirect(_safe_next(next_url))
+    return redirect(next_url)
 
 
 @bp.route('/reauth', methods=['GET', 'POST'])
@@ -83,18 +77,17 @@ def login():
 @throttle.counted(throttle.reauth_counters)
 def reauthenticate():
     """Ask for the password again before a dangerous action, then go back to it."""
-    next_url = request.values.get('next', '')
+    next_url = return_target(request.values.get('next'))
     if request.method == 'GET':
         return _reauth_page(next_url)
     if not current_user.session.reauthenticate(request.form.get('password'), request.remote_addr):
         return _reauth_page(next_url, 401, errors={'password': 'That password is not right. '
                                                                'Try again.'})
-    return redirect(_safe_next(next_url), 303)
+    return redirect(next_url, 303)
 
 
 def _reauth_page(next_url, status=200, **context):
-    return render_template('auth/reauth.html', form={}, next=next_url,
-                           back=_safe_next(next_url), **context), status
+    return render_template('auth/reauth.html', form={}, next=next_url, **context), status
 
 
 @bp.errorhandler(429)
@@ -105,10 +98,10 @@ def too_many_attempts(error):
         page = render_template('auth/signup.html', form=request.form, error=message,
                                rules=_rules()), 429
     elif request.endpoint == 'auth.reauthenticate':
-        page = _reauth_page(request.values.get('next', ''), 429, error=message)
+        page = _reauth_page(return_target(request.values.get('next')), 429, error=message)
     else:
         page = render_template('auth/login.html', form=request.form, error=message,
-                               next=request.values.get('next', '')), 429
+                               next=return_target(request.values.get('next'))), 429
     response = make_response(page)
     if getattr(error, 'retry_after', None):
         response.headers['Retry-After'] = str(error.retry_after)

@@ -3,6 +3,7 @@ import datetime
 import itertools
 import re
 import uuid
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import expect
@@ -273,6 +274,31 @@ def test_wrong_password_gets_one_error_that_does_not_say_whether_the_account_exi
 
     person.log_in(page, login=person.email)
     expect(page).to_have_url(url_ending('/'))
+
+
+def test_a_next_that_points_elsewhere_leads_home_on_this_site(page, live_server, javascript,
+                                                               person):
+    """Chromium itself reads each target (it drops the tab, takes the backslash for a
+    slash): logging in, Confirm your password and its Cancel link all stay on this site."""
+    person.sign_up(page)
+    home = live_server + '/'
+    for target in ['/\t/evil.example', '/\\evil.example', ' https://evil.example/']:
+        query = urlencode({'next': target})
+        page.goto('/reauth?' + query)
+        page.get_by_role('link', name='Cancel').click()
+        expect(page).to_have_url(home)
+        page.goto('/reauth?' + query)
+        page.get_by_label('Password', exact=True).fill(person.password)
+        page.get_by_role('button', name='Continue').click()
+        expect(page).to_have_url(home)
+        log_out(page)
+        page.goto('/login?' + query)
+        page.get_by_label('Email', exact=True).fill(person.handle)
+        page.get_by_label('Password', exact=True).fill(person.password)
+        page.get_by_role('button', name='Log in').click()
+        expect(page).to_have_url(home)
+        page.goto('/login?' + query)  # already logged in: sent on at once
+        expect(page).to_have_url(home)
 
 
 def test_settings_link_after_logging_out_in_another_tab_leads_to_login_and_back(
