@@ -4,7 +4,7 @@ import datetime
 import pytest
 
 import models
-from tests.conftest import PASSWORD, csrf_token, html, log_in, make_user
+from tests.conftest import PASSWORD, SESSION_COOKIE, csrf_token, html, log_in, make_user
 
 
 def sign_up(client, email='carol@example.com', handle='carol', password=PASSWORD):
@@ -131,7 +131,7 @@ def test_a_page_that_needs_login_sends_there_and_back(client, user):
 
 
 def test_logout_ends_the_session_everywhere(client, app, logged_in):
-    cookie = client.get_cookie('penstock_session').value
+    cookie = client.get_cookie(SESSION_COOKIE).value
     token = csrf_token(client, '/user/alice/settings/profile')
     response = client.post('/logout', data={'csrf_token': token})
     assert response.status_code == 302 and response.headers['Location'] == '/login'
@@ -140,7 +140,7 @@ def test_logout_ends_the_session_everywhere(client, app, logged_in):
         assert models.AuditRecord.select().where(
             models.AuditRecord.action_type == 'user.logout').count() == 1
     replay = app.test_client()
-    replay.set_cookie('penstock_session', cookie)
+    replay.set_cookie(SESSION_COOKIE, cookie)
     assert replay.get('/user/alice/settings/profile').status_code == 302
 
 
@@ -176,8 +176,8 @@ def test_session_last_seen_and_the_cookie_are_renewed_at_most_once_a_minute(clie
         assert models.Session.get().last_seen_at > first
     # The cookie's expiry moves on with the row's: 14 days from now, as at login.
     cookie = response.headers['Set-Cookie']
-    assert cookie.startswith('penstock_session=') and 'Expires=' in cookie
-    assert client.get_cookie('penstock_session').expires > (
+    assert cookie.startswith(SESSION_COOKIE + '=') and 'Expires=' in cookie
+    assert client.get_cookie(SESSION_COOKIE).expires > (
         datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=13))
 
 

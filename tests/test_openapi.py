@@ -144,6 +144,11 @@ def test_every_bearer_operation_answers_401_without_a_token(app, user, document)
         assert '401' in op['responses']
 
 
+def test_the_document_names_the_session_cookie_this_server_sets(client, user, document):
+    cookie = log_in(client, 'alice').headers['Set-Cookie'].split('=', 1)[0]
+    assert document['components']['securitySchemes']['session']['name'] == cookie
+
+
 def test_the_document_needs_no_token_and_is_not_cached(client):
     response = client.get('/api/v0/openapi.json')
     assert response.status_code == 200
