@@ -187,9 +187,12 @@ def open_database(url):
         url = base + ('?' + urlencode(rest) if rest else '')
         if scheme == 'sqlite':
             # No cap, as each thread holds at most one.
-            return connect('sqlite+pool' + url[len('sqlite'):], pragmas=pragmas,
-                           check_same_thread=False, max_connections=None)
-        return connect(url, pragmas=pragmas, check_same_thread=False)
+            database = connect('sqlite+pool' + url[len('sqlite'):], pragmas=pragmas,
+                               check_same_thread=False, max_connections=None)
+        else:
+            database = connect(url, pragmas=pragmas, check_same_thread=False)
+        _create_private(database.database)
+        return database
     if scheme in ('postgres', 'postgresql'):
         # Per process: a sync worker holds one connection, a threaded server one a thread.
         # At most 20, a request waiting up to 10 s for one to come free rather than failing;
@@ -201,6 +204,18 @@ def open_database(url):
                 if name not in given}
         return connect(scheme + '+pool' + url[len(scheme):], **pool)
     return connect(url)
+
+
+def _create_private(path):
+    """Create the SQLite database file readable and writable by us only, as the key files
+    are, before SQLite would create it by the umask (often world-readable). SQLite gives its
+    -wal and -shm files the mode of the database file."""
+    if path in ('', ':memory:') or path.startswith('file:'):
+        return
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    except FileNotFoundError:
+        pass  # no such directory: SQLite says so when it first connects
 
 
 def migrate(database):

@@ -1,5 +1,7 @@
 """The database: migrations, ids, and everything of a user going with the user."""
+import os
 import re
+import stat
 
 import pytest
 from playhouse.migrations import Runner
@@ -55,6 +57,25 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url)
         assert response.get_data() == imaging.generated(avatar.seed)[0]
     assert models.migrate(models.db.obj) == []
     models.db.close()
+
+
+@sqlite_only
+def test_the_sqlite_database_and_its_wal_files_are_private(make_database_url):
+    umask = os.umask(0o022)  # the usual one, under which files are made world-readable
+    try:
+        url = make_database_url('private', empty=True)
+        create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url,
+                    'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
+        models.migrate(models.db.obj)
+        with models.db.connection_context():
+            make_user()  # a write: the -wal and -shm files are in use
+            path = models.db.obj.database
+            modes = {suffix: stat.S_IMODE(os.stat(path + suffix).st_mode)
+                     for suffix in ('', '-wal', '-shm', '-writer')}
+    finally:
+        os.umask(umask)
+        models.db.close()
+    assert modes == {'': 0o600, '-wal': 0o600, '-shm': 0o600, '-writer': 0o600}
 
 
 @sqlite_only
