@@ -61,7 +61,8 @@ def create_app(config=None):
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE='Lax',
         SESSION_COOKIE_SECURE=_env_flag('SECURE_COOKIES', default=not app.debug),
-        PERMANENT_SESSION_LIFETIME=datetime.timedelta(days=14),
+        PERMANENT_SESSION_LIFETIME=datetime.timedelta(days=14),  # idle, then logged out
+        SESSION_ABSOLUTE_LIFETIME=datetime.timedelta(days=30),  # however busy, from login
         # The cookie is sent again when the session's row is touched (once a minute, see
         # load_user), not on every answer.
         SESSION_REFRESH_EACH_REQUEST=False,
@@ -177,7 +178,8 @@ def _init_database(app):
 
 @login_manager.user_loader
 def load_user(secret):
-    session = models.Session.lookup(secret, current_app.config['PERMANENT_SESSION_LIFETIME'])
+    session = models.Session.lookup(secret, current_app.config['PERMANENT_SESSION_LIFETIME'],
+                                    current_app.config['SESSION_ABSOLUTE_LIFETIME'])
     if session is None:
         return None
     if session.touched:

@@ -571,14 +571,15 @@ class Session(BaseModel):
         return session
 
     @classmethod
-    def lookup(cls, secret, max_idle):
+    def lookup(cls, secret, max_idle, max_age):
         """The live session whose cookie secret this is, with its user, touched at most once
-        a minute (then `touched` is True)."""
+        a minute (then `touched` is True). One idle longer than `max_idle`, or opened longer
+        than `max_age` ago however busy, has ended."""
         session = cls.fetch(cls.token_hash, sha256(secret), join=cls.user)
         if session is None:
             return None
         now = utcnow()
-        if now - session.last_seen_at > max_idle:
+        if now - session.last_seen_at > max_idle or now - session.created_at > max_age:
             session.delete_instance()
             return None
         session.touched = now - session.last_seen_at > SESSION_TOUCH_EVERY

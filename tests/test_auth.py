@@ -162,6 +162,23 @@ def test_a_session_idle_past_its_lifetime_is_refused(client, app, logged_in):
         assert models.Session.select().count() == 0
 
 
+def test_a_session_older_than_its_absolute_lifetime_is_refused_however_busy(client, app,
+                                                                            logged_in):
+    lifetime = app.config['SESSION_ABSOLUTE_LIFETIME']
+    assert lifetime == datetime.timedelta(days=30)
+    with models.db.connection_context():
+        models.Session.update(created_at=models.utcnow() - lifetime + datetime.timedelta(hours=1),
+                              last_seen_at=models.utcnow()).execute()
+    assert client.get('/user/alice/settings/profile').status_code == 200
+    with models.db.connection_context():
+        models.Session.update(created_at=models.utcnow() - datetime.timedelta(days=31),
+                              last_seen_at=models.utcnow()).execute()
+    response = client.get('/user/alice/settings/profile')
+    assert response.status_code == 302 and response.headers['Location'].startswith('/login')
+    with models.db.connection_context():
+        assert models.Session.select().count() == 0
+
+
 def test_session_last_seen_and_the_cookie_are_renewed_at_most_once_a_minute(client, logged_in):
     with models.db.connection_context():
         first = models.Session.get().last_seen_at
