@@ -51,6 +51,7 @@ EMAIL_RE = re.compile(r'^[^@\s]+@[^@\s]+\.[^@\s.]+$')
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 DISPLAY_NAME_MAX = 100
 SESSION_TOUCH_EVERY = datetime.timedelta(minutes=1)
+USER_AGENT_MAX = 512  # characters of a User-Agent kept with a session: enough to name it
 ID_ALPHABET = '0123456789abcdefghijklmnopqrstuv'
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 TOKEN_RE = re.compile(r'^(pst|pstt)_[0-9A-Za-z]{36}$')
@@ -366,6 +367,15 @@ class User(BaseModel):
         return user
 
     @classmethod
+    def sign_up_with_session(cls, email, handle, password, ip, user_agent):
+        """Sign up (raises Invalid) and open the new account's first browser session, in one
+        transaction: if the session cannot be stored, no account is left behind either.
+        Returns the Session; its `user` is the new account."""
+        with write_transaction():
+            user = cls.sign_up(email, handle, password, ip)
+            return Session.open(user, ip, user_agent)
+
+    @classmethod
     def authenticate(cls, login, password):
         """The user whose email or handle is `login` and whose password matches, or None."""
         login = (login or '').strip().lower()
@@ -520,7 +530,7 @@ class Session(BaseModel):
     created_at = DateTimeField(default=utcnow)
     last_seen_at = DateTimeField(default=utcnow)
     ip = CharField(null=True)
-    user_agent = CharField(null=True)
+    user_agent = TextField(null=True)
     authenticated_at = DateTimeField(null=True)  # when the password was last typed in it
 
     secret = None  # set only on the instance that was just opened
@@ -564,7 +574,8 @@ class Session(BaseModel):
         secret = secrets.token_urlsafe(32)
         with db.atomic():
             session = cls.create(user=user, token_hash=sha256(secret), ip=ip,
-                                 user_agent=(user_agent or '')[:400], authenticated_at=utcnow())
+                                 user_agent=_printable((user_agent or '')[:USER_AGENT_MAX]),
+                                 authenticated_at=utcnow())
             AuditRecord.write('user.login', user, ip, target=user,
                               data={'session_id': session.id})
         session.secret = secret
@@ -594,6 +605,12 @@ class Session(BaseModel):
             self.delete_instance()
             AuditRecord.write('user.logout', self.user, ip, target=self.user,
                               data={'session_id': self.id})
+
+
+def _printable(text):
+    """`text` without control characters (PostgreSQL refuses NUL in text, and a User-Agent
+    is shown back on the Sessions list)."""
+    return ''.join(c for c in text if unicodedata.category(c) != 'Cc')
 
 
 class AuditRecord(BaseModel):

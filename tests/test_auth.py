@@ -2,6 +2,7 @@
 import datetime
 
 import pytest
+from peewee import OperationalError
 
 import models
 from tests.conftest import PASSWORD, SESSION_COOKIE, csrf_token, html, log_in, make_user
@@ -177,6 +178,52 @@ def test_a_session_older_than_its_absolute_lifetime_is_refused_however_busy(clie
     assert response.status_code == 302 and response.headers['Location'].startswith('/login')
     with models.db.connection_context():
         assert models.Session.select().count() == 0
+
+
+# An in-app browser's User-Agent of 333 characters, like the one in the report.
+IN_APP_BROWSER = (
+    'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like '
+    'Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/470.0.0.36.98;FBBV/621094612;FBDV/iPhone15,3;FBMD/'
+    'iPhone;FBSN/iOS;FBSV/17.5.1;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5;FBRV/623405785;IABMV/1] '
+    'Instagram 335.0.2.18.100 (iPhone15,3; iOS 17_5; en_US; en; scale=3')
+
+
+@pytest.mark.parametrize('length', [333, 2000])
+def test_a_long_user_agent_signs_up_and_logs_in_and_is_kept_shortened(app, length):
+    user_agent = (IN_APP_BROWSER * 7)[:length]
+    first, second = app.test_client(), app.test_client()
+    for browser in (first, second):
+        browser.environ_base['HTTP_USER_AGENT'] = user_agent
+    assert sign_up(first).status_code == 302
+    assert log_in(second, 'carol').status_code == 302
+    for browser in (first, second):
+        assert browser.get('/user/carol/settings/advanced').status_code == 200
+    with models.db.connection_context():
+        kept = [s.user_agent for s in models.Session.select()]
+    assert kept == [user_agent[:512]] * 2
+
+
+def test_control_characters_in_the_user_agent_are_left_out(client, app):
+    client.environ_base['HTTP_USER_AGENT'] = 'Agent\x00/1.0\x1b[31m (X11;\tLinux)'
+    assert sign_up(client).status_code == 302
+    with models.db.connection_context():
+        assert models.Session.get().user_agent == 'Agent/1.0[31m (X11;Linux)'
+
+
+def test_signup_leaves_no_account_when_its_session_cannot_be_stored(client, app, monkeypatch):
+    def refuse(cls, **values):
+        raise OperationalError('database is locked')
+
+    with monkeypatch.context() as patched:
+        patched.setattr(models.Session, 'create', classmethod(refuse))
+        response = sign_up(client)
+    assert response.status_code == 503
+    assert html(response).find('h1').get_text(strip=True) == 'Penstock is busy'
+    with models.db.connection_context():
+        for model in (models.User, models.Preferences, models.Avatar, models.Session,
+                      models.AuditRecord):
+            assert model.select().count() == 0, model.__name__
+    assert sign_up(client).status_code == 302  # nothing half-made stands in the way
 
 
 def test_session_last_seen_and_the_cookie_are_renewed_at_most_once_a_minute(client, logged_in):
