@@ -38,6 +38,11 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self'",
     "connect-src 'self'", "form-action 'self'", "frame-ancestors 'none'", "base-uri 'none'",
     "object-src 'none'"])
+# Sent with secure cookies (served over https): a browser then uses only https here for two
+# years, on this host and on every host below it, so none of them can be reached over plain
+# http to be impersonated. Workspace hosts (WORKSPACE_DOMAIN) are PostgreSQL endpoints, which
+# HSTS does not touch, so includeSubDomains locks nothing out there.
+STRICT_TRANSPORT_SECURITY = 'max-age=63072000; includeSubDomains'
 DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD = 'demo@penstock.test', 'demo', 'penstock-demo'
 DEMO_WORKSPACES = ('analytics', 'staging')
 BUSY_MESSAGE = 'Penstock is busy. Try again in a moment; nothing was changed.'
@@ -52,11 +57,12 @@ def create_app(config=None):
         SECRET_KEY=os.environ.get('SECRET_KEY'),
         DATABASE_URL=os.environ.get(
             'DATABASE_URL', 'sqlite:///' + os.path.join(app.instance_path, 'penstock.db')),
-        SESSION_COOKIE_NAME='penstock_session',
+        SESSION_COOKIE_PATH='/',  # a __Host- cookie must be for the whole site
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE='Lax',
         SESSION_COOKIE_SECURE=_env_flag('SECURE_COOKIES', default=not app.debug),
-        PERMANENT_SESSION_LIFETIME=datetime.timedelta(days=14),
+        PERMANENT_SESSION_LIFETIME=datetime.timedelta(days=14),  # idle, then logged out
+        SESSION_ABSOLUTE_LIFETIME=datetime.timedelta(days=30),  # however busy, from login
         # The cookie is sent again when the session's row is touched (once a minute, see
         # load_user), not on every answer.
         SESSION_REFRESH_EACH_REQUEST=False,
@@ -89,6 +95,11 @@ def create_app(config=None):
     )
     if config:
         app.config.update(config)
+    # Over https, cookie names start with __Host-: a browser then keeps such a cookie only if
+    # it came over https from this very host for every path, so neither plain http nor a
+    # neighbouring subdomain can plant or overwrite it. Each cookie of ours takes this prefix.
+    app.config['COOKIE_PREFIX'] = '__Host-' if app.config['SESSION_COOKIE_SECURE'] else ''
+    app.config['SESSION_COOKIE_NAME'] = app.config['COOKIE_PREFIX'] + 'penstock_session'
     if not app.config['SECRET_KEY']:
         app.config['SECRET_KEY'] = _persisted_secret(app.instance_path)
     proxies = int(os.environ.get('TRUSTED_PROXIES', '0'))
@@ -173,7 +184,8 @@ def _init_database(app):
 
 @login_manager.user_loader
 def load_user(secret):
-    session = models.Session.lookup(secret, current_app.config['PERMANENT_SESSION_LIFETIME'])
+    session = models.Session.lookup(secret, current_app.config['PERMANENT_SESSION_LIFETIME'],
+                                    current_app.config['SESSION_ABSOLUTE_LIFETIME'])
     if session is None:
         return None
     if session.touched:
@@ -200,6 +212,8 @@ def unauthorized():
 def _security_headers(response):
     headers = response.headers
     headers.setdefault('X-Content-Type-Options', 'nosniff')
+    if current_app.config['SESSION_COOKIE_SECURE']:  # served over https: stay there
+        headers.setdefault('Strict-Transport-Security', STRICT_TRANSPORT_SECURITY)
     if delivery.is_asset(response):
         # A stylesheet, script or image is not a document: a policy, framing rules or an
         # opener policy on it would do nothing, and they cost ~600 bytes on each file.

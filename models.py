@@ -51,6 +51,7 @@ EMAIL_RE = re.compile(r'^[^@\s]+@[^@\s]+\.[^@\s.]+$')
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 DISPLAY_NAME_MAX = 100
 SESSION_TOUCH_EVERY = datetime.timedelta(minutes=1)
+USER_AGENT_MAX = 512  # characters of a User-Agent kept with a session: enough to name it
 ID_ALPHABET = '0123456789abcdefghijklmnopqrstuv'
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 TOKEN_RE = re.compile(r'^(pst|pstt)_[0-9A-Za-z]{36}$')
@@ -187,9 +188,12 @@ def open_database(url):
         url = base + ('?' + urlencode(rest) if rest else '')
         if scheme == 'sqlite':
             # No cap, as each thread holds at most one.
-            return connect('sqlite+pool' + url[len('sqlite'):], pragmas=pragmas,
-                           check_same_thread=False, max_connections=None)
-        return connect(url, pragmas=pragmas, check_same_thread=False)
+            database = connect('sqlite+pool' + url[len('sqlite'):], pragmas=pragmas,
+                               check_same_thread=False, max_connections=None)
+        else:
+            database = connect(url, pragmas=pragmas, check_same_thread=False)
+        _create_private(database.database)
+        return database
     if scheme in ('postgres', 'postgresql'):
         # Per process: a sync worker holds one connection, a threaded server one a thread.
         # At most 20, a request waiting up to 10 s for one to come free rather than failing;
@@ -201,6 +205,18 @@ def open_database(url):
                 if name not in given}
         return connect(scheme + '+pool' + url[len(scheme):], **pool)
     return connect(url)
+
+
+def _create_private(path):
+    """Create the SQLite database file readable and writable by us only, as the key files
+    are, before SQLite would create it by the umask (often world-readable). SQLite gives its
+    -wal and -shm files the mode of the database file."""
+    if path in ('', ':memory:') or path.startswith('file:'):
+        return
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    except FileNotFoundError:
+        pass  # no such directory: SQLite says so when it first connects
 
 
 def migrate(database):
@@ -349,6 +365,15 @@ class User(BaseModel):
             Avatar.create(user=user, seed=secrets.token_hex(16), updated_at=utcnow())
             AuditRecord.write('user.signup', user, ip, target=user)
         return user
+
+    @classmethod
+    def sign_up_with_session(cls, email, handle, password, ip, user_agent):
+        """Sign up (raises Invalid) and open the new account's first browser session, in one
+        transaction: if the session cannot be stored, no account is left behind either.
+        Returns the Session; its `user` is the new account."""
+        with write_transaction():
+            user = cls.sign_up(email, handle, password, ip)
+            return Session.open(user, ip, user_agent)
 
     @classmethod
     def authenticate(cls, login, password, ip=None):
@@ -509,7 +534,7 @@ class Session(BaseModel):
     created_at = DateTimeField(default=utcnow)
     last_seen_at = DateTimeField(default=utcnow)
     ip = CharField(null=True)
-    user_agent = CharField(null=True)
+    user_agent = TextField(null=True)
     authenticated_at = DateTimeField(null=True)  # when the password was last typed in it
 
     secret = None  # set only on the instance that was just opened
@@ -556,21 +581,23 @@ class Session(BaseModel):
         secret = secrets.token_urlsafe(32)
         with db.atomic():
             session = cls.create(user=user, token_hash=sha256(secret), ip=ip,
-                                 user_agent=(user_agent or '')[:400], authenticated_at=utcnow())
+                                 user_agent=_printable((user_agent or '')[:USER_AGENT_MAX]),
+                                 authenticated_at=utcnow())
             AuditRecord.write('user.login', user, ip, target=user,
                               data={'session_id': session.id})
         session.secret = secret
         return session
 
     @classmethod
-    def lookup(cls, secret, max_idle):
+    def lookup(cls, secret, max_idle, max_age):
         """The live session whose cookie secret this is, with its user, touched at most once
-        a minute (then `touched` is True)."""
+        a minute (then `touched` is True). One idle longer than `max_idle`, or opened longer
+        than `max_age` ago however busy, has ended."""
         session = cls.fetch(cls.token_hash, sha256(secret), join=cls.user)
         if session is None:
             return None
         now = utcnow()
-        if now - session.last_seen_at > max_idle:
+        if now - session.last_seen_at > max_idle or now - session.created_at > max_age:
             session.delete_instance()
             return None
         session.touched = now - session.last_seen_at > SESSION_TOUCH_EVERY
@@ -585,6 +612,12 @@ class Session(BaseModel):
             self.delete_instance()
             AuditRecord.write('user.logout', self.user, ip, target=self.user,
                               data={'session_id': self.id})
+
+
+def _printable(text):
+    """`text` without control characters (PostgreSQL refuses NUL in text, and a User-Agent
+    is shown back on the Sessions list)."""
+    return ''.join(c for c in text if unicodedata.category(c) != 'Cc')
 
 
 class AuditRecord(BaseModel):

@@ -96,9 +96,8 @@ def _serializer():
 
 
 def _cookie_name():
-    # __Host-: only this host over HTTPS may set it, so a sibling subdomain cannot plant one.
-    secure = current_app.config['SESSION_COOKIE_SECURE']
-    return '__Host-penstock_device' if secure else 'penstock_device'
+    # __Host- over https (COOKIE_PREFIX, as the session cookie): no sibling host can plant one.
+    return current_app.config['COOKIE_PREFIX'] + 'penstock_device'
 
 
 def _take(counters):

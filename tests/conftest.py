@@ -19,6 +19,7 @@ import models
 from app import create_app
 
 PASSWORD = 'correct horse battery'
+SESSION_COOKIE = '__Host-penstock_session'  # the `app` fixture's: its cookies are secure
 TEST_PASSWORD_KEY = Fernet.generate_key().decode()
 TEST_DATABASE = os.environ.get('PENSTOCK_TEST_DATABASE', '')
 ON_POSTGRES = TEST_DATABASE.startswith(('postgres://', 'postgresql://'))

@@ -2,9 +2,10 @@
 import datetime
 
 import pytest
+from peewee import OperationalError
 
 import models
-from tests.conftest import PASSWORD, csrf_token, html, log_in, make_user
+from tests.conftest import PASSWORD, SESSION_COOKIE, csrf_token, html, log_in, make_user
 
 
 def sign_up(client, email='carol@example.com', handle='carol', password=PASSWORD):
@@ -149,7 +150,7 @@ def test_a_page_that_needs_login_sends_there_and_back(client, user):
 
 
 def test_logout_ends_the_session_everywhere(client, app, logged_in):
-    cookie = client.get_cookie('penstock_session').value
+    cookie = client.get_cookie(SESSION_COOKIE).value
     token = csrf_token(client, '/user/alice/settings/profile')
     response = client.post('/logout', data={'csrf_token': token})
     assert response.status_code == 302 and response.headers['Location'] == '/login'
@@ -158,7 +159,7 @@ def test_logout_ends_the_session_everywhere(client, app, logged_in):
         assert models.AuditRecord.select().where(
             models.AuditRecord.action_type == 'user.logout').count() == 1
     replay = app.test_client()
-    replay.set_cookie('penstock_session', cookie)
+    replay.set_cookie(SESSION_COOKIE, cookie)
     assert replay.get('/user/alice/settings/profile').status_code == 302
 
 
@@ -180,6 +181,69 @@ def test_a_session_idle_past_its_lifetime_is_refused(client, app, logged_in):
         assert models.Session.select().count() == 0
 
 
+def test_a_session_older_than_its_absolute_lifetime_is_refused_however_busy(client, app,
+                                                                            logged_in):
+    lifetime = app.config['SESSION_ABSOLUTE_LIFETIME']
+    assert lifetime == datetime.timedelta(days=30)
+    with models.db.connection_context():
+        models.Session.update(created_at=models.utcnow() - lifetime + datetime.timedelta(hours=1),
+                              last_seen_at=models.utcnow()).execute()
+    assert client.get('/user/alice/settings/profile').status_code == 200
+    with models.db.connection_context():
+        models.Session.update(created_at=models.utcnow() - datetime.timedelta(days=31),
+                              last_seen_at=models.utcnow()).execute()
+    response = client.get('/user/alice/settings/profile')
+    assert response.status_code == 302 and response.headers['Location'].startswith('/login')
+    with models.db.connection_context():
+        assert models.Session.select().count() == 0
+
+
+# An in-app browser's User-Agent of 333 characters, like the one in the report.
+IN_APP_BROWSER = (
+    'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like '
+    'Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/470.0.0.36.98;FBBV/621094612;FBDV/iPhone15,3;FBMD/'
+    'iPhone;FBSN/iOS;FBSV/17.5.1;FBSS/3;FBID/phone;FBLC/en_US;FBOP/5;FBRV/623405785;IABMV/1] '
+    'Instagram 335.0.2.18.100 (iPhone15,3; iOS 17_5; en_US; en; scale=3')
+
+
+@pytest.mark.parametrize('length', [333, 2000])
+def test_a_long_user_agent_signs_up_and_logs_in_and_is_kept_shortened(app, length):
+    user_agent = (IN_APP_BROWSER * 7)[:length]
+    first, second = app.test_client(), app.test_client()
+    for browser in (first, second):
+        browser.environ_base['HTTP_USER_AGENT'] = user_agent
+    assert sign_up(first).status_code == 302
+    assert log_in(second, 'carol').status_code == 302
+    for browser in (first, second):
+        assert browser.get('/user/carol/settings/advanced').status_code == 200
+    with models.db.connection_context():
+        kept = [s.user_agent for s in models.Session.select()]
+    assert kept == [user_agent[:512]] * 2
+
+
+def test_control_characters_in_the_user_agent_are_left_out(client, app):
+    client.environ_base['HTTP_USER_AGENT'] = 'Agent\x00/1.0\x1b[31m (X11;\tLinux)'
+    assert sign_up(client).status_code == 302
+    with models.db.connection_context():
+        assert models.Session.get().user_agent == 'Agent/1.0[31m (X11;Linux)'
+
+
+def test_signup_leaves_no_account_when_its_session_cannot_be_stored(client, app, monkeypatch):
+    def refuse(cls, **values):
+        raise OperationalError('database is locked')
+
+    with monkeypatch.context() as patched:
+        patched.setattr(models.Session, 'create', classmethod(refuse))
+        response = sign_up(client)
+    assert response.status_code == 503
+    assert html(response).find('h1').get_text(strip=True) == 'Penstock is busy'
+    with models.db.connection_context():
+        for model in (models.User, models.Preferences, models.Avatar, models.Session,
+                      models.AuditRecord):
+            assert model.select().count() == 0, model.__name__
+    assert sign_up(client).status_code == 302  # nothing half-made stands in the way
+
+
 def test_session_last_seen_and_the_cookie_are_renewed_at_most_once_a_minute(client, logged_in):
     with models.db.connection_context():
         first = models.Session.get().last_seen_at
@@ -194,8 +258,8 @@ def test_session_last_seen_and_the_cookie_are_renewed_at_most_once_a_minute(clie
         assert models.Session.get().last_seen_at > first
     # The cookie's expiry moves on with the row's: 14 days from now, as at login.
     cookie = response.headers['Set-Cookie']
-    assert cookie.startswith('penstock_session=') and 'Expires=' in cookie
-    assert client.get_cookie('penstock_session').expires > (
+    assert cookie.startswith(SESSION_COOKIE + '=') and 'Expires=' in cookie
+    assert client.get_cookie(SESSION_COOKIE).expires > (
         datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=13))
 
 

@@ -35,8 +35,8 @@ class Browser:
         _, page = self.open(path)
         return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
 
-    def cookie(self):
-        return next(c.value for c in self.jar if c.name == 'penstock_session')
+    def cookie(self, name):
+        return next(c.value for c in self.jar if c.name == name)
 
 
 def bearer(base, path, secret, method='GET', body=None):
@@ -83,5 +83,6 @@ def test_no_secret_reaches_a_log_line(app, server, logs):
 
     written = logs.text
     assert 'GET /api/v0/actor' in written  # the request log was captured
-    for secret in (ui_secret, api_secret, temporary, person.cookie(), PASSWORD):
+    cookie = person.cookie(app.config['SESSION_COOKIE_NAME'])
+    for secret in (ui_secret, api_secret, temporary, cookie, PASSWORD):
         assert secret not in written

@@ -1,7 +1,10 @@
 """The database: migrations, ids, and everything of a user going with the user."""
+import os
 import re
+import stat
 
 import pytest
+from peewee import TextField
 from playhouse.migrations import Runner
 
 import imaging
@@ -13,7 +16,7 @@ from tests.conftest import TEST_PASSWORD_KEY, log_in, make_user, sqlite_only
 def test_migrations_create_every_table_and_rerun_as_a_no_op(make_database_url):
     database = models.open_database(make_database_url('fresh', empty=True))
     assert models.migrate(database) == ['0001_initial', '0002_tokens', '0003_avatars',
-                                        '0004_workspaces']
+                                        '0004_workspaces', '0005_session_user_agent_text']
     tables = set(database.get_tables())
     assert {'user', 'preferences', 'session', 'audit_record', 'schema_migration', 'token',
             'temporary_token', 'login_request', 'avatar', 'avatar_upload', 'workspace',
@@ -22,6 +25,14 @@ def test_migrations_create_every_table_and_rerun_as_a_no_op(make_database_url):
     for model in models.BaseModel.__subclasses__():
         columns = {c.name for c in database.get_columns(model._meta.table_name)}
         assert set(model._meta.columns) <= columns, model.__name__
+    # ...and a column the model keeps as unbounded text is text there (PostgreSQL refuses
+    # more than 255 characters in a varchar(255)).
+    for model in models.BaseModel.__subclasses__():
+        types = {c.name: c.data_type.lower() for c in
+                 database.get_columns(model._meta.table_name)}
+        for name, field in model._meta.columns.items():
+            if isinstance(field, TextField):
+                assert types[name] == 'text', (model.__name__, name, types[name])
     assert models.migrate(database) == []
     database.close()
 
@@ -39,7 +50,8 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url)
             ('u_old', 'old@example.com', 'old', 'x', 'accepted', models.utcnow(), 1))
     models.db.close()
     app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url, **keys})
-    assert models.migrate(models.db.obj) == ['0002_tokens', '0003_avatars', '0004_workspaces']
+    assert models.migrate(models.db.obj) == ['0002_tokens', '0003_avatars', '0004_workspaces',
+                                             '0005_session_user_agent_text']
     with models.db.connection_context():
         user = models.User.get()
         assert (user.handle, user.avatar_version) == ('old', 1)
@@ -55,6 +67,25 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url)
         assert response.get_data() == imaging.generated(avatar.seed)[0]
     assert models.migrate(models.db.obj) == []
     models.db.close()
+
+
+@sqlite_only
+def test_the_sqlite_database_and_its_wal_files_are_private(make_database_url):
+    umask = os.umask(0o022)  # the usual one, under which files are made world-readable
+    try:
+        url = make_database_url('private', empty=True)
+        create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url,
+                    'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
+        models.migrate(models.db.obj)
+        with models.db.connection_context():
+            make_user()  # a write: the -wal and -shm files are in use
+            path = models.db.obj.database
+            modes = {suffix: stat.S_IMODE(os.stat(path + suffix).st_mode)
+                     for suffix in ('', '-wal', '-shm', '-writer')}
+    finally:
+        os.umask(umask)
+        models.db.close()
+    assert modes == {'': 0o600, '-wal': 0o600, '-shm': 0o600, '-writer': 0o600}
 
 
 @sqlite_only
@@ -167,8 +198,8 @@ def test_the_migrate_command_reports_what_it_did(make_database_url):
     app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': make_database_url('cli', empty=True),
                       'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
     runner = app.test_cli_runner()
-    assert ('Applied migrations: 0001_initial, 0002_tokens, 0003_avatars, 0004_workspaces'
-            in runner.invoke(args=['migrate']).output)
+    assert ('Applied migrations: 0001_initial, 0002_tokens, 0003_avatars, 0004_workspaces, '
+            '0005_session_user_agent_text' in runner.invoke(args=['migrate']).output)
     assert 'The database is up to date.' in runner.invoke(args=['migrate']).output
     models.db.close()
 

@@ -8,7 +8,7 @@ from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 from referencing.exceptions import PointerToNowhere
 
 import models
-from tests.conftest import csrf_token, log_in
+from tests.conftest import SESSION_COOKIE, csrf_token, log_in
 from tests.test_api import REFERENCE_SHAPES, check_answer
 from tests.test_reauth import make_stale
 
@@ -143,6 +143,13 @@ def test_every_bearer_operation_answers_401_without_a_token(app, user, document)
         response = client.open(url, method=method.upper())
         assert response.status_code == 401, (method, path)
         assert '401' in op['responses']
+
+
+def test_the_document_names_the_session_cookie_this_server_sets(client, user, document):
+    names = [cookie.split('=', 1)[0]
+             for cookie in log_in(client, 'alice').headers.getlist('Set-Cookie')]
+    assert document['components']['securitySchemes']['session']['name'] == SESSION_COOKIE
+    assert SESSION_COOKIE in names
 
 
 def test_the_document_needs_no_token_and_is_not_cached(client):

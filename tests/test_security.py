@@ -7,7 +7,8 @@ from werkzeug.routing import AnyConverter, IntegerConverter, Rule
 
 import models
 from app import _persisted_secret, create_app
-from tests.conftest import HTMX, PASSWORD, TEST_PASSWORD_KEY, csrf_token, html, log_in
+from tests.conftest import (
+    HTMX, PASSWORD, SESSION_COOKIE, TEST_PASSWORD_KEY, csrf_token, html, log_in, make_user)
 
 UNSAFE = {'POST', 'PUT', 'PATCH', 'DELETE'}
 API = '/api/v0/'
@@ -180,8 +181,30 @@ def test_htmx_may_send_the_token_as_a_header(client, logged_in):
 def test_session_cookie_is_httponly_lax_and_secure(client, user):
     response = log_in(client, 'alice')
     cookie = [c for c in response.headers.getlist('Set-Cookie')
-              if c.startswith('penstock_session=')][0]
+              if c.startswith(SESSION_COOKIE + '=')][0]
     assert '; HttpOnly' in cookie and '; SameSite=Lax' in cookie and '; Secure' in cookie
+
+
+def test_the_secure_session_cookie_is_a_host_only_cookie_for_the_whole_site(client, user):
+    response = log_in(client, 'alice')
+    (cookie,) = [c for c in response.headers.getlist('Set-Cookie')
+                 if c.startswith('__Host-penstock_session=')]
+    assert '; Secure' in cookie and '; Path=/;' in cookie and 'Domain=' not in cookie
+    assert client.get('/user/alice/settings/profile').status_code == 200
+
+
+HSTS = 'max-age=63072000; includeSubDomains'
+
+
+def test_every_answer_tells_browsers_to_keep_to_https_when_cookies_are_secure(client, user):
+    urls = ['/login', '/signup', '/static/css/app.css', '/no-such-page', '/api/v0/actor',
+            '/api/v0/openapi.json', f'/avatars/{user.id}/1/96.webp']
+    for url in urls:
+        assert client.get(url).headers['Strict-Transport-Security'] == HSTS, url
+    response = log_in(client, 'alice')
+    assert response.status_code == 302 and response.headers['Strict-Transport-Security'] == HSTS
+    for url in urls + ['/', '/user/alice/settings/profile']:
+        assert client.get(url).headers['Strict-Transport-Security'] == HSTS, url
 
 
 def test_cookies_can_be_made_insecure_for_plain_http_development(database_url, monkeypatch):
@@ -189,13 +212,26 @@ def test_cookies_can_be_made_insecure_for_plain_http_development(database_url, m
     app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': database_url,
                       'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
     assert app.config['SESSION_COOKIE_SECURE'] is False
+    models.migrate(models.db.obj)
+    make_user()
+    client = app.test_client()
+    response = log_in(client, 'alice')
+    assert response.status_code == 302
+    cookies = {cookie.partition('=')[0]: cookie
+               for cookie in response.headers.getlist('Set-Cookie')}
+    assert set(cookies) == {'penstock_session', 'penstock_device'}
+    assert not [cookie for cookie in cookies.values() if '; Secure' in cookie]
+    # Plain http (make run): no HSTS, which would send the browser to an https that is not there.
+    for answer in (response, client.get('/'), client.get('/static/css/app.css')):
+        assert 'Strict-Transport-Security' not in answer.headers
+    models.db.close()
 
 
 def test_login_gives_a_fresh_session_cookie(client, user):
     client.get('/login')
-    before = client.get_cookie('penstock_session').value
+    before = client.get_cookie(SESSION_COOKIE).value
     log_in(client, 'alice')
-    assert client.get_cookie('penstock_session').value != before
+    assert client.get_cookie(SESSION_COOKIE).value != before
 
 
 def test_secret_key_is_generated_once_and_kept_private(tmp_path):
@@ -213,7 +249,7 @@ def test_passwords_are_hashed_not_stored(user):
 
 
 def test_session_rows_keep_only_a_hash_of_the_cookie_secret(app, client, logged_in):
-    cookie = client.get_cookie('penstock_session').value
+    cookie = client.get_cookie(SESSION_COOKIE).value
     secret = app.session_interface.get_signing_serializer(app).loads(cookie)['_user_id']
     with models.db.connection_context():
         row = models.Session.get()

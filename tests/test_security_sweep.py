@@ -17,7 +17,7 @@ from werkzeug.security import generate_password_hash
 
 import models
 import views
-from tests.conftest import HTMX, PASSWORD, csrf_token, html, log_in, make_user
+from tests.conftest import HTMX, PASSWORD, SESSION_COOKIE, csrf_token, html, log_in, make_user
 from tests.test_security import UNSAFE, build, real_objects, routes_of, snapshot
 from views.avatars import avatar_url
 
@@ -318,7 +318,7 @@ def probe_login(site, target, expected):
     # Logged in properly, whatever the target held (no header of its own, no 500 once the
     # session was made).
     assert site.sessions_of(handle) == 1
-    assert client.get_cookie('penstock_session') and not client.get_cookie('evil')
+    assert client.get_cookie(SESSION_COOKIE) and not client.get_cookie('evil')
     assert client.get(f'/user/{handle}/settings/profile').status_code == 200
     again = client.get('/login', query_string={'next': target})
     assert again.status_code == 302

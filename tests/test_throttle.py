@@ -126,12 +126,6 @@ def test_a_login_issues_a_new_long_lived_host_only_device_cookie(app, user):
     assert browser.get_cookie(DEVICE_COOKIE).value != value
 
 
-def test_without_secure_cookies_the_device_cookie_has_a_plain_name(app, user):
-    app.config['SESSION_COOKIE_SECURE'] = False
-    cookie = device_cookie(log_in(app.test_client(), 'alice'), 'penstock_device')
-    assert 'Secure' not in cookie.split('; ') and 'HttpOnly' in cookie.split('; ')
-
-
 def test_failed_signups_are_throttled_per_ip(app, user):
     client = app.test_client()
     token = csrf_token(client, '/signup')

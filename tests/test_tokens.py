@@ -4,7 +4,15 @@ import re
 import pytest
 
 import models
-from tests.conftest import HTMX, PASSWORD, csrf_token, database_dump, html, log_in
+from tests.conftest import (
+    HTMX,
+    PASSWORD,
+    SESSION_COOKIE,
+    csrf_token,
+    database_dump,
+    html,
+    log_in,
+)
 from tests.test_reauth import make_stale, reauth_next, reauthenticate
 from tests.test_security import state_changing_routes
 
@@ -208,7 +216,7 @@ def test_after_creation_the_page_shows_only_the_last_four_characters(client, log
 
 def test_the_secret_is_not_kept_in_the_session_cookie(app, client, logged_in):
     secret = new_secret(client)
-    cookie = client.get_cookie('penstock_session').value
+    cookie = client.get_cookie(SESSION_COOKIE).value
     session = app.session_interface.get_signing_serializer(app).loads(cookie)
     assert secret not in repr(session)
 

@@ -8,7 +8,8 @@ from flask import render_template
 
 import models
 from app import create_app
-from tests.conftest import HTMX, TEST_PASSWORD_KEY, csrf_token, html, log_in, make_user
+from tests.conftest import (
+    HTMX, SESSION_COOKIE, TEST_PASSWORD_KEY, csrf_token, html, log_in, make_user)
 
 RULES = '1–23 lowercase letters or digits.'
 LIMIT_REASON = ('You have 10 workspaces, the most an account can have. '
@@ -464,7 +465,7 @@ def test_the_password_is_in_no_url_or_cookie_after_revealing(app, client, logged
     password = password_of(logged_in)
     page = html(client.get('/'))
     post_form(client, page, f'/workspaces/{analytics.id}/connection')
-    cookie = client.get_cookie('penstock_session').value
+    cookie = client.get_cookie(SESSION_COOKIE).value
     session = app.session_interface.get_signing_serializer(app).loads(cookie)
     assert password not in repr(session)
     assert password not in ' '.join(

@@ -20,10 +20,11 @@ from views import return_target
 bp = Blueprint('auth', __name__)
 
 
-def _start_session(user):
+def _start_session(user, opened=None):
+    """Log this browser in as `user`, to the Session row `opened` (a new one when None)."""
     session.clear()  # a fresh session (and CSRF token) for the new login
     session.permanent = True
-    user.session = Session.open(user, request.remote_addr, request.user_agent.string)
+    user.session = opened or Session.open(user, request.remote_addr, request.user_agent.string)
     login_user(user)
     throttle.trust_this_browser(user)
 
@@ -37,13 +38,15 @@ def signup():
     if request.method == 'GET':
         return render_template('auth/signup.html', form={}, rules=_rules())
     try:
-        user = User.sign_up(request.form.get('email'), request.form.get('handle'),
-                            request.form.get('password'), ip=request.remote_addr)
+        opened = User.sign_up_with_session(
+            request.form.get('email'), request.form.get('handle'), request.form.get('password'),
+            request.remote_addr, request.user_agent.string)
     except Invalid as invalid:
         return render_template('auth/signup.html', form=request.form, errors=invalid.errors,
                                rules=_rules()), 422
+    user = opened.user
     gravatar.look_up_later(current_app._get_current_object(), user)
-    _start_session(user)
+    _start_session(user, opened)
     flash(f'Welcome to Penstock, {user.handle}.')
     return redirect(url_for('home.index'))
 

@@ -2,7 +2,7 @@
 
 Object shapes follow the Steampipe Cloud API's schemas (SPEC section 9); tests check that
 every /api/v0 route is described here and that the answers match these schemas."""
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 import imaging
 import models
@@ -499,5 +499,8 @@ DOCUMENT = {
 
 @bp.get('/openapi.json')
 def document():
-    """The OpenAPI 3.1 document of /api/v0."""
-    return jsonify(DOCUMENT)
+    """The OpenAPI 3.1 document of /api/v0, naming the session cookie as this server does."""
+    components = DOCUMENT['components']
+    schemes = {**components['securitySchemes']}
+    schemes['session'] = {**schemes['session'], 'name': current_app.config['SESSION_COOKIE_NAME']}
+    return jsonify({**DOCUMENT, 'components': {**components, 'securitySchemes': schemes}})
