@@ -231,13 +231,21 @@ def acting():
     models.act_as(None)
 
 
-def reset_first(monkeypatch, model, name):
-    """Make `model.name` reset the user's authentication before it runs."""
+def reset_first(monkeypatch, model, name, after=False):
+    """Make `model.name` reset the user's authentication before it runs (or, `after`, as
+    soon as it has returned)."""
     original = getattr(model, name)
 
-    def wrapped(*args, **kwargs):
+    def reset():
         models.reset_authentication(models.User.get(models.User.handle == 'alice'))
-        return original(*args, **kwargs)
+
+    def wrapped(*args, **kwargs):
+        if not after:
+            reset()
+        result = original(*args, **kwargs)
+        if after:
+            reset()
+        return result
     monkeypatch.setattr(model, name, wrapped)
 
 
@@ -327,6 +335,21 @@ def test_a_code_exchange_after_a_reset_deleted_its_request_is_a_clear_404(
 
     assert response.status_code == 404
     assert 'Start a new one from the command line' in response.get_json()['detail']
+    with models.db.connection_context():
+        assert not models.TemporaryToken.select().exists()
+
+
+def test_a_code_exchange_whose_token_a_reset_revoked_at_once_is_a_clear_404(
+        client, user, monkeypatch):
+    with models.db.connection_context():
+        login_request = models.LoginRequest.start('198.51.100.7')
+        code = login_request.confirm(user)
+    reset_first(monkeypatch, models.LoginRequest, 'exchange', after=True)
+
+    response = client.get(f'/api/v0/login/token/{login_request.id}?code={code}')
+
+    assert response.status_code == 404
+    assert 'token' not in response.get_json()
     with models.db.connection_context():
         assert not models.TemporaryToken.select().exists()
 
