@@ -639,11 +639,13 @@ def act_as(credential):
     _acting.set(None if credential is None else (type(credential), credential.id))
 
 
-def _check_acting(acting):
+def _check_acting(acting, lock):
     """Raise CredentialRevoked unless the (model, id) credential still works. Called with
-    the write lock held, so a reset cannot commit between this read and the write after it."""
+    the write lock held, so a reset cannot commit between this read and the write after it;
+    `lock` locks the row too, for a transaction without that lock (PostgreSQL's
+    non-exclusive one)."""
     model, key = acting
-    row = model.fetch(model.id, key)
+    row = model.fetch(model.id, key, lock=lock)
     if row is None or (model is Token and row.status != 'active') \
             or (model is TemporaryToken and row.expires_at <= utcnow()):
         raise CredentialRevoked(f'{model.__name__} {key} no longer works.')
@@ -657,22 +659,23 @@ def write_transaction(exclusive=True):
 
     In a request that acts by a credential, the outermost one checks it again once the lock
     is held (see act_as): a credential revoked meanwhile writes nothing."""
-    if isinstance(db.obj, SqliteDatabase):
+    sqlite = isinstance(db.obj, SqliteDatabase)
+    if sqlite:
         transaction = _sqlite_write_transaction()
     else:
         transaction = _advisory_transaction() if exclusive else db.atomic()
     acting = _acting.get()
     if acting is None or _writing.get():
         return transaction
-    return _checked_transaction(transaction, acting)
+    return _checked_transaction(transaction, acting, lock=not (sqlite or exclusive))
 
 
 @contextlib.contextmanager
-def _checked_transaction(transaction, acting):
+def _checked_transaction(transaction, acting, lock):
     writing = _writing.set(True)
     try:
         with transaction as entered:
-            _check_acting(acting)
+            _check_acting(acting, lock)
             yield entered
     finally:
         _writing.reset(writing)

@@ -363,6 +363,9 @@ def test_a_write_acting_by_a_revoked_session_is_refused_and_undone(app, user, ac
             models.Token.issue(user)
         with pytest.raises(models.CredentialRevoked):
             models.Workspace.open(user, 'analytics')
+        with pytest.raises(models.CredentialRevoked):
+            with models.write_transaction(exclusive=False):  # its row locks only, on PostgreSQL
+                models.Token.issue(user)
         assert not models.Token.select().exists()
         assert not models.Workspace.select().exists()
 
@@ -398,8 +401,8 @@ def test_the_credential_is_checked_once_per_write_transaction_however_nested(
         app, user, acting, monkeypatch):
     checks = []
     check = models._check_acting
-    monkeypatch.setattr(models, '_check_acting', lambda acting: checks.append(acting)
-                        or check(acting))
+    monkeypatch.setattr(models, '_check_acting', lambda acting, lock: checks.append(acting)
+                        or check(acting, lock))
     with models.db.connection_context():
         session = models.Session.open(user, '198.51.100.7', 'Browser')
         models.act_as(session)
