@@ -301,11 +301,19 @@ def test_a_cli_login_verify_that_loses_to_a_reset_shows_no_code_and_writes_nothi
     response = client.post(f'/login/token/{request_id}/verify', data={'csrf_token': token})
 
     assert (response.status_code, response.headers['Location']) == (302, '/login')
+    assert_never_confirmed(client, request_id)
+
+
+def assert_never_confirmed(client, request_id):
+    """The request (bound to alice when her browser opened it) went with the reset, without
+    a code or a token, and the CLI is told it is gone."""
     with models.db.connection_context():
-        request = models.LoginRequest.get_by_id(request_id)
-        assert (request.status, request.user_id, request.code_hash) == ('pending', None, None)
+        assert models.LoginRequest.get_or_none(models.LoginRequest.id == request_id) is None
+        assert not models.TemporaryToken.select().exists()
+        assert not models.AuditRecord.select().where(
+            models.AuditRecord.action_type == 'login_token.confirm').exists()
     answer = client.get(f'/api/v0/login/token/{request_id}?code=000000')
-    assert answer.status_code == 409  # still waiting for a browser to verify it
+    assert answer.status_code == 404
 
 
 def test_a_cli_login_verify_through_the_api_that_loses_to_a_reset_is_a_401(
@@ -320,8 +328,7 @@ def test_a_cli_login_verify_through_the_api_that_loses_to_a_reset_is_a_401(
 
     assert response.status_code == 401
     assert response.get_json()['status'] == 401
-    with models.db.connection_context():
-        assert models.LoginRequest.get_by_id(request_id).status == 'pending'
+    assert_never_confirmed(client, request_id)
 
 
 def test_a_code_exchange_after_a_reset_deleted_its_request_is_a_clear_404(
