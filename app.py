@@ -31,7 +31,7 @@ import models
 import propagation
 import views
 from views import csrf, is_htmx, limiter, login_manager, return_target, settings_menu
-from views.api import http_error as api_http_error
+from views.api import api_error, http_error as api_http_error, unauthorized as api_unauthorized
 from views.avatars import avatar_url
 
 CONTENT_SECURITY_POLICY = "; ".join([
@@ -126,6 +126,7 @@ def create_app(config=None):
     app.register_error_handler(CSRFError, _csrf_failed)
     app.register_error_handler(404, _not_found)
     app.register_error_handler(OperationalError, _database_busy)
+    app.register_error_handler(models.CredentialRevoked, _credential_revoked)
     app.cli.add_command(migrate_command)
     app.cli.add_command(demo_command)
     app.cli.add_command(worker_command)
@@ -178,6 +179,7 @@ def _init_database(app):
 
     @app.teardown_request
     def close(exc):
+        models.act_as(None)  # this thread's next request must not act by this credential
         if not models.db.is_closed():
             models.db.close()
 
@@ -190,6 +192,7 @@ def load_user(secret):
         return None
     if session.touched:
         flask_session.modified = True  # the cookie's expiry moves on with the row's last use
+    models.act_as(session)
     user = session.user
     user.session = session
     return user
@@ -260,6 +263,16 @@ def _database_busy(error):
                                                  message=BUSY_MESSAGE), 503)
     response.headers['Retry-After'] = str(BUSY_RETRY_AFTER)
     return response
+
+
+def _credential_revoked(error):
+    """The session or token was revoked while this request ran, and nothing was written: as
+    if it had been gone from the start (the API's 401, or off to log in again)."""
+    if request.path.startswith('/api/'):
+        return api_error(api_unauthorized())
+    if is_htmx():
+        return unauthorized()
+    return redirect(url_for('auth.login'))
 
 
 def _csrf_failed(error):

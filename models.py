@@ -1,6 +1,7 @@
 """The Peewee models of Penstock and the account rules that belong to them."""
 import base64
 import contextlib
+import contextvars
 import datetime
 import fcntl
 import hashlib
@@ -147,6 +148,13 @@ class Invalid(Exception):
 
 class Refused(Exception):
     """A request that is well-formed but cannot be done now (a limit, a used code)."""
+
+
+class CredentialRevoked(Exception):
+    """The session or token this request acts by was revoked (or ran out) after it was
+    checked at the start of the request; the write it was about to authorize was undone.
+
+    Not a Refused: the views that turn a refusal into a message must not swallow it."""
 
 
 class NotVerified(Refused):
@@ -568,7 +576,7 @@ class Session(BaseModel):
     def revoke(cls, user, session_id, ip=None):
         """End one of `user`'s sessions (the row goes, so its cookie stops working);
         False when it is not theirs or already gone."""
-        with db.atomic():
+        with write_transaction():
             gone = cls.delete().where(cls.id == session_id, cls.user == user).execute()
             if gone:
                 AuditRecord.write('user.session.revoke', user, ip, target=user,
@@ -608,7 +616,7 @@ class Session(BaseModel):
 
     def close(self, ip=None):
         """Log this session out: the row goes, so the cookie stops working everywhere."""
-        with db.atomic():
+        with write_transaction():
             self.delete_instance()
             AuditRecord.write('user.logout', self.user, ip, target=self.user,
                               data={'session_id': self.id})
@@ -649,14 +657,61 @@ class AuditRecord(BaseModel):
             data=json.dumps(data or {}, sort_keys=True))
 
 
+# The credential the current request acts by, as (model, id): set by the app where it
+# checks a session cookie or a bearer token, cleared when the request ends. A context
+# variable, so a thread the app starts (Gravatar lookups, the propagation worker) begins
+# without one.
+_acting = contextvars.ContextVar('acting_credential', default=None)
+# True inside a write_transaction(): the nested ones have nothing left to check.
+_writing = contextvars.ContextVar('writing', default=False)
+
+
+def act_as(credential):
+    """Make `credential` (a Session, Token or TemporaryToken row; None: no credential) the
+    one this request's write transactions act by."""
+    _acting.set(None if credential is None else (type(credential), credential.id))
+
+
+def _check_acting(acting, lock):
+    """Raise CredentialRevoked unless the (model, id) credential still works. Called with
+    the write lock held, so a reset cannot commit between this read and the write after it;
+    `lock` locks the row too, for a transaction without that lock (PostgreSQL's
+    non-exclusive one)."""
+    model, key = acting
+    row = model.fetch(model.id, key, lock=lock)
+    if row is None or (model is Token and row.status != 'active') \
+            or (model is TemporaryToken and row.expires_at <= utcnow()):
+        raise CredentialRevoked(f'{model.__name__} {key} no longer works.')
+
+
 def write_transaction(exclusive=True):
     """A transaction for read-modify-write: on SQLite it takes the write lock up front; on
     PostgreSQL (`exclusive`) a transaction-wide advisory lock, so the rules checked inside
     (a count, an attempt counter, a version) hold however many app servers share the
-    database. `exclusive=False` is for a transaction whose row locks are enough."""
-    if isinstance(db.obj, SqliteDatabase):
-        return _sqlite_write_transaction()
-    return _advisory_transaction() if exclusive else db.atomic()
+    database. `exclusive=False` is for a transaction whose row locks are enough.
+
+    In a request that acts by a credential, the outermost one checks it again once the lock
+    is held (see act_as): a credential revoked meanwhile writes nothing."""
+    sqlite = isinstance(db.obj, SqliteDatabase)
+    if sqlite:
+        transaction = _sqlite_write_transaction()
+    else:
+        transaction = _advisory_transaction() if exclusive else db.atomic()
+    acting = _acting.get()
+    if acting is None or _writing.get():
+        return transaction
+    return _checked_transaction(transaction, acting, lock=not (sqlite or exclusive))
+
+
+@contextlib.contextmanager
+def _checked_transaction(transaction, acting, lock):
+    writing = _writing.set(True)
+    try:
+        with transaction as entered:
+            _check_acting(acting, lock)
+            yield entered
+    finally:
+        _writing.reset(writing)
 
 
 class _WriterTurn(threading.local):
@@ -924,7 +979,7 @@ class Token(BaseModel):
 
     def remove(self, ip=None):
         """Delete the token for good; writes `token.delete`."""
-        with db.atomic():
+        with write_transaction():
             self.delete_instance()
             AuditRecord.write('token.delete', self.user, ip, target=self,
                               data={'token_id': self.id, 'last4': self.last4})
@@ -1021,7 +1076,7 @@ class LoginRequest(BaseModel):
 
     def decline(self, user, ip=None):
         """The user disowns this request: it is deleted and can never issue a token."""
-        with db.atomic():
+        with write_transaction():
             self.delete_instance()
             AuditRecord.write('login_token.decline', user, ip, target=user,
                               data={'login_request_id': self.id, 'requested_from': self.ip})
@@ -1030,11 +1085,13 @@ class LoginRequest(BaseModel):
         """Trade the code for a temporary token secret, once. Wrong codes use up attempts."""
         wrong = None
         with write_transaction():
-            request = LoginRequest.get_by_id(self.id)
-            if request.status == 'pending':
+            # None: declined, or deleted by Reset authentication, since it was looked up.
+            request = LoginRequest.get_or_none(LoginRequest.id == self.id)
+            if request is not None and request.status == 'pending':
                 raise NotVerified('This login request has not been verified in the browser '
                                   'yet.')
-            if request.status != 'confirmed' or request.expires_at <= utcnow():
+            if request is None or request.status != 'confirmed' \
+                    or request.expires_at <= utcnow():
                 raise Refused('This login request has expired or was already used.')
             if not hmac.compare_digest(request.code_hash, self._code_hash(code or '')):
                 request.attempts += 1
@@ -1255,7 +1312,7 @@ class Workspace(BaseModel):
 
     def close(self, ip=None):
         """Delete the workspace (its propagation jobs go with it); writes `workspace.delete`."""
-        with db.atomic():
+        with write_transaction():
             self.delete_instance()
             AuditRecord.write('workspace.delete', self.user, ip, target=self,
                               data={'workspace_id': self.id, 'handle': self.handle})

@@ -69,16 +69,23 @@ def not_stored(response):
     return response
 
 
+def unauthorized():
+    """The 401 for a request without a working token (missing, wrong, revoked, expired)."""
+    return ApiError(401, 'Unauthorized',
+                    'Send a valid, active token as "Authorization: Bearer <token>".',
+                    headers={'WWW-Authenticate': 'Bearer'})
+
+
 def bearer_required(view):
-    """Authenticate `Authorization: Bearer <token>`; sets g.api_user and g.api_credential."""
+    """Authenticate `Authorization: Bearer <token>`; sets g.api_user and g.api_credential,
+    and makes the token the credential this request's writes are checked against."""
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
         scheme, _, secret = request.headers.get('Authorization', '').partition(' ')
         credential = models.bearer(secret.strip()) if scheme.lower() == 'bearer' else None
         if credential is None:
-            raise ApiError(401, 'Unauthorized',
-                           'Send a valid, active token as "Authorization: Bearer <token>".',
-                           headers={'WWW-Authenticate': 'Bearer'})
+            raise unauthorized()
+        models.act_as(credential)
         g.api_credential = credential
         g.api_user = credential.user
         return view(*args, **kwargs)

@@ -143,7 +143,9 @@ def api_exchange(request_id):
         _not_verified()
     except Refused:
         _not_found()
-    token = TemporaryToken.get(TemporaryToken.token_hash == sha256(secret))
+    token = TemporaryToken.get_or_none(TemporaryToken.token_hash == sha256(secret))
+    if token is None:  # Reset authentication revoked it as soon as it was issued
+        _not_found()
     response = jsonify({'token': secret, 'expires_at': timestamp(token.expires_at)})
     response.headers['Cache-Control'] = 'no-store'
     return response
