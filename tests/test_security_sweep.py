@@ -2,14 +2,17 @@
 on every static file and avatar, and another user's objects answering 404 on every route that
 names one. (Login requirement, CSRF and
 cookie flags: test_security.py; secrets in log lines: test_logs.py.)"""
+import re
 from pathlib import Path
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import pytest
 from flask import url_for
 
 import models
-from tests.conftest import HTMX, log_in, make_user
+from tests.conftest import HTMX, PASSWORD, csrf_token, database_dump, html, log_in, make_user
 from tests.test_security import UNSAFE, build, real_objects, routes_of, snapshot
+from views.api import PREFERENCE_FIELDS
 from views.avatars import avatar_url
 
 # Routes that name no object of a user's (or a public one: every avatar is public by design,
@@ -125,3 +128,208 @@ def test_another_users_objects_are_not_found_on_every_route(app, user):
             ('POST', '/workspaces/<workspace_id>/connection'),
             ('POST', '/user/<handle>/settings/tokens/<token_id>/delete'),
             ('GET', '/api/v0/user/<handle>/token/<token_id>')} <= checked
+
+
+# --- Malformed input (issue 12, finding 8; SPEC §12): JSON bodies on every API operation, text
+# fields on every form, control characters in every URL and header. ---
+
+# Columns a request moves on by itself when a credential is used (once a minute).
+TOUCHED = {'last_used_at', 'last_seen_at'}
+
+
+def unchanged_rows():
+    """Every row of every table but for the columns in TOUCHED, and but failed attempts at a
+    password, which are recorded."""
+    with models.db.connection_context():
+        rows = {}
+        for model in models.BaseModel.__subclasses__():
+            fields = [field for field in model._meta.sorted_fields if field.name not in TOUCHED]
+            query = model.select(*fields)
+            if model is models.AuditRecord:
+                query = query.where(~models.AuditRecord.action_type.endswith('.failed'))
+            rows[model.__name__] = sorted(map(repr, query.tuples()))
+        return rows
+
+
+def assert_error_model(response, status, where):
+    assert response.status_code == status, (where, response.status_code, response.data[:300])
+    body = response.get_json()
+    assert set(body) == {'type', 'title', 'status', 'detail', 'instance', 'validation_errors'}, \
+        where
+    assert body['status'] == status and body['detail'] and body['validation_errors'], where
+    return body
+
+
+def credentials(app, user):
+    """Alice's browser (logged in, with the page's CSRF token) and bearer token, together: each
+    API operation takes the one it takes."""
+    client = app.test_client()
+    log_in(client, 'alice')
+    with models.db.connection_context():
+        _, secret = models.Token.issue(models.User.get_by_id(user.id))
+    csrf = csrf_token(client, '/user/alice/settings/profile')
+    return client, {'Authorization': f'Bearer {secret}', 'X-CSRFToken': csrf}
+
+
+API_BODY_FIELDS = ['display_name', 'handle', 'status', *PREFERENCE_FIELDS]
+MALFORMED_BODIES = {
+    'deep arrays': b'[' * 50_000,
+    'deep objects': b'{"a":' * 50_000,
+    'nested within the limit': b'[' * 500 + b']' * 500,
+    'not UTF-8': b'{"display_name": "\xff\xfe"}',
+    'a UTF-8 surrogate': b'{"display_name": "\xed\xa0\x80"}',
+    'not JSON': b'{"display_name": ',
+    'NaN': b'{"status": NaN}',
+    'an array': b'[]',
+    'a string': b'"display_name"',
+    'null': b'null',
+}
+
+
+def test_every_api_operation_refuses_malformed_json_with_a_400_and_changes_nothing(app, user):
+    """Every POST, PATCH and PUT under /api/: bodies nested past the parser, not UTF-8, not
+    JSON, not an object, or holding a lone surrogate (in each field the API takes) answer 400
+    with the error model, at `body.<field>` for the surrogate; never a 5xx."""
+    values = real_objects(user)
+    client, headers = credentials(app, user)
+    client.get('/api/v0/actor', headers=headers)  # the token's first use is behind us
+    checked = set()
+    for method, rule, url in routes_of(app, {'POST', 'PATCH', 'PUT'}, values):
+        if not rule.startswith('/api/'):
+            continue
+        before = unchanged_rows()
+        bodies = [(name, body, None) for name, body in MALFORMED_BODIES.items()]
+        bodies += [(f'a lone surrogate in {field}', '{"%s": "ab\\ud800cd"}' % field,
+                    f'body.{field}') for field in API_BODY_FIELDS]
+        for name, body, location in bodies:
+            response = client.open(url, method=method, data=body, headers=headers,
+                                   content_type='application/json')
+            errors = assert_error_model(response, 400, (method, url, name))['validation_errors']
+            assert all(error['location'].startswith('body') for error in errors), errors
+            if location and 'avatar' not in rule:  # the upload takes a form, not JSON
+                assert errors == [{'location': location, 'message': errors[0]['message']}]
+                assert 'lone surrogate' in errors[0]['message']
+        assert unchanged_rows() == before, (method, url)
+        checked.add((method, rule))
+    assert {('PATCH', '/api/v0/user/<handle>'), ('POST', '/api/v0/login/token'),
+            ('PATCH', '/api/v0/login/token/<request_id>'),
+            ('PATCH', '/api/v0/user/<handle>/preferences')} <= checked
+
+
+# Inputs a person types text into (number fields, the avatar crop's, take digits only).
+FORM_INPUT_TYPES = {'text', 'email', 'password', 'search', 'url', 'tel', None}
+# Every text field of every form, with a value its form accepts: the sweep finds the fields by
+# rendering every page, and this list must name each (a new field needs a value here).
+TEXT_FIELDS = {
+    ('auth.signup', 'email'): 'carol@example.com', ('auth.signup', 'handle'): 'carol',
+    ('auth.signup', 'password'): PASSWORD, ('auth.login', 'email'): 'alice',
+    ('auth.login', 'password'): PASSWORD, ('auth.reauthenticate', 'password'): PASSWORD,
+    ('profile.save_name', 'display_name'): 'Alice Liddell',
+    ('home.create', 'handle'): 'reports', ('advanced.change_handle', 'handle'): 'alicia',
+    ('advanced.delete_account', 'confirm'): 'alice',
+}
+# Characters no text field takes: controls (C0, DEL, C1), a line separator, invisible format
+# characters (a right-to-left override, a zero-width space, a byte order mark, a tag), a
+# private-use character, code points Unicode has not assigned and a noncharacter.
+HOSTILE_CHARACTERS = ['\x00', '\x1b', '\x7f', '\x85', '\u2028', '\u202e', '\u200b', '\ufeff',
+                      '\U000E0041', '\ue000', '\u0378', '\U000EFFFD', '\ufffe']
+
+
+def text_fields_of_every_form(app, user):
+    """{(endpoint, field): (client, the form's action, the form's fields as rendered)} for every
+    text field of every POST form on every page, as a visitor and as Alice."""
+    values = real_objects(user)
+    visitor, (alice, _) = app.test_client(), credentials(app, user)
+    pages = [url for _, rule, url in routes_of(app, {'GET'}, values)
+             if not rule.startswith(('/api/', '/static/', '/avatars/')) and 'export' not in rule]
+    adapter = app.url_map.bind('localhost')
+    found = {}
+    for client in (visitor, alice):
+        for page in pages:
+            response = client.get(page)
+            if response.status_code != 200:
+                continue
+            for form in html(response).find_all('form', method=re.compile('^post$', re.I)):
+                action = urljoin(page, form.get('action') or page)
+                endpoint, _ = adapter.match(urlsplit(action).path, method='POST')
+                fields = {field['name']: field.get('value', '')
+                          for field in form.find_all(['input', 'textarea'])
+                          if field.get('name') and field.get('type') not in ('submit', 'file')}
+                for field in form.find_all(['input', 'textarea']):
+                    if (field.name == 'textarea' or field.get('type') in FORM_INPUT_TYPES) \
+                            and field.get('name') and not field.has_attr('readonly'):
+                        found.setdefault((endpoint, field['name']), (client, action, fields))
+    return found
+
+
+def shows_the_message(response, name):
+    """The field is marked invalid and described by its message, or (a login, which never says
+    which field was wrong) the form has an alert."""
+    page = html(response)
+    field = page.find(attrs={'name': name, 'aria-invalid': 'true'})
+    if field is not None:
+        return any(page.find(id=described).get_text(strip=True)
+                   for described in field.get('aria-describedby', '').split()
+                   if page.find(id=described))
+    return bool(page.find(attrs={'role': 'alert'}))
+
+
+def test_every_text_field_of_every_form_refuses_control_and_unassigned_characters(app, user):
+    """A text field holding a control, format, private-use or unassigned character is refused
+    with a 4xx and a message by the field, on every form; nothing changes, never a 5xx."""
+    app.config.update(LOGIN_FAILURES_PER_ACCOUNT='10000 per minute',
+                      LOGIN_FAILURES_PER_IP='10000 per minute', SIGNUPS_PER_IP='10000 per minute')
+    forms = text_fields_of_every_form(app, user)
+    assert set(forms) == set(TEXT_FIELDS)
+    before = unchanged_rows()
+    for (endpoint, name), (client, action, fields) in sorted(forms.items()):
+        filled = {**fields, **{field: TEXT_FIELDS[endpoint, field] for field in fields
+                               if (endpoint, field) in TEXT_FIELDS}}
+        for character in HOSTILE_CHARACTERS:
+            valid = filled[name]
+            form = {**filled, name: valid[:2] + character + valid[2:]}
+            response = client.post(action, data=form)
+            where = (endpoint, name, f'U+{ord(character):04X}', response.status_code)
+            assert 400 <= response.status_code < 500, where
+            assert shows_the_message(response, name), where
+            assert unchanged_rows() == before, where
+
+
+def test_a_lone_surrogate_sent_to_any_form_is_never_stored_or_a_5xx(app, user):
+    """A form cannot carry a lone surrogate as one: its UTF-8 bytes, percent-encoded, are read
+    as the text "%ED%A0%80", and raw they make the form unreadable (refused as stale)."""
+    forms = text_fields_of_every_form(app, user)
+    for (endpoint, name), (client, action, fields) in sorted(forms.items()):
+        filled = {**fields, **{field: TEXT_FIELDS[endpoint, field] for field in fields
+                               if (endpoint, field) in TEXT_FIELDS}}
+        lone = filled[name].encode() + '\ud800'.encode('utf-8', 'surrogatepass')
+        for body in (urlencode({**filled, name: lone}).encode(),
+                     urlencode(filled).encode().replace(b'csrf_token=', lone + b'&csrf_token=')):
+            response = client.post(action, data=body,
+                                   content_type='application/x-www-form-urlencoded')
+            assert response.status_code < 500, (endpoint, name, response.status_code)
+    assert not re.search('[\ud800-\udfff]', database_dump())
+
+
+def test_a_control_character_in_any_url_or_header_is_a_400_on_every_route(app, user):
+    """SPEC §12: a path, query or header holding a control character (NUL, ESC, DEL) answers
+    400 with a message, as a page or as the API's error model, before anything reads it."""
+    values = real_objects(user)
+    client, headers = credentials(app, user)
+    before = unchanged_rows()
+    checked = 0
+    for method, rule, url in routes_of(app, {'GET'} | UNSAFE, values):
+        requests = [(url + '%00', {}), (url + '?next_token=a%7Fb&action_type=%1B', {})]
+        requests += [(url, {name: 'a\x00b'}) for name in ('User-Agent', 'HX-Current-URL')]
+        requests += [(url, {'Authorization': headers['Authorization'] + '\x7f'})]
+        for target, extra in requests:
+            response = client.open(target, method=method, headers={**headers, **extra})
+            where = (method, target, extra)
+            if rule.startswith('/api/'):
+                assert_error_model(response, 400, where)
+            else:
+                assert response.status_code == 400, where
+                assert html(response).find(attrs={'role': 'alert'}), where
+            checked += 1
+    assert checked > 200
+    assert unchanged_rows() == before
