@@ -26,8 +26,7 @@ def _login_failed(response):
 def _account_key():
     """Failed logins count against the account named, however it was spelled."""
     login = request.form.get('email', '').strip().lower()
-    field = User.email if '@' in login else User.handle
-    user = User.select(User.id).where(field == login).first()
+    user = User.named(login)
     return 'account:' + (user.id if user else login)
 
 
