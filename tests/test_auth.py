@@ -108,6 +108,32 @@ def test_wrong_password_and_unknown_account_get_the_same_error(client, user):
         assert models.Session.select().count() == 0
 
 
+@pytest.mark.parametrize('login', ['ali\x00ce', 'alice\x00@example.com', 'alice\u202e',
+                                   'a' * 300 + '@example.com'])
+def test_a_login_no_account_can_have_is_a_wrong_login_not_an_error(client, user, login):
+    """PostgreSQL refuses to compare with a NUL: such a login is refused before any query."""
+    response = log_in(client, login)
+    assert response.status_code == 401
+    assert 'do not match' in html(response).find(class_='form-error').get_text(strip=True)
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('email', 'carol\x00@example.com', 'Remove line breaks and other control characters '
+                                       '(U+0000).'),
+    ('email', 'carol\u200b@example.com', 'Remove invisible formatting characters (U+200B).'),
+    ('handle', 'car\x7fol', 'Remove line breaks and other control characters (U+007F).'),
+    ('password', PASSWORD + '\x1b', 'Remove line breaks and other control characters '
+                                    '(U+001B).'),
+])
+def test_signup_refuses_control_and_invisible_characters_at_the_field(client, app, field, value,
+                                                                      message):
+    response = sign_up(client, **{field: value})
+    assert response.status_code == 422
+    assert field_error(response, field) == message
+    with models.db.connection_context():
+        assert models.User.select().count() == 0
+
+
 def test_login_follows_a_local_next_but_never_another_host(client, user):
     token = csrf_token(client, '/login')
     response = client.post('/login', data={'email': 'alice', 'password': PASSWORD,
