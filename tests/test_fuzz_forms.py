@@ -93,13 +93,20 @@ FIELDS_OF = {
 }
 
 
+def tainted(valid):
+    """A valid value with a refused character slipped in: only that keeps it from being valid."""
+    return st.tuples(valid, REFUSED, st.integers(0, 100)).map(
+        lambda drawn: drawn[0][:drawn[2]] + drawn[1] + drawn[0][drawn[2]:]
+        if isinstance(drawn[0], str) else drawn[0])
+
+
 def form_of(endpoint):
-    """The endpoint's own fields: all valid, or each valid, hostile or missing; then
-    perhaps a few strangers (unknown or repeated fields)."""
+    """The endpoint's own fields: all valid, or each valid, valid but for one refused
+    character, hostile or missing; then perhaps a few strangers (unknown or repeated fields)."""
     names = FIELDS_OF.get(endpoint, [])
     valids = [VALID_FOR.get((endpoint, name), VALID.get(name, VALUE)) for name in names]
     valid = st.tuples(*valids)
-    mixed = st.tuples(*[st.one_of(st.none(), ok, VALUE) for ok in valids])
+    mixed = st.tuples(*[st.one_of(st.none(), ok, tainted(ok), VALUE) for ok in valids])
     strangers = st.lists(st.tuples(NAME, VALUE), max_size=3)
     return st.tuples(st.one_of(valid, mixed), st.one_of(st.just([]), strangers)).map(
         lambda drawn: [(name, value) for name, value in zip(names, drawn[0])
