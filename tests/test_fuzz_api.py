@@ -101,7 +101,8 @@ def hostile_body(fields):
                      st.binary(max_size=40).map(lambda body: (False, body)))
 
 
-@pytest.mark.parametrize(('method', 'path'), [(method, path) for method, path, _ in BODY_OPERATIONS],
+@pytest.mark.parametrize(('method', 'path'),
+                         [(method, path) for method, path, _ in BODY_OPERATIONS],
                          ids=[f'{method} {path}' for method, path, _ in BODY_OPERATIONS])
 def test_every_body_the_api_takes_refuses_malformed_json_with_the_error_model(app, api_token,
                                                                               method, path):

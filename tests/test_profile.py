@@ -95,7 +95,8 @@ def test_a_bad_name_is_refused_in_place_and_changes_nothing(client, logged_in, v
 
 
 @pytest.mark.parametrize('name', [
-    'Zoë Ørsted', '李小龙', 'محمد', 'می\u200cخواهم',  # a zero-width non-joiner is spelling
+    'Zoë Ørsted', '李小龙', 'محمد',
+    'می\u200cخواهم',  # a zero-width non-joiner is spelling in Persian
     '\U0001F469\u200d\U0001F4BB Ada',  # woman + zero-width joiner + laptop: one emoji
     '\u2764\ufe0f', '\U0001F44B\U0001F3FD',  # a variation selector, a skin tone
     '\U0001F3F4\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F',  # Scotland

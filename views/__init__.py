@@ -1,5 +1,5 @@
-"""What every blueprint shares: the Flask extensions, the page-or-fragment rendering and the
-guard on dangerous actions."""
+"""What every blueprint shares: the Flask extensions, the page-or-fragment rendering, the
+guard on dangerous actions and the check for control characters in URLs and headers."""
 import functools
 import re
 from urllib.parse import quote, urlsplit

@@ -130,12 +130,14 @@ def json_body(allowed, optional=False):
 
 
 def _malformed(message):
+    """A 400 for a body that is not a JSON object; `message` says how it is not."""
     return ApiError(400, 'Bad Request',
                     'The body must be a JSON object, sent as Content-Type: application/json.',
                     [('body', message)])
 
 
 def _not_json(constant):
+    """Python's json reads NaN and Infinity; JSON has no such values."""
     raise ValueError(f'{constant} is not a JSON value')
 
 
