@@ -31,7 +31,12 @@ import models
 import propagation
 import views
 from views import csrf, is_htmx, limiter, login_manager, return_target, settings_menu
-from views.api import api_error, http_error as api_http_error, unauthorized as api_unauthorized
+from views.api import (
+    api_error,
+    http_error as api_http_error,
+    problem,
+    unauthorized as api_unauthorized,
+)
 from views.avatars import avatar_url
 
 CONTENT_SECURITY_POLICY = "; ".join([
@@ -111,6 +116,7 @@ def create_app(config=None):
     models.configure(app.config['WORKSPACE_DOMAIN'],
                      [key.strip() for key in keys.split(',') if key.strip()])
     _init_database(app)
+    app.before_request(_refuse_control_characters)
     app.before_request(_body_limit)  # before CSRF's check, which reads the body
     login_manager.init_app(app)
     csrf.init_app(app)
@@ -140,6 +146,24 @@ def _view_modules():
     """Every module in views/; each has one blueprint, `bp`."""
     return [importlib.import_module(f'views.{info.name}')
             for info in pkgutil.iter_modules(views.__path__)]
+
+
+def _refuse_control_characters():
+    """A URL or header holding a control character is malformed (SPEC §12): a 400 that says
+    so, before a view or the database reads it."""
+    found = views.control_character()
+    if found is None:
+        return None
+    where, character = found
+    code = f'U+{ord(character):04X}'
+    if request.path.startswith('/api/'):
+        return problem(400, 'Bad Request', 'A URL or header holding a control character is '
+                                           'malformed; nothing was done.',
+                       [(where, f'holds the control character {code}')])
+    return render_template('error.html', title='Bad request',
+                           message=f'This address or a header sent with it holds a control '
+                                   f'character ({code}), so nothing was done. Check the link '
+                                   'and try again.'), 400
 
 
 def _body_limit():

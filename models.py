@@ -49,6 +49,7 @@ HANDLE_RE = re.compile(r'^[a-z0-9]([a-z0-9]|-(?=[a-z0-9])){0,38}$')
 HANDLE_RULES = ('1–39 lowercase letters, digits or single hyphens; '
                 'starts and ends with a letter or digit.')
 EMAIL_RE = re.compile(r'^[^@\s]+@[^@\s]+\.[^@\s.]+$')
+EMAIL_MAX = 254
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 DISPLAY_NAME_MAX = 100
 SESSION_TOUCH_EVERY = datetime.timedelta(minutes=1)
@@ -136,6 +137,41 @@ def token_prefix(secret):
     if not hmac.compare_digest(_base62(zlib.crc32(body.encode()), 6), checksum):
         return None
     return match.group(1) + '_'
+
+
+# What no text a person sets (a name, a handle, an email address, a login, a password) may
+# hold, by Unicode general category, with what to tell them. These are invisible (format
+# characters: a right-to-left override makes "alice\u202etxt.exe" read otherwise), break a line,
+# a log or an email header (controls, line and paragraph separators), show differently on every
+# device (private use), mean nothing yet (unassigned, in the Unicode version Python knows), or
+# are no character at all: a lone surrogate cannot be written as UTF-8, so neither database
+# can store it.
+REFUSED_CHARACTERS = {
+    'Cc': 'Remove line breaks and other control characters ({}).',
+    'Zl': 'Remove line breaks and other control characters ({}).',
+    'Zp': 'Remove line breaks and other control characters ({}).',
+    'Cf': 'Remove invisible formatting characters ({}).',
+    'Co': 'Remove {}: private-use characters look different on every device.',
+    'Cn': 'Remove {}: it is not a character in Unicode ' + unicodedata.unidata_version + '.',
+    'Cs': 'Remove {}: it is half of a character (a lone surrogate), not a character.',
+}
+# Format characters that text needs: zero-width joiners make emoji sequences (a family, a
+# profession, a rainbow flag) and, with non-joiners, are part of spelling in Persian and the
+# Indic scripts.
+JOINERS = frozenset('\u200c\u200d')
+# The flag of a region (Scotland, Wales) is a black flag followed by invisible tag characters;
+# tag characters anywhere else could carry hidden text, so only this sequence keeps them.
+FLAG_TAG_SEQUENCE = re.compile('\U0001F3F4[\U000E0020-\U000E007E]+\U000E007F')
+
+
+def text_problem(value):
+    """What to tell a person about the first character of `value` that no text they set
+    may hold (see REFUSED_CHARACTERS), or None when there is none."""
+    for character in FLAG_TAG_SEQUENCE.sub('', value):
+        message = REFUSED_CHARACTERS.get(unicodedata.category(character))
+        if message and character not in JOINERS:
+            return message.format(f'U+{ord(character):04X}')
+    return None
 
 
 class Invalid(Exception):
@@ -346,14 +382,18 @@ class User(BaseModel):
         handle = (handle or '').strip().lower()
         password = password or ''
         errors = {}
-        if not EMAIL_RE.match(email) or len(email) > 254:
+        if len(email) > EMAIL_MAX or not EMAIL_RE.match(email):
             errors['email'] = 'Enter an email address like name@example.com.'
+        elif problem := text_problem(email):
+            errors['email'] = problem
         if not HANDLE_RE.match(handle):
-            errors['handle'] = 'A handle is ' + HANDLE_RULES
+            errors['handle'] = text_problem(handle) or 'A handle is ' + HANDLE_RULES
         elif handle in RESERVED_HANDLES:
             errors['handle'] = RESERVED
         if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
             errors['password'] = (f'Use {PASSWORD_MIN} to {PASSWORD_MAX} characters.')
+        elif problem := text_problem(password):
+            errors['password'] = problem
         if errors:
             raise Invalid(errors)
         with write_transaction():
@@ -384,12 +424,19 @@ class User(BaseModel):
             return Session.open(user, ip, user_agent)
 
     @classmethod
+    def named(cls, login):
+        """The user whose email or handle `login` is (already normalised), or None. A login
+        no account can have (too long, or holding a character no email or handle may) is
+        None without a query: PostgreSQL would refuse to compare with a NUL or a surrogate."""
+        if len(login) > EMAIL_MAX or text_problem(login):
+            return None
+        return cls.get_or_none((cls.email if '@' in login else cls.handle) == login)
+
+    @classmethod
     def authenticate(cls, login, password, ip=None):
         """The user whose email or handle is `login` and whose password matches, or None
         (a wrong password for an existing account writes `user.login.failed`)."""
-        login = (login or '').strip().lower()
-        field = cls.email if '@' in login else cls.handle
-        user = cls.get_or_none(field == login)
+        user = cls.named((login or '').strip().lower())
         if user is None:
             check_password_hash(_DUMMY_HASH, password or '')
             return None
@@ -403,7 +450,7 @@ class User(BaseModel):
         if handle == self.handle:
             return 'This is already your handle.'
         if not HANDLE_RE.match(handle):
-            return 'A handle is ' + HANDLE_RULES
+            return text_problem(handle) or 'A handle is ' + HANDLE_RULES
         return handle_problem(handle, self)
 
     def change_handle(self, handle, ip=None):
@@ -446,8 +493,8 @@ class User(BaseModel):
         if len(value) > DISPLAY_NAME_MAX:
             raise Invalid({'display_name':
                            f'Use at most {DISPLAY_NAME_MAX} characters (this is {len(value)}).'})
-        if any(unicodedata.category(c) in ('Cc', 'Cf', 'Zl', 'Zp') for c in value):
-            raise Invalid({'display_name': 'Remove line breaks and other control characters.'})
+        if problem := text_problem(value):
+            raise Invalid({'display_name': problem})
         if value == self.display_name:
             return False
         # Only the name's columns are written: saving the whole row read at the start of the
@@ -1294,7 +1341,8 @@ class Workspace(BaseModel):
         database password. Writes `workspace.create`."""
         handle = (handle or '').strip()
         if not WORKSPACE_HANDLE_RE.match(handle):
-            raise Invalid({'handle': 'A workspace handle is ' + WORKSPACE_HANDLE_RULES})
+            raise Invalid({'handle': text_problem(handle)
+                           or 'A workspace handle is ' + WORKSPACE_HANDLE_RULES})
         with write_transaction():
             if cls.select().where(cls.user == user).count() >= WORKSPACE_LIMIT:
                 raise Refused(f'You have {WORKSPACE_LIMIT} workspaces, the most an account '

@@ -45,8 +45,7 @@ def login_counters():
     before; otherwise per account (however it was spelled) and per IP address, so guessing
     from elsewhere never blocks the owner's browser."""
     login = request.form.get('email', '').strip().lower()
-    field = User.email if '@' in login else User.handle
-    user = User.select(User.id).where(field == login).first()
+    user = User.named(login)
     device = _device_id(user.id) if user else None
     if device:
         return [('LOGIN_FAILURES_PER_DEVICE', 'device:' + device, FAILURES)]

@@ -113,6 +113,43 @@ def test_a_refused_handle_leaves_the_display_name_unchanged_too(api, bob):
     assert snapshot() == before
 
 
+# Malformed input
+
+def test_a_lone_surrogate_in_the_display_name_is_a_400_at_body_display_name(api):
+    before = snapshot()
+    response = api('PATCH', '/api/v0/user/alice', data=b'{"display_name": "ab\\ud800cd"}',
+                   content_type='application/json')
+    assert response.status_code == 400 and errors_at(response) == ['body.display_name']
+    assert 'lone surrogate' in response.get_json()['validation_errors'][0]['message']
+    assert snapshot() == before
+
+
+def test_a_deeply_nested_body_is_a_400_not_a_recursion_error(api):
+    before = snapshot()
+    response = api('PATCH', '/api/v0/user/alice', data=b'[' * 50_000,
+                   content_type='application/json')
+    assert response.status_code == 400
+    assert response.get_json()['validation_errors'] == [
+        {'location': 'body', 'message': 'nested too deeply'}]
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('display_name', 'Alice\x00', 'Remove line breaks and other control characters (U+0000).'),
+    ('display_name', 'Alice\u0378', 'Remove U+0378: it is not a character in Unicode'),
+    ('display_name', 'Alice\ue000', 'Remove U+E000: private-use characters'),
+    ('handle', 'ali\x00ce', 'Remove line breaks and other control characters (U+0000).'),
+    ('handle', 'ali\u202ece', 'Remove invisible formatting characters (U+202E).'),
+])
+def test_a_refused_character_is_a_400_at_its_field_saying_which(api, field, value, message):
+    before = snapshot()
+    response = api('PATCH', '/api/v0/user/alice', {field: value})
+    assert response.status_code == 400
+    [error] = response.get_json()['validation_errors']
+    assert error['location'] == f'body.{field}' and error['message'].startswith(message)
+    assert snapshot() == before
+
+
 # Deleting the account
 
 def rows_of(user_id):

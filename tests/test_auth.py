@@ -109,6 +109,32 @@ def test_wrong_password_and_unknown_account_get_the_same_error(client, user):
         assert models.Session.select().count() == 0
 
 
+@pytest.mark.parametrize('login', ['ali\x00ce', 'alice\x00@example.com', 'alice\u202e',
+                                   'a' * 300 + '@example.com'])
+def test_a_login_no_account_can_have_is_a_wrong_login_not_an_error(client, user, login):
+    """PostgreSQL refuses to compare with a NUL: such a login is refused before any query."""
+    response = log_in(client, login)
+    assert response.status_code == 401
+    assert 'do not match' in html(response).find(class_='form-error').get_text(strip=True)
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('email', 'carol\x00@example.com', 'Remove line breaks and other control characters '
+                                       '(U+0000).'),
+    ('email', 'carol\u200b@example.com', 'Remove invisible formatting characters (U+200B).'),
+    ('handle', 'car\x7fol', 'Remove line breaks and other control characters (U+007F).'),
+    ('password', PASSWORD + '\x1b', 'Remove line breaks and other control characters '
+                                    '(U+001B).'),
+])
+def test_signup_refuses_control_and_invisible_characters_at_the_field(client, app, field, value,
+                                                                      message):
+    response = sign_up(client, **{field: value})
+    assert response.status_code == 422
+    assert field_error(response, field) == message
+    with models.db.connection_context():
+        assert models.User.select().count() == 0
+
+
 def test_login_follows_a_local_next_but_never_another_host(client, user):
     token = csrf_token(client, '/login')
     response = client.post('/login', data={'email': 'alice', 'password': PASSWORD,
@@ -221,11 +247,22 @@ def test_a_long_user_agent_signs_up_and_logs_in_and_is_kept_shortened(app, lengt
     assert kept == [user_agent[:512]] * 2
 
 
-def test_control_characters_in_the_user_agent_are_left_out(client, app):
-    client.environ_base['HTTP_USER_AGENT'] = 'Agent\x00/1.0\x1b[31m (X11;\tLinux)'
+def test_a_user_agent_with_a_control_character_is_refused_and_makes_no_account(client, app):
+    token = csrf_token(client, '/signup')
+    client.environ_base['HTTP_USER_AGENT'] = 'Agent\x00/1.0\x1b[31m (X11; Linux)'
+    response = client.post('/signup', data={'email': 'alice@example.com', 'handle': 'alice',
+                                             'password': PASSWORD, 'csrf_token': token})
+    assert response.status_code == 400
+    assert 'control character (U+0000)' in html(response).get_text()
+    with models.db.connection_context():
+        assert not models.User.select().exists()
+
+
+def test_a_tab_in_the_user_agent_is_left_out_of_the_session(client, app):
+    client.environ_base['HTTP_USER_AGENT'] = 'Agent/1.0 (X11;\tLinux)'
     assert sign_up(client).status_code == 302
     with models.db.connection_context():
-        assert models.Session.get().user_agent == 'Agent/1.0[31m (X11;Linux)'
+        assert models.Session.get().user_agent == 'Agent/1.0 (X11;Linux)'
 
 
 def test_signup_leaves_no_account_when_its_session_cannot_be_stored(client, app, monkeypatch):

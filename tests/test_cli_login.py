@@ -85,6 +85,18 @@ def test_starting_a_request_refuses_unknown_body_fields(client):
         assert models.LoginRequest.select().count() == 0
 
 
+@pytest.mark.parametrize('body', [b'[' * 50_000, b'{"a":' * 50_000, b'\xff', b'{"x": NaN}',
+                                  b'{"x": "\\udc80"}'],
+                         ids=['deep-arrays', 'deep-objects', 'not-utf-8', 'nan', 'surrogate'])
+def test_starting_a_request_with_a_malformed_body_is_a_400(client, body):
+    response = client.post(API, data=body, content_type='application/json')
+    assert response.status_code == 400
+    [error] = response.get_json()['validation_errors']
+    assert error['location'] in ('body', 'body.x')
+    with models.db.connection_context():
+        assert models.LoginRequest.select().count() == 0
+
+
 def test_verifying_needs_a_browser_session_and_its_csrf_token(client, user):
     request_id = start(client)['id']
     response = client.patch(f'{API}/{request_id}')

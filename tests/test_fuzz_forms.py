@@ -9,6 +9,7 @@ first). Examples are derandomized and few, to keep the whole file to about a min
 import io
 import itertools
 import string
+import unicodedata
 import urllib.parse
 
 import pytest
@@ -37,13 +38,21 @@ PLAUSIBLE = ['', ' ', '0', '1', '-1', '1e309', 'NaN', 'alice', 'Alice', 'alice@e
              PASSWORD, 'on', 'analytics', 'new-handle', 'admin', '../../etc/passwd',
              '//evil.test/', 'https://evil.test/', '<script>alert(1)</script>', "' OR 1=1 --",
              '\x00', 'ａｌｉｃｅ', 'İ', 'ß', '\u202e', '\u200b', '\ufeff', '😀' * 30, 'x' * 101,
-             'a' * 40, 'a--b', '9' * 40]
-# Every kind of character (surrogates cannot be sent, so are left out), bytes that are not
-# UTF-8, and values far past every limit but under the 1 MB body cap.
+             'a' * 40, 'a--b', '9' * 40, 'ali\x00ce', 'alice\x00@example.com', '\x1b[2J', '\x7f',
+             '\x85', 'a\u2028b', '\ue000', '\u0378', '\U000E0041', '\ufffe']
+# Characters no text field takes: controls, format and private-use characters, line and
+# paragraph separators, unassigned code points.
+REFUSED = st.characters(categories=['Cc', 'Cf', 'Co', 'Cn', 'Zl', 'Zp'])
+# Every kind of character, text with refused characters among plausible ones, lone surrogates
+# (a form carries one only as its UTF-8 bytes), bytes that are not UTF-8, and values far past
+# every limit but under the 1 MB body cap.
 VALUE = st.one_of(
     st.sampled_from(PLAUSIBLE),
     st.text(max_size=60),
     st.text(st.characters(codec='utf-8'), max_size=200),
+    st.tuples(st.sampled_from(PLAUSIBLE), REFUSED, st.sampled_from(PLAUSIBLE)).map(''.join),
+    st.text(st.characters(categories=['Cs']), min_size=1, max_size=3).map(
+        lambda lone: b'alice' + lone.encode('utf-8', 'surrogatepass')),
     st.binary(max_size=40),
     st.integers(min_value=1_000, max_value=300_000).map(lambda n: 'ä' * n),
 )
@@ -63,7 +72,7 @@ AVATAR = st.one_of(st.just(PNG), st.just(PNG[:60]), st.binary(max_size=300))
 # Values each field's rules accept, so accepted forms (and what they save) are checked too.
 VALID = {
     'display_name': st.text(st.characters(codec='utf-8', exclude_categories=[
-        'Cc', 'Cf', 'Cs', 'Zl', 'Zp']), min_size=1, max_size=100),
+        'Cc', 'Cf', 'Cs', 'Zl', 'Zp', 'Co', 'Cn']), min_size=1, max_size=100),
     'handle': st.from_regex(r'[a-z0-9]{1,12}', fullmatch=True),
     'email': st.from_regex(r'[a-z0-9.+]{1,20}', fullmatch=True).map(lambda s: s + '@example.com'),
     'password': st.one_of(st.just(PASSWORD), st.text(min_size=8, max_size=40)),
@@ -84,13 +93,20 @@ FIELDS_OF = {
 }
 
 
+def tainted(valid):
+    """A valid value with a refused character slipped in: only that keeps it from being valid."""
+    return st.tuples(valid, REFUSED, st.integers(0, 100)).map(
+        lambda drawn: drawn[0][:drawn[2]] + drawn[1] + drawn[0][drawn[2]:]
+        if isinstance(drawn[0], str) else drawn[0])
+
+
 def form_of(endpoint):
-    """The endpoint's own fields: all valid, or each valid, hostile or missing; then
-    perhaps a few strangers (unknown or repeated fields)."""
+    """The endpoint's own fields: all valid, or each valid, valid but for one refused
+    character, hostile or missing; then perhaps a few strangers (unknown or repeated fields)."""
     names = FIELDS_OF.get(endpoint, [])
     valids = [VALID_FOR.get((endpoint, name), VALID.get(name, VALUE)) for name in names]
     valid = st.tuples(*valids)
-    mixed = st.tuples(*[st.one_of(st.none(), ok, VALUE) for ok in valids])
+    mixed = st.tuples(*[st.one_of(st.none(), ok, tainted(ok), VALUE) for ok in valids])
     strangers = st.lists(st.tuples(NAME, VALUE), max_size=3)
     return st.tuples(st.one_of(valid, mixed), st.one_of(st.just([]), strangers)).map(
         lambda drawn: [(name, value) for name, value in zip(names, drawn[0])
@@ -114,10 +130,16 @@ def as_read(body):
 
 def snapshot():
     """Every row of every table but the ones a request may touch on its own (sessions are
-    touched for their last-active time, logins record the attempt)."""
+    touched for their last-active time, logins record the attempt), and but the audit
+    records of wrong passwords (a refused login or re-authentication is recorded)."""
+    def rows(model):
+        query = model.select()
+        if model is models.AuditRecord:
+            query = query.where(model.action_type != 'user.login.failed')
+        return sorted(map(repr, query.tuples()))
+
     with models.db.connection_context():
-        return {model.__name__: sorted(map(repr, model.select().tuples()))
-                for model in models.BaseModel.__subclasses__()
+        return {model.__name__: rows(model) for model in models.BaseModel.__subclasses__()
                 if model is not models.Session}
 
 
@@ -195,12 +217,27 @@ def state():
     return users, hosts, prefs
 
 
+def refused_character_in(text):
+    """A character no text field keeps: a control, private-use, unassigned or surrogate code
+    point, a line or paragraph separator, or a format character but the zero-width joiners and
+    the tags that make a region's flag."""
+    for character in text or '':
+        category = unicodedata.category(character)
+        if category in ('Cc', 'Co', 'Cn', 'Cs', 'Zl', 'Zp') or (
+                category == 'Cf' and character not in '\u200c\u200d'
+                and not '\U000E0020' <= character <= '\U000E007F'):
+            return character
+    return None
+
+
 def check_nothing_half_saved(endpoint, form, response, user_id, before, after):
-    """An accepted form changed exactly what it said (a refused one changed nothing at all:
-    checked on every row by the caller)."""
+    """An accepted form changed exactly what it said, and kept no refused character (a
+    refused one changed nothing at all: checked on every row by the caller)."""
     users, hosts, prefs = before
     users_after, hosts_after, prefs_after = after
     ok = response.status_code < 400
+    for account in users_after.values():
+        assert not refused_character_in(' '.join(filter(None, account))), (endpoint, account)
     if endpoint == 'profile.save_name' and ok:
         assert users_after[user_id][0] == form.get('display_name', '').strip()
     if endpoint == 'advanced.change_handle' and ok and users_after[user_id][1] != users[user_id][1]:
@@ -220,6 +257,7 @@ def check_nothing_half_saved(endpoint, form, response, user_id, before, after):
             with models.db.connection_context():
                 account = models.User.get_by_id(created[0])
             assert account.email.lower() == email
+            assert not refused_character_in(account.email), account.email
             assert account.handle == form.get('handle', '').strip().lower()
 
 

@@ -1,5 +1,6 @@
 """Settings → Profile: the display name."""
 import json
+from unicodedata import unidata_version
 
 import pytest
 
@@ -65,9 +66,16 @@ def test_display_name_is_escaped_everywhere(client, logged_in):
     ('', 'Enter a display name.'),
     ('   ', 'Enter a display name.'),
     ('x' * 101, 'Use at most 100 characters (this is 101).'),
-    ('Alice\nLiddell', 'Remove line breaks and other control characters.'),
-    ('Alice\x00', 'Remove line breaks and other control characters.'),
-    ('Ali\u202ece', 'Remove line breaks and other control characters.'),
+    ('Alice\nLiddell', 'Remove line breaks and other control characters (U+000A).'),
+    ('Alice\x00', 'Remove line breaks and other control characters (U+0000).'),
+    ('Alice\x7f', 'Remove line breaks and other control characters (U+007F).'),
+    ('Alice\u2028Liddell', 'Remove line breaks and other control characters (U+2028).'),
+    ('Ali\u202ece', 'Remove invisible formatting characters (U+202E).'),
+    ('Ali\u200bce', 'Remove invisible formatting characters (U+200B).'),
+    ('Alice\U000E0041', 'Remove invisible formatting characters (U+E0041).'),
+    ('Alice\ue000', 'Remove U+E000: private-use characters look different on every device.'),
+    ('Alice\u0378', f'Remove U+0378: it is not a character in Unicode {unidata_version}.'),
+    ('Alice\ufffe', f'Remove U+FFFE: it is not a character in Unicode {unidata_version}.'),
 ])
 @pytest.mark.parametrize('headers', [None, HTMX], ids=['page', 'htmx'])
 def test_a_bad_name_is_refused_in_place_and_changes_nothing(client, logged_in, value, message,
@@ -84,6 +92,18 @@ def test_a_bad_name_is_refused_in_place_and_changes_nothing(client, logged_in, v
         assert html(response).find('header') is None
     else:
         assert html(response).find(class_='account-name').get_text(strip=True) == 'alice'
+
+
+@pytest.mark.parametrize('name', [
+    'Zoë Ørsted', '李小龙', 'محمد',
+    'می\u200cخواهم',  # a zero-width non-joiner is spelling in Persian
+    '\U0001F469\u200d\U0001F4BB Ada',  # woman + zero-width joiner + laptop: one emoji
+    '\u2764\ufe0f', '\U0001F44B\U0001F3FD',  # a variation selector, a skin tone
+    '\U0001F3F4\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F',  # Scotland
+])
+def test_names_in_any_script_and_with_emoji_are_accepted(client, logged_in, name):
+    assert save_name(client, name).status_code == 302
+    assert stored_name() == name
 
 
 def test_a_hundred_character_name_is_accepted(client, logged_in):

@@ -9,7 +9,7 @@ import ipaddress
 import itertools
 import re
 from pathlib import Path
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import pytest
 from flask import url_for
@@ -17,8 +17,18 @@ from werkzeug.security import generate_password_hash
 
 import models
 import views
-from tests.conftest import HTMX, PASSWORD, SESSION_COOKIE, csrf_token, html, log_in, make_user
+from tests.conftest import (
+    HTMX,
+    PASSWORD,
+    SESSION_COOKIE,
+    csrf_token,
+    database_dump,
+    html,
+    log_in,
+    make_user,
+)
 from tests.test_security import UNSAFE, build, real_objects, routes_of, snapshot
+from views.api import PREFERENCE_FIELDS
 from views.avatars import avatar_url
 
 # Routes that name no object of a user's (or a public one: every avatar is public by design,
@@ -253,6 +263,16 @@ def header_safe(target):
     return not set(target) & {'\r', '\n', '\x00'} and max(map(ord, target), default=0) < 256
 
 
+def led(response, target, where):
+    """What a GET (its target in the query) or a request with the target in a header leads
+    to; a target holding a control character no URL or header may hold is refused with a 400
+    before any view reads it (views.control_character), which leads nowhere."""
+    if views.CONTROL_CHARACTER.search(target):
+        assert response.status_code == 400, where
+        return None
+    return sent_on(response, where)
+
+
 class Site:
     """The app, and for each target a user of its own and browsers from an address of its own
     (so that no throttle counts one target's attempts against another's)."""
@@ -307,7 +327,8 @@ def probe_login(site, target, expected):
     """GET and POST /login: the form's `next`, and where a right password leads."""
     handle, client = site.user(), site.browser()
     page = client.get('/login', query_string={'next': target})
-    assert sent_on(page, ('GET /login', target))['next'] == [expected]
+    assert (led(page, target, ('GET /login', target)) or {'next': [expected]})['next'] == [
+        expected]
     form = {'email': handle, 'csrf_token': csrf_token(client, '/login'), 'next': target}
     wrong = client.post('/login', data={**form, 'password': 'wrong password'})
     assert wrong.status_code == 401
@@ -321,8 +342,8 @@ def probe_login(site, target, expected):
     assert client.get_cookie(SESSION_COOKIE) and not client.get_cookie('evil')
     assert client.get(f'/user/{handle}/settings/profile').status_code == 200
     again = client.get('/login', query_string={'next': target})
-    assert again.status_code == 302
-    assert sent_on(again, ('GET /login, logged in', target))['Location'] == expected
+    sent = led(again, target, ('GET /login, logged in', target))
+    assert sent is None or (again.status_code == 302 and sent['Location'] == expected)
 
 
 def probe_reauthenticate(site, target, expected):
@@ -330,8 +351,9 @@ def probe_reauthenticate(site, target, expected):
     handle = site.user()
     client = site.browser(handle, stale=True)
     page = client.get('/reauth', query_string={'next': target})
-    assert sent_on(page, ('GET /reauth', target))['next'] == [expected]
-    assert html(page).find('a', string='Cancel')['href'] == expected
+    if led(page, target, ('GET /reauth', target)) is not None:
+        assert sent_on(page, ('GET /reauth', target))['next'] == [expected]
+        assert html(page).find('a', string='Cancel')['href'] == expected
     form = {'csrf_token': csrf_token(client, '/reauth'), 'next': target}
     wrong = client.post('/reauth', data={**form, 'password': 'wrong password'})
     assert wrong.status_code == 401
@@ -359,15 +381,18 @@ def probe_unauthorized(site, target, expected):
     if header_safe(target):
         left = client.post('/logout', headers={**HTMX, 'HX-Current-URL': target,
                                                'X-CSRFToken': csrf_token(client, '/login')})
-        assert left.status_code == 401
-        assert next_of(sent_on(left, ('htmx POST', target))['HX-Redirect'], '/login') == expected
+        sent = led(left, target, ('htmx POST', target))
+        assert sent is None or (left.status_code == 401
+                                and next_of(sent['HX-Redirect'], '/login') == expected)
     # A link leads back to itself, whatever its query holds.
     page = '/user/someone/settings/profile'
     for headers, answer in [({}, 'Location'), (HTMX, 'HX-Redirect')]:
         response = client.get(page, query_string={'next': target}, headers=headers)
-        back = next_of(sent_on(response, (answer, target))[answer], '/login')
-        assert back.startswith(page + '?next=') or too_long(target, back)
-        assert_local(back, target)
+        sent = led(response, target, (answer, target))
+        if sent is not None:
+            back = next_of(sent[answer], '/login')
+            assert back.startswith(page + '?next=') or too_long(target, back)
+            assert_local(back, target)
 
 
 def probe_recent_login_required(site, target, expected):
@@ -380,11 +405,14 @@ def probe_recent_login_required(site, target, expected):
         for headers, answer in [({'Referer': target}, 'Location'),
                                 ({**HTMX, 'HX-Current-URL': target}, 'HX-Redirect')]:
             response = client.post(action, data=form, headers=headers)
-            assert next_of(sent_on(response, (answer, target))[answer], '/reauth') == expected
+            sent = led(response, target, (answer, target))
+            assert sent is None or next_of(sent[answer], '/reauth') == expected
     response = client.get(action, query_string={'next': target})
-    back = next_of(sent_on(response, ('GET', target))['Location'], '/reauth')
-    assert back.startswith(action + '?next=') or too_long(target, back)
-    assert_local(back, target)
+    sent = led(response, target, ('GET', target))
+    if sent is not None:
+        back = next_of(sent['Location'], '/reauth')
+        assert back.startswith(action + '?next=') or too_long(target, back)
+        assert_local(back, target)
     assert site.sessions_of(handle) == 1  # nothing was deleted
 
 
@@ -455,3 +483,213 @@ def test_a_login_loop_through_next_stays_on_this_site(site):
     response = client.get('/login', query_string={'next': '/login?next=//evil.example'})
     assert response.headers['Location'] == '/login?next=//evil.example'
     assert client.get(response.headers['Location']).headers['Location'] == HOME
+
+# --- Malformed input (issue 12, finding 8; SPEC §12): JSON bodies on every API operation, text
+# fields on every form, control characters in every URL and header. ---
+
+# Columns a request moves on by itself when a credential is used (once a minute).
+TOUCHED = {'last_used_at', 'last_seen_at'}
+
+
+def unchanged_rows():
+    """Every row of every table but for the columns in TOUCHED, and but the records of failed
+    attempts at a password (a refused login may be recorded)."""
+    with models.db.connection_context():
+        rows = {}
+        for model in models.BaseModel.__subclasses__():
+            fields = [field for field in model._meta.sorted_fields if field.name not in TOUCHED]
+            query = model.select(*fields)
+            if model is models.AuditRecord:
+                query = query.where(~models.AuditRecord.action_type.endswith('.failed'))
+            rows[model.__name__] = sorted(map(repr, query.tuples()))
+        return rows
+
+
+def assert_error_model(response, status, where):
+    """The API's error object with `status` (None: any 4xx), saying where the fault is."""
+    assert response.status_code == status if status else 400 <= response.status_code < 500, \
+        (where, response.status_code, response.data[:300])
+    body = response.get_json()
+    assert set(body) == {'type', 'title', 'status', 'detail', 'instance', 'validation_errors'}, \
+        where
+    assert body['status'] == response.status_code and body['detail'], where
+    assert body['validation_errors'] or response.status_code != 400, where
+    return body
+
+
+def credentials(app, user):
+    """Alice's browser (logged in, with the page's CSRF token) and bearer token, together: each
+    API operation takes the one it takes."""
+    client = app.test_client()
+    log_in(client, 'alice')
+    with models.db.connection_context():
+        _, secret = models.Token.issue(models.User.get_by_id(user.id))
+    csrf = csrf_token(client, '/user/alice/settings/profile')
+    return client, {'Authorization': f'Bearer {secret}', 'X-CSRFToken': csrf}
+
+
+API_BODY_FIELDS = ['display_name', 'handle', 'status', *PREFERENCE_FIELDS]
+MALFORMED_BODIES = {
+    'deep arrays': b'[' * 50_000,
+    'deep objects': b'{"a":' * 50_000,
+    'nested within the limit': b'[' * 500 + b']' * 500,
+    'not UTF-8': b'{"display_name": "\xff\xfe"}',
+    'a UTF-8 surrogate': b'{"display_name": "\xed\xa0\x80"}',
+    'not JSON': b'{"display_name": ',
+    'NaN': b'{"status": NaN}',
+    'an array': b'[]',
+    'a string': b'"display_name"',
+    'null': b'null',
+}
+
+
+def test_every_api_operation_refuses_malformed_json_with_a_400_and_changes_nothing(app, user):
+    """Every POST, PATCH and PUT under /api/: bodies nested past the parser, not UTF-8, not
+    JSON, not an object, or holding a lone surrogate (in each field the API takes) answer 400
+    with the error model, at `body.<field>` for the surrogate; never a 5xx."""
+    values = real_objects(user)
+    client, headers = credentials(app, user)
+    checked = set()
+    for method, rule, url in routes_of(app, {'POST', 'PATCH', 'PUT'}, values):
+        if not rule.startswith('/api/'):
+            continue
+        # The avatar upload takes a multipart form: a JSON body is refused as a form would be
+        # (400, or 429 once uploads are counted), never parsed.
+        takes_form = rule.endswith('/avatar')
+        before = unchanged_rows()
+        bodies = [(name, body, None) for name, body in MALFORMED_BODIES.items()]
+        bodies += [(f'a lone surrogate in {field}', '{"%s": "ab\\ud800cd"}' % field,
+                    f'body.{field}') for field in API_BODY_FIELDS]
+        for name, body, location in bodies:
+            response = client.open(url, method=method, data=body, headers=headers,
+                                   content_type='application/json')
+            errors = assert_error_model(response, None if takes_form else 400,
+                                        (method, url, name))['validation_errors']
+            assert all(error['location'].startswith('body') for error in errors), errors
+            if location and not takes_form:
+                assert errors == [{'location': location, 'message': errors[0]['message']}]
+                assert 'lone surrogate' in errors[0]['message']
+        assert unchanged_rows() == before, (method, url)
+        checked.add((method, rule))
+    assert {('PATCH', '/api/v0/user/<handle>'), ('POST', '/api/v0/login/token'),
+            ('PATCH', '/api/v0/login/token/<request_id>'),
+            ('PATCH', '/api/v0/user/<handle>/preferences')} <= checked
+
+
+# Inputs a person types text into (number fields, the avatar crop's, take digits only).
+FORM_INPUT_TYPES = {'text', 'email', 'password', 'search', 'url', 'tel', None}
+# Every text field of every form, with a value its form accepts: the sweep finds the fields by
+# rendering every page, and this list must name each (a new field needs a value here).
+TEXT_FIELDS = {
+    ('auth.signup', 'email'): 'carol@example.com', ('auth.signup', 'handle'): 'carol',
+    ('auth.signup', 'password'): PASSWORD, ('auth.login', 'email'): 'alice',
+    ('auth.login', 'password'): PASSWORD, ('auth.reauthenticate', 'password'): PASSWORD,
+    ('profile.save_name', 'display_name'): 'Alice Liddell',
+    ('home.create', 'handle'): 'reports', ('advanced.change_handle', 'handle'): 'alicia',
+    ('advanced.delete_account', 'confirm'): 'alice',
+}
+# Characters no text field takes: controls (C0, DEL, C1), a line separator, invisible format
+# characters (a right-to-left override, a zero-width space, a byte order mark, a tag), a
+# private-use character, code points Unicode has not assigned and a noncharacter.
+HOSTILE_CHARACTERS = ['\x00', '\x1b', '\x7f', '\x85', '\u2028', '\u202e', '\u200b', '\ufeff',
+                      '\U000E0041', '\ue000', '\u0378', '\U000EFFFD', '\ufffe']
+
+
+def text_fields_of_every_form(app, user):
+    """{(endpoint, field): (client, the form's action, the form's fields as rendered)} for every
+    text field of every POST form on every page, as a visitor and as Alice."""
+    values = real_objects(user)
+    visitor, (alice, _) = app.test_client(), credentials(app, user)
+    pages = [url for _, rule, url in routes_of(app, {'GET'}, values)
+             if not rule.startswith(('/api/', '/static/', '/avatars/')) and 'export' not in rule]
+    adapter = app.url_map.bind('localhost')
+    found = {}
+    for client in (visitor, alice):
+        for page in pages:
+            response = client.get(page)
+            if response.status_code != 200:
+                continue
+            for form in html(response).find_all('form', method=re.compile('^post$', re.I)):
+                action = urljoin(page, form.get('action') or page)
+                endpoint, _ = adapter.match(urlsplit(action).path, method='POST')
+                fields = {field['name']: field.get('value', '')
+                          for field in form.find_all(['input', 'textarea'])
+                          if field.get('name') and field.get('type') not in ('submit', 'file')}
+                for field in form.find_all(['input', 'textarea']):
+                    if (field.name == 'textarea' or field.get('type') in FORM_INPUT_TYPES) \
+                            and field.get('name') and not field.has_attr('readonly'):
+                        found.setdefault((endpoint, field['name']), (client, action, fields))
+    return found
+
+
+def shows_the_message(response, name):
+    """The field is marked invalid and described by its message, or (a login, which never says
+    which field was wrong) the form has an alert."""
+    page = html(response)
+    field = page.find(attrs={'name': name, 'aria-invalid': 'true'})
+    if field is not None:
+        return any(page.find(id=described).get_text(strip=True)
+                   for described in field.get('aria-describedby', '').split()
+                   if page.find(id=described))
+    return bool(page.find(attrs={'role': 'alert'}))
+
+
+def test_every_text_field_of_every_form_refuses_control_and_unassigned_characters(app, user):
+    """A text field holding a control, format, private-use or unassigned character is refused
+    with a 4xx and a message by the field, on every form; nothing changes, never a 5xx."""
+    app.config.update(LOGIN_FAILURES_PER_ACCOUNT='10000 per minute',
+                      LOGIN_FAILURES_PER_IP='10000 per minute', SIGNUPS_PER_IP='10000 per minute')
+    forms = text_fields_of_every_form(app, user)
+    assert set(forms) == set(TEXT_FIELDS)
+    before = unchanged_rows()
+    for (endpoint, name), (client, action, fields) in sorted(forms.items()):
+        filled = {**fields, **{field: TEXT_FIELDS[endpoint, field] for field in fields
+                               if (endpoint, field) in TEXT_FIELDS}}
+        for character in HOSTILE_CHARACTERS:
+            valid = filled[name]
+            form = {**filled, name: valid[:2] + character + valid[2:]}
+            response = client.post(action, data=form)
+            where = (endpoint, name, f'U+{ord(character):04X}', response.status_code)
+            assert 400 <= response.status_code < 500, where
+            assert shows_the_message(response, name), where
+            assert unchanged_rows() == before, where
+
+
+def test_a_lone_surrogate_sent_to_any_form_is_never_stored_or_a_5xx(app, user):
+    """A form cannot carry a lone surrogate as one: its UTF-8 bytes, percent-encoded, are read
+    as the text "%ED%A0%80", and raw they make the form unreadable (refused as stale)."""
+    forms = text_fields_of_every_form(app, user)
+    for (endpoint, name), (client, action, fields) in sorted(forms.items()):
+        filled = {**fields, **{field: TEXT_FIELDS[endpoint, field] for field in fields
+                               if (endpoint, field) in TEXT_FIELDS}}
+        lone = filled[name].encode() + '\ud800'.encode('utf-8', 'surrogatepass')
+        for body in (urlencode({**filled, name: lone}).encode(),
+                     urlencode(filled).encode().replace(b'csrf_token=', lone + b'&csrf_token=')):
+            response = client.post(action, data=body,
+                                   content_type='application/x-www-form-urlencoded')
+            assert response.status_code < 500, (endpoint, name, response.status_code)
+    assert not re.search('[\ud800-\udfff]', database_dump())
+
+
+def test_a_control_character_in_any_url_or_header_is_a_400_on_every_route(app, user):
+    """SPEC §12: a path, query or header holding a control character (NUL, ESC, DEL) answers
+    400 with a message, as a page or as the API's error model, before anything reads it."""
+    values = real_objects(user)
+    client, headers = credentials(app, user)
+    before = unchanged_rows()
+    checked = 0
+    for method, rule, url in routes_of(app, {'GET'} | UNSAFE, values):
+        requests = [(url + '%00', {}), (url + '?next_token=a%7Fb&action_type=%1B', {})]
+        requests += [(url, {name: 'a\x00b'}) for name in ('User-Agent', 'HX-Current-URL')]
+        requests += [(url, {'Authorization': headers['Authorization'] + '\x7f'})]
+        for target, extra in requests:
+            response = client.open(target, method=method, headers={**headers, **extra})
+            where = (method, target, extra)
+            if rule.startswith('/api/'):
+                assert_error_model(response, 400, where)
+            else:
+                assert response.status_code == 400, where
+                assert html(response).find(attrs={'role': 'alert'}), where
+            checked += 1
+    assert checked > 200
+    assert unchanged_rows() == before

@@ -231,6 +231,20 @@ def test_a_bad_handle_is_refused_in_the_form_with_the_rule(client, logged_in, ha
     assert audit_count('workspace.create') == 0
 
 
+@pytest.mark.parametrize('handle, message', [
+    ('ana\x00lytics', 'Remove line breaks and other control characters (U+0000).'),
+    ('ana\u200blytics', 'Remove invisible formatting characters (U+200B).'),
+])
+def test_a_handle_with_a_control_or_invisible_character_says_which(client, logged_in, handle,
+                                                                   message):
+    response = create(client, handle)
+    assert response.status_code == 422
+    page = html(response)
+    error_id = page.find('input', id='workspace-handle')['aria-describedby'].split()[-1]
+    assert page.find(id=error_id).get_text(strip=True) == message
+    assert workspaces(logged_in) == []
+
+
 def test_a_bad_handle_without_javascript_keeps_the_whole_page(client, logged_in):
     page = html(create(client, 'Bad!'))
     assert page.find('header', id='topbar') is not None

@@ -1,5 +1,6 @@
 """What every blueprint shares: the Flask extensions, the page-or-fragment rendering, the
-guard on dangerous actions and where a return target may lead."""
+guard on dangerous actions, where a return target may lead and the check for control characters
+in URLs and headers."""
 import functools
 import re
 from urllib.parse import quote, urlsplit
@@ -107,6 +108,26 @@ def settings_blueprint(name, import_name, menu_label, menu_position, endpoint='p
                             301 if request.method in ('GET', 'HEAD') else 308)
 
     return bp
+
+
+# The control characters no URL or header value holds: C0 but TAB, LF and CR, and DEL. A browser
+# strips TAB, LF and CR from a URL, so a return target holding them is read as a browser reads
+# it rather than refused (SPEC §12). C1 controls are left to the fields that take text: header
+# values arrive as Latin-1, and UTF-8 text in one (a User-Agent naming a device) has those bytes.
+CONTROL_CHARACTER = re.compile('[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
+
+
+def control_character():
+    """The first control character in this request's URL or headers, as (where it is:
+    `path`, `query.<name>` or `header.<Name>`, the character), or None."""
+    places = [('path', request.path)]
+    places += [(f'query.{name}', name + value) for name, value in request.args.items(multi=True)]
+    places += [(f'header.{name}', value) for name, value in request.headers.items()]
+    for where, text in places:
+        found = CONTROL_CHARACTER.search(text)
+        if found:
+            return where, found.group()
+    return None
 
 
 # What a browser drops before it reads a URL (WHATWG URL standard): C0 controls and spaces at

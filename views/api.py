@@ -101,19 +101,72 @@ def own_handle(handle):
 def json_body(allowed, optional=False):
     """The request's JSON object, with only `allowed` fields; anything else is a 400.
 
-    With `optional`, an empty body counts as `{}`."""
-    if optional and not request.get_data():
+    Every body the API takes is read here, so none that is malformed reaches a view: not
+    UTF-8, not JSON (NaN and Infinity are not JSON either), nested deeper than the parser
+    goes, or holding a lone surrogate (a \\uD800 escape without its pair, which no text can
+    hold). With `optional`, an empty body counts as `{}`."""
+    data = request.get_data()
+    if optional and not data:
         return {}
-    body = request.get_json(silent=True)
+    if not request.is_json:
+        raise _malformed('expected a JSON object')
+    try:
+        body = json.loads(data.decode('utf-8'), parse_constant=_not_json)
+    except UnicodeDecodeError:
+        raise _malformed('not UTF-8 text') from None
+    except RecursionError:
+        raise _malformed('nested too deeply') from None
+    except json.JSONDecodeError as error:
+        raise _malformed(f'not JSON: {error.msg} at line {error.lineno} column {error.colno}'
+                         ) from None
+    except ValueError as error:  # NaN, Infinity, an integer of thousands of digits
+        raise _malformed(f'not JSON: {error}') from None
     if not isinstance(body, dict):
-        raise ApiError(400, 'Bad Request',
-                       'The body must be a JSON object, sent as Content-Type: application/json.',
-                       [('body', 'expected a JSON object')])
+        raise _malformed('expected a JSON object')
+    surrogate = _lone_surrogate(body)
+    if surrogate:
+        raise ApiError(400, 'Bad Request', 'The body holds a lone surrogate, which is not a '
+                                           'character: send text as UTF-8.',
+                       [(surrogate, 'holds a lone surrogate (an unpaired \\uD800-\\uDFFF '
+                                    'escape)')])
     unknown = sorted(set(body) - set(allowed))
     if unknown:
         raise ApiError(400, 'Bad Request', 'The body has fields this endpoint does not take.',
                        [(f'body.{name}', 'unknown field') for name in unknown])
     return body
+
+
+def _malformed(message):
+    """A 400 for a body that is not a JSON object; `message` says how it is not."""
+    return ApiError(400, 'Bad Request',
+                    'The body must be a JSON object, sent as Content-Type: application/json.',
+                    [('body', message)])
+
+
+def _not_json(constant):
+    """Python's json reads NaN and Infinity; JSON has no such values."""
+    raise ValueError(f'{constant} is not a JSON value')
+
+
+SURROGATE = re.compile('[\ud800-\udfff]')
+
+
+def _lone_surrogate(body):
+    """Where in `body` (`body.<field>`, `[i]` for list items) the first string holding a lone
+    surrogate is, or None. A loop, not recursion: the body may be nested as deep as the
+    parser went."""
+    pending = [('body', body)]
+    while pending:
+        location, value = pending.pop()
+        if isinstance(value, str) and SURROGATE.search(value):
+            return location
+        if isinstance(value, dict):
+            if any(SURROGATE.search(key) for key in value):
+                return location
+            pending.extend((f'{location}.{key}', item) for key, item in value.items())
+        elif isinstance(value, list):
+            pending.extend((f'{location}[{index}]', item) for index, item in enumerate(value))
+    return None
 
 
 def _cursor_serializer():
