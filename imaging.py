@@ -39,7 +39,7 @@ def _give_back_large_buffers():
 
     By default it raises its mmap threshold to the size of each large block freed, so later
     blocks come from the heaps of the threads that decoded them and stay resident there:
-    after a few concurrent uploads of large images, a process kept 100–200 MB it no longer
+    after a few concurrent uploads of large images, a process kept 80–230 MB it no longer
     used. Setting the threshold turns that adjustment off (mallopt(3), M_MMAP_THRESHOLD)."""
     try:
         ctypes.CDLL(None).mallopt(-3, 4 * 1024 * 1024)  # -3: M_MMAP_THRESHOLD
@@ -69,7 +69,7 @@ class Busy(Exception):
     """Every turn to decode stayed taken for DECODE_WAIT seconds; nothing was done."""
 
     message = 'Penstock is busy with other images. Try again in a moment; nothing was changed.'
-    retry_after = 5  # seconds to suggest before sending the image again: a turn takes about 1
+    retry_after = 5  # seconds to suggest before sending the image again (a turn takes ~1 s)
 
     def __init__(self):
         super().__init__(self.message)
