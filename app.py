@@ -87,6 +87,7 @@ def create_app(config=None):
         SIGNUP_FAILURES_PER_IP='30 per 10 minutes',
         SIGNUPS_PER_IP='60 per minute',
         MAX_CONTENT_LENGTH=1024 * 1024,  # views that take uploads allow more, see _body_limit
+        AVATAR_UPLOADS_PER_USER='10 per minute',  # the page's and the API's together
         GRAVATAR_ENABLED=_env_flag('GRAVATAR_ENABLED', default=True),
         GRAVATAR_URL=os.environ.get('GRAVATAR_URL', 'https://gravatar.com/avatar/'),
         GRAVATAR_TIMEOUT=float(os.environ.get('GRAVATAR_TIMEOUT', '3')),

@@ -58,6 +58,10 @@ def look_up(config, user_id, email):
     except imaging.BadImage:
         log.info('The public avatar found for user %s is not a usable image.', user_id)
         return False
+    except imaging.Busy:
+        log.info('No turn to decode the public avatar found for user %s; the drawn one stays.',
+                 user_id)
+        return False
     with models.db.connection_context():
         return models.Avatar.adopt_found(user_id, images)
 

@@ -1,8 +1,11 @@
 """Avatar images: checking an upload, cropping the avatar from it, and drawing default avatars."""
 import colorsys
+import contextlib
+import ctypes
 import io
 import math
 import random
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -10,7 +13,15 @@ from PIL import Image, ImageCms, ImageDraw, ImageOps
 
 UPLOAD_LIMIT = 10 * 1024 * 1024
 PIXEL_LIMIT = 40_000_000
-LIMITS = 'JPEG or PNG, up to 10 MB and 40 megapixels.'
+# The most one image's decoded pixels may take in memory. Pillow keeps a pixel of full colour
+# (or of grey with alpha) in 4 bytes, palette and grey in 1, 16-bit grey in 2: this is
+# 24 megapixels of full colour, while every palette or grey image within PIXEL_LIMIT fits. A
+# larger JPEG is decoded at 1/2, 1/4 or 1/8 scale instead; a PNG cannot be, so it is refused.
+DECODED_LIMIT = 96_000_000
+LIMITS = 'JPEG or PNG, up to 10 MB and 40 megapixels (24 for a full-colour PNG).'
+DECODES_AT_ONCE = 2  # images decoded at the same time in one process
+DECODE_WAIT = 3  # seconds an image waits for its turn before the answer is "busy"
+BAND_BYTES = 2 * 1024 * 1024  # the most one band of rows takes once converted (see _shrunk)
 WORKING_EDGE = 2048  # the crop step's working copy is at most this long on its long edge
 LARGE, SMALL = 460, 96
 QUALITY = 85
@@ -21,6 +32,22 @@ SIGNATURES = (b'\xff\xd8\xff', b'\x89PNG\r\n\x1a\n')
 # Pillow warns at MAX_IMAGE_PIXELS and refuses at twice that; both become refusals here.
 Image.MAX_IMAGE_PIXELS = PIXEL_LIMIT
 warnings.simplefilter('error', Image.DecompressionBombWarning)
+
+
+def _give_back_large_buffers():
+    """Have glibc return a freed buffer of 4 MB or more (decoded pixels) to the system at once.
+
+    By default it raises its mmap threshold to the size of each large block freed, so later
+    blocks come from the heaps of the threads that decoded them and stay resident there:
+    after a few concurrent uploads of large images, a process kept 80–230 MB it no longer
+    used. Setting the threshold turns that adjustment off (mallopt(3), M_MMAP_THRESHOLD)."""
+    try:
+        ctypes.CDLL(None).mallopt(-3, 4 * 1024 * 1024)  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: its allocator keeps its own ways
+        pass
+
+
+_give_back_large_buffers()
 
 SRGB = ImageCms.createProfile('sRGB')
 # How Pillow's exif_transpose turns the stored pixels upright, by EXIF orientation.
@@ -38,6 +65,31 @@ class BadImage(ValueError):
         self.message = message
 
 
+class Busy(Exception):
+    """Every turn to decode stayed taken for DECODE_WAIT seconds; nothing was done."""
+
+    message = 'Penstock is busy with other images. Try again in a moment; nothing was changed.'
+    retry_after = 5  # seconds to suggest before sending the image again (a turn takes ~1 s)
+
+    def __init__(self):
+        super().__init__(self.message)
+
+
+_turns = threading.BoundedSemaphore(DECODES_AT_ONCE)
+
+
+@contextlib.contextmanager
+def turn():
+    """Hold one of the DECODES_AT_ONCE turns to decode, so that the memory all of them take
+    together stays bounded; raises Busy rather than queueing for longer than DECODE_WAIT."""
+    if not _turns.acquire(timeout=DECODE_WAIT):
+        raise Busy()
+    try:
+        yield
+    finally:
+        _turns.release()
+
+
 @dataclass(frozen=True)
 class Inspected:
     """An upload that decoded: its upright size and a JPEG working copy for the crop step."""
@@ -50,19 +102,21 @@ class Inspected:
 
 def inspect(data):
     """Decode an upload once, fully, and return its upright size and a working copy."""
-    image = _open(data)
-    orientation = _orientation(image)
-    width, height = _upright_size(image.size, orientation)
-    scale = min(1.0, WORKING_EDGE / max(image.size))
-    _decode(image, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
-    with image:
-        preview = _normal(image)
-        preview.thumbnail((WORKING_EDGE, WORKING_EDGE), Image.Resampling.BICUBIC)
+    with turn():
+        image = _open(data)
+        orientation = _orientation(image)
+        width, height = _upright_size(image.size, orientation)
+        scale = min(1.0, WORKING_EDGE / max(image.size))
+        _decode(image, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+        with image:
+            preview = _shrunk(image, (0, 0) + image.size, _within(image.size, WORKING_EDGE),
+                              Image.Resampling.BICUBIC, reducing_gap=2.0)
+            icc = image.info.get('icc_profile')
         if orientation in UPRIGHT:
             preview = preview.transpose(UPRIGHT[orientation])
-        preview = _to_srgb(preview, image.info.get('icc_profile'))
-    buffer = io.BytesIO()
-    preview.save(buffer, 'JPEG', quality=QUALITY)
+        preview = _to_srgb(_normal(preview), icc)
+        buffer = io.BytesIO()
+        preview.save(buffer, 'JPEG', quality=QUALITY)
     return Inspected(width, height, buffer.getvalue(), preview.width, preview.height)
 
 
@@ -83,30 +137,29 @@ def centred_box(width, height):
 def avatar(data, box=None):
     """The avatar cropped from an upload as WebP (LARGE px, SMALL px); `box` is (x, y, size)
     in upright pixels, or None for the centred square."""
-    image = _open(data)
-    orientation = _orientation(image)
-    width, height = _upright_size(image.size, orientation)
-    x, y, size = box or centred_box(width, height)
-    check_box(width, height, x, y, size)
-    raw = _stored_box(image.size, orientation, x, y, size)
-    # A JPEG decodes at 1/2, 1/4 or 1/8 scale when the crop still has LARGE px after it.
-    wanted = LARGE / size
-    _decode(image, (math.ceil(image.width * wanted), math.ceil(image.height * wanted)))
-    with image:
-        factor = image.width / (width if orientation < 5 else height)
-        left, top, side = (value * factor for value in raw)
-        region = (left, top, left + side, top + side)
-        if image.mode in ('RGB', 'L', 'CMYK') and 'transparency' not in image.info:
-            large = image.resize((LARGE, LARGE), Image.Resampling.LANCZOS, box=region,
-                                 reducing_gap=3.0)
-        else:
-            cropped = _normal(image.crop(tuple(round(value) for value in region)))
-            large = cropped.resize((LARGE, LARGE), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    with turn():
+        image = _open(data)
+        orientation = _orientation(image)
+        width, height = _upright_size(image.size, orientation)
+        x, y, size = box or centred_box(width, height)
+        check_box(width, height, x, y, size)
+        left, top, side = _stored_box(image.size, orientation, x, y, size)
+        stored = image.size
+        # A JPEG decodes at 1/2, 1/4 or 1/8 scale when the crop still has LARGE px after it.
+        wanted = LARGE / size
+        _decode(image, (math.ceil(image.width * wanted), math.ceil(image.height * wanted)))
+        with image:
+            # Each side of a reduced JPEG is rounded up on its own: scale each on its own.
+            across, down = image.width / stored[0], image.height / stored[1]
+            region = (left * across, top * down, (left + side) * across, (top + side) * down)
+            large = _shrunk(image, region, (LARGE, LARGE), Image.Resampling.LANCZOS,
+                            reducing_gap=3.0)
+            icc = image.info.get('icc_profile')
         if orientation in UPRIGHT:
             large = large.transpose(UPRIGHT[orientation])
-        large = _to_srgb(_normal(large), image.info.get('icc_profile'))
-    small = large.resize((SMALL, SMALL), Image.Resampling.LANCZOS)
-    return _webp(large), _webp(small)
+        large = _to_srgb(_normal(large), icc)
+        small = large.resize((SMALL, SMALL), Image.Resampling.LANCZOS)
+        return _webp(large), _webp(small)
 
 
 def generated(seed):
@@ -173,13 +226,30 @@ def _open(data):
         raise BadImage('The file could not be read as an image; it may be damaged.') from None
     if image.width * image.height > PIXEL_LIMIT:
         raise BadImage('The image has more than 40 megapixels. Choose a smaller image.')
+    needed = _decoded_bytes(image.mode, image.size)
+    if image.format == 'PNG' and needed > DECODED_LIMIT:
+        raise BadImage(f'The image is too large to work with: its {image.width}×{image.height} '
+                       f'pixels need {math.ceil(needed / 1e6)} MB of memory, and the most is '
+                       f'{DECODED_LIMIT // 1_000_000} MB (24 megapixels for a full-colour PNG). '
+                       'Choose a smaller image, or save it as JPEG.')
     return image
 
 
+def _decoded_bytes(mode, size):
+    """The memory Pillow takes for pixels of `mode` at `size` (3 channels are kept in 4 bytes)."""
+    each = 1 if mode in ('1', 'L', 'P') else 2 if mode.startswith('I;16') else 4
+    return size[0] * size[1] * each
+
+
 def _decode(image, size):
-    """Decode the pixels, at a reduced scale for a JPEG when `size` allows."""
+    """Decode the pixels. A JPEG decodes at the smallest of 1/2, 1/4 or 1/8 scale that still
+    gives `size`, and at least as small as keeps it within DECODED_LIMIT."""
     if image.format == 'JPEG':
-        image.draft('RGB', size)
+        least = next(scale for scale in (1, 2, 4, 8) if _decoded_bytes(
+            image.mode, (-(-image.width // scale), -(-image.height // scale))) <= DECODED_LIMIT)
+        # draft() takes the largest reduction that keeps both sides at least as asked.
+        image.draft('RGB', (min(size[0], image.width // least),
+                            min(size[1], image.height // least)))
     try:
         image.load()
     except Exception:  # truncated or corrupt data, reported by the decoder in many ways
@@ -212,6 +282,42 @@ def _stored_box(size, orientation, x, y, side):
         4: (x, height - y - side), 5: (y, x), 6: (y, height - x - side),
         7: (width - y - side, height - x - side), 8: (width - y - side, x),
     }[orientation] + (side,)
+
+
+def _within(size, edge):
+    """`size` made to fit inside `edge`×`edge`, keeping its shape, as Pillow's thumbnail()."""
+    scale = edge / max(size)
+    return size if scale >= 1 else tuple(max(1, round(side * scale)) for side in size)
+
+
+def _shrunk(image, box, size, resample, reducing_gap):
+    """`box` (left, top, right, bottom) of the decoded `image`, resized to `size` and made
+    normal (see _normal), a band of rows at a time: neither a converted full-size copy nor a
+    full-size intermediate of the resize is ever held, only the image, one band and the
+    result. An image in another mode is converted a band (and the rows its filter reads
+    around it) at a time, before that band is resized."""
+    left, top, right, bottom = box
+    step_x, step_y = (right - left) / size[0], (bottom - top) / size[1]  # source px per result px
+    # LANCZOS, Pillow's widest filter, reads 3 result pixels' worth on either side.
+    reach_x, reach_y = 3 * max(step_x, 1) + 1, 3 * max(step_y, 1) + 1
+    rows = max(1, int(BAND_BYTES / (4 * (right - left + 2 * reach_x) * max(step_y, 1))))
+    normal = image.mode in ('RGB', 'L', 'CMYK') and 'transparency' not in image.info
+    result = None
+    for y in range(0, size[1], rows):
+        band = (left, top + y * step_y, right, top + min(y + rows, size[1]) * step_y)
+        if normal:
+            source, x0, y0 = image, 0, 0
+        else:
+            x0, y0 = max(0, math.floor(band[0] - reach_x)), max(0, math.floor(band[1] - reach_y))
+            source = _normal(image.crop((x0, y0, min(image.width, math.ceil(band[2] + reach_x)),
+                                         min(image.height, math.ceil(band[3] + reach_y)))))
+        part = source.resize((size[0], min(rows, size[1] - y)), resample,
+                             box=(band[0] - x0, band[1] - y0, band[2] - x0, band[3] - y0),
+                             reducing_gap=reducing_gap)
+        if result is None:
+            result = Image.new(part.mode, size)
+        result.paste(part, (0, y))
+    return result
 
 
 def _normal(image):

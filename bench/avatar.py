@@ -3,7 +3,9 @@
 Each (pipeline, input) runs in a fresh process: one cold run measures the peak resident
 memory above the process's own baseline (Pillow's buffers are C allocations that
 tracemalloc cannot see), then the median of REPEATS warm runs gives the time.
-Prints a table and whether each speed target of issue 4 is met; exits 0 either way.
+Then the largest images the app takes (files of a few KB that decode to tens of MB) go
+through the whole pipeline, one at a time and four at once, for their peak memory and what
+stays resident after. Prints tables and whether each target is met; exits 0 either way.
 """
 import io
 import json
@@ -13,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -101,6 +104,18 @@ TIME_TARGETS = [
 ]
 MEMORY_TARGETS = [('save', 'JPEG', 40.0, 'issue 4')]  # peak MB above baseline, under this
 
+# The largest images accepted, each the worst of its kind: (size, mode, format, why).
+LARGE_INPUTS = {
+    'palette PNG': ((6320, 6320), 'P', 'PNG', "the review's file: 40 MB decoded"),
+    '1-bit PNG': ((6320, 6320), '1', 'PNG', '40 MB decoded'),
+    '16-bit grey PNG': ((6320, 6320), 'I;16', 'PNG', '80 MB decoded'),
+    'RGBA PNG': ((6000, 4000), 'RGBA', 'PNG', '96 MB decoded: the most a PNG may take'),
+    'RGB JPEG': ((8000, 5000), 'RGB', 'JPEG', '160 MB whole: decoded at 1/2 or less'),
+}
+TOGETHER = 4  # uploads of the palette PNG at the same moment, as the review sent them
+# (what, MB above the baseline, at most this, why)
+LARGE_TARGETS = [('peak', 150.0, 'issue 12'), ('after', 16.0, 'issue 12: unchanged after')]
+
 
 # ---- inputs ----
 
@@ -150,6 +165,18 @@ def make_inputs(folder):
     return paths
 
 
+def make_large_inputs(folder):
+    """Write each large input once into `folder`, flat (its size is what costs memory, and a
+    flat image compresses to a few KB, as a hostile one would); return {name: path}."""
+    paths = {}
+    for name, (size, mode, kind, _) in LARGE_INPUTS.items():
+        path = Path(folder) / f'large-{len(paths)}.{kind.lower()}'
+        Image.new(mode, size).save(path, kind, **({'compress_level': 9} if kind == 'PNG'
+                                                  else {'quality': 90}))
+        paths[name] = path
+    return paths
+
+
 # ---- measuring, in a fresh process per (pipeline, input) ----
 
 def _status(field):
@@ -192,9 +219,42 @@ def measure(step, pipeline, path):
             'sizes': sizes}
 
 
+def measure_large(path, together=1):
+    """The whole pipeline on a large input (inspect, the centred avatar, a 460 px square at
+    the corner), by `together` threads at the same moment: peak and left-over resident memory
+    above the baseline, and how many were told "busy" (no turn to decode came in time)."""
+    data = Path(path).read_bytes()
+    reset = _reset_peak()
+    baseline = _status('VmRSS')
+    busy = []
+
+    def upload():
+        try:
+            imaging.inspect(data)
+            imaging.avatar(data)
+            imaging.avatar(data, (0, 0, imaging.LARGE))
+        except imaging.Busy:
+            busy.append(1)
+    threads = [threading.Thread(target=upload) for _ in range(together)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {'peak_mb': (_status('VmHWM') - baseline) / MB,
+            'after_mb': (_status('VmRSS') - baseline) / MB, 'exact_peak': reset,
+            'busy': len(busy)}
+
+
 def measure_in_child(step, pipeline, path):
     """measure() in a fresh interpreter, so each peak starts from a clean process."""
     done = subprocess.run([sys.executable, __file__, '--measure', step, pipeline, str(path)],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def measure_large_in_child(path, together=1):
+    """measure_large() in a fresh interpreter."""
+    done = subprocess.run([sys.executable, __file__, '--large', str(path), str(together)],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout)
 
@@ -220,6 +280,10 @@ def main():
                   for name, path in paths.items()}
         results = {(step, pipeline, name): measure_in_child(step, pipeline, path)
                    for name, path in paths.items() for step, pipeline in pipelines}
+        large_paths = make_large_inputs(folder)
+        large = {name: dict(measure_large_in_child(path), bytes=path.stat().st_size)
+                 for name, path in large_paths.items()}
+        together = measure_large_in_child(large_paths['palette PNG'], TOGETHER)
 
     import PIL
     print('Avatar pipeline benchmark (bench/avatar.py)')
@@ -267,6 +331,29 @@ def main():
         met, checked = met + (verdict == 'MET'), checked + 1
         print(f'  {step + " " + name + " peak memory":34} {peak:7.1f} MB above baseline'
               f'{"":12}target < {limit:.0f} MB ({source})  {verdict}')
+
+    print()
+    print('The largest images taken, each through inspect, the centred avatar and a 460 px '
+          'square,\nin a fresh process (MB above its baseline; "after": resident once done):')
+    print(f'  {"input":17} {"size":>10} {"file":>9} {"peak MB":>8} {"after MB":>9}  why')
+    for name, result in large.items():
+        (width, height), _, _, why = LARGE_INPUTS[name]
+        print(f'  {name:17} {f"{width}×{height}":>10} {result["bytes"] / 1024:7.1f} kB '
+              f'{result["peak_mb"]:8.1f} {result["after_mb"]:9.1f}  {why}')
+    print(f'  {TOGETHER} palette PNGs at once ({imaging.DECODES_AT_ONCE} decoded at a time, '
+          f'{together["busy"]} told "busy"): peak {together["peak_mb"]:.1f} MB, '
+          f'after {together["after_mb"]:.1f} MB')
+    if not all(result['exact_peak'] for result in large.values()):
+        print('  (This kernel did not let the peak be reset: peaks may be overstated.)')
+    for what, limit, source in LARGE_TARGETS:
+        key = f'{what}_mb'
+        worst = max(large, key=lambda name: large[name][key])
+        figure = large[worst][key]
+        verdict = 'MET' if figure <= limit else 'NOT MET'
+        met, checked = met + (verdict == 'MET'), checked + 1
+        label = f'largest images {what} memory'
+        print(f'  {label:34} {figure:7.1f} MB above baseline ({worst})'
+              f'  target ≤ {limit:.0f} MB ({source})  {verdict}')
     print(f'Result: {met} of {checked} targets MET' + ('' if vips else
           '; the libvips target was skipped (libvips: not installed — skipped)'))
 
@@ -279,5 +366,7 @@ def _row_order(item):
 if __name__ == '__main__':
     if sys.argv[1:2] == ['--measure']:
         print(json.dumps(measure(*sys.argv[2:5])))
+    elif sys.argv[1:2] == ['--large']:
+        print(json.dumps(measure_large(sys.argv[2], int(sys.argv[3]))))
     else:
         main()

@@ -12,6 +12,7 @@ from werkzeug.test import encode_multipart
 import imaging
 import models
 from tests.test_api import IP, Api, audit, errors_at
+from tests.test_avatars import BUSY, TOO_MANY_UPLOADS, every_turn_taken
 
 URL = '/api/v0/user/alice/avatar'
 BLACK, RED, GREEN = (0, 0, 0), (220, 40, 40), (40, 170, 60)
@@ -225,6 +226,29 @@ def test_no_token_is_401_for_both(api):
     assert upload(api, secret='').status_code == 401
     assert api('DELETE', URL, secret='').status_code == 401
     assert state() == NOTHING_STORED
+
+
+# Bounded work: turns to decode, and uploads per user
+
+def test_an_upload_while_every_turn_is_taken_is_a_503_with_retry_after(api, monkeypatch):
+    with every_turn_taken(monkeypatch):
+        response = upload(api)
+    assert response.status_code == 503 and int(response.headers['Retry-After']) >= 5
+    body = response.get_json()
+    assert (body['title'], body['detail']) == ('Service Unavailable', BUSY)
+    assert state() == NOTHING_STORED
+    assert upload(api).status_code == 200
+
+
+def test_the_eleventh_upload_in_a_minute_is_a_429_error_object(api):
+    for _ in range(10):  # refused ones count too
+        assert upload(api, b'not an image').status_code == 400
+    response = upload(api)
+    assert response.status_code == 429 and int(response.headers['Retry-After']) > 0
+    body = response.get_json()
+    assert (body['title'], body['detail']) == ('Too Many Requests', TOO_MANY_UPLOADS)
+    assert state() == NOTHING_STORED
+    assert api('DELETE', URL).status_code == 200  # only uploads are counted
 
 
 # Reset

@@ -1,5 +1,6 @@
 """Avatars through the app: Change avatar, the crop step, Save, Cancel, Reset; refusals;
 serving."""
+import contextlib
 import datetime
 import io
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ import models
 from tests.conftest import HTMX, csrf_token, html, log_in
 from tests.test_imaging import (
     BLUE,
+    BUSY,
     GREEN,
     OUTSIDE,
     RED,
@@ -32,6 +34,7 @@ BOB_URL = '/user/bob/settings/profile'
 PAGE_AND_HTMX = pytest.mark.parametrize('headers', [{}, HTMX], ids=['page', 'htmx'])
 GONE = 'This upload is no longer available. Choose the image again.'
 TOO_LARGE = 'The file is larger than 10 MB. Choose a smaller image.'
+TOO_MANY_UPLOADS = 'You have sent many images in a short time. Wait a minute, then try again.'
 UPRIGHT = quadrants(1200, 800)
 PHOTO = encoded(UPRIGHT, 'JPEG', quality=95)
 
@@ -514,6 +517,79 @@ def test_a_crop_square_that_is_not_whole_numbers_is_refused(client, logged_in):
         assert html(response).find(id='avatar-error').get_text(strip=True) == (
             'Enter whole numbers of pixels for x, y and size.')
         assert snapshot() == (1, False, 1)
+
+
+# Bounded work: turns to decode, and uploads per user
+
+@contextlib.contextmanager
+def every_turn_taken(monkeypatch):
+    """As while other images take every turn to decode: one more is answered "busy" at once."""
+    monkeypatch.setattr(imaging, 'DECODE_WAIT', 0)
+    with contextlib.ExitStack() as held:
+        for _ in range(imaging.DECODES_AT_ONCE):
+            held.enter_context(imaging.turn())
+        yield
+
+
+def error_in_card(response):
+    return html(response).find('section', id='profile-card').find(id='avatar-error')
+
+
+@PAGE_AND_HTMX
+def test_an_upload_while_every_turn_is_taken_is_503_in_the_card_and_kept_nowhere(
+        client, logged_in, headers, monkeypatch):
+    with every_turn_taken(monkeypatch):
+        response = upload(client, headers=headers)
+    # At least the busy answer's 5 seconds; Flask-Limiter raises it to when the upload count
+    # starts again, as it does on every answer of a limited route.
+    assert response.status_code == 503 and int(response.headers['Retry-After']) >= 5
+    assert (html(response).find('html') is None) == bool(headers)
+    error = error_in_card(response)
+    assert error.get_text(strip=True) == BUSY and error['role'] == 'alert'
+    assert snapshot() == (1, False, 0)
+    assert upload(client, headers=headers).status_code == (200 if headers else 303)
+
+
+@PAGE_AND_HTMX
+def test_saving_while_every_turn_is_taken_is_503_and_the_crop_step_stays(
+        client, logged_in, headers, monkeypatch):
+    reference, _ = crop_step(client)
+    with every_turn_taken(monkeypatch):
+        response = save(client, reference, 100, 0, 600, headers)
+    assert response.status_code == 503 and response.headers['Retry-After'] == '5'
+    card = html(response).find('section', id='profile-card')
+    assert card.find('h3').get_text(strip=True) == 'Edit your avatar'
+    assert card.find(id='avatar-error').get_text(strip=True) == BUSY
+    assert card.find('input', attrs={'name': 'size'})['value'] == '600'
+    assert snapshot() == (1, False, 1)  # the upload waits to be saved again
+    assert save(client, reference, 100, 0, 600, headers).status_code == (200 if headers else 303)
+    assert snapshot() == (2, True, 0)
+
+
+@PAGE_AND_HTMX
+def test_the_eleventh_upload_in_a_minute_is_429_in_the_card(client, logged_in, headers):
+    for _ in range(10):  # refused images count too: each was work to look at
+        assert upload(client, hostile_file('zero-bytes'), headers=headers).status_code == 422
+    response = upload(client, headers=headers)
+    assert response.status_code == 429 and int(response.headers['Retry-After']) > 0
+    assert (html(response).find('html') is None) == bool(headers)
+    error = error_in_card(response)
+    assert error.get_text(strip=True) == TOO_MANY_UPLOADS and error['role'] == 'alert'
+    assert snapshot() == (1, False, 0)
+
+
+def test_the_upload_limit_is_per_user_and_counts_the_api_too(app, client, logged_in,
+                                                             bob_client):
+    with models.db.connection_context():
+        secret = models.Token.issue(user_row())[1]
+    for _ in range(5):
+        assert upload(client, hostile_file('zero-bytes')).status_code == 422
+        response = send_form(app.test_client(), '/api/v0/user/alice/avatar', {
+            'avatar': FileStorage(io.BytesIO(b''), 'empty.png')},
+            {'Authorization': f'Bearer {secret}'})
+        assert response.status_code == 400
+    assert upload(client).status_code == 429
+    assert upload(bob_client, page=BOB_URL).status_code == 303  # bob has his own count
 
 
 def test_a_new_upload_replaces_the_pending_one(client, logged_in):

@@ -279,6 +279,7 @@ def test_a_form_refuses_hostile_fields_with_a_message_and_saves_nothing_half_way
     # Throttling has its own tests; here it would stop the fuzz before the form's logic.
     app.config.update(LOGIN_FAILURES_PER_ACCOUNT='10000 per minute',
                       LOGIN_FAILURES_PER_IP='10000 per minute', SIGNUPS_PER_IP='10000 per minute')
+    app.config['AVATAR_UPLOADS_PER_USER'] = '10000 per minute'  # a pending upload per example
 
     @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))

@@ -1,10 +1,15 @@
 """The avatar image pipeline on its own: what it refuses, and what comes out of what it takes.
 
 Every file here is made by the test, in memory: hostile ones byte by byte, images with Pillow."""
+import contextlib
 import functools
 import io
+import json
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageChops, ImageCms, ImageFilter, ImageOps, JpegImagePlugin, features
@@ -17,6 +22,10 @@ UNREADABLE = 'The file could not be read as an image; it may be damaged.'
 DAMAGED = 'The file could not be read as an image; it may be damaged or incomplete.'
 TOO_MANY_PIXELS = 'The image has more than 40 megapixels. Choose a smaller image.'
 TOO_LARGE = 'The file is larger than 10 MB. Choose a smaller image.'
+BUSY = 'Penstock is busy with other images. Try again in a moment; nothing was changed.'
+TOO_MUCH_MEMORY = ('The image is too large to work with: its {}×{} pixels need {} MB of memory, '
+                   'and the most is 96 MB (24 megapixels for a full-colour PNG). Choose a '
+                   'smaller image, or save it as JPEG.')
 OUTSIDE = ('The crop square must lie inside the image ({}×{} pixels): x and y at least 0, '
            'x + size at most the width, y + size at most the height.')
 
@@ -51,14 +60,24 @@ def png(width, height, pixels=b'', depth=8, colour=0, before_pixels=b'', header_
             + chunk(b'IDAT', pixels) + chunk(b'IEND', b''))
 
 
-def blank_png(width, height):
-    """A valid black 1-bit PNG of any size, compressed a row block at a time: kilobytes for
-    hundreds of megapixels, without ever holding the pixels."""
-    row = bytes(1 + (width + 7) // 8)  # the filter byte, then the bits
+# PNG colour types: (colour type, channels, bit depth, chunks before the pixels)
+BLACK_AND_WHITE = (0, 1, 1, b'')
+GREY_16_BIT = (0, 1, 16, b'')
+PALETTE = (3, 1, 8, chunk(b'PLTE', bytes(range(256)) * 3))
+FULL_COLOUR = (2, 3, 8, b'')
+GREY_AND_ALPHA = (4, 2, 8, b'')
+COLOUR_AND_ALPHA = (6, 4, 8, b'')
+
+
+def blank_png(width, height, kind=BLACK_AND_WHITE):
+    """A valid blank PNG of any size and colour type, compressed a row block at a time:
+    kilobytes for hundreds of megapixels, without ever holding the pixels."""
+    colour, channels, depth, before_pixels = kind
+    row = bytes(1 + (width * channels * depth + 7) // 8)  # the filter byte, then the samples
     squeeze = zlib.compressobj(9)
     parts = [squeeze.compress(row * 1000) for _ in range(height // 1000)]
     parts += [squeeze.compress(row * (height % 1000)), squeeze.flush()]
-    return png(width, height, b''.join(parts), depth=1)
+    return png(width, height, b''.join(parts), depth, colour, before_pixels)
 
 
 def jpeg_claiming(width, height, progressive=False):
@@ -159,6 +178,14 @@ HOSTILE = {
     'png-decompression-bomb-20000x20000': (lambda: blank_png(20_000, 20_000),
                                            TOO_MANY_PIXELS),
     'jpeg-over-10-mb': (padded_to(imaging.UPLOAD_LIMIT + 1), TOO_LARGE),
+    # Under 40 megapixels, but too large once decoded (4 bytes a pixel), and a PNG cannot be
+    # decoded at a reduced scale.
+    'rgba-png-6320x6320': (lambda: blank_png(6320, 6320, COLOUR_AND_ALPHA),
+                           TOO_MUCH_MEMORY.format(6320, 6320, 160)),
+    'grey-alpha-png-5000x5000': (lambda: blank_png(5000, 5000, GREY_AND_ALPHA),
+                                 TOO_MUCH_MEMORY.format(5000, 5000, 100)),
+    'rgb-png-4899x4899': (lambda: blank_png(4899, 4899, FULL_COLOUR),
+                          TOO_MUCH_MEMORY.format(4899, 4899, 97)),
 }
 NEEDS_CODEC = {'avif-named-png': 'avif'}  # made only where this Pillow can write them
 
@@ -256,8 +283,124 @@ def test_exactly_40_megapixels_is_allowed():
 
 
 def test_the_limits_are_said_in_words():
-    assert imaging.LIMITS == 'JPEG or PNG, up to 10 MB and 40 megapixels.'
+    assert imaging.LIMITS == ('JPEG or PNG, up to 10 MB and 40 megapixels '
+                              '(24 for a full-colour PNG).')
     assert imaging.UPLOAD_LIMIT == 10 * 1024 * 1024 and imaging.PIXEL_LIMIT == 40_000_000
+    assert imaging.DECODED_LIMIT == 24_000_000 * 4  # bytes: Pillow keeps RGB in 4 a pixel
+
+
+def test_a_full_colour_png_of_exactly_24_megapixels_is_allowed():
+    inspected = imaging.inspect(blank_png(6000, 4000, FULL_COLOUR))
+    assert (inspected.width, inspected.height) == (6000, 4000)
+
+
+# Memory: what decoding the largest images it takes costs the process, measured in a process
+# of its own (Pillow's pixels are C allocations that tracemalloc cannot see).
+
+MEASURE = """
+import json, sys
+from pathlib import Path
+import imaging
+
+def resident(field):  # kB in /proc/self/status: VmRSS now, VmHWM the peak
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(field + ':'):
+            return int(line.split()[1]) * 1024
+
+data = sys.stdin.buffer.read()
+try:
+    Path('/proc/self/clear_refs').write_text('5')  # the peak starts again from here
+except OSError:
+    pass  # an older kernel: the peak of the imports counts too, which only overstates it
+baseline = resident('VmRSS')
+imaging.inspect(data)
+imaging.avatar(data)
+imaging.avatar(data, (0, 0, 460))
+print(json.dumps({'peak': resident('VmHWM') - baseline, 'after': resident('VmRSS') - baseline}))
+"""
+MB = 1024 * 1024
+
+
+def memory_used(data):
+    """Peak and left-over resident memory, above the baseline after imports and reading the
+    file, of a fresh process that inspects `data` and crops two avatars from it."""
+    done = subprocess.run([sys.executable, '-c', MEASURE], input=data, capture_output=True,
+                          check=True, cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize('kind, size', [
+    (PALETTE, (6320, 6320)),  # the review's file: 40 MB decoded, 160 MB once in RGBA
+    (BLACK_AND_WHITE, (6320, 6320)),
+    (GREY_16_BIT, (6320, 6320)),  # 80 MB decoded
+    (COLOUR_AND_ALPHA, (6000, 4000)),  # 96 MB decoded: the most a PNG may take
+], ids=['palette-40-megapixels', '1-bit-40-megapixels', 'grey-16-bit-40-megapixels',
+        'rgba-24-megapixels'])
+def test_the_largest_images_taken_cost_at_most_150_mb_and_give_it_back(kind, size):
+    data = blank_png(*size, kind)
+    assert len(data) < 200_000
+    used = memory_used(data)
+    assert used['peak'] <= 150 * MB, used
+    assert used['after'] <= 30 * MB, used
+
+
+def test_a_jpeg_too_large_to_decode_whole_is_decoded_at_a_reduced_scale(monkeypatch):
+    scales = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def recording(image, mode, size):
+        result = draft(image, mode, size)
+        scales.append(image.decoderconfig[0])
+        return result
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, 'draft', recording)
+    # 40 megapixels are 160 MB as RGB: over DECODED_LIMIT, so 1/2 scale, though a square of
+    # 460 px would want every pixel.
+    large, small = assert_avatar_images(imaging.avatar(jpeg_claiming(8000, 5000), (0, 0, 460)))
+    assert scales == [2]
+
+
+def test_a_jpeg_whose_sides_reduce_unevenly_is_cropped_inside_it():
+    # At 1/8 scale 7740 px become 968 (967.5 rounded up) and 5160 exactly 645: the crop square
+    # must be scaled on each side by its own factor to stay inside the reduced image.
+    assert_avatar_images(imaging.avatar(jpeg_claiming(7740, 5160)))
+
+
+@pytest.mark.parametrize('mode', ['P', 'RGBA', 'LA', 'RGB', 'L', '1'])
+@pytest.mark.parametrize('box, size, resample', [
+    ((100, 100, 800, 800), (460, 460), Image.Resampling.LANCZOS),  # as avatar() crops
+    ((0, 0, 1200, 800), (1000, 667), Image.Resampling.BICUBIC),  # as inspect() shrinks
+    ((150.5, 20.25, 250.5, 120.25), (460, 460), Image.Resampling.LANCZOS),  # enlarged
+], ids=['avatar', 'working-copy', 'enlarged'])
+def test_an_image_shrunk_band_by_band_is_the_same_as_in_one_piece(monkeypatch, mode, box, size,
+                                                                   resample):
+    upright = quadrants(1200, 800)
+    # Detail whose resampling never leaves 0–255: Pillow may run a band's two passes in the
+    # other order, and clipping between them would differ in the last bits.
+    upright.paste(Image.effect_noise((600, 400), 20).convert('RGB'), (300, 200))
+    image = Image.open(io.BytesIO(encoded(upright.convert(mode), 'PNG')))
+    image.load()
+    monkeypatch.setattr(imaging, 'BAND_BYTES', 1 << 40)  # one band
+    whole = imaging._shrunk(image, box, size, resample, reducing_gap=3.0)
+    monkeypatch.setattr(imaging, 'BAND_BYTES', 50_000)  # bands of a few rows
+    banded = imaging._shrunk(image, box, size, resample, reducing_gap=3.0)
+    assert banded.size == whole.size == size
+    difference = ImageChops.difference(whole.convert('RGB'), banded.convert('RGB'))
+    assert max(high for _, high in difference.getextrema()) <= 1  # rounding, no seams
+
+
+# Turns: how many images are decoded at once
+
+def test_at_most_decodes_at_once_turns_are_held_and_the_next_is_busy(monkeypatch):
+    monkeypatch.setattr(imaging, 'DECODE_WAIT', 0)
+    data = encoded(quadrants(300, 200), 'PNG')
+    with contextlib.ExitStack() as held:
+        for _ in range(imaging.DECODES_AT_ONCE):
+            held.enter_context(imaging.turn())
+        for step in (imaging.inspect, imaging.avatar):
+            with pytest.raises(imaging.Busy) as busy:
+                step(data)
+            assert busy.value.message == BUSY
+    assert imaging.inspect(data).width == 300  # given back, a turn is free again
 
 
 @pytest.mark.parametrize('x, y, size', [

@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 import imaging
 import models
 from views import avatars, csrf
-from views.profile import TOO_LARGE, accepts_upload
+from views.profile import TOO_LARGE, accepts_upload, limit_uploads
 
 bp = Blueprint('api', __name__, url_prefix='/api/v0')
 csrf.exempt(bp)  # bearer tokens, not cookies: a cross-site page cannot send them
@@ -340,6 +340,7 @@ def delete_user(handle):
 
 @bp.post('/user/<handle>/avatar')
 @bearer_required
+@limit_uploads
 @accepts_upload
 def upload_avatar(handle):
     """Crop an uploaded JPEG or PNG (the centred square unless x, y and size say) and show it."""
@@ -364,8 +365,17 @@ def upload_avatar(handle):
         images = imaging.avatar(file.read(imaging.UPLOAD_LIMIT + 1), box)
     except imaging.BadImage as bad:
         raise invalid({'avatar': bad.message}) from None
+    except imaging.Busy as busy:
+        raise ApiError(503, 'Service Unavailable', busy.message,
+                       headers={'Retry-After': str(busy.retry_after)}) from None
     models.Avatar.set_custom(g.api_user, images, request.remote_addr)
     return jsonify({'avatar_url': avatar_url(g.api_user)})
+
+
+@bp.errorhandler(429)
+def too_many_requests(error):
+    """A rate limit (the avatar upload's) as the error object, in the limit's own words."""
+    return problem(429, 'Too Many Requests', error.description)
 
 
 @bp.delete('/user/<handle>/avatar')

@@ -67,9 +67,10 @@ ERROR_RESPONSES = {
                              '10 MB for the image and 64 KB for the rest of the form). '
                              'Nothing was changed.'),
     429: ('TooManyRequests', 'Too many requests; try again later.'),
-    503: ('ServiceUnavailable', 'The database stayed busy longer than a request waits for it. '
-                                'Nothing was changed; send the request again after '
-                                '`Retry-After` seconds.'),
+    503: ('ServiceUnavailable', 'The database stayed busy longer than a request waits for it '
+                                '(or, for an avatar upload, the server was already decoding '
+                                'as many images as it does at once). Nothing was changed; '
+                                'send the request again after `Retry-After` seconds.'),
 }
 RETRY_AFTER = {'Retry-After': {'description': 'Seconds to wait before sending it again.',
                                'schema': {'type': 'integer', 'minimum': 1}}}
@@ -379,7 +380,9 @@ PATHS = {
             ['Handle'], {
                 'required': True,
                 'description': 'The image, and optionally the square to crop from it. It is '
-                               'stored re-encoded from its pixels: no metadata is kept.',
+                               'stored re-encoded from its pixels: no metadata is kept. '
+                               "Uploads are counted per user, with the Profile page's: past "
+                               '10 a minute the answer is 429.',
                 'content': {'multipart/form-data': {
                     'schema': ref('AvatarUploadRequest'),
                     'encoding': {'avatar': {'contentType': 'image/jpeg, image/png'}}}}}),

@@ -1,6 +1,6 @@
 """Settings → Profile: the avatar (upload, crop, Save, Reset), display name and email, and the
 database password (its connection strings, Rotate Password and its propagation)."""
-from flask import abort, current_app, flash, make_response, redirect, request, url_for
+from flask import abort, current_app, flash, g, make_response, redirect, request, url_for
 from flask_login import current_user
 from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -17,6 +17,7 @@ from models import (
 )
 from views import (
     is_htmx,
+    limiter,
     recent_login_required,
     render_fragment,
     render_settings,
@@ -27,6 +28,7 @@ bp = settings_blueprint('profile', __name__, 'Profile', 1)
 
 TOO_LARGE = 'The file is larger than 10 MB. Choose a smaller image.'
 GONE = 'This upload is no longer available. Choose the image again.'
+TOO_MANY_UPLOADS = 'You have sent many images in a short time. Wait a minute, then try again.'
 
 
 @bp.context_processor
@@ -54,6 +56,23 @@ def accepts_upload(view):
     """Let `view` take a request body as large as an avatar upload and the form around it."""
     view.max_content_length = imaging.UPLOAD_LIMIT + 64 * 1024
     return view
+
+
+def _uploader():
+    """Whose upload this is, for the rate limit: the API token's user or the logged-in one."""
+    return f'user:{(g.get("api_user") or current_user).id}'
+
+
+# One count per user for the page's upload and the API's, taken before the image is decoded.
+limit_uploads = limiter.shared_limit(lambda: current_app.config['AVATAR_UPLOADS_PER_USER'],
+                                     'avatar-upload', key_func=_uploader,
+                                     error_message=TOO_MANY_UPLOADS)
+
+
+def _retry_later(response):
+    """`response` to an image that got no turn to be decoded, saying when to send it again."""
+    response.headers['Retry-After'] = str(imaging.Busy.retry_after)
+    return response
 
 
 def _references():
@@ -119,6 +138,7 @@ def save_name():
 
 
 @bp.post('/profile/avatar')
+@limit_uploads
 @accepts_upload
 def upload_avatar():
     """Keep an uploaded image for the crop step, then show that step."""
@@ -129,6 +149,8 @@ def upload_avatar():
         upload = AvatarUpload.start(current_user, file.read(imaging.UPLOAD_LIMIT + 1))
     except imaging.BadImage as bad:
         return _card(422, avatar_error=bad.message)
+    except imaging.Busy as busy:
+        return _retry_later(_card(503, avatar_error=busy.message))
     if is_htmx():
         return _crop_step(upload)
     return redirect(url_for('.edit_avatar', upload=upload_reference(upload)), 303)
@@ -169,6 +191,8 @@ def save_avatar():
         upload.crop(current_user, x, y, size, request.remote_addr)
     except imaging.BadImage as bad:
         return _crop_step(upload, 422, crop=fields, avatar_error=bad.message)
+    except imaging.Busy as busy:
+        return _retry_later(_crop_step(upload, 503, crop=fields, avatar_error=busy.message))
     flash('Avatar saved.')
     if is_htmx():
         return _card(header_changed=True)
@@ -202,6 +226,13 @@ def too_large(error):
     if request.endpoint != 'profile.upload_avatar':  # no file went to the other forms
         return error
     return _card(413, avatar_error=TOO_LARGE)
+
+
+@bp.errorhandler(429)
+def too_many_uploads(error):
+    """429 in words, in the profile card where the upload was chosen (only uploads are
+    limited here)."""
+    return _card(429, avatar_error=error.description)
 
 
 ROTATED = ('Database password rotated. It may take a couple of minutes to reach every '

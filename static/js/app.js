@@ -46,13 +46,16 @@ function flashError(event, message) {
   line.className = 'flash-error';
   region.replaceChildren(line);
 }
-document.addEventListener('htmx:responseError', function (event) {
-  var xhr = event.detail.xhr;
-  // Parsed, never inserted: only the alert's text reaches the page.
+// What an error answer says in its alert, or '' (parsed, never inserted: only the text
+// reaches the page).
+function alertIn(xhr) {
   var answer = new DOMParser().parseFromString(xhr.responseText, 'text/html');
   var said = answer.querySelector('[role="alert"]');
-  var text = said && said.textContent.replace(/\s+/g, ' ').trim();
-  flashError(event, text ||
+  return said ? said.textContent.replace(/\s+/g, ' ').trim() : '';
+}
+document.addEventListener('htmx:responseError', function (event) {
+  var xhr = event.detail.xhr;
+  flashError(event, alertIn(xhr) ||
     'Something went wrong (status ' + xhr.status + '). Reload the page and try again.');
 });
 document.addEventListener('htmx:sendError', function (event) {
@@ -225,12 +228,16 @@ document.addEventListener('htmx:load', function (event) { loadScripts(event.deta
     if (progress) progress.hidden = true;
   });
 
-  // Answers that htmx does not swap (a lost connection, an expired form) would otherwise
-  // leave the person waiting for a crop step that never comes.
+  // Answers that htmx does not swap (a lost connection, an expired form, too many uploads,
+  // a busy server) would otherwise leave the person waiting for a crop step that never comes.
+  // The file can be chosen again at once: clearing it makes that a change too.
   function uploadFailed(event) {
-    if (event.detail.elt.id !== 'avatar-form' || !event.detail.elt.isConnected) return;
+    var form = event.detail.elt;
+    if (form.id !== 'avatar-form' || !form.isConnected) return;
     cardRequest = false;
-    refuse(event.detail.elt, 'The upload did not go through. Reload the page and try again.');
+    form.querySelector('#avatar-file').value = '';
+    refuse(form, (event.type === 'htmx:responseError' && alertIn(event.detail.xhr)) ||
+           'The upload did not go through. Reload the page and try again.');
   }
   document.addEventListener('htmx:sendError', uploadFailed);
   document.addEventListener('htmx:responseError', uploadFailed);

@@ -8,6 +8,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from tests.browser.test_flows import Person, is_same_document, mark_document, settled, url_ending
+from tests.test_avatars import BUSY, TOO_MANY_UPLOADS, every_turn_taken
 
 WIDTH, HEIGHT = 800, 600
 QUADRANTS = {'red': ((0, 0), (255, 0, 0)), 'green': ((400, 0), (0, 255, 0)),
@@ -252,6 +253,37 @@ def test_a_file_over_the_limit_is_refused_before_it_is_sent_and_by_the_server_to
     change_avatar(page).set_input_files(quadrants)  # a smaller one goes through
     expect(page.get_by_role('heading', name='Edit your avatar')).to_be_focused()
     assert len(posts) == 2, 'only the server-checked and the smaller file were sent'
+
+
+def test_a_busy_server_and_too_many_uploads_are_said_beside_the_file_input(
+        page, javascript, person, quadrants, monkeypatch):
+    person.sign_up(page)
+    if javascript:
+        settled(page)
+
+    def choose(path):
+        change_avatar(page).set_input_files(path)
+        if not javascript:
+            page.get_by_role('button', name='Upload').click()
+
+    # The live server runs in this process: take every turn to decode, as other images would.
+    with every_turn_taken(monkeypatch):
+        choose(quadrants)
+        expect(page.get_by_role('alert')).to_have_text(BUSY)
+    expect(change_avatar(page)).to_have_attribute('aria-invalid', 'true')
+
+    # That was the first upload this minute; nine more (refused ones count too), then one over.
+    token = page.locator('input[name="csrf_token"]').first.input_value()
+    for _ in range(9):
+        response = page.request.post(person.profile_path + '/avatar', multipart={
+            'csrf_token': token,
+            'avatar': {'name': 'empty.png', 'mimeType': 'image/png', 'buffer': b''}})
+        assert response.status == 422
+    choose(quadrants)
+    expect(page.get_by_role('alert')).to_have_text(TOO_MANY_UPLOADS)
+    expect(change_avatar(page)).to_have_accessible_description(
+        re.compile(re.escape(TOO_MANY_UPLOADS)))
+    expect(page.get_by_role('heading', name='Edit your avatar')).to_have_count(0)
 
 
 @pytest.mark.parametrize('ratio, card_image, fetched', [

@@ -106,7 +106,6 @@ def test_the_avatar_form_says_its_failure_beside_the_file_not_in_the_flash(new_p
 
     change_avatar.set_input_files(
         {'name': 'red.png', 'mimeType': 'image/png', 'buffer': png.getvalue()})
-    expect(page.get_by_role('alert')).to_have_text(
-        'The upload did not go through. Reload the page and try again.')
+    expect(page.get_by_role('alert')).to_have_text(FORM_EXPIRED)  # the answer's own words
     expect(change_avatar).to_have_attribute('aria-invalid', 'true')
     expect(page.locator('#flash')).to_be_empty()
