@@ -344,7 +344,9 @@ def test_the_largest_images_taken_cost_at_most_150_mb_and_give_it_back(kind, siz
     assert used['after'] <= 30 * MB, used
 
 
-def test_a_jpeg_too_large_to_decode_whole_is_decoded_at_a_reduced_scale(monkeypatch):
+@pytest.fixture
+def scales(monkeypatch):
+    """The scale (1, 2, 4 or 8) each JPEG is decoded at, as draft() chose it."""
     scales = []
     draft = JpegImagePlugin.JpegImageFile.draft
 
@@ -353,6 +355,10 @@ def test_a_jpeg_too_large_to_decode_whole_is_decoded_at_a_reduced_scale(monkeypa
         scales.append(image.decoderconfig[0])
         return result
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, 'draft', recording)
+    return scales
+
+
+def test_a_jpeg_too_large_to_decode_whole_is_decoded_at_a_reduced_scale(scales):
     # 40 megapixels are 160 MB as RGB: over DECODED_LIMIT, so 1/2 scale, though a square of
     # 460 px would want every pixel.
     large, small = assert_avatar_images(imaging.avatar(jpeg_claiming(8000, 5000), (0, 0, 460)))
@@ -554,16 +560,7 @@ def test_a_large_jpeg_decoded_at_reduced_scale_is_cropped_where_asked(box, orien
     assert_shows(large, quadrants(4000, 2400), box, margin=40)
 
 
-def test_a_large_jpeg_is_decoded_at_the_smallest_scale_that_still_fills_the_avatar(
-        monkeypatch):
-    scales = []
-    draft = JpegImagePlugin.JpegImageFile.draft
-
-    def recording(image, mode, size):
-        result = draft(image, mode, size)
-        scales.append(image.decoderconfig[0])
-        return result
-    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, 'draft', recording)
+def test_a_large_jpeg_is_decoded_at_the_smallest_scale_that_still_fills_the_avatar(scales):
     imaging.avatar(large_jpeg(1), (0, 0, 2400))
     imaging.avatar(large_jpeg(1), (0, 0, 1000))
     imaging.avatar(large_jpeg(1), (0, 0, 460))
