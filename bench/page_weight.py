@@ -63,12 +63,18 @@ def fetch(port, path, cookie, encodings=None):
     return len(received), len(body), headers, DECODERS[headers.get('content-encoding')](body)
 
 
+def cookies_of(response):
+    """The Cookie header a browser sends back after `response` (a login sets two cookies: the
+    session's and the device cookie)."""
+    return '; '.join(cookie.split(';', 1)[0] for cookie in response.msg.get_all('Set-Cookie'))
+
+
 def log_in(port):
     """A real login through the form; returns the Cookie header a browser would then send."""
     conn = http.client.HTTPConnection('127.0.0.1', port, timeout=10)
     conn.request('GET', '/login')
     response = conn.getresponse()
-    cookie = response.getheader('Set-Cookie').split(';', 1)[0]
+    cookie = cookies_of(response)
     token = next(attrs['value'] for tag, attrs in tags(response.read())
                  if tag == 'input' and attrs.get('name') == 'csrf_token')
     form = urllib.parse.urlencode({'email': HANDLE, 'password': PASSWORD, 'csrf_token': token})
@@ -78,7 +84,7 @@ def log_in(port):
     response.read()
     assert response.status == 302, f'login answered {response.status}'
     conn.close()
-    return response.getheader('Set-Cookie').split(';', 1)[0]
+    return cookies_of(response)
 
 
 def assets_of(page):

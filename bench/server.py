@@ -43,7 +43,10 @@ def request(port, method, path, body=None, headers=None):
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
-        return response.status, response.getheader('Set-Cookie', ''), response.read().decode()
+        # The Cookie header a browser sends back: a login sets the session and device cookies.
+        cookies = '; '.join(cookie.split(';', 1)[0]
+                            for cookie in response.msg.get_all('Set-Cookie') or [])
+        return response.status, cookies, response.read().decode()
     finally:
         connection.close()
 
@@ -52,8 +55,7 @@ def log_in(port, handle, panel):
     """Log in through the real form; return (Cookie header, the CSRF token of `panel`'s form).
 
     Logging in starts a fresh session, so the token is read from a page after it."""
-    _, set_cookie, page = request(port, 'GET', '/login')
-    cookie = set_cookie.split(';', 1)[0]
+    _, cookie, page = request(port, 'GET', '/login')
     status, set_cookie, _ = request(
         port, 'POST', '/login',
         urlencode({'email': handle, 'password': 'bench password',
@@ -61,11 +63,10 @@ def log_in(port, handle, panel):
         {'Content-Type': FORM, 'Cookie': cookie})
     if status != 302:
         raise RuntimeError(f'logging in answered {status}')
-    cookie = set_cookie.split(';', 1)[0]
-    status, set_cookie, page = request(port, 'GET', panel, headers={'Cookie': cookie})
+    status, touched, page = request(port, 'GET', panel, headers={'Cookie': set_cookie})
     if status != 200:
         raise RuntimeError(f'{panel} answered {status}')
-    return (set_cookie or cookie).split(';', 1)[0], _csrf_field(page)
+    return touched or set_cookie, _csrf_field(page)
 
 
 def _csrf_field(page):
