@@ -5,9 +5,13 @@ postgresql:// URL of a database the tests may create and drop databases from); t
 test gets fresh databases of its own there."""
 import logging
 import os
+import queue
 import re
 import secrets
+import socket
+import subprocess
 import threading
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -239,3 +243,88 @@ def server(app):
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+# A throwaway Redis for the tests whose rate limits are shared (RATELIMIT_STORAGE_URI).
+REDIS_SERVER = os.environ.get('PENSTOCK_REDIS_SERVER', '/usr/bin/redis-server')
+REDIS_START_DEADLINE = 30  # seconds until redis-server says it accepts connections
+REDIS_PORT_TRIES = 3  # another process may take the free port before redis-server binds it
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A throwaway Redis for this test: on a free loopback port, its working directory under
+    tmp_path, nothing saved to disk, no configuration file; stopped when the test ends."""
+    if not os.access(REDIS_SERVER, os.X_OK):
+        pytest.fail(f'redis-server not found at {REDIS_SERVER}: run '
+                    "'sudo apt-get install redis-server' (make test does) "
+                    'or set PENSTOCK_REDIS_SERVER')
+    for _ in range(REDIS_PORT_TRIES):
+        port = _free_port()
+        process, pump, log = _start_redis(port, tmp_path)
+        if process is not None:
+            break
+        if 'Address already in use' not in log:
+            pytest.fail(f'redis-server did not start:\n{log}')
+    else:
+        pytest.fail(f'redis-server found no free port in {REDIS_PORT_TRIES} tries:\n{log}')
+    try:
+        yield f'redis://127.0.0.1:{port}/0'
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        _close_output(process, pump)
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+def _start_redis(port, directory):
+    """Start redis-server on `port`; (process, the thread reading its output, log so far)
+    once it accepts connections, or (None, None, its log) if it exited first. Its output is
+    read as it comes, no polling."""
+    process = subprocess.Popen(
+        [REDIS_SERVER, '--bind', '127.0.0.1', '--port', str(port), '--dir', str(directory),
+         '--save', '', '--appendonly', 'no', '--daemonize', 'no'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = queue.Queue()
+    pump = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
+    pump.start()
+    seen = []
+    deadline = time.monotonic() + REDIS_START_DEADLINE
+    while True:
+        try:
+            line = lines.get(timeout=max(0, deadline - time.monotonic()))
+        except queue.Empty:
+            process.kill()
+            process.wait(timeout=10)
+            _close_output(process, pump)
+            pytest.fail(f'redis-server did not start within {REDIS_START_DEADLINE} s:\n'
+                        + ''.join(seen))
+        if line is None:  # it exited
+            process.wait(timeout=10)
+            _close_output(process, pump)
+            return None, None, ''.join(seen)
+        seen.append(line)
+        if 'Ready to accept connections' in line:
+            return process, pump, ''.join(seen)
+
+
+def _pump(stream, lines):
+    """Read the server's output to the end (so it never blocks on a full pipe)."""
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _close_output(process, pump):
+    """Once the server has exited its output ends: let the reader finish, then close it."""
+    pump.join(timeout=10)
+    process.stdout.close()

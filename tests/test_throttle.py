@@ -12,12 +12,7 @@ import models
 from tests.conftest import PASSWORD, csrf_token, database_dump, html, log_in, make_user
 from tests.servers import gunicorn
 from tests.test_postgres_two_servers import sign_up as sign_up_through
-from tests.test_shared_rate_limits import (  # noqa: F401 (redis_url: a fixture)
-    NO_MATCH,
-    TOO_MANY,
-    attempt_login,
-    redis_url,
-)
+from tests.test_shared_rate_limits import NO_MATCH, TOO_MANY, attempt_login
 from tests.test_token_limit_concurrency import Browser
 
 FAILURES_ALLOWED = 10  # LOGIN_FAILURES_PER_ACCOUNT and LOGIN_FAILURES_PER_DEVICE in app.py
@@ -183,7 +178,7 @@ def test_a_flood_of_wrong_passwords_leaves_only_the_checked_ones_in_the_log(app,
 
 
 @pytest.fixture
-def threaded_server(tmp_path, database_url, redis_url, monkeypatch):  # noqa: F811
+def threaded_server(tmp_path, database_url, redis_url, monkeypatch):
     """gunicorn with 2 workers of 16 threads on a migrated database, counting in one Redis."""
     monkeypatch.setenv('RATELIMIT_STORAGE_URI', redis_url)
     connection = models.open_database(database_url)
