@@ -324,7 +324,7 @@ def demo_command():
             user = models.User.sign_up(DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD)
             user.set_display_name('Demo User')
             for handle in DEMO_WORKSPACES:
-                models.Workspace.open(user, handle)
+                models.Workspace.provision(user, handle)
         demo = models.User.get_or_none(models.User.handle == DEMO_HANDLE)
     if demo is not None:
         click.echo(f'Demo login: {DEMO_EMAIL} (or {DEMO_HANDLE}) / password {DEMO_PASSWORD}')

@@ -84,7 +84,7 @@ WRITE_LOCK = 0x50656E73  # PostgreSQL's advisory lock key for write_transaction 
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
 
 
-class Settings:
+class Config:
     """What the models need from the app's configuration; create_app calls configure()."""
     workspace_domain = 'workspaces.penstock.test'
     cipher = None  # a MultiFernet over the configured database password keys
@@ -93,8 +93,8 @@ class Settings:
 def configure(workspace_domain, password_keys):
     """Set the workspace DNS domain and the keys that encrypt database passwords (the first
     encrypts; every one decrypts, so an old key can be retired with reencrypt_passwords())."""
-    Settings.workspace_domain = workspace_domain
-    Settings.cipher = MultiFernet([Fernet(key) for key in password_keys])
+    Config.workspace_domain = workspace_domain
+    Config.cipher = MultiFernet([Fernet(key) for key in password_keys])
 
 
 def utcnow():
@@ -274,11 +274,11 @@ class BaseModel(Model):
         legacy_table_names = False
 
     # Peewee builds a query's SQL anew each time it runs, which takes longer than SQLite takes
-    # to run it. fetch/add/store are for the queries most requests make: their SQL is built
+    # to run it. prepared_get/prepared_create/prepared_save (the prepared twins of Peewee's get/create/save) are for the queries most requests make: their SQL is built
     # once per kind of database, and a row becomes an instance directly.
 
     @classmethod
-    def fetch(cls, field, value, lock=False, join=None):
+    def prepared_get(cls, field, value, lock=False, join=None):
         """The row whose `field` equals `value`, or None; `lock` locks it as locked() does.
         `join`, a foreign key of this model, reads the row it points to in the same query."""
         models = [cls, join.rel_model] if join else [cls]
@@ -289,7 +289,7 @@ class BaseModel(Model):
                 query = query.join(join.rel_model, on=(join == join.rel_field))
             return (locked(query) if lock else query).sql()
         params = [field.db_value(value)]
-        row = db.execute_sql(_prepared(('fetch', cls, field.name, lock, join and join.name),
+        row = db.execute_sql(_prepared(('get', cls, field.name, lock, join and join.name),
                                        build, params), params).fetchone()
         if row is None:
             return None
@@ -307,25 +307,25 @@ class BaseModel(Model):
         return instances[0]
 
     @classmethod
-    def add(cls, **values):
+    def prepared_create(cls, **values):
         """Insert one row, as create() does (defaults filled in), and return it."""
         row = cls(**values)
         fields = cls._meta.sorted_fields
         params = [field.db_value(row.__data__.get(field.name)) for field in fields]
-        sql = _prepared(('add', cls), lambda: cls.insert(
+        sql = _prepared(('create', cls), lambda: cls.insert(
             {field: row.__data__.get(field.name) for field in fields}).sql(), params)
         db.execute_sql(sql, params)
         row._dirty.clear()
         return row
 
-    def store(self):
+    def prepared_save(self):
         """Write every column of this row. Only for a row read under lock in the current
-        transaction (fetch with `lock`), so that nothing written meanwhile is overwritten."""
+        transaction (prepared_get with `lock`), so that nothing written meanwhile is overwritten."""
         cls, key = type(self), self._meta.primary_key
         fields = [field for field in self._meta.sorted_fields if field is not key]
         params = ([field.db_value(self.__data__.get(field.name)) for field in fields]
                   + [key.db_value(self._pk)])
-        sql = _prepared(('store', cls), lambda: cls.update(
+        sql = _prepared(('save', cls), lambda: cls.update(
             {field: self.__data__.get(field.name) for field in fields}).where(
                 key == self._pk).sql(), params)
         db.execute_sql(sql, params)
@@ -421,7 +421,7 @@ class User(BaseModel):
         Returns the Session; its `user` is the new account."""
         with write_transaction():
             user = cls.sign_up(email, handle, password, ip)
-            return Session.open(user, ip, user_agent)
+            return Session.sign_in(user, ip, user_agent)
 
     @classmethod
     def named(cls, login):
@@ -553,7 +553,7 @@ class Preferences(BaseModel):
 
     @classmethod
     def for_user(cls, user):
-        preferences = cls.fetch(cls.user, user)
+        preferences = cls.prepared_get(cls.user, user)
         if preferences is None:
             raise cls.DoesNotExist(f'no preferences for {user}')
         return preferences
@@ -566,7 +566,7 @@ class Preferences(BaseModel):
         The row is read under the write lock and changed from what it holds then, so a
         switch changed meanwhile by another request keeps its new value."""
         with write_transaction():
-            current = cls.fetch(cls.user, user.id, lock=True)
+            current = cls.prepared_get(cls.user, user.id, lock=True)
             changed = {name: {'old': getattr(current, name), 'new': bool(on)}
                        for name, on in values.items() if getattr(current, name) != bool(on)}
             if changed:
@@ -574,7 +574,7 @@ class Preferences(BaseModel):
                     setattr(current, name, diff['new'])
                 current.updated_at = utcnow()
                 current.version_id += 1
-                current.store()
+                current.prepared_save()
                 AuditRecord.write('user.preferences.update', user, ip, target=user,
                                   data={'communication_' + n: 'enabled' if d['new'] else
                                         'disabled' for n, d in changed.items()})
@@ -631,7 +631,7 @@ class Session(BaseModel):
         return bool(gone)
 
     @classmethod
-    def open(cls, user, ip, user_agent):
+    def sign_in(cls, user, ip, user_agent):
         """Start a session for `user` and write `user.login`."""
         secret = secrets.token_urlsafe(32)
         with db.atomic():
@@ -648,7 +648,7 @@ class Session(BaseModel):
         """The live session whose cookie secret this is, with its user, touched at most once
         a minute (then `touched` is True). One idle longer than `max_idle`, or opened longer
         than `max_age` ago however busy, has ended."""
-        session = cls.fetch(cls.token_hash, sha256(secret), join=cls.user)
+        session = cls.prepared_get(cls.token_hash, sha256(secret), join=cls.user)
         if session is None:
             return None
         now = utcnow()
@@ -661,7 +661,7 @@ class Session(BaseModel):
         session.secret = secret
         return session
 
-    def close(self, ip=None):
+    def sign_out(self, ip=None):
         """Log this session out: the row goes, so the cookie stops working everywhere."""
         with write_transaction():
             self.delete_instance()
@@ -696,7 +696,7 @@ class AuditRecord(BaseModel):
     @classmethod
     def write(cls, action_type, actor, ip, target=None, data=None, identity=None):
         identity = identity or actor
-        return cls.add(
+        return cls.prepared_create(
             identity=identity, identity_handle=identity.handle, action_type=action_type,
             actor_id=actor.id, actor_handle=actor.handle,
             actor_display_name=actor.display_name, actor_ip=ip,
@@ -725,7 +725,7 @@ def _check_acting(acting, lock):
     `lock` locks the row too, for a transaction without that lock (PostgreSQL's
     non-exclusive one)."""
     model, key = acting
-    row = model.fetch(model.id, key, lock=lock)
+    row = model.prepared_get(model.id, key, lock=lock)
     if row is None or (model is Token and row.status != 'active') \
             or (model is TemporaryToken and row.expires_at <= utcnow()):
         raise CredentialRevoked(f'{model.__name__} {key} no longer works.')
@@ -1233,7 +1233,7 @@ def mask_password(password):
 
 class DatabasePassword(BaseModel):
     """The one password a user logs in to every workspace with, encrypted with
-    Settings.cipher (never stored in plain text). Each rotation gives it a new id."""
+    Config.cipher (never stored in plain text). Each rotation gives it a new id."""
     user = ForeignKeyField(User, primary_key=True, on_delete='CASCADE')
     id = CharField(unique=True, default=lambda: new_id('d'))
     ciphertext = TextField()
@@ -1243,7 +1243,7 @@ class DatabasePassword(BaseModel):
     @property
     def password(self):
         """The password in plain text, for the connection string and the API only."""
-        return Settings.cipher.decrypt(self.ciphertext.encode()).decode()
+        return Config.cipher.decrypt(self.ciphertext.encode()).decode()
 
     @property
     def masked(self):
@@ -1281,7 +1281,7 @@ class DatabasePassword(BaseModel):
 
 
 def _encrypt(password):
-    return Settings.cipher.encrypt(password.encode()).decode()
+    return Config.cipher.encrypt(password.encode()).decode()
 
 
 def reencrypt_passwords():
@@ -1289,7 +1289,7 @@ def reencrypt_passwords():
     key in front); returns how many were rewritten. Old keys can then be removed."""
     count = 0
     for row in list(DatabasePassword.select(DatabasePassword.user, DatabasePassword.ciphertext)):
-        new = Settings.cipher.rotate(row.ciphertext.encode()).decode()
+        new = Config.cipher.rotate(row.ciphertext.encode()).decode()
         count += DatabasePassword.update(ciphertext=new).where(
             DatabasePassword.user == row.user_id, DatabasePassword.ciphertext == row.ciphertext
         ).execute()
@@ -1313,7 +1313,7 @@ class Workspace(BaseModel):
 
     def host(self, user_handle=None):
         """The DNS name: {user handle}-{workspace handle}.{workspace domain}."""
-        return f'{user_handle or self.user.handle}-{self.handle}.{Settings.workspace_domain}'
+        return f'{user_handle or self.user.handle}-{self.handle}.{Config.workspace_domain}'
 
     def connection_string(self, password, user_handle=None):
         """postgresql://{user handle}:{password}@{host}:9193/{database name}."""
@@ -1336,7 +1336,7 @@ class Workspace(BaseModel):
         return cls.get_or_none(cls.id == workspace_id, cls.user == user)
 
     @classmethod
-    def open(cls, user, handle, ip=None):
+    def provision(cls, user, handle, ip=None):
         """Create a workspace (raises Invalid or Refused); it starts with the current
         database password. Writes `workspace.create`."""
         handle = (handle or '').strip()
@@ -1358,7 +1358,7 @@ class Workspace(BaseModel):
                               data={'workspace_id': workspace.id, 'handle': handle})
         return workspace
 
-    def close(self, ip=None):
+    def remove(self, ip=None):
         """Delete the workspace (its propagation jobs go with it); writes `workspace.delete`."""
         with write_transaction():
             self.delete_instance()

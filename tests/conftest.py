@@ -44,7 +44,7 @@ _WORDS = re.compile(r'[A-Za-z0-9_-]+')
 def _note_secrets():
     """Remember each token, session secret and database password as it is made."""
     make_token, make_password = models.make_token_secret, models.make_database_password
-    open_session = models.Session.__dict__['open']
+    open_session = models.Session.__dict__['sign_in']
 
     def noted(value):
         MADE_SECRETS.add(value)
@@ -57,13 +57,13 @@ def _note_secrets():
 
     models.make_token_secret = lambda prefix: noted(make_token(prefix))
     models.make_database_password = lambda: noted(make_password())
-    models.Session.open = classmethod(open_noted)
+    models.Session.sign_in = classmethod(open_noted)
     root = logging.getLogger()
     level, root.level = root.level, min(root.level, logging.INFO)
     yield
     root.level = level
     models.make_token_secret, models.make_database_password = make_token, make_password
-    models.Session.open = open_session
+    models.Session.sign_in = open_session
 
 
 class _Lines(logging.Handler):

@@ -25,7 +25,7 @@ def every_way_in(user):
     """A second browser's session, two tokens, a temporary token and a confirmed CLI login."""
     with models.db.connection_context():
         alice = models.User.get_by_id(user.id)
-        models.Session.open(alice, '198.51.100.2', 'Other browser')
+        models.Session.sign_in(alice, '198.51.100.2', 'Other browser')
         secrets = [models.Token.issue(alice)[1] for _ in range(2)]
         request = models.LoginRequest.start('198.51.100.3')
         request.exchange(request.confirm(alice), '198.51.100.3')

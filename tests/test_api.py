@@ -413,7 +413,7 @@ def test_a_token_can_delete_itself_and_is_dead_at_once(api, token):
 
 def test_another_users_handle_and_objects_are_404(api, bob):
     bobs_token, bobs_secret = models.Token.issue(bob)
-    models.Workspace.open(bob, 'bobs')
+    models.Workspace.provision(bob, 'bobs')
     before = snapshot()
     for method, url, body in [
         ('PATCH', '/api/v0/user/bob', {'display_name': 'Mallory'}),

@@ -60,8 +60,8 @@ def test_rotating_answers_201_with_a_new_password_and_id(api, alice):
 
 
 def test_rotating_makes_one_pending_job_per_workspace(api, alice, bob):
-    workspaces = {models.Workspace.open(alice, handle).id for handle in ('analytics', 'staging')}
-    models.Workspace.open(bob, 'elsewhere')
+    workspaces = {models.Workspace.provision(alice, handle).id for handle in ('analytics', 'staging')}
+    models.Workspace.provision(bob, 'elsewhere')
     api('POST', URL, {})
     jobs = list(models.PropagationJob.select())
     assert {job.workspace_id for job in jobs} == workspaces and len(jobs) == 2
@@ -71,7 +71,7 @@ def test_rotating_makes_one_pending_job_per_workspace(api, alice, bob):
 
 def test_rotating_is_audited_once_without_the_password(api, alice):
     old = api('GET', URL).get_json()['$password']
-    models.Workspace.open(alice, 'analytics')
+    models.Workspace.provision(alice, 'analytics')
     new = api('POST', URL).get_json()['$password']
     [record] = audit('user.password.rotate')
     assert record.actor_ip == IP and record.actor_id == alice.id
@@ -86,7 +86,7 @@ def test_rotating_is_audited_once_without_the_password(api, alice):
     ([], ['body']),
 ], ids=['a-chosen-password', 'not-an-object'])
 def test_a_rotation_with_a_body_is_a_400_and_changes_nothing(api, alice, body, locations):
-    models.Workspace.open(alice, 'analytics')
+    models.Workspace.provision(alice, 'analytics')
     before = api('GET', URL).get_json()
     response = api('POST', URL, body)
     assert response.status_code == 400 and errors_at(response) == locations

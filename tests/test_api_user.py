@@ -175,7 +175,7 @@ def give_everything(user, client):
     user.change_handle('alicia')
     user.change_handle('alice')  # a hold on "alicia", for its old owner
     for handle in ('analytics', 'staging'):
-        models.Workspace.open(user, handle)
+        models.Workspace.provision(user, handle)
     models.DatabasePassword.rotate(user)  # propagation jobs
     secret = models.make_token_secret('pstt_')
     models.TemporaryToken.create(user=user, token_hash=models.sha256(secret),

@@ -28,7 +28,7 @@ def test_a_user_without_workspaces_gets_an_empty_last_page(api):
 
 
 def test_each_workspace_has_its_host_database_and_a_masked_connection_string(api, alice):
-    analytics = models.Workspace.open(alice, 'analytics')
+    analytics = models.Workspace.provision(alice, 'analytics')
     password = models.DatabasePassword.for_user(alice)
     response = api('GET', URL)
     [item] = items(response)
@@ -49,7 +49,7 @@ def test_each_workspace_has_its_host_database_and_a_masked_connection_string(api
 
 
 def test_workspaces_are_listed_oldest_first_one_page_at_a_time_without_gaps(api, alice):
-    opened = [models.Workspace.open(alice, f'w{n}') for n in range(7)]
+    opened = [models.Workspace.provision(alice, f'w{n}') for n in range(7)]
     same_second = datetime.datetime(2030, 1, 1, 12, 0, 0)
     for n, workspace in enumerate(opened):  # pairs share a time: pages must break ties on id
         models.Workspace.update(created_at=same_second + datetime.timedelta(seconds=n // 2)) \
@@ -78,7 +78,7 @@ def test_a_bad_limit_or_next_token_is_a_400(api, query, location):
 
 def test_a_rotation_shows_pending_until_the_worker_applies_it(api, alice):
     for handle in ('analytics', 'staging'):
-        models.Workspace.open(alice, handle)
+        models.Workspace.provision(alice, handle)
     before = {item['id']: item['password_applied_at'] for item in items(api('GET', URL))}
     assert api('POST', '/api/v0/user/alice/password').status_code == 201
     listed = items(api('GET', URL))
@@ -96,16 +96,16 @@ def test_a_rotation_shows_pending_until_the_worker_applies_it(api, alice):
 
 
 def test_another_users_workspaces_are_neither_listed_nor_reachable(api, alice, bob):
-    mine = models.Workspace.open(alice, 'shared')
-    models.Workspace.open(bob, 'shared')
-    models.Workspace.open(bob, 'private')
+    mine = models.Workspace.provision(alice, 'shared')
+    models.Workspace.provision(bob, 'shared')
+    models.Workspace.provision(bob, 'private')
     assert [item['id'] for item in items(api('GET', URL))] == [mine.id]
     response = api('GET', '/api/v0/user/bob/workspace')
     assert response.status_code == 404 and response.get_json()['title'] == 'Not Found'
 
 
 def test_hosts_and_connection_strings_follow_a_handle_change(api, alice):
-    models.Workspace.open(alice, 'analytics')
+    models.Workspace.provision(alice, 'analytics')
     assert api('PATCH', '/api/v0/user/alice', {'handle': 'alicia'}).status_code == 200
     assert api('GET', URL).status_code == 404
     [item] = items(api('GET', '/api/v0/user/alicia/workspace'))
@@ -123,7 +123,7 @@ def test_hosts_use_the_configured_workspace_domain(database_url):
         models.migrate(models.db.obj)
         user = make_user()
         with models.db.connection_context():
-            models.Workspace.open(user, 'analytics')
+            models.Workspace.provision(user, 'analytics')
             _, secret = models.Token.issue(user)
         [item] = items(Api(app, secret)('GET', URL))
         assert item['host'] == 'alice-analytics.db.example.net'

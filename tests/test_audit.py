@@ -173,9 +173,9 @@ def test_the_filter_offers_every_action_type_the_models_write(client, logged_in)
 def test_the_sentences_of_a_real_workspace_rotation_and_handle_change(client, logged_in):
     with models.db.connection_context():
         alice = models.User.get_by_id(logged_in.id)
-        workspace = models.Workspace.open(alice, 'analytics', ip='192.0.2.7')
+        workspace = models.Workspace.provision(alice, 'analytics', ip='192.0.2.7')
         models.DatabasePassword.rotate(alice, ip='192.0.2.7')
-        workspace.close(ip='192.0.2.7')
+        workspace.remove(ip='192.0.2.7')
         alice.change_handle('alicia', ip='192.0.2.7')
     assert set(sentences(html(client.get('/user/alicia/settings/audit')))) >= {
         'alicia changed their handle from alice to alicia',

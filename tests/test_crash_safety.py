@@ -154,14 +154,14 @@ def crash_round(tmp_path, database, users, image):
 def test_kill_9_mid_write_leaves_nothing_half_done_and_pending_jobs_resume(tmp_path):
     database = tmp_path / 'penstock.db'
     prepare_database(database)
-    models.configure(models.Settings.workspace_domain, [TEST_PASSWORD_KEY])  # as the servers are
+    models.configure(models.Config.workspace_domain, [TEST_PASSWORD_KEY])  # as the servers are
     models.db.initialize(models.open_database(f'sqlite:///{database}'))
     users = {}
     with models.db.connection_context():
         for handle in ('ada', 'bea'):
             user = models.User.sign_up(f'{handle}@example.com', handle, PASSWORD)
             for workspace in WORKSPACES:
-                models.Workspace.open(user, workspace)
+                models.Workspace.provision(user, workspace)
             users[handle] = temporary_token(user)
     models.db.close()
     image = picture()

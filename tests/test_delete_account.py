@@ -51,8 +51,8 @@ def give_everything(app, user, other_user):
     preferences, a handle hold, and audit records naming it in someone else's log."""
     with models.db.connection_context():
         alice = models.User.get_by_id(user.id)
-        models.Workspace.open(alice, 'analytics')
-        models.Workspace.open(alice, 'staging')
+        models.Workspace.provision(alice, 'analytics')
+        models.Workspace.provision(alice, 'staging')
         models.DatabasePassword.rotate(alice, '192.0.2.1')
         models.Token.issue(alice)
         request = models.LoginRequest.start('192.0.2.2')

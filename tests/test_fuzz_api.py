@@ -39,7 +39,7 @@ def api_token(app):
     with models.db.connection_context():
         _, secret = models.Token.issue(alice)
         other, _ = models.Token.issue(alice)
-        models.Workspace.open(alice, 'analytics')
+        models.Workspace.provision(alice, 'analytics')
         alice.set_display_name('Alice')
     return {'secret': secret, 'token_id': other.id}
 

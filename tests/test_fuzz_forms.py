@@ -167,7 +167,7 @@ class Browser:
             n = next(self.accounts)
             self.user = make_user(f'fuzz{n}@example.com', f'fuzz{n}')
             with models.db.connection_context():
-                models.Workspace.open(self.user, 'analytics')
+                models.Workspace.provision(self.user, 'analytics')
             self.client = self.app.test_client()
         if '/login' in self.client.get('/settings').headers.get('Location', '/login'):
             self.client = self.app.test_client()
@@ -194,7 +194,7 @@ class Browser:
             user = models.User.get_by_id(self.user.id) if self.user else None
             ids = {'request_id': models.LoginRequest.start('192.0.2.1').id}
             if user:
-                ids['session_id'] = models.Session.open(user, '192.0.2.9', 'Other').id
+                ids['session_id'] = models.Session.sign_in(user, '192.0.2.9', 'Other').id
                 token = models.Token.select().where(models.Token.user == user).first()
                 ids['token_id'] = token.id if token else models.Token.issue(user)[0].id
                 workspace = models.Workspace.select().where(models.Workspace.user == user).first()

@@ -20,7 +20,7 @@ WARNING = ('Your workspace DNS names all contain your user handle; changing it w
 def workspaces(logged_in):
     with models.db.connection_context():
         alice = models.User.get_by_id(logged_in.id)
-        return [models.Workspace.open(alice, handle) for handle in ('analytics', 'staging')]
+        return [models.Workspace.provision(alice, handle) for handle in ('analytics', 'staging')]
 
 
 def host_changes(page):

@@ -56,7 +56,7 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url)
         user = models.User.get()
         assert (user.handle, user.avatar_version) == ('old', 1)
         assert models.DatabasePassword.for_user(user).version == 1  # made when first needed
-        assert models.Workspace.open(user, 'prod').host() == 'old-prod.workspaces.penstock.test'
+        assert models.Workspace.provision(user, 'prod').host() == 'old-prod.workspaces.penstock.test'
         token, _ = models.Token.issue(user)
         assert token.user.handle == 'old'
         assert models.Avatar.select().count() == 0
@@ -112,38 +112,38 @@ def test_fetch_reads_what_peewee_reads_and_none_when_there_is_nothing(app, user,
                                     (models.User, models.User.handle, 'bob'),
                                     (models.Preferences, models.Preferences.user, user.id),
                                     (models.Avatar, models.Avatar.user, user)):
-            fetched = model.fetch(field, value)
+            fetched = model.prepared_get(field, value)
             assert fetched.__data__ == model.get(field == value).__data__, model.__name__
             assert not fetched.is_dirty()
-        assert models.User.fetch(models.User.handle, 'nobody') is None
+        assert models.User.prepared_get(models.User.handle, 'nobody') is None
         with models.write_transaction():
-            locked = models.Preferences.fetch(models.Preferences.user, user.id, lock=True)
+            locked = models.Preferences.prepared_get(models.Preferences.user, user.id, lock=True)
         assert locked.__data__ == models.Preferences.for_user(user.id).__data__
 
 
 def test_fetch_with_join_brings_the_row_it_points_to(app, client, logged_in):
     with models.db.connection_context():
         stored = models.Session.get()
-        session = models.Session.fetch(models.Session.token_hash, stored.token_hash,
+        session = models.Session.prepared_get(models.Session.token_hash, stored.token_hash,
                                        join=models.Session.user)
         assert session.__data__ == stored.__data__
         assert session.user.__data__ == models.User.get_by_id(logged_in.id).__data__
         models.User.delete().where(models.User.id == logged_in.id).execute()
-        assert models.Session.fetch(models.Session.token_hash, stored.token_hash,
+        assert models.Session.prepared_get(models.Session.token_hash, stored.token_hash,
                                     join=models.Session.user) is None
 
 
 def test_add_inserts_as_create_does_and_store_writes_every_column(app, user):
     with models.db.connection_context():
-        record = models.AuditRecord.add(identity=user, identity_handle=user.handle,
+        record = models.AuditRecord.prepared_create(identity=user, identity_handle=user.handle,
                                         action_type='test.action', actor_ip=None)
         assert re.fullmatch(r'a_[0-9a-v]{20}', record.id) and record.data == '{}'
         assert columns(models.AuditRecord.get_by_id(record.id)) == columns(record)
         with models.write_transaction():
-            preferences = models.Preferences.fetch(models.Preferences.user, user.id, lock=True)
+            preferences = models.Preferences.prepared_get(models.Preferences.user, user.id, lock=True)
             preferences.tips_and_tricks, preferences.version_id = True, 7
             preferences.updated_at = models.utcnow()
-            preferences.store()
+            preferences.prepared_save()
         assert models.Preferences.for_user(user.id).__data__ == preferences.__data__
 
 

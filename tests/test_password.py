@@ -22,7 +22,7 @@ POLL_TRIGGER = 'every 2s'
 
 def open_workspaces(user, *handles):
     with models.db.connection_context():
-        return [models.Workspace.open(user, handle) for handle in handles]
+        return [models.Workspace.provision(user, handle) for handle in handles]
 
 
 def current_password(user):

@@ -37,7 +37,7 @@ def setup(user, *handles, rotations=1):
     """The user's workspaces `handles`, then `rotations` rotations of the password."""
     with models.db.connection_context():
         alice = models.User.get_by_id(user.id)
-        workspaces = [models.Workspace.open(alice, handle) for handle in handles]
+        workspaces = [models.Workspace.provision(alice, handle) for handle in handles]
         for _ in range(rotations):
             models.DatabasePassword.rotate(alice)
     return workspaces

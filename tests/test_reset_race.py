@@ -363,13 +363,13 @@ def test_a_code_exchange_whose_token_a_reset_revoked_at_once_is_a_clear_404(
 
 def test_a_write_acting_by_a_revoked_session_is_refused_and_undone(app, user, acting):
     with models.db.connection_context():
-        session = models.Session.open(user, '198.51.100.7', 'Browser')
+        session = models.Session.sign_in(user, '198.51.100.7', 'Browser')
         models.act_as(session)
         models.reset_authentication(user)  # the session's own reset: it is live until then
         with pytest.raises(models.CredentialRevoked):
             models.Token.issue(user)
         with pytest.raises(models.CredentialRevoked):
-            models.Workspace.open(user, 'analytics')
+            models.Workspace.provision(user, 'analytics')
         with pytest.raises(models.CredentialRevoked):
             with models.write_transaction(exclusive=False):  # its row locks only, on PostgreSQL
                 models.Token.issue(user)
@@ -411,7 +411,7 @@ def test_the_credential_is_checked_once_per_write_transaction_however_nested(
     monkeypatch.setattr(models, '_check_acting', lambda acting, lock: checks.append(acting)
                         or check(acting, lock))
     with models.db.connection_context():
-        session = models.Session.open(user, '198.51.100.7', 'Browser')
+        session = models.Session.sign_in(user, '198.51.100.7', 'Browser')
         models.act_as(session)
         with models.write_transaction():
             user.set_display_name('Racer')  # a write_transaction of its own, nested
@@ -432,7 +432,7 @@ def test_a_request_leaves_no_credential_behind_for_the_next_work_of_its_thread(
 
 def test_threads_the_app_starts_do_not_act_by_the_requests_credential(app, user, acting):
     with models.db.connection_context():
-        session = models.Session.open(user, '198.51.100.7', 'Browser')
+        session = models.Session.sign_in(user, '198.51.100.7', 'Browser')
         session.delete_instance()
     models.act_as(session)
 

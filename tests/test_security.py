@@ -66,8 +66,8 @@ def real_objects(user):
     with models.db.connection_context():
         alice = models.User.get_by_id(user.id)
         token, _ = models.Token.issue(alice)
-        workspace = models.Workspace.open(alice, 'analytics')
-        session = models.Session.open(alice, '192.0.2.9', 'Another browser')
+        workspace = models.Workspace.provision(alice, 'analytics')
+        session = models.Session.sign_in(alice, '192.0.2.9', 'Another browser')
         login_request = models.LoginRequest.start('192.0.2.1')
     return {'token_id': token.id, 'request_id': login_request.id,
             'workspace_id': workspace.id, 'session_id': session.id}

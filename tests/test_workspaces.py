@@ -24,7 +24,7 @@ def create(client, handle, headers=None):
 def open_workspaces(user, *handles):
     with models.db.connection_context():
         owner = models.User.get_by_id(user.id)
-        return [models.Workspace.open(owner, handle) for handle in handles]
+        return [models.Workspace.provision(owner, handle) for handle in handles]
 
 
 def workspaces(user):

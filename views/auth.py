@@ -24,7 +24,7 @@ def _start_session(user, opened=None):
     """Log this browser in as `user`, to the Session row `opened` (a new one when None)."""
     session.clear()  # a fresh session (and CSRF token) for the new login
     session.permanent = True
-    user.session = opened or Session.open(user, request.remote_addr, request.user_agent.string)
+    user.session = opened or Session.sign_in(user, request.remote_addr, request.user_agent.string)
     login_user(user)
     throttle.trust_this_browser(user)
 
@@ -121,7 +121,7 @@ def goodbye():
 @login_required
 def logout():
     """End this browser's session."""
-    current_user.session.close(request.remote_addr)
+    current_user.session.sign_out(request.remote_addr)
     logout_user()
     session.clear()
     flash('You are logged out.')

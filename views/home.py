@@ -92,7 +92,7 @@ def create():
     """Create a workspace; a bad handle or one too many is refused in the form (422)."""
     handle = request.form.get('handle', '')
     try:
-        workspace = Workspace.open(current_user._get_current_object(), handle,
+        workspace = Workspace.provision(current_user._get_current_object(), handle,
                                    request.remote_addr)
     except Invalid as invalid:
         return _list_changed(422, form={'handle': handle}, errors=invalid.errors)
@@ -130,7 +130,7 @@ def confirm_delete(workspace_id):
 def delete(workspace_id):
     """Delete a workspace for good."""
     workspace = _own_workspace(workspace_id)
-    workspace.close(request.remote_addr)
+    workspace.remove(request.remote_addr)
     flash(f'Workspace {workspace.handle} deleted.')
     return _list_changed(focus_create=True)
 

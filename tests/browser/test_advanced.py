@@ -27,11 +27,11 @@ def give_workspaces(person, *handles):
     with models.db.connection_context():
         user = models.User.get(models.User.handle == person.handle)
         for handle in handles:
-            models.Workspace.open(user, handle)
+            models.Workspace.provision(user, handle)
 
 
 def host(user_handle, workspace_handle):
-    return f'{user_handle}-{workspace_handle}.{models.Settings.workspace_domain}'
+    return f'{user_handle}-{workspace_handle}.{models.Config.workspace_domain}'
 
 
 def open_advanced(page):

@@ -31,7 +31,7 @@ def open_profile_with_workspaces(page, person, handles=WORKSPACES):
     with models.db.connection_context():
         user = models.User.get(models.User.handle == person.handle)
         for handle in handles:
-            models.Workspace.open(user, handle)
+            models.Workspace.provision(user, handle)
     page.goto(person.profile_path)
     expect(password_section(page)).to_be_visible()
     settled(page)
