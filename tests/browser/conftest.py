@@ -79,7 +79,8 @@ def live_server(live_database_url):
         'PROPAGATION_DELAY': 1.0,  # long enough to see "pending", short enough to wait for
         'PROPAGATION_POLL': 0.2,
     })
-    database.migrate(database.db.obj)
+    opened = database.db.obj
+    database.migrate(opened)
     database.db.close()
     stop_worker = propagation.start_thread(app.config)  # as make run has, once tables exist
     server = make_server('127.0.0.1', 0, buffered(app), threaded=True)
@@ -94,7 +95,7 @@ def live_server(live_database_url):
         stop_worker.set()
         for worker in [t for t in threading.enumerate() if t.name == 'propagation']:
             worker.join(10)  # it ends at its next poll, and must not find its database gone
-        database.close_all()  # the pool's connections, before the database is dropped
+        opened.close_all()  # the pool's connections, before the database is dropped
 
 
 @pytest.fixture
