@@ -12,15 +12,17 @@ Why each trick is here:
 - An advisory lock on PostgreSQL (write_transaction): the rules checked inside a write (a
   count, an attempt counter, a version) must hold however many app servers share the
   database; row locks cannot guard a row that does not exist yet.
+- Skipping locked rows (skip_locked): propagation workers on several hosts each claim a
+  different job rather than queueing behind the one claiming first.
 - The acting credential (act_as): a session or token revoked while a request that acts by
   it is running must not authorize that request's next write; it is checked again once the
   write lock is held.
 - Prepared SQL (PreparedModel): Peewee builds a query's SQL anew each time it runs, which
   takes longer than SQLite takes to run it. The queries most requests make are built once
   per kind of database, and a row becomes an instance directly.
-- Fernet (encrypt, decrypt, reencrypt): secrets the app must show again (a workspace's
-  database password) are stored encrypted under keys kept outside the database; several
-  keys decrypt, so one can be retired."""
+- Fernet (encrypt, decrypt, reencrypt): secrets the app must show again (the password a
+  user logs in to workspaces with) are stored encrypted under keys kept outside the database;
+  several keys decrypt, so one can be retired."""
 import contextlib
 import contextvars
 import fcntl
