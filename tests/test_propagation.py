@@ -174,7 +174,7 @@ def test_the_jobs_of_a_deleted_workspace_vanish(user):
     analytics, staging = setup(user, 'analytics', 'staging')
     assert len(jobs(workspace=staging.id)) == 1
     with models.db.connection_context():
-        workspace(staging.id).close()
+        workspace(staging.id).remove()
     assert jobs(workspace=staging.id) == []
     target = Recorder()
 
@@ -186,7 +186,7 @@ def test_the_jobs_of_a_deleted_workspace_vanish(user):
 
 def test_a_workspace_deleted_while_its_job_is_in_hand_is_left_alone(user):
     [analytics] = setup(user, 'analytics')
-    target = Recorder(during=lambda ws: ws.close())
+    target = Recorder(during=lambda ws: ws.remove())
 
     assert run_all(target) == 1
 
