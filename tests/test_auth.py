@@ -318,6 +318,7 @@ def test_failures_from_one_ip_hit_a_slower_ceiling(app, client):
     assert log_in(client, 'someone-else', 'wrong password').status_code == 429
 
 
+@pytest.mark.slow  # 60 logins, each checking a password hash
 def test_successful_logins_from_one_ip_are_not_limited_below_60_a_minute(app, user):
     for _ in range(61):
         client = app.test_client()

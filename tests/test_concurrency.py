@@ -17,11 +17,14 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
+import pytest
 from bs4 import BeautifulSoup
 
 import models
 from tests.conftest import PASSWORD
 from tests.servers import gunicorn
+
+pytestmark = pytest.mark.slow  # gunicorn under 20 s of load
 
 LOAD_SECONDS = 20  # as issue 6 asks
 OPERATIONS = 400  # per client, whichever comes first

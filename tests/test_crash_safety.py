@@ -19,6 +19,7 @@ from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 import imaging
@@ -26,6 +27,8 @@ import models
 from tests.conftest import PASSWORD, TEST_PASSWORD_KEY
 from tests.servers import ROOT, gunicorn, server_env, stop
 from tests.test_concurrency import api, call, prepare_database, temporary_token
+
+pytestmark = pytest.mark.slow  # gunicorn servers killed with SIGKILL
 
 FLASK = Path(sys.executable).parent / 'flask'
 ROUNDS = 3

@@ -17,6 +17,8 @@ import models
 from tests.conftest import csrf_token, log_in, make_user
 from views.openapi import PATHS, SCHEMAS
 
+pytestmark = pytest.mark.slow  # schemathesis fuzzing
+
 OPERATIONS = [(method.upper(), path, operation) for path, operations in PATHS.items()
               for method, operation in operations.items()
               if method in {'get', 'post', 'patch', 'put', 'delete'}]

@@ -21,6 +21,8 @@ from werkzeug.test import EnvironBuilder
 import models
 from tests.conftest import HTMX, PASSWORD, html, log_in, make_user
 
+pytestmark = pytest.mark.slow  # hypothesis fuzzing
+
 EXAMPLES = 20
 ANONYMOUS = {'auth.login', 'auth.signup'}  # forms for visitors, fuzzed logged out
 FORM_ENDPOINTS = sorted(ANONYMOUS | {

@@ -27,6 +27,8 @@ from tests.test_imaging import (
     quadrants,
 )
 
+pytestmark = pytest.mark.slow  # hundreds of image files through the upload endpoints
+
 SETTINGS = '/user/alice/settings/profile'
 ZIP = (b'PK\x03\x04\x14\x00\x00\x00\x00\x00' + bytes(16) + b'\x08\x00\x00\x00evil.txt'
        + b'PK\x05\x06' + bytes(18))

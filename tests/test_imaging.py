@@ -329,6 +329,7 @@ def memory_used(data):
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow  # decodes 40-megapixel images in a subprocess
 @pytest.mark.parametrize('kind, size', [
     (PALETTE, (6320, 6320)),  # the review's file: 40 MB decoded, 160 MB once in RGBA
     (BLACK_AND_WHITE, (6320, 6320)),

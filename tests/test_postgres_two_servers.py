@@ -17,8 +17,9 @@ from tests.servers import gunicorn
 from tests.test_propagation import LEASE, setup
 from tests.test_token_limit_concurrency import Browser, post_create
 
-pytestmark = pytest.mark.skipif(not ON_POSTGRES, reason='needs PostgreSQL: set '
-                                                        'PENSTOCK_TEST_DATABASE (make test-postgres)')
+pytestmark = [pytest.mark.slow,  # two gunicorn servers
+              pytest.mark.skipif(not ON_POSTGRES, reason='needs PostgreSQL: set '
+                                 'PENSTOCK_TEST_DATABASE (make test-postgres)')]
 RACERS = 10
 
 

@@ -267,6 +267,7 @@ def stop(process):
     return process.returncode, output
 
 
+@pytest.mark.slow  # worker processes killed with SIGKILL
 def test_a_worker_killed_mid_way_leaves_its_job_to_the_next_one(user, workers):
     workspaces = setup(user, 'analytics', 'staging', 'reports')
     version, _ = password_of(user)
@@ -289,6 +290,7 @@ def test_a_worker_killed_mid_way_leaves_its_job_to_the_next_one(user, workers):
     assert returncode == 0 and 'Propagation worker stopped.' in output
 
 
+@pytest.mark.slow  # a worker process stopped with SIGTERM
 def test_the_worker_command_finishes_the_job_in_hand_and_stops_on_sigterm(user, workers):
     setup(user, 'analytics', 'staging')
     process = workers(delay=2, lease=60)

@@ -175,6 +175,7 @@ def credentials_of(user):
             for model in (models.Token, models.TemporaryToken, models.Session)}
 
 
+@pytest.mark.slow  # gunicorn raced by a reset
 def test_no_credential_issued_by_a_request_in_flight_survives_reset_authentication(
         racer_server):
     base, user = racer_server

@@ -459,6 +459,7 @@ def test_every_function_that_reads_a_return_target_is_probed(app):
         assert not TEMPLATE_READS_A_TARGET.search(template.read_text()), template
 
 
+@pytest.mark.slow  # hundreds of targets through every way in
 @pytest.mark.parametrize('probe', PROBES.values(), ids=PROBES.keys())
 def test_return_targets_on_every_endpoint_that_takes_one_stay_on_this_site(site, probe):
     """Every target in the table, through every way in: the redirect, the form's `next` and
@@ -634,6 +635,7 @@ def shows_the_message(response, name):
     return bool(page.find(attrs={'role': 'alert'}))
 
 
+@pytest.mark.slow  # every hostile character in every field
 def test_every_text_field_of_every_form_refuses_control_and_unassigned_characters(app, user):
     """A text field holding a control, format, private-use or unassigned character is refused
     with a 4xx and a message by the field, on every form; nothing changes, never a 5xx."""

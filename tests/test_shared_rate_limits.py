@@ -16,6 +16,8 @@ from tests.servers import gunicorn
 from tests.test_postgres_two_servers import sign_up
 from tests.test_token_limit_concurrency import Browser
 
+pytestmark = pytest.mark.slow  # two gunicorn servers and a Redis
+
 FAILURES_ALLOWED = 10  # LOGIN_FAILURES_PER_ACCOUNT in app.py: '10 per 10 minutes'
 TOO_MANY = 'Too many attempts. Wait a few minutes, then try again.'
 NO_MATCH = 'That email or handle and password do not match. Check them and try again.'

@@ -136,6 +136,7 @@ def test_failed_signups_are_throttled_per_ip(app, user):
         assert models.User.select().count() == 1
 
 
+@pytest.mark.slow  # 60 signups, each hashing a password
 def test_successful_signups_from_one_ip_are_not_limited_below_60_a_minute(app):
     for number in range(60):
         client = app.test_client()
@@ -209,6 +210,7 @@ def count_failed_records(database):
         db.close()
 
 
+@pytest.mark.slow  # gunicorn raced by many threads
 def test_simultaneous_wrong_passwords_are_checked_at_most_ten_times(threaded_server):
     base, database = threaded_server
     sign_up_through(base, 'target')
@@ -227,6 +229,7 @@ def test_simultaneous_wrong_passwords_are_checked_at_most_ten_times(threaded_ser
     assert attempt_login(base, 'target') == (429, TOO_MANY)
 
 
+@pytest.mark.slow  # gunicorn raced by many threads
 def test_simultaneous_wrong_passwords_when_reauthenticating_are_checked_at_most_ten_times(
         threaded_server):
     base, database = threaded_server

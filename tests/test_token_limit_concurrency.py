@@ -15,6 +15,8 @@ from flask import Flask
 import models
 from tests.servers import SECRET_KEY, gunicorn
 
+pytestmark = pytest.mark.slow  # a gunicorn server raced by 20 requests
+
 REQUESTS = 20
 LIMIT_REFUSAL = ('You already have 2 tokens, the most you can have at a time. '
                  'Delete one to create another.')

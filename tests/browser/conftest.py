@@ -19,6 +19,16 @@ CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networki
                  '--disable-component-update', '--disable-sync', '--no-first-run']
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marks
+def pytest_collection_modifyitems(items):
+    """Mark every test in this directory `browser`: `make check` leaves Chromium out by it.
+    The hook sees the whole run's items, not only this directory's."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope='session')
 def browser():
     """One headless Chromium for the whole run; Debian's, since playwright cannot fetch one."""
