@@ -16,13 +16,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from cryptography.fernet import Fernet
-from bs4 import BeautifulSoup
 from werkzeug.serving import make_server
 
 import models
 from app import create_app
+from tests.helpers import PASSWORD, Api, log_in, make_user
 
-PASSWORD = 'correct horse battery'
 SESSION_COOKIE = '__Host-penstock_session'  # the `app` fixture's: its cookies are secure
 TEST_PASSWORD_KEY = Fernet.generate_key().decode()
 TEST_DATABASE = os.environ.get('PENSTOCK_TEST_DATABASE', '')
@@ -189,31 +188,6 @@ def database_dump():
                          models.db.execute_sql(f'SELECT t::text FROM "{table}" t'))
 
 
-def html(response):
-    return BeautifulSoup(response.get_data(as_text=True), 'html.parser')
-
-
-def csrf_token(client, url):
-    """The CSRF token a form on `url` carries, as a person's browser would submit it."""
-    field = html(client.get(url)).find('input', attrs={'name': 'csrf_token'})
-    assert field is not None, f'no CSRF field on {url}'
-    return field['value']
-
-
-HTMX = {'HX-Request': 'true'}
-
-
-def make_user(email='alice@example.com', handle='alice', password=PASSWORD):
-    with models.db.connection_context():
-        return models.User.sign_up(email, handle, password)
-
-
-def log_in(client, login, password=PASSWORD):
-    token = csrf_token(client, '/login')
-    return client.post('/login', data={'email': login, 'password': password,
-                                       'csrf_token': token})
-
-
 @pytest.fixture
 def user(app):
     return make_user()
@@ -328,3 +302,28 @@ def _close_output(process, pump):
     """Once the server has exited its output ends: let the reader finish, then close it."""
     pump.join(timeout=10)
     process.stdout.close()
+
+
+# The API's people and Alice's token, read afresh from the database (`user` and `other_user`
+# are the objects sign-up returned).
+
+@pytest.fixture
+def alice(user):
+    return models.User.get_by_id(user.id)
+
+
+@pytest.fixture
+def bob(other_user):
+    return models.User.get_by_id(other_user.id)
+
+
+@pytest.fixture
+def token(alice):
+    """Alice's first token and its secret."""
+    return models.Token.issue(alice)
+
+
+@pytest.fixture
+def api(app, token):
+    """Alice's API client, sending her first token."""
+    return Api(app, token[1])

@@ -8,7 +8,7 @@ import re
 import pytest
 
 import models
-from tests.conftest import HTMX, html, log_in, make_user
+from tests.helpers import HTMX, html, log_in, make_user
 
 URL = '/user/alice/settings/audit'
 MORE = {**HTMX, 'HX-Target': 'audit-more'}

@@ -5,7 +5,8 @@ import pytest
 from peewee import OperationalError
 
 import models
-from tests.conftest import PASSWORD, SESSION_COOKIE, csrf_token, html, log_in, make_user
+from tests.conftest import SESSION_COOKIE
+from tests.helpers import PASSWORD, csrf_token, html, log_in, make_user
 
 
 def sign_up(client, email='carol@example.com', handle='carol', password=PASSWORD):

@@ -7,12 +7,7 @@ import pytest
 from peewee import IntegrityError
 
 import models
-from tests.conftest import log_in
-
-
-@pytest.fixture
-def alice(user):
-    return models.User.get_by_id(user.id)  # peewee connects on first use
+from tests.helpers import log_in
 
 
 def test_token_secrets_have_the_documented_format():

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from schemathesis import GenerationMode
 
 import models
-from tests.conftest import csrf_token, log_in, make_user
+from tests.helpers import csrf_token, log_in, make_user
 from views.openapi import PATHS, SCHEMAS
 
 pytestmark = pytest.mark.slow  # schemathesis fuzzing

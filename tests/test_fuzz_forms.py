@@ -19,7 +19,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.test import EnvironBuilder
 
 import models
-from tests.conftest import HTMX, PASSWORD, html, log_in, make_user
+from tests.helpers import HTMX, PASSWORD, html, log_in, make_user
 
 pytestmark = pytest.mark.slow  # hypothesis fuzzing
 

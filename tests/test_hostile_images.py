@@ -15,8 +15,8 @@ from werkzeug.test import encode_multipart
 
 import imaging
 import models
-from tests.conftest import csrf_token, html
-from tests.test_imaging import (
+from tests.helpers import csrf_token, html
+from tests.images import (
     HOSTILE,
     MODES,
     encoded,
@@ -69,11 +69,6 @@ NORMALISED = {
 
 def test_the_corpus_has_at_least_30_files():
     assert len(HOSTILE) + len(NORMALISED) >= 30
-
-
-@pytest.fixture
-def alice(user):
-    return models.User.get_by_id(user.id)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import json
 import pytest
 
 import models
-from tests.conftest import HTMX, csrf_token, html
+from tests.helpers import HTMX, csrf_token, html
 
 URL = '/user/alice/settings/notifications'
 SWITCHES = {'community_updates': 'Community Updates', 'product_updates': 'Product Updates',

@@ -5,7 +5,7 @@ from unicodedata import unidata_version
 import pytest
 
 import models
-from tests.conftest import HTMX, csrf_token, html
+from tests.helpers import HTMX, csrf_token, html
 
 URL = '/user/alice/settings/profile'
 

@@ -13,7 +13,7 @@ from bs4 import BeautifulSoup
 
 import gravatar
 import models
-from tests.conftest import HTMX, PASSWORD, csrf_token
+from tests.helpers import HTMX, PASSWORD, csrf_token
 from tests.servers import gunicorn
 
 ROUNDS = 8

@@ -17,17 +17,20 @@ from werkzeug.security import generate_password_hash
 
 import models
 import views
-from tests.conftest import (
+from tests.conftest import SESSION_COOKIE, database_dump
+from tests.helpers import (
     HTMX,
     PASSWORD,
-    SESSION_COOKIE,
+    UNSAFE,
+    build,
     csrf_token,
-    database_dump,
+    every_row,
     html,
     log_in,
     make_user,
+    real_objects,
+    routes_of,
 )
-from tests.test_security import UNSAFE, build, real_objects, routes_of, snapshot
 from views.api import PREFERENCE_FIELDS
 from views.avatars import avatar_url
 
@@ -40,7 +43,7 @@ PAGE_ONLY = ('X-Frame-Options', 'Cross-Origin-Opener-Policy', 'Referrer-Policy')
 
 def rows_of(user_id):
     """Every row of every table that names the user."""
-    return {table: [row for row in rows if user_id in row] for table, rows in snapshot().items()}
+    return {table: [row for row in rows if user_id in row] for table, rows in every_row().items()}
 
 
 def assert_security_headers(response, where):

@@ -9,11 +9,16 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 
 import models
-from tests.conftest import PASSWORD, csrf_token, database_dump, html, log_in, make_user
-from tests.servers import gunicorn
-from tests.test_postgres_two_servers import sign_up as sign_up_through
-from tests.test_shared_rate_limits import NO_MATCH, TOO_MANY, attempt_login
-from tests.test_token_limit_concurrency import Browser
+from tests.conftest import database_dump
+from tests.helpers import PASSWORD, csrf_token, html, log_in, make_user
+from tests.servers import (
+    NO_MATCH,
+    TOO_MANY,
+    Browser,
+    attempt_login,
+    gunicorn,
+    sign_up as sign_up_through,
+)
 
 FAILURES_ALLOWED = 10  # LOGIN_FAILURES_PER_ACCOUNT and LOGIN_FAILURES_PER_DEVICE in app.py
 DEVICE_COOKIE = '__Host-penstock_device'  # the app's secure cookies are on by default

@@ -11,6 +11,7 @@ from werkzeug.serving import make_server
 import models
 import propagation
 from app import create_app
+from tests.browser.helpers import Person
 from tests.conftest import ON_POSTGRES, TEST_PASSWORD_KEY, postgres_admin, postgres_url
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,3 +177,9 @@ class AxeAudit:
 def axe(axe_source):
     """Make an AxeAudit for a page: axe(page) gives the callable to run at each step."""
     return lambda page: AxeAudit(page, axe_source)
+
+
+@pytest.fixture
+def person():
+    """Someone new to Penstock for this test: a handle no other test has used."""
+    return Person()

@@ -6,9 +6,8 @@ import pytest
 from playwright.sync_api import expect
 
 import models
-from tests.browser.test_flows import (
+from tests.browser.helpers import (
     GENERIC_LOGIN_ERROR,
-    Person,
     is_same_document,
     mark_document,
     panel_heading,
@@ -16,11 +15,6 @@ from tests.browser.test_flows import (
     settled,
     url_ending,
 )
-
-
-@pytest.fixture
-def person():
-    return Person()
 
 
 def give_workspaces(person, *handles):
