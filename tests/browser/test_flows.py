@@ -15,6 +15,7 @@ from tests.browser.helpers import (
     url_ending,
 )
 
+
 def open_account_menu(page):
     page.get_by_role('button', name='Account menu').click()
     settings = page.get_by_role('link', name='Settings')
