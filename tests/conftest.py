@@ -3,6 +3,7 @@
 The database is SQLite unless PENSTOCK_TEST_DATABASE names a PostgreSQL server (a
 postgresql:// URL of a database the tests may create and drop databases from); then every
 test gets fresh databases of its own there."""
+import functools
 import logging
 import os
 import queue
@@ -16,14 +17,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from cryptography.fernet import Fernet
-from bs4 import BeautifulSoup
+from werkzeug.security import generate_password_hash
 from werkzeug.serving import make_server
 
 import database
 import models
 from app import create_app
+from tests.helpers import PASSWORD, Api, log_in, make_user
 
-PASSWORD = 'correct horse battery'
 SESSION_COOKIE = '__Host-penstock_session'  # the `app` fixture's: its cookies are secure
 TEST_PASSWORD_KEY = Fernet.generate_key().decode()
 TEST_DATABASE = os.environ.get('PENSTOCK_TEST_DATABASE', '')
@@ -129,15 +130,14 @@ def make_database_url(tmp_path, _postgres_template):
     def make(name='penstock', empty=False):
         if not ON_POSTGRES:
             return f'sqlite:///{tmp_path}/{name}.db'
-        database = f'penstock_test_{os.getpid()}_{secrets.token_hex(6)}'
-        postgres_admin(f'CREATE DATABASE {database}'
-                        + ('' if empty else f' TEMPLATE {_postgres_template}'))
-        made.append(database)
-        return postgres_url(database)
+        made.append(f'penstock_test_{os.getpid()}_{secrets.token_hex(6)}')
+        postgres_admin(f'CREATE DATABASE {made[-1]}'
+                       + ('' if empty else f' TEMPLATE {_postgres_template}'))
+        return postgres_url(made[-1])
 
     yield make
-    for database in made:
-        postgres_admin(f'DROP DATABASE IF EXISTS {database} WITH (FORCE)')
+    for name in made:
+        postgres_admin(f'DROP DATABASE IF EXISTS {name} WITH (FORCE)')
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def database_url(make_database_url):
 
 
 @pytest.fixture
-def app(database_url):
+def app(database_url, quick_password_hashes):
     app = create_app({
         'TESTING': True,
         'SECRET_KEY': 'test secret key',
@@ -173,31 +173,6 @@ def database_dump():
             return '\n'.join(database.db.obj.connection().iterdump())
         return '\n'.join(row[0] for table in database.db.get_tables() for row in
                          database.db.execute_sql(f'SELECT t::text FROM "{table}" t'))
-
-
-def html(response):
-    return BeautifulSoup(response.get_data(as_text=True), 'html.parser')
-
-
-def csrf_token(client, url):
-    """The CSRF token a form on `url` carries, as a person's browser would submit it."""
-    field = html(client.get(url)).find('input', attrs={'name': 'csrf_token'})
-    assert field is not None, f'no CSRF field on {url}'
-    return field['value']
-
-
-HTMX = {'HX-Request': 'true'}
-
-
-def make_user(email='alice@example.com', handle='alice', password=PASSWORD):
-    with database.db.connection_context():
-        return models.User.sign_up(email, handle, password)
-
-
-def log_in(client, login, password=PASSWORD):
-    token = csrf_token(client, '/login')
-    return client.post('/login', data={'email': login, 'password': password,
-                                       'csrf_token': token})
 
 
 @pytest.fixture
@@ -314,3 +289,42 @@ def _close_output(process, pump):
     """Once the server has exited its output ends: let the reader finish, then close it."""
     pump.join(timeout=10)
     process.stdout.close()
+
+
+# The API's people and Alice's token, read afresh from the database (`user` and `other_user`
+# are the objects sign-up returned).
+
+@pytest.fixture
+def alice(user):
+    return models.User.get_by_id(user.id)
+
+
+@pytest.fixture
+def bob(other_user):
+    return models.User.get_by_id(other_user.id)
+
+
+@pytest.fixture
+def token(alice):
+    """Alice's first token and its secret."""
+    return models.Token.issue(alice)
+
+
+@pytest.fixture
+def api(app, token):
+    """Alice's API client, sending her first token."""
+    return Api(app, token[1])
+
+
+# scrypt at werkzeug's cost (n=2**15) takes about 80 ms a hash, and most tests sign up and log
+# in: hashing was 60% of `make check`. The in-process app hashes at n=2**10 (about 2 ms); a
+# check reads the cost from the hash it checks, so logins get as cheap. gunicorn servers
+# (tests/servers.py) and the browser tests' live server keep the full cost.
+QUICK_PASSWORD_HASH = 'scrypt:1024:8:1'
+
+
+@pytest.fixture
+def quick_password_hashes(monkeypatch):
+    """The app hashes passwords at QUICK_PASSWORD_HASH's cost during this test."""
+    monkeypatch.setattr(models, 'generate_password_hash',
+                        functools.partial(generate_password_hash, method=QUICK_PASSWORD_HASH))

@@ -1,7 +1,8 @@
 """Settings → Advanced: Reset authentication and its confirmation step, with and without htmx."""
 import database
 import models
-from tests.conftest import HTMX, SESSION_COOKIE as COOKIE, csrf_token, html, log_in
+from tests.conftest import SESSION_COOKIE as COOKIE
+from tests.helpers import HTMX, csrf_token, html, log_in
 
 URL = '/user/alice/settings/advanced'
 CONFIRM = URL + '/reset-authentication'

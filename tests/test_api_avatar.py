@@ -12,8 +12,8 @@ from werkzeug.test import encode_multipart
 import database
 import imaging
 import models
-from tests.test_api import IP, Api, audit, errors_at
-from tests.test_avatars import BUSY, TOO_MANY_UPLOADS, every_turn_taken
+from tests.helpers import IP, TOO_MANY_UPLOADS, audit, errors_at, every_turn_taken
+from tests.images import BUSY
 
 URL = '/api/v0/user/alice/avatar'
 BLACK, RED, GREEN = (0, 0, 0), (220, 40, 40), (40, 170, 60)
@@ -40,16 +40,6 @@ def picture():
 
 
 PICTURE = picture()
-
-
-@pytest.fixture
-def alice(user):
-    return models.User.get_by_id(user.id)
-
-
-@pytest.fixture
-def api(app, alice):
-    return Api(app, models.Token.issue(alice)[1])
 
 
 def send(api, fields, url=URL, secret=None):

@@ -11,8 +11,8 @@ import database
 import models
 import propagation
 from app import create_app
-from tests.conftest import TEST_PASSWORD_KEY, make_user
-from tests.test_api import Api, alice, api, bob, errors_at, token  # noqa: F401 - fixtures
+from tests.conftest import TEST_PASSWORD_KEY
+from tests.helpers import Api, errors_at, make_user
 
 URL = '/api/v0/user/alice/workspace'
 

@@ -9,7 +9,7 @@ import pytest
 
 import database
 import models
-from tests.conftest import HTMX, html, log_in, make_user
+from tests.helpers import HTMX, html, log_in, make_user
 
 URL = '/user/alice/settings/audit'
 MORE = {**HTMX, 'HX-Target': 'audit-more'}

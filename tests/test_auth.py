@@ -6,7 +6,8 @@ from peewee import OperationalError
 
 import database
 import models
-from tests.conftest import PASSWORD, SESSION_COOKIE, csrf_token, html, log_in, make_user
+from tests.conftest import SESSION_COOKIE
+from tests.helpers import PASSWORD, csrf_token, html, log_in, make_user
 
 
 def sign_up(client, email='carol@example.com', handle='carol', password=PASSWORD):
@@ -319,6 +320,7 @@ def test_failures_from_one_ip_hit_a_slower_ceiling(app, client):
     assert log_in(client, 'someone-else', 'wrong password').status_code == 429
 
 
+@pytest.mark.slow  # 60 logins, each checking a password hash
 def test_successful_logins_from_one_ip_are_not_limited_below_60_a_minute(app, user):
     for _ in range(61):
         client = app.test_client()

@@ -15,7 +15,8 @@ from peewee import OperationalError
 import database
 import models
 from app import create_app
-from tests.conftest import HTMX, TEST_PASSWORD_KEY, csrf_token, html, sqlite_only
+from tests.conftest import TEST_PASSWORD_KEY, sqlite_only
+from tests.helpers import HTMX, csrf_token, html
 
 pytestmark = sqlite_only
 BUSY = 'Penstock is busy. Try again in a moment; nothing was changed.'

@@ -17,8 +17,17 @@ import pytest
 
 import database
 import models
-from tests.conftest import HTMX, PASSWORD, csrf_token, html, log_in, make_user
-from tests.test_reauth import make_stale, reauth_next, reauthenticate
+from tests.helpers import (
+    HTMX,
+    PASSWORD,
+    csrf_token,
+    html,
+    log_in,
+    make_stale,
+    make_user,
+    reauth_next,
+    reauthenticate,
+)
 
 CLI = Path(__file__).resolve().parents[1] / 'cli.py'
 API = '/api/v0/login/token'

@@ -19,14 +19,17 @@ from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 import database
 import imaging
 import models
-from tests.conftest import PASSWORD, TEST_PASSWORD_KEY
-from tests.servers import ROOT, gunicorn, server_env, stop
-from tests.test_concurrency import api, call, prepare_database, temporary_token
+from tests.conftest import TEST_PASSWORD_KEY
+from tests.helpers import PASSWORD, temporary_token
+from tests.servers import ROOT, api, call, gunicorn, prepare_database, server_env, stop
+
+pytestmark = pytest.mark.slow  # gunicorn servers killed with SIGKILL
 
 FLASK = Path(sys.executable).parent / 'flask'
 ROUNDS = 3

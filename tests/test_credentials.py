@@ -8,12 +8,7 @@ from peewee import IntegrityError
 
 import database
 import models
-from tests.conftest import log_in
-
-
-@pytest.fixture
-def alice(user):
-    return models.User.get_by_id(user.id)  # peewee connects on first use
+from tests.helpers import log_in
 
 
 def test_token_secrets_have_the_documented_format():

@@ -9,7 +9,7 @@ from PIL import Image
 
 import database
 import models
-from tests.conftest import HTMX, PASSWORD, csrf_token, html, log_in, make_user
+from tests.helpers import HTMX, PASSWORD, csrf_token, html, log_in, make_user
 
 URL = '/user/alice/settings/advanced'
 CONFIRM = URL + '/delete'

@@ -15,8 +15,10 @@ from schemathesis import GenerationMode
 
 import database
 import models
-from tests.conftest import csrf_token, log_in, make_user
+from tests.helpers import csrf_token, log_in, make_user
 from views.openapi import PATHS, SCHEMAS
+
+pytestmark = pytest.mark.slow  # schemathesis fuzzing
 
 OPERATIONS = [(method.upper(), path, operation) for path, operations in PATHS.items()
               for method, operation in operations.items()

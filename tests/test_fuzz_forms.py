@@ -20,7 +20,9 @@ from werkzeug.test import EnvironBuilder
 
 import database
 import models
-from tests.conftest import HTMX, PASSWORD, html, log_in, make_user
+from tests.helpers import HTMX, PASSWORD, html, log_in, make_user
+
+pytestmark = pytest.mark.slow  # hypothesis fuzzing
 
 EXAMPLES = 20
 ANONYMOUS = {'auth.login', 'auth.signup'}  # forms for visitors, fuzzed logged out

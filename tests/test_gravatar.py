@@ -15,8 +15,7 @@ import gravatar
 import imaging
 import models
 from app import DEMO_HANDLE
-from tests.conftest import PASSWORD, csrf_token, html
-from tests.test_avatars import offered
+from tests.helpers import PASSWORD, csrf_token, html, offered
 
 GREEN, ORANGE = (40, 170, 60), (240, 140, 30)
 SIGNUP_EMAIL = '  Carol@Example.COM '  # as typed: spaces around, mixed case

@@ -7,7 +7,7 @@ import pytest
 
 import database
 import models
-from tests.conftest import HTMX, PASSWORD, csrf_token, html, log_in
+from tests.helpers import HTMX, PASSWORD, csrf_token, html, log_in
 
 URL = '/user/alice/settings/advanced'
 SAVE = URL + '/handle'

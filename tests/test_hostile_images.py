@@ -16,8 +16,8 @@ from werkzeug.test import encode_multipart
 import database
 import imaging
 import models
-from tests.conftest import csrf_token, html
-from tests.test_imaging import (
+from tests.helpers import csrf_token, html
+from tests.images import (
     HOSTILE,
     MODES,
     encoded,
@@ -27,6 +27,8 @@ from tests.test_imaging import (
     oriented_jpeg,
     quadrants,
 )
+
+pytestmark = pytest.mark.slow  # hundreds of image files through the upload endpoints
 
 SETTINGS = '/user/alice/settings/profile'
 ZIP = (b'PK\x03\x04\x14\x00\x00\x00\x00\x00' + bytes(16) + b'\x08\x00\x00\x00evil.txt'
@@ -68,11 +70,6 @@ NORMALISED = {
 
 def test_the_corpus_has_at_least_30_files():
     assert len(HOSTILE) + len(NORMALISED) >= 30
-
-
-@pytest.fixture
-def alice(user):
-    return models.User.get_by_id(user.id)
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import database
 import imaging
 import models
 from app import create_app
-from tests.conftest import TEST_PASSWORD_KEY, log_in, make_user, sqlite_only
+from tests.conftest import TEST_PASSWORD_KEY, sqlite_only
+from tests.helpers import log_in, make_user
 
 
 def test_migrations_create_every_table_and_rerun_as_a_no_op(make_database_url):

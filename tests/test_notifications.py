@@ -5,7 +5,7 @@ import pytest
 
 import database
 import models
-from tests.conftest import HTMX, csrf_token, html
+from tests.helpers import HTMX, csrf_token, html
 
 URL = '/user/alice/settings/notifications'
 SWITCHES = {'community_updates': 'Community Updates', 'product_updates': 'Product Updates',

@@ -9,9 +9,8 @@ from referencing.exceptions import PointerToNowhere
 
 import database
 import models
-from tests.conftest import SESSION_COOKIE, csrf_token, log_in
-from tests.test_api import REFERENCE_SHAPES, check_answer
-from tests.test_reauth import make_stale
+from tests.conftest import SESSION_COOKIE
+from tests.helpers import REFERENCE_SHAPES, check_answer, csrf_token, log_in, make_stale
 
 IGNORED_METHODS = {'HEAD', 'OPTIONS'}
 

@@ -10,8 +10,8 @@ from cryptography.fernet import Fernet, InvalidToken
 import database
 import models
 import propagation
-from tests.conftest import (HTMX, ON_POSTGRES, PASSWORD, TEST_PASSWORD_KEY, csrf_token,
-                            database_dump, html)
+from tests.conftest import ON_POSTGRES, TEST_PASSWORD_KEY, database_dump
+from tests.helpers import HTMX, PASSWORD, csrf_token, html
 from views.profile import PROPAGATED, ROTATED
 
 URL = '/user/alice/settings/profile'

@@ -15,9 +15,9 @@ import database
 import models
 import propagation
 from tests.conftest import TEST_PASSWORD_KEY
+from tests.helpers import LEASE, provision_and_rotate
 
 ROOT = Path(__file__).resolve().parents[1]
-LEASE = datetime.timedelta(seconds=30)
 
 
 class Recorder(propagation.Target):
@@ -32,16 +32,6 @@ class Recorder(propagation.Target):
             self.during(workspace)
         if len(self.calls) <= self.failures:
             raise ConnectionError(f'could not run ALTER ROLE {role} PASSWORD {password!r}')
-
-
-def setup(user, *handles, rotations=1):
-    """The user's workspaces `handles`, then `rotations` rotations of the password."""
-    with database.db.connection_context():
-        alice = models.User.get_by_id(user.id)
-        workspaces = [models.Workspace.provision(alice, handle) for handle in handles]
-        for _ in range(rotations):
-            models.DatabasePassword.rotate(alice)
-    return workspaces
 
 
 def run_all(target):
@@ -73,7 +63,7 @@ def jobs(**where):
 
 
 def test_the_worker_applies_every_job_with_the_current_password(user):
-    analytics, staging = setup(user, 'analytics', 'staging')
+    analytics, staging = provision_and_rotate(user, 'analytics', 'staging')
     version, password = password_of(user)
     target = Recorder()
 
@@ -92,7 +82,7 @@ def test_the_worker_applies_every_job_with_the_current_password(user):
 
 
 def test_running_the_worker_again_does_nothing(user):
-    [analytics] = setup(user, 'analytics')
+    [analytics] = provision_and_rotate(user, 'analytics')
     run_all(Recorder())
     applied_at = workspace(analytics.id).password_applied_at
     target = Recorder()
@@ -108,7 +98,7 @@ def test_running_the_worker_again_does_nothing(user):
 
 def test_a_failing_target_backs_off_and_retries_without_the_password_in_the_error(
         user, caplog):
-    [analytics] = setup(user, 'analytics')
+    [analytics] = provision_and_rotate(user, 'analytics')
     _, password = password_of(user)
     caplog.set_level(logging.WARNING, logger='propagation')
 
@@ -146,7 +136,7 @@ def test_a_failing_target_backs_off_and_retries_without_the_password_in_the_erro
 
 
 def test_the_backoff_stops_growing_at_its_maximum(user):
-    setup(user, 'analytics')
+    provision_and_rotate(user, 'analytics')
     with database.db.connection_context():
         models.PropagationJob.update(attempts=20).execute()
     before = models.utcnow()
@@ -159,7 +149,7 @@ def test_the_backoff_stops_growing_at_its_maximum(user):
 
 
 def test_a_newer_rotation_supersedes_the_older_jobs(user):
-    [analytics] = setup(user, 'analytics', rotations=2)
+    [analytics] = provision_and_rotate(user, 'analytics', rotations=2)
     assert [job.password_version for job in jobs()] == [2, 3]
     version, password = password_of(user)
     target = Recorder()
@@ -172,7 +162,7 @@ def test_a_newer_rotation_supersedes_the_older_jobs(user):
 
 
 def test_the_jobs_of_a_deleted_workspace_vanish(user):
-    analytics, staging = setup(user, 'analytics', 'staging')
+    analytics, staging = provision_and_rotate(user, 'analytics', 'staging')
     assert len(jobs(workspace=staging.id)) == 1
     with database.db.connection_context():
         workspace(staging.id).remove()
@@ -186,7 +176,7 @@ def test_the_jobs_of_a_deleted_workspace_vanish(user):
 
 
 def test_a_workspace_deleted_while_its_job_is_in_hand_is_left_alone(user):
-    [analytics] = setup(user, 'analytics')
+    [analytics] = provision_and_rotate(user, 'analytics')
     target = Recorder(during=lambda ws: ws.remove())
 
     assert run_all(target) == 1
@@ -195,7 +185,7 @@ def test_a_workspace_deleted_while_its_job_is_in_hand_is_left_alone(user):
 
 
 def test_a_leased_job_is_not_taken_by_a_second_worker(user):
-    [analytics] = setup(user, 'analytics')
+    [analytics] = provision_and_rotate(user, 'analytics')
     with database.db.connection_context():
         held = models.PropagationJob.claim(LEASE)
     assert held is not None and held.attempts == 1
@@ -268,8 +258,9 @@ def stop(process):
     return process.returncode, output
 
 
+@pytest.mark.slow  # worker processes killed with SIGKILL
 def test_a_worker_killed_mid_way_leaves_its_job_to_the_next_one(user, workers):
-    workspaces = setup(user, 'analytics', 'staging', 'reports')
+    workspaces = provision_and_rotate(user, 'analytics', 'staging', 'reports')
     version, _ = password_of(user)
 
     first = workers(delay=60)  # stays in the middle of its first job until killed
@@ -290,8 +281,9 @@ def test_a_worker_killed_mid_way_leaves_its_job_to_the_next_one(user, workers):
     assert returncode == 0 and 'Propagation worker stopped.' in output
 
 
+@pytest.mark.slow  # a worker process stopped with SIGTERM
 def test_the_worker_command_finishes_the_job_in_hand_and_stops_on_sigterm(user, workers):
-    setup(user, 'analytics', 'staging')
+    provision_and_rotate(user, 'analytics', 'staging')
     process = workers(delay=2, lease=60)
     held = wait_until(leased_job, process, 'a job is leased')
 

@@ -14,7 +14,7 @@ from bs4 import BeautifulSoup
 import database
 import gravatar
 import models
-from tests.conftest import HTMX, PASSWORD, csrf_token
+from tests.helpers import HTMX, PASSWORD, csrf_token
 from tests.servers import gunicorn
 
 ROUNDS = 8
@@ -176,6 +176,7 @@ def credentials_of(user):
             for model in (models.Token, models.TemporaryToken, models.Session)}
 
 
+@pytest.mark.slow  # gunicorn raced by a reset
 def test_no_credential_issued_by_a_request_in_flight_survives_reset_authentication(
         racer_server):
     base, user = racer_server

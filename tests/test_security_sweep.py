@@ -18,17 +18,20 @@ from werkzeug.security import generate_password_hash
 import database
 import models
 import views
-from tests.conftest import (
+from tests.conftest import SESSION_COOKIE, database_dump
+from tests.helpers import (
     HTMX,
     PASSWORD,
-    SESSION_COOKIE,
+    UNSAFE,
+    build,
     csrf_token,
-    database_dump,
+    every_row,
     html,
     log_in,
     make_user,
+    real_objects,
+    routes_of,
 )
-from tests.test_security import UNSAFE, build, real_objects, routes_of, snapshot
 from views.api import PREFERENCE_FIELDS
 from views.avatars import avatar_url
 
@@ -41,7 +44,7 @@ PAGE_ONLY = ('X-Frame-Options', 'Cross-Origin-Opener-Policy', 'Referrer-Policy')
 
 def rows_of(user_id):
     """Every row of every table that names the user."""
-    return {table: [row for row in rows if user_id in row] for table, rows in snapshot().items()}
+    return {table: [row for row in rows if user_id in row] for table, rows in every_row().items()}
 
 
 def assert_security_headers(response, where):
@@ -460,6 +463,7 @@ def test_every_function_that_reads_a_return_target_is_probed(app):
         assert not TEMPLATE_READS_A_TARGET.search(template.read_text()), template
 
 
+@pytest.mark.slow  # hundreds of targets through every way in
 @pytest.mark.parametrize('probe', PROBES.values(), ids=PROBES.keys())
 def test_return_targets_on_every_endpoint_that_takes_one_stay_on_this_site(site, probe):
     """Every target in the table, through every way in: the redirect, the form's `next` and
@@ -635,6 +639,7 @@ def shows_the_message(response, name):
     return bool(page.find(attrs={'role': 'alert'}))
 
 
+@pytest.mark.slow  # every hostile character in every field
 def test_every_text_field_of_every_form_refuses_control_and_unassigned_characters(app, user):
     """A text field holding a control, format, private-use or unassigned character is refused
     with a 4xx and a message by the field, on every form; nothing changes, never a 5xx."""

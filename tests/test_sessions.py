@@ -3,7 +3,7 @@ import pytest
 
 import database
 import models
-from tests.conftest import HTMX, csrf_token, html, log_in
+from tests.helpers import HTMX, csrf_token, html, log_in
 from views.advanced import device
 
 URL = '/user/alice/settings/advanced'

@@ -10,11 +10,16 @@ from itsdangerous import URLSafeTimedSerializer
 
 import database
 import models
-from tests.conftest import PASSWORD, csrf_token, database_dump, html, log_in, make_user
-from tests.servers import gunicorn
-from tests.test_postgres_two_servers import sign_up as sign_up_through
-from tests.test_shared_rate_limits import NO_MATCH, TOO_MANY, attempt_login
-from tests.test_token_limit_concurrency import Browser
+from tests.conftest import database_dump
+from tests.helpers import PASSWORD, csrf_token, html, log_in, make_user
+from tests.servers import (
+    NO_MATCH,
+    TOO_MANY,
+    Browser,
+    attempt_login,
+    gunicorn,
+    sign_up as sign_up_through,
+)
 
 FAILURES_ALLOWED = 10  # LOGIN_FAILURES_PER_ACCOUNT and LOGIN_FAILURES_PER_DEVICE in app.py
 DEVICE_COOKIE = '__Host-penstock_device'  # the app's secure cookies are on by default
@@ -137,6 +142,7 @@ def test_failed_signups_are_throttled_per_ip(app, user):
         assert models.User.select().count() == 1
 
 
+@pytest.mark.slow  # 60 signups, each hashing a password
 def test_successful_signups_from_one_ip_are_not_limited_below_60_a_minute(app):
     for number in range(60):
         client = app.test_client()
@@ -210,6 +216,7 @@ def count_failed_records(url):
         db.close()
 
 
+@pytest.mark.slow  # gunicorn raced by many threads
 def test_simultaneous_wrong_passwords_are_checked_at_most_ten_times(threaded_server):
     base, url = threaded_server
     sign_up_through(base, 'target')
@@ -228,6 +235,7 @@ def test_simultaneous_wrong_passwords_are_checked_at_most_ten_times(threaded_ser
     assert attempt_login(base, 'target') == (429, TOO_MANY)
 
 
+@pytest.mark.slow  # gunicorn raced by many threads
 def test_simultaneous_wrong_passwords_when_reauthenticating_are_checked_at_most_ten_times(
         threaded_server):
     base, url = threaded_server

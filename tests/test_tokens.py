@@ -5,17 +5,18 @@ import pytest
 
 import database
 import models
-from tests.conftest import (
+from tests.conftest import SESSION_COOKIE, database_dump
+from tests.helpers import (
     HTMX,
     PASSWORD,
-    SESSION_COOKIE,
     csrf_token,
-    database_dump,
     html,
     log_in,
+    make_stale,
+    reauth_next,
+    reauthenticate,
+    state_changing_routes,
 )
-from tests.test_reauth import make_stale, reauth_next, reauthenticate
-from tests.test_security import state_changing_routes
 
 URL = '/user/alice/settings/tokens'
 LIMIT_REFUSAL = ('You already have 2 tokens, the most you can have at a time. '

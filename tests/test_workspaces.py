@@ -9,8 +9,8 @@ from flask import render_template
 import database
 import models
 from app import create_app
-from tests.conftest import (
-    HTMX, SESSION_COOKIE, TEST_PASSWORD_KEY, csrf_token, html, log_in, make_user)
+from tests.conftest import SESSION_COOKIE, TEST_PASSWORD_KEY
+from tests.helpers import HTMX, csrf_token, html, log_in, make_user
 
 RULES = '1–23 lowercase letters or digits.'
 LIMIT_REASON = ('You have 10 workspaces, the most an account can have. '

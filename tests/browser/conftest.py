@@ -9,15 +9,25 @@ from playwright.sync_api import expect, sync_playwright
 from werkzeug.serving import make_server
 
 import database
-import models
 import propagation
 from app import create_app
+from tests.browser.helpers import Person
 from tests.conftest import ON_POSTGRES, TEST_PASSWORD_KEY, postgres_admin, postgres_url
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE_SOURCE = ROOT / 'node_modules' / 'axe-core' / 'axe.min.js'
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync', '--no-first-run']
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marks
+def pytest_collection_modifyitems(items):
+    """Mark every test in this directory `browser`: `make check` leaves Chromium out by it.
+    The hook sees the whole run's items, not only this directory's."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope='session')
@@ -167,3 +177,9 @@ class AxeAudit:
 def axe(axe_source):
     """Make an AxeAudit for a page: axe(page) gives the callable to run at each step."""
     return lambda page: AxeAudit(page, axe_source)
+
+
+@pytest.fixture
+def person():
+    """Someone new to Penstock for this test: a handle no other test has used."""
+    return Person()

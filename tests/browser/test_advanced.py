@@ -7,9 +7,8 @@ from playwright.sync_api import expect
 
 import database
 import models
-from tests.browser.test_flows import (
+from tests.browser.helpers import (
     GENERIC_LOGIN_ERROR,
-    Person,
     is_same_document,
     mark_document,
     panel_heading,
@@ -17,11 +16,6 @@ from tests.browser.test_flows import (
     settled,
     url_ending,
 )
-
-
-@pytest.fixture
-def person():
-    return Person()
 
 
 def give_workspaces(person, *handles):

@@ -1,18 +1,15 @@
 """Audit Log, Reset authentication and CLI login in a real Chromium, with and without JS."""
 import datetime
-import json
 import re
-import urllib.error
-import urllib.request
 
 import pytest
 from playwright.sync_api import expect
 
 import database
 import models
-from tests.browser.test_flows import (
-    Person,
+from tests.browser.helpers import (
     age_the_login,
+    call,
     confirm_password,
     is_same_document,
     mark_document,
@@ -23,24 +20,6 @@ from tests.browser.test_flows import (
 )
 
 CODE_HINT = "Expires in 15 minutes. Don't share this code with anyone."
-
-
-@pytest.fixture
-def person():
-    return Person()
-
-
-def call(url, method='GET', token=None):
-    """One HTTP request from outside any browser; returns (status, JSON body)."""
-    request = urllib.request.Request(url, method=method)
-    if token:
-        request.add_header('Authorization', f'Bearer {token}')
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b'{}')
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.loads(error.read() or b'{}')
 
 
 def account(person):

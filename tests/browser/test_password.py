@@ -8,22 +8,11 @@ from playwright.sync_api import expect
 
 import database
 import models
-from tests.browser.test_flows import (
-    Person,
-    is_same_document,
-    mark_document,
-    settled,
-    url_ending,
-)
+from tests.browser.helpers import is_same_document, mark_document, settled
 from views.profile import PROPAGATED, ROTATED
 
 WORKSPACES = ('analytics', 'staging')
 QUESTION = 'Rotate the database password now?'
-
-
-@pytest.fixture
-def person():
-    return Person()
 
 
 def open_profile_with_workspaces(page, person, handles=WORKSPACES):
