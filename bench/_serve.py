@@ -17,12 +17,15 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 import _load
+from _common import judged, quick_or
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 WORKERS = 2
 THREADS = 4  # client threads: enough to keep both workers busy
+# Each comparison: a warm-up of each server, then ROUNDS rounds of SECONDS on each in turn.
+ROUNDS, SECONDS, WARMUP = quick_or((5, 3.0, 1.0), (1, 0.5, 0.2))
 
 
 def environment(folder):
@@ -75,9 +78,10 @@ def gunicorn(app_spec, env, ready_path, workers=WORKERS):
             process.wait()
 
 
-def compare(ours, baseline, rounds=3, seconds=3.0, warmup=1.0):
+def compare(ours, baseline, rounds=ROUNDS, seconds=SECONDS, warmup=WARMUP):
     """Requests per second of `ours` and of `baseline`, each (port, requests, expected status),
-    measured in alternating rounds; the median round of each, and every round's statuses."""
+    measured in alternating rounds: (ours' rate in each round, the baseline's, every round's
+    statuses)."""
     rates = {'ours': [], 'baseline': []}
     statuses = {'ours': {}, 'baseline': {}}
     for name, (port, requests, expect) in (('ours', ours), ('baseline', baseline)):
@@ -91,13 +95,18 @@ def compare(ours, baseline, rounds=3, seconds=3.0, warmup=1.0):
             if result.errors:
                 statuses[name]['connection errors'] = (
                     statuses[name].get('connection errors', 0) + result.errors)
-    return statistics.median(rates['ours']), statistics.median(rates['baseline']), statuses
+    return rates['ours'], rates['baseline'], statuses
 
 
 def verdict(label, ours, baseline, target, unit='req/s'):
-    """One line: both figures, their ratio, the target and whether it is met."""
-    ratio = ours / baseline if baseline else 0.0
+    """One line: the median round of each, their ratio, the target and whether it is met; then
+    each round's ratio (a round measures both, one after the other), so the noise shows."""
+    ours_median, baseline_median = statistics.median(ours), statistics.median(baseline)
+    ratio = ours_median / baseline_median if baseline_median else 0.0
     met = ratio >= target
-    print(f'  {label:42} {ours:8.0f} / {baseline:8.0f} {unit} = {ratio:4.2f}  '
-          f'(target ≥ {target}: {"MET" if met else "NOT MET"})')
+    print(f'  {label:42} {ours_median:8.0f} / {baseline_median:8.0f} {unit} = {ratio:4.2f}  '
+          f'(target ≥ {target}: {judged(met)})')
+    rounds = [mine / theirs if theirs else 0.0 for mine, theirs in zip(ours, baseline)]
+    print(f'  {"":42} rounds: ' + ' '.join(f'{value:.2f}' for value in rounds)
+          + f'  (spread {min(rounds):.2f}–{max(rounds):.2f})')
     return met
