@@ -42,8 +42,11 @@ import imaging
 db = DatabaseProxy()
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'migrations')
+# wal_autocheckpoint: a checkpoint (two fsyncs, inside the write lock) once the WAL holds 4,000
+# pages (16 MB) rather than SQLite's 1,000. A change writes four pages or more (its row, the audit
+# record and its two indexes), so at 1,000 every 250th write paid for one: ~20 µs a write.
 SQLITE_PRAGMAS = {'journal_mode': 'wal', 'foreign_keys': 1, 'busy_timeout': 5000,
-                  'synchronous': 'normal'}
+                  'synchronous': 'normal', 'wal_autocheckpoint': 4000}
 
 HANDLE_RE = re.compile(r'^[a-z0-9]([a-z0-9]|-(?=[a-z0-9])){0,38}$')
 HANDLE_RULES = ('1–39 lowercase letters, digits or single hyphens; '
@@ -723,11 +726,18 @@ def _check_acting(acting, lock):
     """Raise CredentialRevoked unless the (model, id) credential still works. Called with
     the write lock held, so a reset cannot commit between this read and the write after it;
     `lock` locks the row too, for a transaction without that lock (PostgreSQL's
-    non-exclusive one)."""
+    non-exclusive one). Every write a request makes runs it, so it reads the one column that
+    says whether the credential works, by SQL built once, and makes no model instance."""
     model, key = acting
-    row = model.prepared_get(model.id, key, lock=lock)
-    if row is None or (model is Token and row.status != 'active') \
-            or (model is TemporaryToken and row.expires_at <= utcnow()):
+    column = {Token: Token.status, TemporaryToken: TemporaryToken.expires_at}.get(model, model.id)
+
+    def build():
+        query = model.select(column).where(model.id == key)
+        return (locked(query) if lock else query).sql()
+    params = [key]
+    row = db.execute_sql(_prepared(('acting', model, lock), build, params), params).fetchone()
+    if row is None or (model is Token and row[0] != 'active') \
+            or (model is TemporaryToken and column.python_value(row[0]) <= utcnow()):
         raise CredentialRevoked(f'{model.__name__} {key} no longer works.')
 
 
