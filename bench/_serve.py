@@ -99,14 +99,15 @@ def compare(ours, baseline, rounds=ROUNDS, seconds=SECONDS, warmup=WARMUP):
 
 
 def verdict(label, ours, baseline, target, unit='req/s'):
-    """One line: the median round of each, their ratio, the target and whether it is met; then
-    each round's ratio (a round measures both, one after the other), so the noise shows."""
-    ours_median, baseline_median = statistics.median(ours), statistics.median(baseline)
-    ratio = ours_median / baseline_median if baseline_median else 0.0
-    met = ratio >= target
-    print(f'  {label:42} {ours_median:8.0f} / {baseline_median:8.0f} {unit} = {ratio:4.2f}  '
-          f'(target ≥ {target}: {judged(met)})')
+    """One line: the median rate of each, the ratio and whether it meets the target; then each
+    round's ratio and their spread, so the noise shows. A round measures both servers one after
+    the other, so its ratio is what one moment's load gives them both: the ratio judged is the
+    median round's, not the ratio of two medians that may come from different rounds."""
     rounds = [mine / theirs if theirs else 0.0 for mine, theirs in zip(ours, baseline)]
+    ratio = statistics.median(rounds)
+    met = ratio >= target
+    print(f'  {label:42} {statistics.median(ours):8.0f} / {statistics.median(baseline):8.0f} '
+          f'{unit}, ratio {ratio:4.2f}  (target ≥ {target}: {judged(met)})')
     print(f'  {"":42} rounds: ' + ' '.join(f'{value:.2f}' for value in rounds)
           + f'  (spread {min(rounds):.2f}–{max(rounds):.2f})')
     return met

@@ -79,8 +79,9 @@ def main():
           f'{_serve.WORKERS} sync workers each, {_serve.THREADS} client threads, '
           f'{os.cpu_count()} CPUs, load average ' + '{:.2f} {:.2f} {:.2f}'.format(
               *os.getloadavg()))
-    print(f'Figures: median of {_serve.ROUNDS} alternating {_serve.SECONDS:g} s rounds after a '
-          f'{_serve.WARMUP:g} s warm-up, and each round\'s ratio; one new connection per request.')
+    print(f'Figures: {_serve.ROUNDS} alternating {_serve.SECONDS:g} s rounds after a '
+          f'{_serve.WARMUP:g} s warm-up: the median rate of each server, the median round\'s '
+          'ratio and every round\'s; one new connection per request.')
     with tempfile.TemporaryDirectory(prefix='penstock-bench-') as folder:
         env = environment(folder)
         user_id, handle, secret = prepare(env)
