@@ -107,7 +107,7 @@ def verdict(label, ours, baseline, target, unit='req/s'):
     ratio = statistics.median(rounds)
     met = ratio >= target
     print(f'  {label:42} {statistics.median(ours):8.0f} / {statistics.median(baseline):8.0f} '
-          f'{unit}, ratio {ratio:4.2f}  (target ≥ {target}: {judged(met)})')
+          f'{unit}, ratio {ratio:5.3f}  (target ≥ {target}: {judged(met)})')
     print(f'  {"":42} rounds: ' + ' '.join(f'{value:.2f}' for value in rounds)
           + f'  (spread {min(rounds):.2f}–{max(rounds):.2f})')
     return met
