@@ -29,7 +29,7 @@ test-postgres: $(VENV)/.dev $(HTMX) chromium redis-server
 setup: $(VENV)/.dev $(HTMX)
 
 # Every bench/*.py (not _-prefixed helpers) is a script; a failing one stops the run.
-bench: $(VENV)/.bench
+bench: $(VENV)/.bench $(HTMX)
 	@for script in bench/[!_]*.py; do $(PY) $$script || exit 1; echo; done
 
 $(VENV)/bin/python:

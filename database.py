@@ -38,8 +38,11 @@ from playhouse.migrations import Runner
 db = DatabaseProxy()
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'migrations')
+# wal_autocheckpoint: a checkpoint (two fsyncs, inside the write lock) once the WAL holds 4,000
+# pages (16 MB) rather than SQLite's 1,000. A change writes four pages or more (its row, the audit
+# record and its two indexes), so at 1,000 every 250th write paid for one: ~20 µs a write.
 SQLITE_PRAGMAS = {'journal_mode': 'wal', 'foreign_keys': 1, 'busy_timeout': 5000,
-                  'synchronous': 'normal'}
+                  'synchronous': 'normal', 'wal_autocheckpoint': 4000}
 WRITE_LOCK = 0x50656E73  # PostgreSQL's advisory lock key for write_transaction ('Pens')
 
 

@@ -9,7 +9,7 @@ pixel per CSS pixel): of an <img> with a srcset it fetches only the candidate Ch
 demand (data-script: the crop step's) is not part of a first load. Compressed run:
 Accept-Encoding as Chromium sends it; baseline, same run: no Accept-Encoding. Target (issue 6):
 ≤ 30 KB (30,000 bytes) compressed. Prints the figures and whether the target is met; exits 0
-either way.
+either way (in quick mode, BENCH_QUICK=1, it only prints them: one load is all it does).
 """
 import gzip
 import html.parser
@@ -25,6 +25,8 @@ import urllib.parse
 from pathlib import Path
 
 import brotli
+
+from _common import judged
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -212,10 +214,10 @@ def main():
     print(f'{"total":<46} {"":>8} {bodies:>8,} {total:>9,} {base_total:>9,}')
     print(f'received compressed / baseline uncompressed: {total / base_total:.2f} '
           f'({base_total / total:.1f}x smaller); headers are {total - bodies:,} bytes of it')
-    met = 'MET' if total <= TARGET else 'NOT MET'
+    met = judged(total <= TARGET)
     print(f'target: ≤ {TARGET:,} bytes received, compressed, headers included: '
           f'{total:,} → {met}')
-    met = 'MET' if bodies <= TARGET else 'NOT MET'
+    met = judged(bodies <= TARGET)
     print(f'        (bodies alone, headers left out: {bodies:,} → {met})')
 
 
