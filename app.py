@@ -97,6 +97,9 @@ def create_app(config=None):
         GRAVATAR_URL=os.environ.get('GRAVATAR_URL', 'https://gravatar.com/avatar/'),
         GRAVATAR_TIMEOUT=float(os.environ.get('GRAVATAR_TIMEOUT', '3')),
         WORKSPACE_DOMAIN=os.environ.get('WORKSPACE_DOMAIN', 'workspaces.penstock.test'),
+        # werkzeug's method string for new password hashes: scrypt at its default cost
+        # (n=2**15); a check reads the cost from the hash it checks, so it can be raised later.
+        PASSWORD_HASH_METHOD=os.environ.get('PASSWORD_HASH_METHOD', 'scrypt'),
         # Comma-separated Fernet keys, newest first; the first encrypts, all decrypt.
         DATABASE_PASSWORD_KEYS=os.environ.get('DATABASE_PASSWORD_KEYS'),
         PROPAGATION_DELAY=float(os.environ.get('PROPAGATION_DELAY', '20')),
@@ -121,6 +124,7 @@ def create_app(config=None):
         app.instance_path, 'database_password_key', lambda: Fernet.generate_key().decode())
     database.use_keys([key.strip() for key in keys.split(',') if key.strip()])
     models.Config.workspace_domain = app.config['WORKSPACE_DOMAIN']
+    models.Config.password_hash_method = app.config['PASSWORD_HASH_METHOD']
     _init_database(app)
     app.before_request(_refuse_control_characters)
     app.before_request(_body_limit)  # before CSRF's check, which reads the body

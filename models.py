@@ -70,6 +70,7 @@ SECRET_OBSERVERS = []
 class Config:
     """What the models need from the app's configuration; create_app sets it."""
     workspace_domain = 'workspaces.penstock.test'
+    password_hash_method = 'scrypt'  # werkzeug's generate_password_hash method
 
 
 def utcnow():
@@ -217,7 +218,8 @@ class User(BaseModel):
                 raise Invalid(errors)
             try:
                 user = cls.create(email=email, handle=handle,
-                                  password_hash=generate_password_hash(password))
+                                  password_hash=generate_password_hash(
+                                      password, method=Config.password_hash_method))
             except IntegrityError:
                 raise Invalid({'handle': 'This handle or email is taken.'}) from None
             Preferences.create(user=user)

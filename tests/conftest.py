@@ -3,7 +3,6 @@
 The database is SQLite unless PENSTOCK_TEST_DATABASE names a PostgreSQL server (a
 postgresql:// URL of a database the tests may create and drop databases from); then every
 test gets fresh databases of its own there."""
-import functools
 import logging
 import os
 import queue
@@ -17,7 +16,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from cryptography.fernet import Fernet
-from werkzeug.security import generate_password_hash
 from werkzeug.serving import make_server
 
 import database
@@ -27,6 +25,11 @@ from tests.helpers import PASSWORD, Api, log_in, make_user
 
 SESSION_COOKIE = '__Host-penstock_session'  # the `app` fixture's: its cookies are secure
 TEST_PASSWORD_KEY = Fernet.generate_key().decode()
+# scrypt at werkzeug's cost (n=2**15) takes about 80 ms a hash, and most tests sign up and log
+# in: hashing was 60% of `make check`. The in-process app hashes at n=2**10 (about 2 ms); a
+# check reads the cost from the hash it checks, so logins get as cheap. gunicorn servers
+# (tests/servers.py) and the browser tests' live server keep the full cost.
+QUICK_PASSWORD_HASH = 'scrypt:1024:8:1'
 TEST_DATABASE = os.environ.get('PENSTOCK_TEST_DATABASE', '')
 ON_POSTGRES = TEST_DATABASE.startswith(('postgres://', 'postgresql://'))
 sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason='checks SQLite itself (its file or '
@@ -147,7 +150,7 @@ def database_url(make_database_url):
 
 
 @pytest.fixture
-def app(database_url, quick_password_hashes):
+def app(database_url):
     app = create_app({
         'TESTING': True,
         'SECRET_KEY': 'test secret key',
@@ -155,6 +158,7 @@ def app(database_url, quick_password_hashes):
         'GRAVATAR_ENABLED': False,  # tests that look avatars up start their own server
         'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
         'PROPAGATION_DELAY': 0,
+        'PASSWORD_HASH_METHOD': QUICK_PASSWORD_HASH,
     })
     database.migrate(database.db.obj)
     yield app
@@ -314,17 +318,3 @@ def token(alice):
 def api(app, token):
     """Alice's API client, sending her first token."""
     return Api(app, token[1])
-
-
-# scrypt at werkzeug's cost (n=2**15) takes about 80 ms a hash, and most tests sign up and log
-# in: hashing was 60% of `make check`. The in-process app hashes at n=2**10 (about 2 ms); a
-# check reads the cost from the hash it checks, so logins get as cheap. gunicorn servers
-# (tests/servers.py) and the browser tests' live server keep the full cost.
-QUICK_PASSWORD_HASH = 'scrypt:1024:8:1'
-
-
-@pytest.fixture
-def quick_password_hashes(monkeypatch):
-    """The app hashes passwords at QUICK_PASSWORD_HASH's cost during this test."""
-    monkeypatch.setattr(models, 'generate_password_hash',
-                        functools.partial(generate_password_hash, method=QUICK_PASSWORD_HASH))
