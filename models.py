@@ -14,6 +14,7 @@ import string
 import threading
 import unicodedata
 import zlib
+from typing import NamedTuple
 from urllib.parse import parse_qsl, urlencode
 
 from peewee import (
@@ -63,6 +64,10 @@ TEMPORARY_TOKEN_LIFETIME = datetime.timedelta(days=30)
 LOGIN_REQUEST_LIFETIME = datetime.timedelta(minutes=15)
 LOGIN_CODE_ATTEMPTS = 3
 AVATAR_UPLOAD_LIFETIME = datetime.timedelta(hours=1)
+CROP_FIELDS = ('x', 'y', 'size')
+WHOLE_PIXELS = re.compile(r'-?[0-9]{1,9}')  # ASCII digits: int() would take '٥' and '1_0'
+CROP_NOT_WHOLE = 'Enter whole numbers of pixels for x, y and size.'
+CROP_NOT_TOGETHER = 'Send x, y and size together, or none of them for the centred square.'
 WORKSPACE_HANDLE_RE = re.compile(r'^[a-z0-9]{1,23}$')
 WORKSPACE_HANDLE_RULES = '1–23 lowercase letters or digits.'
 WORKSPACE_LIMIT = 10
@@ -474,6 +479,16 @@ class User(BaseModel):
             AuditRecord.write('user.update', self, ip, target=self,
                               data={'handle': {'old': old, 'new': handle}})
 
+    def update_profile(self, display_name=None, handle=None, ip=None):
+        """Set the display name and the handle, each unless None, in one transaction: both
+        change or neither (raises Invalid for the first one refused). The current handle
+        changes nothing."""
+        with write_transaction():
+            if display_name is not None:
+                self.set_display_name(display_name, ip)
+            if handle is not None and handle.strip().lower() != self.handle:
+                self.change_handle(handle, ip)
+
     def delete_account(self):
         """Remove the account and every row that belongs to it, in one transaction. The email
         address is free at once; the handle is held (for nobody) for HANDLE_HOLD."""
@@ -675,6 +690,87 @@ def _printable(text):
     return ''.join(c for c in text if unicodedata.category(c) != 'Cc')
 
 
+def keyset_page(query, limit, after=None, newest_first=False):
+    """One page of `query`'s rows in (created_at, id) order, oldest first or `newest_first`,
+    after the cursor `after`: the (created_at, id) of the last row of the page before.
+
+    Keyset pagination: with an index ending in (created_at, id), page 1,000 costs what page 1
+    does, and rows written meanwhile shift no page. Returns (rows, the cursor of the last row,
+    or None when there are no more)."""
+    model = query.model
+    key = Tuple(model.created_at, model.id)
+    if after:
+        query = query.where(key < Tuple(*after) if newest_first else key > Tuple(*after))
+    order = (model.created_at.desc(), model.id.desc()) if newest_first else (model.created_at,
+                                                                                model.id)
+    rows = list(query.order_by(*order).limit(limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, ((rows[-1].created_at, rows[-1].id) if more else None)
+
+
+class AuditAction(NamedTuple):
+    """An action type audit records are written with: what the Audit Log's filter calls it,
+    and what a record of it says the actor did, after their handle.
+
+    A sentence is a str.format template over the record's data; `{token}` stands for the
+    token the data names by its last 4 characters. `variants` maps a condition on the data to
+    the sentence it calls for instead, the first that holds winning: `key` holds when the data
+    has a value there, `key.inner` when data[key] has one at `inner`, and `key.inner=value`
+    when that value is `value`."""
+    name: str
+    label: str
+    sentence: str
+    variants: dict = {}
+
+    def says(self, data):
+        """The sentence a record of this action with `data` reads as."""
+        for condition, sentence in self.variants.items():
+            path, _, wanted = condition.partition('=')
+            value = data
+            for key in path.split('.'):
+                value = value.get(key) if isinstance(value, dict) else None
+            if value is not None and value != '' and (not wanted or str(value) == wanted):
+                return sentence
+        return self.sentence
+
+
+# Every action type the app writes, in the order the Audit Log's filter lists them. The
+# filter, the sentences in the log and the OpenAPI document all read this list.
+AUDIT_ACTIONS = {action.name: action for action in (
+    AuditAction('user.signup', 'Signed up', 'signed up'),
+    AuditAction('user.login', 'Logged in', 'logged in'),
+    AuditAction('user.login.failed', 'Wrong password typed', 'failed to log in (wrong password)',
+                {'session_id': 'failed to confirm their password (wrong password)'}),
+    AuditAction('user.logout', 'Logged out', 'logged out'),
+    AuditAction('user.update', 'Profile changed', 'updated their profile', {
+        'display_name.new': 'changed their display name to “{display_name[new]}”',
+        'handle.new': 'changed their handle from {handle[old]} to {handle[new]}'}),
+    AuditAction('user.preferences.update', 'Notification preferences changed',
+                'changed their notification preferences'),
+    AuditAction('user.avatar.update', 'Avatar uploaded', 'uploaded a new avatar'),
+    AuditAction('user.avatar.delete', 'Avatar reset', 'reset their avatar'),
+    AuditAction('user.password.rotate', 'Database password rotated',
+                'rotated their database password',
+                {'version': 'rotated their database password (version {version})'}),
+    AuditAction('user.session.revoke', 'Session revoked', 'logged out another browser session'),
+    AuditAction('workspace.create', 'Workspace created', 'created workspace {handle}'),
+    AuditAction('workspace.delete', 'Workspace deleted', 'deleted workspace {handle}'),
+    AuditAction('token.create', 'Token created', 'created {token}'),
+    AuditAction('token.update', 'Token activated or deactivated', 'changed {token}', {
+        'status.new=inactive': 'deactivated {token}', 'status.new=active': 'activated {token}'}),
+    AuditAction('token.delete', 'Token deleted', 'deleted {token}'),
+    AuditAction('user.authentication.reset', 'Authentication reset',
+                'reset authentication, logging out every session and revoking every token'),
+    AuditAction('login_token.confirm', 'CLI login verified', 'verified a CLI login request',
+                {'requested_from': 'verified a CLI login request from {requested_from}'}),
+    AuditAction('login_token.decline', 'CLI login declined', 'declined a CLI login request',
+                {'requested_from': 'declined a CLI login request from {requested_from}'}),
+    AuditAction('login_token.create', 'CLI login completed',
+                'logged in with the CLI (a temporary token was issued)'),
+)}
+
+
 class AuditRecord(BaseModel):
     """One thing that happened to an account. Written once, never updated."""
     id = CharField(primary_key=True, default=lambda: new_id('a'))
@@ -702,6 +798,25 @@ class AuditRecord(BaseModel):
             actor_display_name=actor.display_name, actor_ip=ip,
             target_id=getattr(target, 'id', None), target_handle=getattr(target, 'handle', None),
             data=json.dumps(data or {}, sort_keys=True))
+
+    @classmethod
+    def page(cls, identity, limit, after=None, action_type=None):
+        """One keyset page of an account's audit log, newest first, of one `action_type` or
+        of all (see keyset_page; the (identity, created_at, id) index serves it)."""
+        query = cls.select().where(cls.identity == identity)
+        if action_type:
+            query = query.where(cls.action_type == action_type)
+        return keyset_page(query, limit, after, newest_first=True)
+
+    @staticmethod
+    def actors(records):
+        """The users who acted in `records` that still exist, by id, in one query: their
+        ids and avatar versions, for their avatars' URLs."""
+        ids = {record.actor_id for record in records if record.actor_id}
+        if not ids:
+            return {}
+        return {user.id: user for user in
+                User.select(User.id, User.avatar_version).where(User.id.in_(ids))}
 
 
 # The credential the current request acts by, as (model, id): set by the app where it
@@ -863,15 +978,36 @@ class Avatar(BaseModel):
                 type(self).user == self.user_id, type(self).default_large.is_null()).execute()
         return bytes(getattr(self, 'default_' + suffix))
 
+    @staticmethod
+    def crop_box(fields, required=True):
+        """The crop square (x, y, size) that the text `fields` x, y and size give, in the
+        pixels of the image as shown; None, for the centred square, when none is given and
+        the square is not `required` (the crop step always shows one; the API may leave it
+        out). Raises Invalid at each field that is not a whole number of pixels, or missing
+        while others are given. Whether the square lies inside the image is imaging's to say."""
+        values = {name: (fields.get(name) or '').strip() for name in CROP_FIELDS}
+        if not required and not any(values.values()):
+            return None
+        errors = {name: CROP_NOT_TOGETHER if not (value or required) else CROP_NOT_WHOLE
+                  for name, value in values.items() if not WHOLE_PIXELS.fullmatch(value)}
+        if errors:
+            raise Invalid(errors)
+        return tuple(int(value) for value in values.values())
+
     @classmethod
-    def set_custom(cls, user, images, ip=None):
-        """Show `images` (large, small WebP) as the user's avatar; writes user.avatar.update."""
+    def set_custom(cls, user, original, box=None, ip=None, upload=None):
+        """Crop `user`'s avatar from the image `original` by `box` (see crop_box; raises
+        imaging.BadImage or imaging.Busy) and show it; writes user.avatar.update. The
+        AvatarUpload it came from, if any, goes in the same transaction."""
+        large, small = imaging.avatar(original, box)  # decoded before the write lock is taken
         with write_transaction():
             cls.for_user(user.id)
-            cls.update(custom_large=images[0], custom_small=images[1],
+            cls.update(custom_large=large, custom_small=small,
                        updated_at=utcnow()).where(cls.user == user.id).execute()
             _new_avatar_version(user)
             AuditRecord.write('user.avatar.update', user, ip, target=user)
+            if upload is not None:
+                upload.delete_instance()
 
     @classmethod
     def reset(cls, user, ip=None):
@@ -944,13 +1080,11 @@ class AvatarUpload(BaseModel):
         return cls.get_or_none(cls.id == upload_id, cls.user == user.id,
                                cls.expires_at > utcnow())
 
-    def crop(self, user, x, y, size, ip=None):
-        """Crop `user`'s avatar from the original (raises imaging.BadImage), show it, and
-        let the upload go."""
-        images = imaging.avatar(bytes(self.original), (x, y, size))
-        with write_transaction():
-            Avatar.set_custom(user, images, ip)
-            self.delete_instance()
+    def crop(self, user, fields, ip=None):
+        """Crop `user`'s avatar from the original by the square the text `fields` x, y and
+        size give (raises Invalid, imaging.BadImage or imaging.Busy), show it, and let the
+        upload go."""
+        Avatar.set_custom(user, bytes(self.original), Avatar.crop_box(fields), ip, upload=self)
 
     def cancel(self):
         """Let the upload go without changing the avatar."""
@@ -976,6 +1110,11 @@ class Token(BaseModel):
     class Meta:
         indexes = ((('user', 'slot'), True),)
 
+    STATUSES = ('active', 'inactive')
+    # Why New Token is off at the limit, and why a token past it is refused.
+    LIMIT_REACHED = (f'You already have {TOKEN_LIMIT} tokens, the most you can have at a time. '
+                     'Delete one to create another.')
+
     @property
     def masked(self):
         return f'pst_…{self.last4}'
@@ -985,30 +1124,38 @@ class Token(BaseModel):
         return list(cls.select().where(cls.user == user).order_by(cls.created_at, cls.id))
 
     @classmethod
+    def page(cls, user, limit, after=None):
+        """One keyset page of the user's tokens, oldest first (see keyset_page)."""
+        return keyset_page(cls.select().where(cls.user == user), limit, after)
+
+    @classmethod
+    def of(cls, user, token_id):
+        """The user's token `token_id`, or None (someone else's is None too)."""
+        return cls.get_or_none(cls.id == token_id, cls.user == user)
+
+    @classmethod
     def issue(cls, user, ip=None):
         """A new active token for `user`; returns (token, secret). Raises Refused at the limit."""
-        refusal = (f'You already have {TOKEN_LIMIT} tokens, the most you can have at a time. '
-                   'Delete one to create another.')
         secret = make_token_secret('pst_')
         try:
             with write_transaction():
                 used = {t.slot for t in cls.select(cls.slot).where(cls.user == user)}
                 free = [slot for slot in range(1, TOKEN_LIMIT + 1) if slot not in used]
                 if not free:
-                    raise Refused(refusal)
+                    raise Refused(cls.LIMIT_REACHED)
                 token = cls.create(user=user, slot=free[0], token_hash=sha256(secret),
                                    last4=secret[-4:])
                 AuditRecord.write('token.create', user, ip, target=token,
                                   data={'token_id': token.id, 'last4': token.last4})
         except IntegrityError:
-            raise Refused(refusal) from None
+            raise Refused(cls.LIMIT_REACHED) from None
         return token, secret
 
     def set_status(self, status, ip=None):
         """Activate or deactivate; writes `token.update` when the status changes.
 
         Read again under the write lock, so a token deleted meanwhile is left alone."""
-        if status not in ('active', 'inactive'):
+        if status not in self.STATUSES:
             raise Invalid({'status': 'Status must be "active" or "inactive".'})
         with write_transaction():
             current = Token.get_or_none(Token.id == self.id)
@@ -1072,6 +1219,10 @@ class LoginRequest(BaseModel):
     user = ForeignKeyField(User, null=True, backref='login_requests', on_delete='CASCADE')
     code_hash = CharField(null=True)
     attempts = IntegerField(default=0)
+
+    # What the page and the API say of a request that open_request or claim gives as None.
+    GONE = ('This login request does not exist, has expired or was already answered. '
+            'Start a new one from the command line.')
 
     @classmethod
     def start(cls, ip=None):
@@ -1176,23 +1327,6 @@ def reset_authentication(user, ip=None):
         LoginRequest.delete().where(LoginRequest.user == user).execute()
         AuditRecord.write('user.authentication.reset', user, ip, target=user, data=counts)
     return counts
-
-
-def audit_page(identity, limit, after=None, action_type=None):
-    """One page of an account's audit log, newest first, after the (created_at, id) cursor.
-
-    Keyset pagination on the (identity, created_at, id) index: page 1,000 costs what page 1
-    does. Returns (records, cursor of the last record or None when there are no more)."""
-    query = AuditRecord.select().where(AuditRecord.identity == identity)
-    if action_type:
-        query = query.where(AuditRecord.action_type == action_type)
-    if after:
-        query = query.where(Tuple(AuditRecord.created_at, AuditRecord.id) < Tuple(*after))
-    records = list(query.order_by(AuditRecord.created_at.desc(), AuditRecord.id.desc())
-                   .limit(limit + 1))
-    more = len(records) > limit
-    records = records[:limit]
-    return records, ((records[-1].created_at, records[-1].id) if more else None)
 
 
 class HandleHold(BaseModel):
@@ -1311,6 +1445,11 @@ class Workspace(BaseModel):
     class Meta:
         indexes = ((('user', 'handle'), True),)
 
+    # Why New Workspace is off at the limit, and why a workspace past it is refused.
+    LIMIT_REACHED = (f'You have {WORKSPACE_LIMIT} workspaces, the most an account can have. '
+                     'Delete one to create another.')
+    PASSWORD_STATES = ('pending', 'applied')
+
     def host(self, user_handle=None):
         """The DNS name: {user handle}-{workspace handle}.{workspace domain}."""
         return f'{user_handle or self.user.handle}-{self.handle}.{Config.workspace_domain}'
@@ -1323,12 +1462,18 @@ class Workspace(BaseModel):
 
     def password_state(self, current_version):
         """'applied' when the workspace accepts password `current_version`, else 'pending'."""
-        return 'applied' if self.password_version >= current_version else 'pending'
+        pending, applied = self.PASSWORD_STATES
+        return applied if self.password_version >= current_version else pending
 
     @classmethod
     def for_user(cls, user):
         """The user's workspaces, oldest first."""
         return list(cls.select().where(cls.user == user).order_by(cls.created_at, cls.id))
+
+    @classmethod
+    def page(cls, user, limit, after=None):
+        """One keyset page of the user's workspaces, oldest first (see keyset_page)."""
+        return keyset_page(cls.select().where(cls.user == user), limit, after)
 
     @classmethod
     def of(cls, user, workspace_id):
@@ -1345,8 +1490,7 @@ class Workspace(BaseModel):
                            or 'A workspace handle is ' + WORKSPACE_HANDLE_RULES})
         with write_transaction():
             if cls.select().where(cls.user == user).count() >= WORKSPACE_LIMIT:
-                raise Refused(f'You have {WORKSPACE_LIMIT} workspaces, the most an account '
-                              'can have. Delete one to create another.')
+                raise Refused(cls.LIMIT_REACHED)
             if cls.select().where(cls.user == user, cls.handle == handle).exists():
                 raise Invalid({'handle': 'You already have a workspace with this handle.'})
             password = DatabasePassword.for_user(user)

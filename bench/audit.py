@@ -22,7 +22,7 @@ from cryptography.fernet import Fernet
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import models  # noqa: E402  (Penstock itself, from the repository root)
 from app import create_app  # noqa: E402
-from views.api import encode_cursor  # noqa: E402
+from views import encode_cursor  # noqa: E402
 from views.audit import PAGE_SIZE  # noqa: E402
 
 SIZES = (1_000, 1_000_000)
