@@ -26,6 +26,7 @@ from peewee import OperationalError
 from werkzeug.exceptions import NotFound, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import database
 import delivery
 import models
 import propagation
@@ -114,8 +115,8 @@ def create_app(config=None):
 
     keys = app.config['DATABASE_PASSWORD_KEYS'] or _persisted_secret(
         app.instance_path, 'database_password_key', lambda: Fernet.generate_key().decode())
-    models.configure(app.config['WORKSPACE_DOMAIN'],
-                     [key.strip() for key in keys.split(',') if key.strip()])
+    database.use_keys([key.strip() for key in keys.split(',') if key.strip()])
+    models.Config.workspace_domain = app.config['WORKSPACE_DOMAIN']
     _init_database(app)
     app.before_request(_refuse_control_characters)
     app.before_request(_body_limit)  # before CSRF's check, which reads the body
@@ -133,7 +134,7 @@ def create_app(config=None):
     app.register_error_handler(CSRFError, _csrf_failed)
     app.register_error_handler(404, _not_found)
     app.register_error_handler(OperationalError, _database_busy)
-    app.register_error_handler(models.CredentialRevoked, _credential_revoked)
+    app.register_error_handler(database.CredentialRevoked, _credential_revoked)
     app.cli.add_command(migrate_command)
     app.cli.add_command(demo_command)
     app.cli.add_command(worker_command)
@@ -196,17 +197,17 @@ def _persisted_secret(instance_path, name='secret_key', make=lambda: secrets.tok
 
 
 def _init_database(app):
-    models.db.initialize(models.open_database(app.config['DATABASE_URL']))
+    database.db.initialize(database.open_database(app.config['DATABASE_URL']))
 
     @app.before_request
     def connect():
-        models.db.connect(reuse_if_open=True)
+        database.db.connect(reuse_if_open=True)
 
     @app.teardown_request
     def close(exc):
-        models.act_as(None)  # this thread's next request must not act by this credential
-        if not models.db.is_closed():
-            models.db.close()
+        database.act_as(None)  # this thread's next request must not act by this credential
+        if not database.db.is_closed():
+            database.db.close()
 
 
 @login_manager.user_loader
@@ -217,7 +218,7 @@ def load_user(secret):
         return None
     if session.touched:
         flask_session.modified = True  # the cookie's expiry moves on with the row's last use
-    models.act_as(session)
+    database.act_as(session)
     user = session.user
     user.session = session
     return user
@@ -311,7 +312,7 @@ def _csrf_failed(error):
 @click.command('migrate')
 def migrate_command():
     """Create the database or bring it up to date."""
-    applied = models.migrate(models.db.obj)
+    applied = database.migrate(database.db.obj)
     click.echo('Applied migrations: ' + ', '.join(applied) if applied
                else 'The database is up to date.')
 
@@ -319,7 +320,7 @@ def migrate_command():
 @click.command('demo')
 def demo_command():
     """Create the demo user when the database has no users, and print the demo login."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         if not models.User.select().exists():
             user = models.User.sign_up(DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD)
             user.set_display_name('Demo User')
@@ -347,7 +348,7 @@ def worker_command():
 @click.command('reencrypt-passwords')
 def reencrypt_command():
     """Encrypt every database password with the first DATABASE_PASSWORD_KEYS key."""
-    with models.db.connection_context():
-        count = models.reencrypt_passwords()
+    with database.db.connection_context():
+        count = database.reencrypt(models.DatabasePassword.ciphertext)
     click.echo(f'Re-encrypted {count} database password{"s" if count != 1 else ""} with the '
                'first key.')

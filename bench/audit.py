@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import database  # noqa: E402
 import models  # noqa: E402  (Penstock itself, from the repository root)
 from app import create_app  # noqa: E402
 from views import encode_cursor  # noqa: E402
@@ -38,7 +39,7 @@ COLUMNS = [field.column_name for field in models.AuditRecord._meta.sorted_fields
 
 def fill(user, count):
     """Give `user` exactly `count` audit records, one a second apart, ending now."""
-    database = models.db.obj
+    raw = database.db.obj
     have = models.AuditRecord.select().where(models.AuditRecord.identity == user).count()
     start = models.utcnow() - datetime.timedelta(seconds=count + 10)
     sql = (f'INSERT INTO audit_record ({", ".join(COLUMNS)}) '
@@ -50,7 +51,7 @@ def fill(user, count):
     template = [fixed.get(column) for column in COLUMNS]
     where = {name: COLUMNS.index(name) for name in ('id', 'action_type', 'created_at')}
     # A large page cache for the load: 1M random ids make the primary key's inserts random.
-    database.execute_sql('PRAGMA cache_size = -262144')
+    raw.execute_sql('PRAGMA cache_size = -262144')
     for first in range(0, count - have, BATCH):
         rows = []
         for number in range(first, min(first + BATCH, count - have)):
@@ -60,9 +61,9 @@ def fill(user, count):
             row[where['created_at']] = (start + datetime.timedelta(
                 seconds=number, microseconds=1)).strftime('%Y-%m-%d %H:%M:%S.%f')
             rows.append(row)
-        with database.atomic():
-            database.cursor().executemany(sql, rows)
-    database.execute_sql('PRAGMA cache_size = -2000')
+        with raw.atomic():
+            raw.cursor().executemany(sql, rows)
+    raw.execute_sql('PRAGMA cache_size = -2000')
 
 
 def cursor_before(user, page):
@@ -91,10 +92,10 @@ def main():
                           'DATABASE_URL': f'sqlite:///{folder}/penstock.db',
                           'DATABASE_PASSWORD_KEYS': Fernet.generate_key().decode(),
                           'SESSION_COOKIE_SECURE': False})
-        models.migrate(models.db.obj)
+        database.migrate(database.db.obj)
         cases, clients, cursors = {}, {}, {}
         started = time.perf_counter()
-        with models.db.connection_context():
+        with database.db.connection_context():
             for count in SIZES:
                 user = models.User.sign_up(f'u{count}@example.com', f'u{count}', PASSWORD)
                 fill(user, count)
@@ -125,7 +126,7 @@ def main():
                 times[name].append(time.perf_counter() - begin)
                 assert response.status_code == 200, (url, response.status_code)
                 assert response.get_data(as_text=True).count('<tr') >= PAGE_SIZE, url
-        models.db.close()
+        database.db.close()
 
     print('Audit Log benchmark (bench/audit.py): the real view, full page, logged-in client')
     print(f'{os.cpu_count()} CPUs, load average ' + '{:.2f} {:.2f} {:.2f}'.format(

@@ -28,6 +28,7 @@ import brotli
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import database  # noqa: E402
 import models  # noqa: E402  (the project's module, from the repository root)
 
 TARGET = 30_000
@@ -156,14 +157,14 @@ def load(port, cookie, encodings):
 
 def serve(tmp):
     """gunicorn (2 sync workers, as in production) on a fresh database; returns (process, port)."""
-    database = f'sqlite:///{tmp}/penstock.db'
-    env = dict(os.environ, DATABASE_URL=database, SECRET_KEY='page-weight bench',
+    url = f'sqlite:///{tmp}/penstock.db'
+    env = dict(os.environ, DATABASE_URL=url, SECRET_KEY='page-weight bench',
                GRAVATAR_ENABLED='0', SECURE_COOKIES='0', PROPAGATION_WORKER_THREAD='0')
-    models.db.initialize(models.open_database(database))
-    models.migrate(models.db.obj)
-    with models.db.connection_context():
+    database.db.initialize(database.open_database(url))
+    database.migrate(database.db.obj)
+    with database.db.connection_context():
         models.User.sign_up(EMAIL, HANDLE, PASSWORD).set_display_name('Page Weight')
-    models.db.close()
+    database.db.close()
     port = free_port()
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / 'gunicorn'), '--bind', f'127.0.0.1:{port}',

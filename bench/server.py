@@ -27,14 +27,15 @@ def prepare(env):
     """Create the schema, a user with a token; return (user id, handle, token secret)."""
     os.environ.update({key: env[key] for key in ('DATABASE_URL', 'SECRET_KEY',
                                                  'DATABASE_PASSWORD_KEYS')})
+    import database
     import models
     from app import create_app
     create_app()
-    models.migrate(models.db.obj)
-    with models.db.connection_context():
+    database.migrate(database.db.obj)
+    with database.db.connection_context():
         user = models.User.sign_up('bench@example.com', 'bench', 'bench password')
         _, secret = models.Token.issue(user)
-    models.db.close()
+    database.db.close()
     return user.id, user.handle, secret
 
 

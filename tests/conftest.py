@@ -19,6 +19,7 @@ from cryptography.fernet import Fernet
 from bs4 import BeautifulSoup
 from werkzeug.serving import make_server
 
+import database
 import models
 from app import create_app
 
@@ -43,27 +44,12 @@ _WORDS = re.compile(r'[A-Za-z0-9_-]+')
 @pytest.fixture(scope='session', autouse=True)
 def _note_secrets():
     """Remember each token, session secret and database password as it is made."""
-    make_token, make_password = models.make_token_secret, models.make_database_password
-    open_session = models.Session.__dict__['sign_in']
-
-    def noted(value):
-        MADE_SECRETS.add(value)
-        return value
-
-    def open_noted(cls, *args, **kwargs):
-        session = open_session.__func__(cls, *args, **kwargs)
-        noted(session.secret)
-        return session
-
-    models.make_token_secret = lambda prefix: noted(make_token(prefix))
-    models.make_database_password = lambda: noted(make_password())
-    models.Session.sign_in = classmethod(open_noted)
+    models.SECRET_OBSERVERS.append(MADE_SECRETS.add)
     root = logging.getLogger()
     level, root.level = root.level, min(root.level, logging.INFO)
     yield
     root.level = level
-    models.make_token_secret, models.make_database_password = make_token, make_password
-    models.Session.sign_in = open_session
+    models.SECRET_OBSERVERS.remove(MADE_SECRETS.add)
 
 
 class _Lines(logging.Handler):
@@ -93,16 +79,16 @@ def _close_databases(monkeypatch):
     """After each test, close every connection of every database opened during it: a pool
     keeps its connections after close(), and one left to the garbage collector warns (an
     error here) from whichever later test it happens in."""
-    opened, open_database = [], models.open_database
+    opened, open_database = [], database.open_database
 
     def noted(url):
         opened.append(open_database(url))
         return opened[-1]
 
-    monkeypatch.setattr(models, 'open_database', noted)
+    monkeypatch.setattr(database, 'open_database', noted)
     yield
-    for database in opened:
-        getattr(database, 'close_all', database.close)()
+    for each in opened:
+        getattr(each, 'close_all', each.close)()
 
 
 def postgres_admin(sql):
@@ -125,9 +111,9 @@ def _postgres_template():
     template = f'penstock_template_{os.getpid()}'
     postgres_admin(f'DROP DATABASE IF EXISTS {template}')
     postgres_admin(f'CREATE DATABASE {template}')
-    database = models.open_database(postgres_url(template))
-    models.migrate(database)
-    database.close_all()  # a pooled connection left open would stop every copy of it
+    migrated = database.open_database(postgres_url(template))
+    database.migrate(migrated)
+    migrated.close_all()  # a pooled connection left open would stop every copy of it
     yield template
     postgres_admin(f'DROP DATABASE IF EXISTS {template} WITH (FORCE)')
 
@@ -170,9 +156,9 @@ def app(database_url):
         'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
         'PROPAGATION_DELAY': 0,
     })
-    models.migrate(models.db.obj)
+    database.migrate(database.db.obj)
     yield app
-    models.db.close()
+    database.db.close()
 
 
 @pytest.fixture
@@ -182,11 +168,11 @@ def client(app):
 
 def database_dump():
     """Every row of the app's database as text, to search for what must never be stored."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         if not ON_POSTGRES:
-            return '\n'.join(models.db.obj.connection().iterdump())
-        return '\n'.join(row[0] for table in models.db.get_tables() for row in
-                         models.db.execute_sql(f'SELECT t::text FROM "{table}" t'))
+            return '\n'.join(database.db.obj.connection().iterdump())
+        return '\n'.join(row[0] for table in database.db.get_tables() for row in
+                         database.db.execute_sql(f'SELECT t::text FROM "{table}" t'))
 
 
 def html(response):
@@ -204,7 +190,7 @@ HTMX = {'HX-Request': 'true'}
 
 
 def make_user(email='alice@example.com', handle='alice', password=PASSWORD):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.User.sign_up(email, handle, password)
 
 

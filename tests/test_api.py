@@ -15,6 +15,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4, DRAFT202012
 from werkzeug.exceptions import HTTPException
 
+import database
 import models
 from tests.conftest import log_in
 from views.openapi import DOCUMENT
@@ -177,7 +178,7 @@ def test_actor_is_the_user_the_token_belongs_to(api, alice):
 
 
 def test_a_temporary_token_authenticates_until_it_expires(app, alice):
-    secret = models.make_token_secret('pstt_')
+    secret = models.Token.new_secret('pstt_')
     row = models.TemporaryToken.create(user=alice, token_hash=models.sha256(secret),
                                        expires_at=models.utcnow() + datetime.timedelta(days=1))
     api = Api(app, secret)
@@ -216,7 +217,7 @@ def test_a_missing_or_dead_token_gets_401(app, token, authorization, spoil):
     if authorization:
         headers['Authorization'] = authorization.format(
             secret=secret, mangled=_mangled(secret),
-            unknown=models.make_token_secret('pst_'))
+            unknown=models.Token.new_secret('pst_'))
     response = app.test_client().get('/api/v0/actor', headers=headers)
     check_answer(app, 'GET', '/api/v0/actor', response)
     assert response.status_code == 401
@@ -314,7 +315,7 @@ def test_creating_a_token_returns_its_secret_this_once(api, alice):
     assert response.status_code == 201
     body = response.get_json()
     secret = body.pop('token')
-    assert models.token_prefix(secret) == 'pst_' and body['last4'] == secret[-4:]
+    assert models.Token.prefix_of(secret) == 'pst_' and body['last4'] == secret[-4:]
     assert response.headers['Location'] == f'/api/v0/user/alice/token/{body["id"]}'
     assert body['status'] == 'active' and body['user_id'] == alice.id
     assert api('GET', '/api/v0/actor', secret=secret).status_code == 200
@@ -543,13 +544,13 @@ def test_audit_pages_over_250_records_have_no_gaps_or_repeats(api, alice):
 def test_an_audit_page_costs_the_same_queries_whatever_its_size(api, alice, bob, monkeypatch):
     add_audit_records(alice, 150, actor_ids=[alice.id, bob.id, 'u_gone'])
     statements = []
-    execute_sql = models.db.obj.execute_sql
+    execute_sql = database.db.obj.execute_sql
 
     def counting(sql, *args, **kwargs):
         statements.append(sql)
         return execute_sql(sql, *args, **kwargs)
     api('GET', '/api/v0/actor')  # the token's first use of the minute writes last_used_at
-    monkeypatch.setattr(models.db.obj, 'execute_sql', counting)
+    monkeypatch.setattr(database.db.obj, 'execute_sql', counting)
     small = api('GET', '/api/v0/user/alice/audit_log?limit=3')
     small_count, statements[:] = len(statements), []
     large = api('GET', '/api/v0/user/alice/audit_log?limit=100')

@@ -9,6 +9,7 @@ from PIL import Image
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
+import database
 import imaging
 import models
 from tests.test_api import IP, Api, audit, errors_at
@@ -103,7 +104,7 @@ def assert_quarters(image, expected):
 
 def state(handle='alice'):
     """What an avatar change would change: the URL's version, the custom image, the audit."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         user = models.User.get(models.User.handle == handle)
         avatar = models.Avatar.get_or_none(models.Avatar.user == user.id)
         return (user.avatar_version, avatar is not None and avatar.custom_large is not None,
@@ -254,7 +255,7 @@ def test_the_eleventh_upload_in_a_minute_is_a_429_error_object(api):
 # Reset
 
 def test_delete_goes_back_to_the_default_avatar(api, alice):
-    with models.db.connection_context():
+    with database.db.connection_context():
         avatar = models.Avatar.for_user(alice.id)
     uploaded_url = upload(api, x=250, y=50, size=100).get_json()['avatar_url']
     response = api('DELETE', URL)

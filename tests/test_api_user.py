@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 from peewee import ForeignKeyField
 
+import database
 import models
 from tests.conftest import log_in, make_user
 from tests.test_api import (IP, Api, alice, api, assert_conforms, audit, bob,  # noqa: F401
@@ -55,7 +56,7 @@ def test_a_handle_is_stored_in_lowercase(api):
 
 def _held_by_someone_else():
     carol = make_user('carol@example.com', 'carol')
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.User.get_by_id(carol.id).change_handle('caroline')
 
 
@@ -177,7 +178,7 @@ def give_everything(user, client):
     for handle in ('analytics', 'staging'):
         models.Workspace.provision(user, handle)
     models.DatabasePassword.rotate(user)  # propagation jobs
-    secret = models.make_token_secret('pstt_')
+    secret = models.Token.new_secret('pstt_')
     models.TemporaryToken.create(user=user, token_hash=models.sha256(secret),
                                  expires_at=models.utcnow() + datetime.timedelta(days=1))
     request = models.LoginRequest.start('192.0.2.1')

@@ -11,6 +11,7 @@ from PIL import Image
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
+import database
 import imaging
 import models
 from tests.conftest import HTMX, csrf_token, html, log_in
@@ -90,17 +91,17 @@ def served(client, url):
 # Reading the database
 
 def user_row(handle='alice'):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.User.get(models.User.handle == handle)
 
 
 def avatar_row(handle='alice'):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.Avatar.get_or_none(models.Avatar.user == user_row(handle).id)
 
 
 def uploads(handle=None):
-    with models.db.connection_context():
+    with database.db.connection_context():
         query = models.AvatarUpload.select()
         if handle:
             query = query.where(models.AvatarUpload.user == user_row(handle).id)
@@ -108,7 +109,7 @@ def uploads(handle=None):
 
 
 def actions(action_type):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return list(models.AuditRecord.select().where(
             models.AuditRecord.action_type == action_type))
 
@@ -468,7 +469,7 @@ def test_a_tampered_reference_is_refused(client, logged_in, headers):
 @PAGE_AND_HTMX
 def test_an_expired_upload_is_refused(client, logged_in, headers):
     reference, _ = crop_step(client)
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.AvatarUpload.update(
             expires_at=models.utcnow() - datetime.timedelta(seconds=1)).execute()
     response = save(client, reference, 200, 0, 800, headers)
@@ -482,7 +483,7 @@ def test_an_expired_upload_is_refused(client, logged_in, headers):
 def test_an_expired_upload_is_cleared_by_the_next_upload_of_anyone(client, logged_in,
                                                                   bob_client):
     crop_step(bob_client, BOB_URL)
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.AvatarUpload.update(
             expires_at=models.utcnow() - datetime.timedelta(seconds=1)).execute()
     crop_step(client)
@@ -580,7 +581,7 @@ def test_the_eleventh_upload_in_a_minute_is_429_in_the_card(client, logged_in, h
 
 def test_the_upload_limit_is_per_user_and_counts_the_api_too(app, client, logged_in,
                                                              bob_client):
-    with models.db.connection_context():
+    with database.db.connection_context():
         secret = models.Token.issue(user_row())[1]
     for _ in range(5):
         assert upload(client, hostile_file('zero-bytes')).status_code == 422
@@ -641,7 +642,7 @@ def test_unknown_users_and_other_sizes_are_not_found(client, logged_in):
 
 
 def test_the_api_user_object_has_the_new_avatar_url_after_an_upload(client, logged_in):
-    with models.db.connection_context():
+    with database.db.connection_context():
         _, secret = models.Token.issue(user_row())
     api = {'Authorization': f'Bearer {secret}'}
     before = client.get('/api/v0/actor', headers=api).get_json()['avatar_url']
@@ -652,7 +653,7 @@ def test_the_api_user_object_has_the_new_avatar_url_after_an_upload(client, logg
 
 
 def test_an_account_from_before_avatars_gets_one_when_first_shown(client, logged_in):
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.Avatar.delete().execute()
     assert avatar_row() is None
     page = html(client.get(URL))
@@ -663,7 +664,7 @@ def test_an_account_from_before_avatars_gets_one_when_first_shown(client, logged
 
 
 def test_an_account_from_before_avatars_can_upload_one(client, logged_in):
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.Avatar.delete().execute()
     save(client, crop_step(client)[0], 100, 0, 400)
     assert avatar_row().custom_large is not None and user_row().avatar_version == 2
@@ -677,10 +678,10 @@ def test_avatar_rows_go_with_the_user(client, logged_in, bob_client):
     crop_step(bob_client, BOB_URL)
 
     def counts():
-        with models.db.connection_context():
+        with database.db.connection_context():
             return (models.Avatar.select().count(), models.AvatarUpload.select().count())
     assert counts() == (2, 2)
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.User.get(models.User.handle == 'alice').delete_instance()
     assert counts() == (1, 1)
     assert uploads('bob') and avatar_row('bob')

@@ -19,6 +19,7 @@ from contextlib import closing
 
 from bs4 import BeautifulSoup
 
+import database
 import models
 from tests.conftest import PASSWORD
 from tests.servers import gunicorn
@@ -33,8 +34,8 @@ LOCKED = 'database is locked'
 
 def prepare_database(path):
     """A migrated SQLite file at `path`."""
-    connection = models.open_database(f'sqlite:///{path}')
-    models.migrate(connection)
+    connection = database.open_database(f'sqlite:///{path}')
+    database.migrate(connection)
     connection.close()
 
 
@@ -91,7 +92,7 @@ def page_csrf(body):
 
 def temporary_token(user):
     """An API credential that leaves both of the user's token slots free."""
-    secret = models.make_token_secret('pstt_')
+    secret = models.Token.new_secret('pstt_')
     models.TemporaryToken.create(user=user, token_hash=models.sha256(secret),
                                  expires_at=models.utcnow() + datetime.timedelta(days=1))
     return secret
@@ -209,20 +210,20 @@ def load(step, deadline, finish, outcome, read_back):
 
 
 def test_many_clients_lose_no_update_and_never_see_a_locked_database(tmp_path):
-    database = tmp_path / 'penstock.db'
-    prepare_database(database)
-    models.db.initialize(models.open_database(f'sqlite:///{database}'))
+    path = tmp_path / 'penstock.db'
+    prepare_database(path)
+    database.db.initialize(database.open_database(f'sqlite:///{path}'))
     browser_users, api_users = [], {}
-    with models.db.connection_context():
+    with database.db.connection_context():
         for number in range(BROWSER_USERS + API_USERS):
             user = models.User.sign_up(f'user{number}@example.com', f'user{number}', PASSWORD)
             if number < BROWSER_USERS:
                 browser_users.append(user.handle)
             else:
                 api_users[user.handle] = [temporary_token(user) for _ in range(CLIENTS_PER_USER)]
-    models.db.close()
+    database.db.close()
 
-    with gunicorn(f'sqlite:///{database}', tmp_path / 'gunicorn.log') as (base, _process):
+    with gunicorn(f'sqlite:///{path}', tmp_path / 'gunicorn.log') as (base, _process):
         with ThreadPoolExecutor(max_workers=BROWSER_USERS * CLIENTS_PER_USER) as pool:
             logins = {handle: list(pool.map(lambda h: log_in(base, h),
                                             [handle] * CLIENTS_PER_USER))
@@ -253,7 +254,7 @@ def test_many_clients_lose_no_update_and_never_see_a_locked_database(tmp_path):
         lost = {job: outcome.lost for job, outcome in outcomes.items() if outcome.lost}
         assert lost == {}
 
-    with closing(sqlite3.connect(database)) as db:
+    with closing(sqlite3.connect(path)) as db:
         counts = dict(db.execute('SELECT user.handle, count(token.id) FROM user '
                                  'LEFT JOIN token ON token.user_id = user.id GROUP BY user.id'))
     for handle in browser_users + list(api_users):

@@ -13,6 +13,7 @@ from PIL.PngImagePlugin import PngInfo
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
+import database
 import imaging
 import models
 from tests.conftest import csrf_token, html
@@ -76,7 +77,7 @@ def alice(user):
 
 @pytest.fixture
 def bearer(app, alice):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return {'Authorization': 'Bearer ' + models.Token.issue(alice)[1]}
 
 
@@ -95,7 +96,7 @@ def api_upload(client, bearer, data):
 
 def stored():
     """What the database holds of alice's avatar, and her pending uploads."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         user = models.User.get(models.User.handle == 'alice')
         avatar = models.Avatar.get_or_none(models.Avatar.user == user)
         return dict(

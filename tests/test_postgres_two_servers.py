@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from bs4 import BeautifulSoup
 
+import database
 import models
 from tests.conftest import ON_POSTGRES, PASSWORD
 from tests.servers import gunicorn
@@ -145,14 +146,14 @@ def test_two_workers_claiming_at_once_never_hold_jobs_of_one_workspace(user):
     claims = {}
 
     def first_worker():
-        with models.db.connection_context(), models.db.atomic():  # commit held back
+        with database.db.connection_context(), database.db.atomic():  # commit held back
             claims['first'] = models.PropagationJob.claim(LEASE)
             first_claimed.set()
             assert second_done.wait(30)
 
     def second_worker():
         assert first_claimed.wait(30)
-        with models.db.connection_context():
+        with database.db.connection_context():
             claims['second'] = models.PropagationJob.claim(LEASE)
             claims['third'] = models.PropagationJob.claim(LEASE)
         second_done.set()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import database
 import models
 import propagation
 from tests.conftest import TEST_PASSWORD_KEY
@@ -35,7 +36,7 @@ class Recorder(propagation.Target):
 
 def setup(user, *handles, rotations=1):
     """The user's workspaces `handles`, then `rotations` rotations of the password."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         alice = models.User.get_by_id(user.id)
         workspaces = [models.Workspace.provision(alice, handle) for handle in handles]
         for _ in range(rotations):
@@ -46,25 +47,25 @@ def setup(user, *handles, rotations=1):
 def run_all(target):
     """Run the worker until no job is due; returns how many jobs it took on."""
     taken = 0
-    with models.db.connection_context():
+    with database.db.connection_context():
         while propagation.run_once(target, LEASE):
             taken += 1
     return taken
 
 
 def password_of(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         row = models.DatabasePassword.for_user(user.id)
         return row.version, row.password
 
 
 def workspace(workspace_id):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.Workspace.get_or_none(models.Workspace.id == workspace_id)
 
 
 def jobs(**where):
-    with models.db.connection_context():
+    with database.db.connection_context():
         query = models.PropagationJob.select().order_by(models.PropagationJob.id)
         for field, value in where.items():
             query = query.where(getattr(models.PropagationJob, field) == value)
@@ -97,7 +98,7 @@ def test_running_the_worker_again_does_nothing(user):
     target = Recorder()
 
     assert run_all(target) == 0
-    with models.db.connection_context():  # a job carried out twice changes nothing either
+    with database.db.connection_context():  # a job carried out twice changes nothing either
         jobs()[0].applied(2)
 
     assert target.calls == []
@@ -124,7 +125,7 @@ def test_a_failing_target_backs_off_and_retries_without_the_password_in_the_erro
     assert 'ConnectionError' in caplog.text
     assert workspace(analytics.id).password_version == 1
 
-    with models.db.connection_context():  # the backoff is over: it fails again, waits longer
+    with database.db.connection_context():  # the backoff is over: it fails again, waits longer
         models.PropagationJob.update(run_after=models.utcnow()).execute()
     before = models.utcnow()
     assert run_all(Recorder(failures=1)) == 1
@@ -134,7 +135,7 @@ def test_a_failing_target_backs_off_and_retries_without_the_password_in_the_erro
     assert before + datetime.timedelta(seconds=4) <= job.run_after <= (
         after + datetime.timedelta(seconds=4))
 
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.PropagationJob.update(run_after=models.utcnow()).execute()
     target = Recorder()
     assert run_all(target) == 1
@@ -146,7 +147,7 @@ def test_a_failing_target_backs_off_and_retries_without_the_password_in_the_erro
 
 def test_the_backoff_stops_growing_at_its_maximum(user):
     setup(user, 'analytics')
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.PropagationJob.update(attempts=20).execute()
     before = models.utcnow()
     run_all(Recorder(failures=1))
@@ -173,8 +174,8 @@ def test_a_newer_rotation_supersedes_the_older_jobs(user):
 def test_the_jobs_of_a_deleted_workspace_vanish(user):
     analytics, staging = setup(user, 'analytics', 'staging')
     assert len(jobs(workspace=staging.id)) == 1
-    with models.db.connection_context():
-        workspace(staging.id).close()
+    with database.db.connection_context():
+        workspace(staging.id).remove()
     assert jobs(workspace=staging.id) == []
     target = Recorder()
 
@@ -186,7 +187,7 @@ def test_the_jobs_of_a_deleted_workspace_vanish(user):
 
 def test_a_workspace_deleted_while_its_job_is_in_hand_is_left_alone(user):
     [analytics] = setup(user, 'analytics')
-    target = Recorder(during=lambda ws: ws.close())
+    target = Recorder(during=lambda ws: ws.remove())
 
     assert run_all(target) == 1
 
@@ -195,7 +196,7 @@ def test_a_workspace_deleted_while_its_job_is_in_hand_is_left_alone(user):
 
 def test_a_leased_job_is_not_taken_by_a_second_worker(user):
     [analytics] = setup(user, 'analytics')
-    with models.db.connection_context():
+    with database.db.connection_context():
         held = models.PropagationJob.claim(LEASE)
     assert held is not None and held.attempts == 1
     target = Recorder()
@@ -237,7 +238,7 @@ def wait_until(condition, process, what, timeout=30):
     """Poll the database until `condition()` is true, while `process` is alive (bounded)."""
     deadline = time.monotonic() + timeout
     while True:
-        with models.db.connection_context():
+        with database.db.connection_context():
             value = condition()
         if value:
             return value

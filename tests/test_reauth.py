@@ -5,6 +5,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+import database
 import models
 from tests.conftest import HTMX, PASSWORD, csrf_token, html
 
@@ -14,14 +15,14 @@ STALE = models.RECENT_LOGIN + datetime.timedelta(minutes=1)
 
 def make_stale(user):
     """The password was last typed longer ago than RECENT_LOGIN."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         long_ago = models.utcnow() - STALE
         models.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
             models.Session.user == user.id).execute()
 
 
 def authenticated_at(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return [s.authenticated_at for s in
                 models.Session.select().where(models.Session.user == user.id)]
 
@@ -34,7 +35,7 @@ def reauth_next(location):
 
 
 def state(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         alice = models.User.get_or_none(models.User.id == user.id)
         return (alice and alice.handle,
                 models.Session.select().where(models.Session.user == user.id).count())

@@ -5,6 +5,7 @@ import stat
 import pytest
 from werkzeug.routing import AnyConverter, IntegerConverter, Rule
 
+import database
 import models
 from app import _persisted_secret, create_app
 from tests.conftest import (
@@ -54,7 +55,7 @@ def build(rule: Rule, values):
 
 def snapshot():
     """Every row of every table (enumerated, so a new table is watched too)."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         return {model.__name__: [tuple(row) for row in model.select().tuples()
                                  .order_by(*model._meta.sorted_fields)]
                 for model in models.BaseModel.__subclasses__()}
@@ -63,7 +64,7 @@ def snapshot():
 def real_objects(user):
     """Ids of a real token, workspace, other browser session and pending CLI login request,
     so a forged call could land."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         alice = models.User.get_by_id(user.id)
         token, _ = models.Token.issue(alice)
         workspace = models.Workspace.provision(alice, 'analytics')
@@ -212,7 +213,7 @@ def test_cookies_can_be_made_insecure_for_plain_http_development(database_url, m
     app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': database_url,
                       'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
     assert app.config['SESSION_COOKIE_SECURE'] is False
-    models.migrate(models.db.obj)
+    database.migrate(database.db.obj)
     make_user()
     client = app.test_client()
     response = log_in(client, 'alice')
@@ -224,7 +225,7 @@ def test_cookies_can_be_made_insecure_for_plain_http_development(database_url, m
     # Plain http (make run): no HSTS, which would send the browser to an https that is not there.
     for answer in (response, client.get('/'), client.get('/static/css/app.css')):
         assert 'Strict-Transport-Security' not in answer.headers
-    models.db.close()
+    database.db.close()
 
 
 def test_login_gives_a_fresh_session_cookie(client, user):
@@ -243,7 +244,7 @@ def test_secret_key_is_generated_once_and_kept_private(tmp_path):
 
 
 def test_passwords_are_hashed_not_stored(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         stored = models.User.get().password_hash
     assert stored.startswith('scrypt:') and 'correct horse' not in stored
 
@@ -251,7 +252,7 @@ def test_passwords_are_hashed_not_stored(user):
 def test_session_rows_keep_only_a_hash_of_the_cookie_secret(app, client, logged_in):
     cookie = client.get_cookie(SESSION_COOKIE).value
     secret = app.session_interface.get_signing_serializer(app).loads(cookie)['_user_id']
-    with models.db.connection_context():
+    with database.db.connection_context():
         row = models.Session.get()
     assert row.token_hash == models.sha256(secret) and row.id.startswith('s_')
     assert secret not in repr(snapshot())

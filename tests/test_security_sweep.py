@@ -15,6 +15,7 @@ import pytest
 from flask import url_for
 from werkzeug.security import generate_password_hash
 
+import database
 import models
 import views
 from tests.conftest import (
@@ -77,7 +78,7 @@ def test_every_route_answers_with_the_security_headers(app, user, who):
     if who == 'logged-in':
         log_in(client, 'alice')
     if who == 'bearer':
-        with models.db.connection_context():
+        with database.db.connection_context():
             _, secret = models.Token.issue(models.User.get_by_id(user.id))
         headers = {'Authorization': f'Bearer {secret}'}
     values = real_objects(user)
@@ -118,7 +119,7 @@ def test_another_users_objects_are_not_found_on_every_route(app, user):
     bobs['handle'] = 'bob'
     client = app.test_client()
     log_in(client, 'alice')
-    with models.db.connection_context():
+    with database.db.connection_context():
         _, secret = models.Token.issue(models.User.get_by_id(user.id))
     token = client.get('/user/alice/settings/profile')
     csrf = token.get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
@@ -294,7 +295,7 @@ class Site:
         if login:
             assert log_in(client, login).status_code == 302
             if stale:
-                with models.db.connection_context():
+                with database.db.connection_context():
                     long_ago = models.utcnow() - models.RECENT_LOGIN - datetime.timedelta(
                         minutes=1)
                     models.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
@@ -302,7 +303,7 @@ class Site:
         return client
 
     def sessions_of(self, login):
-        with models.db.connection_context():
+        with database.db.connection_context():
             return models.Session.select().where(
                 models.Session.user == models.User.get(handle=login)).count()
 
@@ -494,7 +495,7 @@ TOUCHED = {'last_used_at', 'last_seen_at'}
 def unchanged_rows():
     """Every row of every table but for the columns in TOUCHED, and but the records of failed
     attempts at a password (a refused login may be recorded)."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         rows = {}
         for model in models.BaseModel.__subclasses__():
             fields = [field for field in model._meta.sorted_fields if field.name not in TOUCHED]
@@ -522,7 +523,7 @@ def credentials(app, user):
     API operation takes the one it takes."""
     client = app.test_client()
     log_in(client, 'alice')
-    with models.db.connection_context():
+    with database.db.connection_context():
         _, secret = models.Token.issue(models.User.get_by_id(user.id))
     csrf = csrf_token(client, '/user/alice/settings/profile')
     return client, {'Authorization': f'Bearer {secret}', 'X-CSRFToken': csrf}

@@ -10,6 +10,7 @@ import pytest
 import redis
 from bs4 import BeautifulSoup
 
+import database
 import models
 from tests.conftest import PASSWORD
 from tests.servers import gunicorn
@@ -25,8 +26,8 @@ NO_MATCH = 'That email or handle and password do not match. Check them and try a
 def two_servers(database_url, tmp_path):
     """Two gunicorn servers (2 sync workers each) on one migrated database, as two hosts
     behind a load balancer; they take RATELIMIT_STORAGE_URI from the environment."""
-    connection = models.open_database(database_url)
-    models.migrate(connection)
+    connection = database.open_database(database_url)
+    database.migrate(connection)
     connection.close()
     with gunicorn(database_url, tmp_path / 'gunicorn-a.log', workers=2) as (a, _), \
             gunicorn(database_url, tmp_path / 'gunicorn-b.log', workers=2) as (b, _):
@@ -84,8 +85,8 @@ def test_when_redis_is_down_logins_are_still_answered_and_limited_per_process(
         tmp_path, database_url, redis_url, monkeypatch):
     """Flask-Limiter falls back to counting in each process's memory: logins never 500."""
     monkeypatch.setenv('RATELIMIT_STORAGE_URI', redis_url)
-    connection = models.open_database(database_url)
-    models.migrate(connection)
+    connection = database.open_database(database_url)
+    database.migrate(connection)
     connection.close()
     with gunicorn(database_url, tmp_path / 'gunicorn.log', workers=1) as (base, _):
         sign_up(base, 'target')

@@ -12,6 +12,7 @@ import pytest
 from bs4 import BeautifulSoup
 from flask import Flask
 
+import database
 import models
 from tests.servers import SECRET_KEY, gunicorn
 
@@ -23,8 +24,8 @@ LIMIT_REFUSAL = ('You already have 2 tokens, the most you can have at a time. '
 @pytest.fixture
 def server(tmp_path, database_url):
     """gunicorn with 4 worker processes on a migrated database; yields (base URL, its URL)."""
-    connection = models.open_database(database_url)
-    models.migrate(connection)
+    connection = database.open_database(database_url)
+    database.migrate(connection)
     connection.close()
     with gunicorn(database_url, tmp_path / 'gunicorn.log') as (base, _process):
         yield base, database_url
@@ -87,7 +88,7 @@ def flashes(set_cookie):
 
 
 def test_third_token_is_refused_under_concurrency(server):
-    base, database = server
+    base, url = server
     person = Browser(base)
     csrf = person.csrf('/signup')
     status, _ = person.open('/signup', {'email': 'racer@example.com', 'handle': 'racer',
@@ -122,7 +123,7 @@ def test_third_token_is_refused_under_concurrency(server):
             assert status == 302 and headers['Location'] == path
             assert flashes(headers['Set-Cookie']) == [LIMIT_REFUSAL]
 
-    db = models.open_database(database)
+    db = database.open_database(url)
     try:
         assert db.execute_sql('SELECT count(*) FROM token').fetchone() == (2,)
         assert db.execute_sql("SELECT count(*) FROM audit_record "

@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+import database
 import models
 from tests.conftest import (
     HTMX,
@@ -34,12 +35,12 @@ def new_secret(client):
 
 
 def tokens():
-    with models.db.connection_context():
+    with database.db.connection_context():
         return list(models.Token.select().order_by(models.Token.created_at, models.Token.id))
 
 
 def audit_count(action_type):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return (models.AuditRecord.select()
                 .where(models.AuditRecord.action_type == action_type).count())
 
@@ -123,9 +124,9 @@ def test_new_token_without_javascript_shows_the_secret_once_in_a_selectable_fiel
     assert plain['type'] == 'text' and plain.has_attr('readonly')
     assert shown.find('label', attrs={'for': 'token-secret-plain'}) is not None
     secret = plain['value']
-    assert models.token_prefix(secret) == 'pst_'
+    assert models.Token.prefix_of(secret) == 'pst_'
 
-    with models.db.connection_context():
+    with database.db.connection_context():
         credential = models.bearer(secret)
         assert credential is not None and credential.user.handle == 'alice'
     [token] = tokens()
@@ -165,7 +166,7 @@ def test_new_token_for_htmx_swaps_in_the_secret_and_updates_button_and_list(clie
     assert token_list['hx-swap-oob'] == 'true'
     [token] = tokens()
     assert row_of(token_list, token).find('code').get_text() == f'pst_…{secret[-4:]}'
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.bearer(secret).id == token.id
 
 
@@ -222,7 +223,7 @@ def test_the_secret_is_not_kept_in_the_session_cookie(app, client, logged_in):
 
 def test_last_used_shows_when_the_token_was_used(client, logged_in):
     secret = new_secret(client)
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.bearer(secret)
     [token] = tokens()
     last_used = row_of(html(client.get(URL)), token).find_all('td')[2].find('time')
@@ -289,7 +290,7 @@ def test_deactivate_and_activate_without_javascript(client, logged_in):
     assert response.status_code == 302 and response.headers['Location'] == URL
     assert tokens()[0].status == 'inactive'
     assert audit_count('token.update') == 1
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.bearer(secret) is None
     page = html(client.get(URL))
     assert flash_text(page) == f'Token pst_…{secret[-4:]} deactivated.'
@@ -301,7 +302,7 @@ def test_deactivate_and_activate_without_javascript(client, logged_in):
     assert response.status_code == 302
     assert tokens()[0].status == 'active'
     assert audit_count('token.update') == 2
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.bearer(secret).id == token.id
     assert flash_text(html(client.get(URL))) == f'Token pst_…{secret[-4:]} activated.'
 
@@ -351,7 +352,7 @@ def test_delete_asks_first_on_a_page_of_its_own_without_javascript(client, logge
     assert response.status_code == 302 and response.headers['Location'] == URL
     assert tokens() == []
     assert audit_count('token.delete') == 1
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.bearer(secret) is None
     assert flash_text(html(client.get(URL))) == f'Token pst_…{secret[-4:]} deleted.'
 

@@ -12,6 +12,7 @@ from flask_login import current_user
 from flask_wtf.csrf import ValidationError, validate_csrf
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+import database
 import imaging
 import models
 from views import (
@@ -95,7 +96,7 @@ def bearer_required(view):
         credential = models.bearer(secret.strip()) if scheme.lower() == 'bearer' else None
         if credential is None:
             raise unauthorized()
-        models.act_as(credential)
+        database.act_as(credential)
         g.api_credential = credential
         g.api_user = credential.user
         return view(*args, **kwargs)

@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 from werkzeug.serving import make_server
 
+import database
 import models
 import propagation
 from app import create_app
@@ -66,7 +67,7 @@ def live_database_url(tmp_path_factory, _postgres_template):
 def live_server(live_database_url):
     """Penstock served over real HTTP on loopback, with its own fresh database.
 
-    models.db is one global proxy, so this app must be the only one while the module's
+    database.db is one global proxy, so this app must be the only one while the module's
     browser tests run; module scope keeps them from interleaving with other app fixtures.
     """
     app = create_app({
@@ -78,9 +79,9 @@ def live_server(live_database_url):
         'PROPAGATION_DELAY': 1.0,  # long enough to see "pending", short enough to wait for
         'PROPAGATION_POLL': 0.2,
     })
-    database = models.db.obj
-    models.migrate(database)
-    models.db.close()
+    opened = database.db.obj
+    database.migrate(opened)
+    database.db.close()
     stop_worker = propagation.start_thread(app.config)  # as make run has, once tables exist
     server = make_server('127.0.0.1', 0, buffered(app), threaded=True)
     thread = threading.Thread(target=server.serve_forever, name='penstock-live-server')
@@ -94,7 +95,7 @@ def live_server(live_database_url):
         stop_worker.set()
         for worker in [t for t in threading.enumerate() if t.name == 'propagation']:
             worker.join(10)  # it ends at its next poll, and must not find its database gone
-        database.close_all()  # the pool's connections, before the database is dropped
+        opened.close_all()  # the pool's connections, before the database is dropped
 
 
 @pytest.fixture

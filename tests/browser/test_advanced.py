@@ -5,6 +5,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+import database
 import models
 from tests.browser.test_flows import (
     GENERIC_LOGIN_ERROR,
@@ -24,7 +25,7 @@ def person():
 
 
 def give_workspaces(person, *handles):
-    with models.db.connection_context():
+    with database.db.connection_context():
         user = models.User.get(models.User.handle == person.handle)
         for handle in handles:
             models.Workspace.provision(user, handle)

@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 from playwright.sync_api import expect
 
+import database
 import models
 from tests.browser.test_flows import (
     Person,
@@ -43,19 +44,19 @@ def call(url, method='GET', token=None):
 
 
 def account(person):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.User.get(models.User.handle == person.handle)
 
 
 def issue_token(person):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.Token.issue(account(person))[1]
 
 
 def write_records(person, count):
     """`count` token.create records a second apart after now, so they are the newest."""
     start = models.utcnow() + datetime.timedelta(minutes=1)
-    with models.db.connection_context():
+    with database.db.connection_context():
         user = account(person)
         for i in range(count):
             record = models.AuditRecord.write('token.create', user, '192.0.2.1',

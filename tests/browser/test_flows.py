@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import expect
 
+import database
 import models
 
 PASSWORD = 'correct horse battery'
@@ -110,7 +111,7 @@ def is_same_document(page):
 def age_the_login(person):
     """Make the person's sessions look as if the password was typed long ago (two hours)."""
     long_ago = models.utcnow() - datetime.timedelta(hours=2)
-    with models.db.connection_context():
+    with database.db.connection_context():
         user = models.User.get(models.User.handle == person.handle)
         models.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
             models.Session.user == user).execute()
