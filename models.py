@@ -525,6 +525,33 @@ def keyset_page(query, limit, after=None, newest_first=False):
     return rows, ((rows[-1].created_at, rows[-1].id) if more else None)
 
 
+class Owned:
+    """A model whose rows each belong to one user (`user`), are listed oldest first, and are
+    deleted with an audit record of type DELETED that holds their `audit_data`."""
+
+    @classmethod
+    def for_user(cls, user):
+        """The user's rows, oldest first."""
+        return list(cls.select().where(cls.user == user).order_by(cls.created_at, cls.id))
+
+    @classmethod
+    def page(cls, user, limit, after=None):
+        """One keyset page of the user's rows, oldest first (see keyset_page)."""
+        return keyset_page(cls.select().where(cls.user == user), limit, after)
+
+    @classmethod
+    def of(cls, user, row_id):
+        """The user's row `row_id`, or None: someone else's is None too, so that a view
+        answers both alike (404)."""
+        return cls.get_or_none(cls.id == row_id, cls.user == user)
+
+    def remove(self, ip=None):
+        """Delete the row for good (with the rows that cascade from it); writes DELETED."""
+        with write_transaction():
+            self.delete_instance()
+            AuditRecord.write(self.DELETED, self.user, ip, target=self, data=self.audit_data)
+
+
 class AuditAction(NamedTuple):
     """An action type audit records are written with: what the Audit Log's filter calls it,
     and what a record of it says the actor did, after their handle.
@@ -793,7 +820,7 @@ class AvatarUpload(BaseModel):
         type(self).delete().where(type(self).id == self.id).execute()
 
 
-class Token(BaseModel):
+class Token(Owned, BaseModel):
     """A user's API token. Only a hash of the secret is kept, and its last 4 characters.
 
     Each token sits in one of TOKEN_LIMIT slots, unique per user: the database itself
@@ -848,27 +875,16 @@ class Token(BaseModel):
             return None
         return match.group(1) + '_'
 
-    def works(self):
-        """True while requests may act by this token (see database.act_as)."""
-        return self.status == 'active'
+    DELETED = 'token.delete'
 
     @property
     def masked(self):
         return f'pst_…{self.last4}'
 
-    @classmethod
-    def for_user(cls, user):
-        return list(cls.select().where(cls.user == user).order_by(cls.created_at, cls.id))
-
-    @classmethod
-    def page(cls, user, limit, after=None):
-        """One keyset page of the user's tokens, oldest first (see keyset_page)."""
-        return keyset_page(cls.select().where(cls.user == user), limit, after)
-
-    @classmethod
-    def of(cls, user, token_id):
-        """The user's token `token_id`, or None (someone else's is None too)."""
-        return cls.get_or_none(cls.id == token_id, cls.user == user)
+    @property
+    def audit_data(self):
+        """What every audit record of the token says of it."""
+        return {'token_id': self.id, 'last4': self.last4}
 
     @classmethod
     def issue(cls, user, ip=None):
@@ -882,8 +898,7 @@ class Token(BaseModel):
                     raise Refused(cls.LIMIT_REACHED)
                 token = cls.create(user=user, slot=free[0], token_hash=sha256(secret),
                                    last4=secret[-4:])
-                AuditRecord.write('token.create', user, ip, target=token,
-                                  data={'token_id': token.id, 'last4': token.last4})
+                AuditRecord.write('token.create', user, ip, target=token, data=token.audit_data)
         except IntegrityError:
             raise Refused(cls.LIMIT_REACHED) from None
         return token, secret
@@ -899,21 +914,15 @@ class Token(BaseModel):
             if current is None or current.status == status:
                 return False
             old, self.status = current.status, status
-            self.version_id = current.version_id
-            self.updated_at = utcnow()
-            self.version_id += 1
+            self.version_id, self.updated_at = current.version_id + 1, utcnow()
             self.save()
             AuditRecord.write('token.update', self.user, ip, target=self,
-                              data={'token_id': self.id, 'last4': self.last4,
-                                    'status': {'old': old, 'new': status}})
+                              data={**self.audit_data, 'status': {'old': old, 'new': status}})
         return True
 
-    def remove(self, ip=None):
-        """Delete the token for good; writes `token.delete`."""
-        with write_transaction():
-            self.delete_instance()
-            AuditRecord.write('token.delete', self.user, ip, target=self,
-                              data={'token_id': self.id, 'last4': self.last4})
+    def works(self):
+        """True while requests may act by this token (see database.act_as)."""
+        return self.status == 'active'
 
 
 class TemporaryToken(BaseModel):
@@ -1156,7 +1165,7 @@ class DatabasePassword(BaseModel):
         return cls.get(cls.user == user)
 
 
-class Workspace(BaseModel):
+class Workspace(Owned, BaseModel):
     """A Postgres endpoint of a user's, reached at `host` with the user's database password."""
     id = CharField(primary_key=True, default=lambda: new_id('w'))
     user = ForeignKeyField(User, backref='workspaces', on_delete='CASCADE')
@@ -1175,6 +1184,12 @@ class Workspace(BaseModel):
     LIMIT_REACHED = (f'You have {WORKSPACE_LIMIT} workspaces, the most an account can have. '
                      'Delete one to create another.')
     PASSWORD_STATES = ('pending', 'applied')
+    DELETED = 'workspace.delete'  # its propagation jobs go with it
+
+    @property
+    def audit_data(self):
+        """What every audit record of the workspace says of it."""
+        return {'workspace_id': self.id, 'handle': self.handle}
 
     def host(self, user_handle=None):
         """The DNS name: {user handle}-{workspace handle}.{workspace domain}."""
@@ -1190,21 +1205,6 @@ class Workspace(BaseModel):
         """'applied' when the workspace accepts password `current_version`, else 'pending'."""
         pending, applied = self.PASSWORD_STATES
         return applied if self.password_version >= current_version else pending
-
-    @classmethod
-    def for_user(cls, user):
-        """The user's workspaces, oldest first."""
-        return list(cls.select().where(cls.user == user).order_by(cls.created_at, cls.id))
-
-    @classmethod
-    def page(cls, user, limit, after=None):
-        """One keyset page of the user's workspaces, oldest first (see keyset_page)."""
-        return keyset_page(cls.select().where(cls.user == user), limit, after)
-
-    @classmethod
-    def of(cls, user, workspace_id):
-        """The user's workspace `workspace_id`, or None (someone else's is None too)."""
-        return cls.get_or_none(cls.id == workspace_id, cls.user == user)
 
     @classmethod
     def provision(cls, user, handle, ip=None):
@@ -1225,15 +1225,8 @@ class Workspace(BaseModel):
                                    password_version=password.version, password_applied_at=now,
                                    created_at=now)
             AuditRecord.write('workspace.create', user, ip, target=workspace,
-                              data={'workspace_id': workspace.id, 'handle': handle})
+                              data=workspace.audit_data)
         return workspace
-
-    def remove(self, ip=None):
-        """Delete the workspace (its propagation jobs go with it); writes `workspace.delete`."""
-        with write_transaction():
-            self.delete_instance()
-            AuditRecord.write('workspace.delete', self.user, ip, target=self,
-                              data={'workspace_id': self.id, 'handle': self.handle})
 
 
 def _database_name():

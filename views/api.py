@@ -200,6 +200,13 @@ def page_args():
     return int(raw), after
 
 
+def own_page(handle, model):
+    """One page of the bearer's own `model` rows (a models.Owned), as `limit` and
+    `next_token` ask: (rows, cursor)."""
+    own_handle(handle)
+    return model.page(g.api_user, *page_args())
+
+
 def listing(items, cursor):
     body = {'items': items}
     if cursor is not None:
@@ -352,9 +359,7 @@ def own_token(handle, token_id):
 @bearer_required
 def tokens(handle):
     """The user's tokens, oldest first."""
-    own_handle(handle)
-    limit, after = page_args()
-    page, cursor = models.Token.page(g.api_user, limit, after)
+    page, cursor = own_page(handle, models.Token)
     return listing([token_json(token) for token in page], cursor)
 
 
@@ -443,9 +448,7 @@ def audit_log(handle):
 @bearer_required
 def workspaces(handle):
     """The user's workspaces, oldest first, with the database password masked."""
-    own_handle(handle)
-    limit, after = page_args()
-    page, cursor = models.Workspace.page(g.api_user, limit, after)
+    page, cursor = own_page(handle, models.Workspace)
     if not page:  # the password is made on first use: not before there is a workspace
         return listing([], cursor)
     password = models.DatabasePassword.for_user(g.api_user)

@@ -29,12 +29,6 @@ def ok(description, schema, **extra):
     return {'description': description, 'content': content(schema), **extra}
 
 
-def created(description, schema, location):
-    """A 201 answer, with a Location header that says what `location` is."""
-    return ok(description, schema, headers={'Location': {'description': location,
-                                                         'schema': {'type': 'string'}}})
-
-
 def errors(*codes):
     """The error answers an operation can give: `codes`, and 503 (any of them can find the
     database busy)."""
@@ -337,6 +331,18 @@ def operation(operation_id, summary, responses, params=(), request_body=None, se
     return op
 
 
+def creating(operation_id, summary, request, answer, location, codes, tag):
+    """A POST under /user/{handle} that takes no fields (`request` names the schema that
+    says so) and answers 201 with what it made (`answer`, (description, schema)) and a
+    Location header that says what `location` is; `codes` are its error answers."""
+    description, schema = answer
+    return operation(operation_id, summary, {
+        '201': ok(description, schema, headers={'Location': {'description': location,
+                                                             'schema': {'type': 'string'}}}),
+        **errors(*codes)},
+        ['Handle'], body(ref(request), 'No fields.', required=False), tag=tag)
+
+
 PATHS = {
     '/actor': {
         'get': operation('actor_get', 'The user the token belongs to',
@@ -360,15 +366,12 @@ PATHS = {
                          {'200': ok('The current password, in plain text.',
                                     ref('UserDatabasePassword')),
                           **errors(401, 404, 429)}, ['Handle'], tag='UserDatabasePassword'),
-        'post': operation(
-            'user_createDBPassword', 'Rotate the database password',
-            {'201': created('The new password, in plain text. Each workspace takes it within '
-                            'a couple of minutes (its `password_status` is `pending` until '
-                            'then); existing connections are not ended.',
-                            ref('UserDatabasePassword'), 'Where the password is read.'),
-             **errors(400, 401, 404, 429)},
-            ['Handle'], body(ref('RotatePasswordRequest'), 'No fields.', required=False),
-            tag='UserDatabasePassword')},
+        'post': creating(
+            'user_createDBPassword', 'Rotate the database password', 'RotatePasswordRequest',
+            ('The new password, in plain text. Each workspace takes it within a couple of '
+             'minutes (its `password_status` is `pending` until then); existing connections '
+             'are not ended.', ref('UserDatabasePassword')),
+            'Where the password is read.', (400, 401, 404, 429), 'UserDatabasePassword')},
     '/user/{handle}/workspace': {
         'get': operation('userWorkspace_list', 'List workspaces (oldest first)',
                          {'200': ok('A page of workspaces.', ref('WorkspaceList')),
@@ -398,13 +401,11 @@ PATHS = {
                          {'200': ok('A page of tokens.', ref('TokenList')),
                           **errors(400, 401, 404, 429)},
                          ['Handle', 'Limit', 'NextToken'], tag='UserTokens'),
-        'post': operation(
+        'post': creating(
             'userToken_create', f'Create a token (at most {models.TOKEN_LIMIT} per user)',
-            {'201': created('The new token with its secret, `token`, shown this once.',
-                            ref('NewToken'), 'The URL of the new token.'),
-             **errors(400, 401, 404, 409, 429)},
-            ['Handle'], body(ref('CreateTokenRequest'), 'No fields.', required=False),
-            tag='UserTokens')},
+            'CreateTokenRequest',
+            ('The new token with its secret, `token`, shown this once.', ref('NewToken')),
+            'The URL of the new token.', (400, 401, 404, 409, 429), 'UserTokens')},
     '/user/{handle}/token/{token_id}': {
         'get': operation('userToken_get', 'One token',
                          {'200': ok('The token.', ref('Token')),
