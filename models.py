@@ -840,6 +840,7 @@ class Token(Owned, BaseModel):
         indexes = ((('user', 'slot'), True),)
 
     STATUSES = ('active', 'inactive')
+    DELETED = 'token.delete'
     # Why New Token is off at the limit, and why a token past it is refused.
     LIMIT_REACHED = (f'You already have {TOKEN_LIMIT} tokens, the most you can have at a time. '
                      'Delete one to create another.')
@@ -874,8 +875,6 @@ class Token(Owned, BaseModel):
         if not hmac.compare_digest(cls._checksum(secret[:-6]), secret[-6:]):
             return None
         return match.group(1) + '_'
-
-    DELETED = 'token.delete'
 
     @property
     def masked(self):

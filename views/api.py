@@ -254,7 +254,7 @@ def password_json(password):
 
 
 PREFERENCE_FIELDS = {'communication_' + name: name for name, _, _ in models.Preferences.CHOICES}
-SWITCH = ('enabled', 'disabled')  # a preference's value: on, off
+SWITCH = ('enabled', 'disabled')  # what a preference says: on, off
 
 
 def preferences_json(preferences, user):
@@ -263,7 +263,7 @@ def preferences_json(preferences, user):
     return present({
         'id': 'up_' + user.id.partition('_')[2], 'created_at': timestamp(user.created_at),
         'updated_at': timestamp(preferences.updated_at), 'version_id': preferences.version_id,
-        **{field: SWITCH[0] if getattr(preferences, name) else SWITCH[1]
+        **{field: 'enabled' if getattr(preferences, name) else 'disabled'
            for field, name in PREFERENCE_FIELDS.items()}})
 
 
@@ -427,7 +427,7 @@ def update_preferences(handle):
     if wrong:
         raise invalid(wrong)
     preferences = models.Preferences.change(
-        g.api_user, {PREFERENCE_FIELDS[field]: value == SWITCH[0]
+        g.api_user, {PREFERENCE_FIELDS[field]: value == 'enabled'
                      for field, value in body.items()}, request.remote_addr)
     return jsonify(preferences_json(preferences, g.api_user))
 

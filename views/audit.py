@@ -47,7 +47,8 @@ def page():
                                        'records.'), 400
     records, cursor = AuditRecord.page(current_user.id, PAGE_SIZE, after, action_type or None)
     context = dict(rows=_rows(records), next_cursor=encode_cursor(cursor) if cursor else None,
-                   action_type=action_type, action_label=action_type and AUDIT_ACTIONS[action_type].label,
+                   action_type=action_type,
+                   action_label=action_type and AUDIT_ACTIONS[action_type].label,
                    action_types=ACTION_TYPES, after=token)
     target = request.headers.get('HX-Target') if is_htmx() else None
     if target in ('audit-more', 'audit-log'):
