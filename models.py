@@ -9,6 +9,7 @@ import secrets
 import string
 import unicodedata
 import zlib
+from typing import NamedTuple
 
 from peewee import (
     BlobField,
@@ -43,6 +44,10 @@ TEMPORARY_TOKEN_LIFETIME = datetime.timedelta(days=30)
 LOGIN_REQUEST_LIFETIME = datetime.timedelta(minutes=15)
 LOGIN_CODE_ATTEMPTS = 3
 AVATAR_UPLOAD_LIFETIME = datetime.timedelta(hours=1)
+CROP_FIELDS = ('x', 'y', 'size')
+WHOLE_PIXELS = re.compile(r'-?[0-9]{1,9}')  # ASCII digits: int() would take '٥' and '1_0'
+CROP_NOT_WHOLE = 'Enter whole numbers of pixels for x, y and size.'
+CROP_NOT_TOGETHER = 'Send x, y and size together, or none of them for the centred square.'
 WORKSPACE_HANDLE_RE = re.compile(r'^[a-z0-9]{1,23}$')
 WORKSPACE_HANDLE_RULES = '1–23 lowercase letters or digits.'
 WORKSPACE_LIMIT = 10
@@ -287,6 +292,16 @@ class User(BaseModel):
             AuditRecord.write('user.update', self, ip, target=self,
                               data={'handle': {'old': old, 'new': handle}})
 
+    def update_profile(self, display_name=None, handle=None, ip=None):
+        """Set the display name and the handle, each unless None, in one transaction: both
+        change or neither (raises Invalid for the first one refused). The current handle
+        changes nothing."""
+        with write_transaction():
+            if display_name is not None:
+                self.set_display_name(display_name, ip)
+            if handle is not None and handle.strip().lower() != self.handle:
+                self.change_handle(handle, ip)
+
     def delete_account(self):
         """Remove the account and every row that belongs to it, in one transaction. The email
         address is free at once; the handle is held (for nobody) for HANDLE_HOLD."""
@@ -493,6 +508,114 @@ def _printable(text):
     return ''.join(c for c in text if unicodedata.category(c) != 'Cc')
 
 
+def keyset_page(query, limit, after=None, newest_first=False):
+    """One page of `query`'s rows in (created_at, id) order, oldest first or `newest_first`,
+    after the cursor `after`: the (created_at, id) of the last row of the page before.
+
+    Keyset pagination: with an index ending in (created_at, id), page 1,000 costs what page 1
+    does, and rows written meanwhile shift no page. Returns (rows, the cursor of the last row,
+    or None when there are no more)."""
+    model = query.model
+    key = Tuple(model.created_at, model.id)
+    if after:
+        query = query.where(key < Tuple(*after) if newest_first else key > Tuple(*after))
+    order = (model.created_at.desc(), model.id.desc()) if newest_first else (model.created_at,
+                                                                                model.id)
+    rows = list(query.order_by(*order).limit(limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, ((rows[-1].created_at, rows[-1].id) if more else None)
+
+
+class Owned:
+    """A model whose rows each belong to one user (`user`), are listed oldest first, and are
+    deleted with an audit record of type DELETED that holds their `audit_data`."""
+
+    @classmethod
+    def for_user(cls, user):
+        """The user's rows, oldest first."""
+        return list(cls.select().where(cls.user == user).order_by(cls.created_at, cls.id))
+
+    @classmethod
+    def page(cls, user, limit, after=None):
+        """One keyset page of the user's rows, oldest first (see keyset_page)."""
+        return keyset_page(cls.select().where(cls.user == user), limit, after)
+
+    @classmethod
+    def of(cls, user, row_id):
+        """The user's row `row_id`, or None: someone else's is None too, so that a view
+        answers both alike (404)."""
+        return cls.get_or_none(cls.id == row_id, cls.user == user)
+
+    def remove(self, ip=None):
+        """Delete the row for good (with the rows that cascade from it); writes DELETED."""
+        with write_transaction():
+            self.delete_instance()
+            AuditRecord.write(self.DELETED, self.user, ip, target=self, data=self.audit_data)
+
+
+class AuditAction(NamedTuple):
+    """An action type audit records are written with: what the Audit Log's filter calls it,
+    and what a record of it says the actor did, after their handle.
+
+    A sentence is a str.format template over the record's data; `{token}` stands for the
+    token the data names by its last 4 characters. `variants` maps a condition on the data to
+    the sentence it calls for instead, the first that holds winning: `key` holds when the data
+    has a value there, `key.inner` when data[key] has one at `inner`, and `key.inner=value`
+    when that value is `value`."""
+    name: str
+    label: str
+    sentence: str
+    variants: dict = {}
+
+    def says(self, data):
+        """The sentence a record of this action with `data` reads as."""
+        for condition, sentence in self.variants.items():
+            path, _, wanted = condition.partition('=')
+            value = data
+            for key in path.split('.'):
+                value = value.get(key) if isinstance(value, dict) else None
+            if value is not None and value != '' and (not wanted or str(value) == wanted):
+                return sentence
+        return self.sentence
+
+
+# Every action type the app writes, in the order the Audit Log's filter lists them. The
+# filter, the sentences in the log and the OpenAPI document all read this list.
+AUDIT_ACTIONS = {action.name: action for action in (
+    AuditAction('user.signup', 'Signed up', 'signed up'),
+    AuditAction('user.login', 'Logged in', 'logged in'),
+    AuditAction('user.login.failed', 'Wrong password typed', 'failed to log in (wrong password)',
+                {'session_id': 'failed to confirm their password (wrong password)'}),
+    AuditAction('user.logout', 'Logged out', 'logged out'),
+    AuditAction('user.update', 'Profile changed', 'updated their profile', {
+        'display_name.new': 'changed their display name to “{display_name[new]}”',
+        'handle.new': 'changed their handle from {handle[old]} to {handle[new]}'}),
+    AuditAction('user.preferences.update', 'Notification preferences changed',
+                'changed their notification preferences'),
+    AuditAction('user.avatar.update', 'Avatar uploaded', 'uploaded a new avatar'),
+    AuditAction('user.avatar.delete', 'Avatar reset', 'reset their avatar'),
+    AuditAction('user.password.rotate', 'Database password rotated',
+                'rotated their database password',
+                {'version': 'rotated their database password (version {version})'}),
+    AuditAction('user.session.revoke', 'Session revoked', 'logged out another browser session'),
+    AuditAction('workspace.create', 'Workspace created', 'created workspace {handle}'),
+    AuditAction('workspace.delete', 'Workspace deleted', 'deleted workspace {handle}'),
+    AuditAction('token.create', 'Token created', 'created {token}'),
+    AuditAction('token.update', 'Token activated or deactivated', 'changed {token}', {
+        'status.new=inactive': 'deactivated {token}', 'status.new=active': 'activated {token}'}),
+    AuditAction('token.delete', 'Token deleted', 'deleted {token}'),
+    AuditAction('user.authentication.reset', 'Authentication reset',
+                'reset authentication, logging out every session and revoking every token'),
+    AuditAction('login_token.confirm', 'CLI login verified', 'verified a CLI login request',
+                {'requested_from': 'verified a CLI login request from {requested_from}'}),
+    AuditAction('login_token.decline', 'CLI login declined', 'declined a CLI login request',
+                {'requested_from': 'declined a CLI login request from {requested_from}'}),
+    AuditAction('login_token.create', 'CLI login completed',
+                'logged in with the CLI (a temporary token was issued)'),
+)}
+
+
 class AuditRecord(BaseModel):
     """One thing that happened to an account. Written once, never updated."""
     id = CharField(primary_key=True, default=lambda: new_id('a'))
@@ -520,6 +643,25 @@ class AuditRecord(BaseModel):
             actor_display_name=actor.display_name, actor_ip=ip,
             target_id=getattr(target, 'id', None), target_handle=getattr(target, 'handle', None),
             data=json.dumps(data or {}, sort_keys=True))
+
+    @classmethod
+    def page(cls, identity, limit, after=None, action_type=None):
+        """One keyset page of an account's audit log, newest first, of one `action_type` or
+        of all (see keyset_page; the (identity, created_at, id) index serves it)."""
+        query = cls.select().where(cls.identity == identity)
+        if action_type:
+            query = query.where(cls.action_type == action_type)
+        return keyset_page(query, limit, after, newest_first=True)
+
+    @staticmethod
+    def actors(records):
+        """The users who acted in `records` that still exist, by id, in one query: their
+        ids and avatar versions, for their avatars' URLs."""
+        ids = {record.actor_id for record in records if record.actor_id}
+        if not ids:
+            return {}
+        return {user.id: user for user in
+                User.select(User.id, User.avatar_version).where(User.id.in_(ids))}
 
 
 class Avatar(BaseModel):
@@ -567,15 +709,36 @@ class Avatar(BaseModel):
                 type(self).user == self.user_id, type(self).default_large.is_null()).execute()
         return bytes(getattr(self, 'default_' + suffix))
 
+    @staticmethod
+    def crop_box(fields, required=True):
+        """The crop square (x, y, size) that the text `fields` x, y and size give, in the
+        pixels of the image as shown; None, for the centred square, when none is given and
+        the square is not `required` (the crop step always shows one; the API may leave it
+        out). Raises Invalid at each field that is not a whole number of pixels, or missing
+        while others are given. Whether the square lies inside the image is imaging's to say."""
+        values = {name: (fields.get(name) or '').strip() for name in CROP_FIELDS}
+        if not required and not any(values.values()):
+            return None
+        errors = {name: CROP_NOT_TOGETHER if not (value or required) else CROP_NOT_WHOLE
+                  for name, value in values.items() if not WHOLE_PIXELS.fullmatch(value)}
+        if errors:
+            raise Invalid(errors)
+        return tuple(int(value) for value in values.values())
+
     @classmethod
-    def set_custom(cls, user, images, ip=None):
-        """Show `images` (large, small WebP) as the user's avatar; writes user.avatar.update."""
+    def set_custom(cls, user, original, box=None, ip=None, upload=None):
+        """Crop `user`'s avatar from the image `original` by `box` (see crop_box; raises
+        imaging.BadImage or imaging.Busy) and show it; writes user.avatar.update. The
+        AvatarUpload it came from, if any, goes in the same transaction."""
+        large, small = imaging.avatar(original, box)  # decoded before the write lock is taken
         with write_transaction():
             cls.for_user(user.id)
-            cls.update(custom_large=images[0], custom_small=images[1],
+            cls.update(custom_large=large, custom_small=small,
                        updated_at=utcnow()).where(cls.user == user.id).execute()
             _new_avatar_version(user)
             AuditRecord.write('user.avatar.update', user, ip, target=user)
+            if upload is not None:
+                upload.delete_instance()
 
     @classmethod
     def reset(cls, user, ip=None):
@@ -648,20 +811,18 @@ class AvatarUpload(BaseModel):
         return cls.get_or_none(cls.id == upload_id, cls.user == user.id,
                                cls.expires_at > utcnow())
 
-    def crop(self, user, x, y, size, ip=None):
-        """Crop `user`'s avatar from the original (raises imaging.BadImage), show it, and
-        let the upload go."""
-        images = imaging.avatar(bytes(self.original), (x, y, size))
-        with write_transaction():
-            Avatar.set_custom(user, images, ip)
-            self.delete_instance()
+    def crop(self, user, fields, ip=None):
+        """Crop `user`'s avatar from the original by the square the text `fields` x, y and
+        size give (raises Invalid, imaging.BadImage or imaging.Busy), show it, and let the
+        upload go."""
+        Avatar.set_custom(user, bytes(self.original), Avatar.crop_box(fields), ip, upload=self)
 
     def cancel(self):
         """Let the upload go without changing the avatar."""
         type(self).delete().where(type(self).id == self.id).execute()
 
 
-class Token(BaseModel):
+class Token(Owned, BaseModel):
     """A user's API token. Only a hash of the secret is kept, and its last 4 characters.
 
     Each token sits in one of TOKEN_LIMIT slots, unique per user: the database itself
@@ -679,6 +840,12 @@ class Token(BaseModel):
 
     class Meta:
         indexes = ((('user', 'slot'), True),)
+
+    STATUSES = ('active', 'inactive')
+    DELETED = 'token.delete'
+    # Why New Token is off at the limit, and why a token past it is refused.
+    LIMIT_REACHED = (f'You already have {TOKEN_LIMIT} tokens, the most you can have at a time. '
+                     'Delete one to create another.')
 
     # A secret is its prefix ('pst_', or 'pstt_' for a TemporaryToken), 30 random base62
     # characters, and the 6-character base62 CRC32 of all before it.
@@ -711,64 +878,52 @@ class Token(BaseModel):
             return None
         return match.group(1) + '_'
 
-    def works(self):
-        """True while requests may act by this token (see database.act_as)."""
-        return self.status == 'active'
-
     @property
     def masked(self):
         return f'pst_…{self.last4}'
 
-    @classmethod
-    def for_user(cls, user):
-        return list(cls.select().where(cls.user == user).order_by(cls.created_at, cls.id))
+    @property
+    def audit_data(self):
+        """What every audit record of the token says of it."""
+        return {'token_id': self.id, 'last4': self.last4}
 
     @classmethod
     def issue(cls, user, ip=None):
         """A new active token for `user`; returns (token, secret). Raises Refused at the limit."""
-        refusal = (f'You already have {TOKEN_LIMIT} tokens, the most you can have at a time. '
-                   'Delete one to create another.')
         secret = cls.new_secret('pst_')
         try:
             with write_transaction():
                 used = {t.slot for t in cls.select(cls.slot).where(cls.user == user)}
                 free = [slot for slot in range(1, TOKEN_LIMIT + 1) if slot not in used]
                 if not free:
-                    raise Refused(refusal)
+                    raise Refused(cls.LIMIT_REACHED)
                 token = cls.create(user=user, slot=free[0], token_hash=sha256(secret),
                                    last4=secret[-4:])
-                AuditRecord.write('token.create', user, ip, target=token,
-                                  data={'token_id': token.id, 'last4': token.last4})
+                AuditRecord.write('token.create', user, ip, target=token, data=token.audit_data)
         except IntegrityError:
-            raise Refused(refusal) from None
+            raise Refused(cls.LIMIT_REACHED) from None
         return token, secret
 
     def set_status(self, status, ip=None):
         """Activate or deactivate; writes `token.update` when the status changes.
 
         Read again under the write lock, so a token deleted meanwhile is left alone."""
-        if status not in ('active', 'inactive'):
+        if status not in self.STATUSES:
             raise Invalid({'status': 'Status must be "active" or "inactive".'})
         with write_transaction():
             current = Token.get_or_none(Token.id == self.id)
             if current is None or current.status == status:
                 return False
             old, self.status = current.status, status
-            self.version_id = current.version_id
-            self.updated_at = utcnow()
-            self.version_id += 1
+            self.version_id, self.updated_at = current.version_id + 1, utcnow()
             self.save()
             AuditRecord.write('token.update', self.user, ip, target=self,
-                              data={'token_id': self.id, 'last4': self.last4,
-                                    'status': {'old': old, 'new': status}})
+                              data={**self.audit_data, 'status': {'old': old, 'new': status}})
         return True
 
-    def remove(self, ip=None):
-        """Delete the token for good; writes `token.delete`."""
-        with write_transaction():
-            self.delete_instance()
-            AuditRecord.write('token.delete', self.user, ip, target=self,
-                              data={'token_id': self.id, 'last4': self.last4})
+    def works(self):
+        """True while requests may act by this token (see database.act_as)."""
+        return self.status == 'active'
 
 
 class TemporaryToken(BaseModel):
@@ -814,6 +969,10 @@ class LoginRequest(BaseModel):
     user = ForeignKeyField(User, null=True, backref='login_requests', on_delete='CASCADE')
     code_hash = CharField(null=True)
     attempts = IntegerField(default=0)
+
+    # What the page and the API say of a request that open_request or claim gives as None.
+    GONE = ('This login request does not exist, has expired or was already answered. '
+            'Start a new one from the command line.')
 
     @classmethod
     def start(cls, ip=None):
@@ -920,23 +1079,6 @@ def reset_authentication(user, ip=None):
     return counts
 
 
-def audit_page(identity, limit, after=None, action_type=None):
-    """One page of an account's audit log, newest first, after the (created_at, id) cursor.
-
-    Keyset pagination on the (identity, created_at, id) index: page 1,000 costs what page 1
-    does. Returns (records, cursor of the last record or None when there are no more)."""
-    query = AuditRecord.select().where(AuditRecord.identity == identity)
-    if action_type:
-        query = query.where(AuditRecord.action_type == action_type)
-    if after:
-        query = query.where(Tuple(AuditRecord.created_at, AuditRecord.id) < Tuple(*after))
-    records = list(query.order_by(AuditRecord.created_at.desc(), AuditRecord.id.desc())
-                   .limit(limit + 1))
-    more = len(records) > limit
-    records = records[:limit]
-    return records, ((records[-1].created_at, records[-1].id) if more else None)
-
-
 class HandleHold(BaseModel):
     """A handle let go: only `user` (its old owner; None after deleting the account) may take
     it until `until`. The owner's old settings URLs redirect to the new handle meanwhile."""
@@ -1024,7 +1166,7 @@ class DatabasePassword(BaseModel):
         return cls.get(cls.user == user)
 
 
-class Workspace(BaseModel):
+class Workspace(Owned, BaseModel):
     """A Postgres endpoint of a user's, reached at `host` with the user's database password."""
     id = CharField(primary_key=True, default=lambda: new_id('w'))
     user = ForeignKeyField(User, backref='workspaces', on_delete='CASCADE')
@@ -1039,6 +1181,17 @@ class Workspace(BaseModel):
     class Meta:
         indexes = ((('user', 'handle'), True),)
 
+    # Why New Workspace is off at the limit, and why a workspace past it is refused.
+    LIMIT_REACHED = (f'You have {WORKSPACE_LIMIT} workspaces, the most an account can have. '
+                     'Delete one to create another.')
+    PASSWORD_STATES = ('pending', 'applied')
+    DELETED = 'workspace.delete'  # its propagation jobs go with it
+
+    @property
+    def audit_data(self):
+        """What every audit record of the workspace says of it."""
+        return {'workspace_id': self.id, 'handle': self.handle}
+
     def host(self, user_handle=None):
         """The DNS name: {user handle}-{workspace handle}.{workspace domain}."""
         return f'{user_handle or self.user.handle}-{self.handle}.{Config.workspace_domain}'
@@ -1051,17 +1204,8 @@ class Workspace(BaseModel):
 
     def password_state(self, current_version):
         """'applied' when the workspace accepts password `current_version`, else 'pending'."""
-        return 'applied' if self.password_version >= current_version else 'pending'
-
-    @classmethod
-    def for_user(cls, user):
-        """The user's workspaces, oldest first."""
-        return list(cls.select().where(cls.user == user).order_by(cls.created_at, cls.id))
-
-    @classmethod
-    def of(cls, user, workspace_id):
-        """The user's workspace `workspace_id`, or None (someone else's is None too)."""
-        return cls.get_or_none(cls.id == workspace_id, cls.user == user)
+        pending, applied = self.PASSWORD_STATES
+        return applied if self.password_version >= current_version else pending
 
     @classmethod
     def provision(cls, user, handle, ip=None):
@@ -1073,8 +1217,7 @@ class Workspace(BaseModel):
                            or 'A workspace handle is ' + WORKSPACE_HANDLE_RULES})
         with write_transaction():
             if cls.select().where(cls.user == user).count() >= WORKSPACE_LIMIT:
-                raise Refused(f'You have {WORKSPACE_LIMIT} workspaces, the most an account '
-                              'can have. Delete one to create another.')
+                raise Refused(cls.LIMIT_REACHED)
             if cls.select().where(cls.user == user, cls.handle == handle).exists():
                 raise Invalid({'handle': 'You already have a workspace with this handle.'})
             password = DatabasePassword.for_user(user)
@@ -1083,15 +1226,8 @@ class Workspace(BaseModel):
                                    password_version=password.version, password_applied_at=now,
                                    created_at=now)
             AuditRecord.write('workspace.create', user, ip, target=workspace,
-                              data={'workspace_id': workspace.id, 'handle': handle})
+                              data=workspace.audit_data)
         return workspace
-
-    def remove(self, ip=None):
-        """Delete the workspace (its propagation jobs go with it); writes `workspace.delete`."""
-        with write_transaction():
-            self.delete_instance()
-            AuditRecord.write('workspace.delete', self.user, ip, target=self,
-                              data={'workspace_id': self.id, 'handle': self.handle})
 
 
 def _database_name():

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import database  # noqa: E402
 import models  # noqa: E402  (Penstock itself, from the repository root)
 from app import create_app  # noqa: E402
-from views.api import encode_cursor  # noqa: E402
+from views import encode_cursor  # noqa: E402
 from views.audit import PAGE_SIZE  # noqa: E402
 
 SIZES = (1_000, quick_or(1_000_000, 20_000))

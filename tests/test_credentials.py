@@ -216,7 +216,7 @@ def test_audit_pages_follow_the_cursor_without_gaps_or_repeats(alice):
     models.AuditRecord.insert_many(rows).execute()
     seen, cursor = [], None
     while True:
-        records, cursor = models.audit_page(alice, 40, after=cursor)
+        records, cursor = models.AuditRecord.page(alice, 40, after=cursor)
         seen.extend(r.id for r in records)
         if cursor is None:
             break
@@ -225,5 +225,5 @@ def test_audit_pages_follow_the_cursor_without_gaps_or_repeats(alice):
     keys = [(r.created_at, r.id) for r in
             (models.AuditRecord.get_by_id(i) for i in seen)]
     assert keys == sorted(keys, reverse=True)
-    tokens, _ = models.audit_page(alice, 100, action_type='token.create')
+    tokens, _ = models.AuditRecord.page(alice, 100, action_type='token.create')
     assert {r.action_type for r in tokens} == {'token.create'} and len(tokens) == 84

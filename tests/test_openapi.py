@@ -159,7 +159,7 @@ def test_the_document_needs_no_token_and_is_not_cached(client):
 
 
 def test_cli_login_answers_match_the_document(app, client, user):
-    """The CLI login endpoints live in views/cli_login.py; the document must tell their truth."""
+    """The CLI login endpoints, browser side and CLI side: the document must tell their truth."""
     cli = app.test_client()
 
     def call(who, method, url, **kwargs):

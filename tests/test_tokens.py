@@ -21,7 +21,6 @@ from tests.helpers import (
 URL = '/user/alice/settings/tokens'
 LIMIT_REFUSAL = ('You already have 2 tokens, the most you can have at a time. '
                  'Delete one to create another.')
-LIMIT_REASON = 'You have 2 tokens, the most you can have at a time. Delete one to create another.'
 WARNING = 'Make a secure note of the token as you will not be able to retrieve it again.'
 
 
@@ -239,7 +238,7 @@ def test_at_the_limit_new_token_is_disabled_with_the_reason(client, logged_in):
     button = page.find('button', id='new-token-button')
     assert button.has_attr('disabled')
     reason = page.find(id=button['aria-describedby'])
-    assert reason.get_text(strip=True) == LIMIT_REASON
+    assert reason.get_text(strip=True) == LIMIT_REFUSAL  # the reason is the refusal's
     assert len(page.find(id='token-list').find_all('tr', id=re.compile('^token-'))) == 2
 
 

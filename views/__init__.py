@@ -1,7 +1,10 @@
 """What every blueprint shares: the Flask extensions, the page-or-fragment rendering, the
-guard on dangerous actions, where a return target may lead and the check for control characters
-in URLs and headers."""
+guard on dangerous actions, where a return target may lead, the check for control characters
+in URLs and headers, and the signed cursors and record shape of the audit log's pages, the API's
+and the exports'."""
+import datetime
 import functools
+import json
 import re
 from urllib.parse import quote, urlsplit
 
@@ -20,8 +23,10 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFProtect
+from itsdangerous import BadSignature, URLSafeSerializer
 
 from models import HandleHold
+from views.avatars import avatar_url
 
 login_manager = LoginManager()
 # Flask-Login's session protection only marks a session "not fresh" when the IP or browser
@@ -128,6 +133,49 @@ def control_character():
         if found:
             return where, found.group()
     return None
+
+
+def _cursors():
+    return URLSafeSerializer(current_app.secret_key, salt='api-next-token')
+
+
+def encode_cursor(cursor):
+    """A keyset cursor (created_at, id) as a signed token for a URL (`next_token`, `after`)."""
+    created_at, record_id = cursor
+    return _cursors().dumps([created_at.isoformat(), record_id])
+
+
+def decode_cursor(token):
+    """The cursor encode_cursor made `token` from, or None when it made no such token."""
+    try:
+        created_at, record_id = _cursors().loads(token)
+        return datetime.datetime.fromisoformat(created_at), record_id
+    except (BadSignature, ValueError, TypeError):
+        return None
+
+
+def timestamp(value):
+    return value.isoformat(timespec='milliseconds') + 'Z' if value else None
+
+
+def present(fields):
+    """Drop the fields without a value: the API leaves them out rather than sending null."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def audit_json(record, actors):
+    """One audit record with SPEC's field names, as the API and the exports show it;
+    `actors` is AuditRecord.actors() of the records it is shown with."""
+    actor = actors.get(record.actor_id)
+    return present({
+        'id': record.id, 'action_type': record.action_type, 'actor_id': record.actor_id or '',
+        'actor_handle': record.actor_handle or '',
+        'actor_display_name': record.actor_display_name or '',
+        'actor_avatar_url': avatar_url(actor, external=True) if actor else '',
+        'actor_ip': record.actor_ip or '', 'identity_id': record.identity_id,
+        'identity_handle': record.identity_handle, 'target_id': record.target_id,
+        'target_handle': record.target_handle, 'data': json.loads(record.data),
+        'created_at': timestamp(record.created_at)})
 
 
 # What a browser drops before it reads a URL (WHATWG URL standard): C0 controls and spaces at

@@ -1,20 +1,30 @@
-"""The JSON API under /api/v0: bearer-token auth, problem-style errors, keyset pages.
+"""The JSON API under /api/v0: bearer-token auth, problem-style errors, keyset pages, and
+CLI login's endpoints (the CLI starts a request and trades its code for a temporary token; the
+browser side verifies or declines it with the session and the page's CSRF token).
 
 The document that describes it is views/openapi.py, served at /api/v0/openapi.json."""
-import datetime
 import functools
 import json
 import re
 
-from flask import Blueprint, current_app, g, jsonify, request, url_for
-from itsdangerous import BadSignature, URLSafeSerializer
-from peewee import Tuple
+from flask import Blueprint, g, jsonify, request, url_for
+from flask_login import current_user
+from flask_wtf.csrf import ValidationError, validate_csrf
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import database
 import imaging
 import models
-from views import avatars, csrf
+from views import (
+    audit_json,
+    avatars,
+    csrf,
+    decode_cursor,
+    encode_cursor,
+    limiter,
+    present,
+    timestamp,
+)
 from views.profile import TOO_LARGE, accepts_upload, limit_uploads
 
 bp = Blueprint('api', __name__, url_prefix='/api/v0')
@@ -45,7 +55,7 @@ def problem(status, title, detail='', validation_errors=None, headers=None):
     return response
 
 
-# App-wide, so other blueprints under /api/v0 (CLI login) can raise it too.
+# App-wide, so that app.py's handlers can answer with it too.
 @bp.app_errorhandler(ApiError)
 def api_error(error):
     return problem(error.status, error.title, error.detail, error.validation_errors,
@@ -170,24 +180,6 @@ def _lone_surrogate(body):
     return None
 
 
-def _cursor_serializer():
-    return URLSafeSerializer(current_app.secret_key, salt='api-next-token')
-
-
-def encode_cursor(cursor):
-    created_at, record_id = cursor
-    return _cursor_serializer().dumps([created_at.isoformat(), record_id])
-
-
-def decode_cursor(token):
-    try:
-        created_at, record_id = _cursor_serializer().loads(token)
-        return datetime.datetime.fromisoformat(created_at), record_id
-    except (BadSignature, ValueError, TypeError):
-        raise ApiError(400, 'Bad Request', 'next_token is not one this API gave out.',
-                       [('query.next_token', 'invalid')]) from None
-
-
 def invalid(errors):
     """A 400 listing each broken rule of `errors` ({field: message}) at `body.<field>`."""
     return ApiError(400, 'Bad Request', 'The request is not valid: see validation_errors.',
@@ -201,7 +193,18 @@ def page_args():
         raise ApiError(400, 'Bad Request', f'limit must be a whole number from 1 to {PAGE_MAX}.',
                        [('query.limit', f'must be 1 to {PAGE_MAX}')])
     token = request.args.get('next_token')
-    return int(raw), decode_cursor(token) if token else None
+    after = decode_cursor(token) if token else None
+    if token and after is None:
+        raise ApiError(400, 'Bad Request', 'next_token is not one this API gave out.',
+                       [('query.next_token', 'invalid')])
+    return int(raw), after
+
+
+def own_page(handle, model):
+    """One page of the bearer's own `model` rows (a models.Owned), as `limit` and
+    `next_token` ask: (rows, cursor)."""
+    own_handle(handle)
+    return model.page(g.api_user, *page_args())
 
 
 def listing(items, cursor):
@@ -209,15 +212,6 @@ def listing(items, cursor):
     if cursor is not None:
         body['next_token'] = encode_cursor(cursor)
     return jsonify(body)
-
-
-def timestamp(value):
-    return value.isoformat(timespec='milliseconds') + 'Z' if value else None
-
-
-def present(fields):
-    """Drop the fields without a value: the API leaves them out rather than sending null."""
-    return {name: value for name, value in fields.items() if value is not None}
 
 
 def avatar_url(user):
@@ -260,6 +254,7 @@ def password_json(password):
 
 
 PREFERENCE_FIELDS = {'communication_' + name: name for name, _, _ in models.Preferences.CHOICES}
+SWITCH = ('enabled', 'disabled')  # what a preference says: on, off
 
 
 def preferences_json(preferences, user):
@@ -270,32 +265,6 @@ def preferences_json(preferences, user):
         'updated_at': timestamp(preferences.updated_at), 'version_id': preferences.version_id,
         **{field: 'enabled' if getattr(preferences, name) else 'disabled'
            for field, name in PREFERENCE_FIELDS.items()}})
-
-
-def actors_of(records):
-    """The users who acted in `records`, by id, in one query (for their avatar URLs)."""
-    ids = {record.actor_id for record in records if record.actor_id}
-    if not ids:
-        return {}
-    users = models.User.select(models.User.id, models.User.avatar_version) \
-        .where(models.User.id.in_(ids))
-    return {user.id: user for user in users}
-
-
-def audit_json(record, actors=None):
-    """One audit record; pass `actors` from actors_of() when there are many records."""
-    if actors is None:
-        actors = actors_of([record])
-    actor = actors.get(record.actor_id)
-    return present({
-        'id': record.id, 'action_type': record.action_type, 'actor_id': record.actor_id or '',
-        'actor_handle': record.actor_handle or '',
-        'actor_display_name': record.actor_display_name or '',
-        'actor_avatar_url': avatar_url(actor) if actor else '',
-        'actor_ip': record.actor_ip or '', 'identity_id': record.identity_id,
-        'identity_handle': record.identity_handle, 'target_id': record.target_id,
-        'target_handle': record.target_handle, 'data': json.loads(record.data),
-        'created_at': timestamp(record.created_at)})
 
 
 @bp.get('/actor')
@@ -315,18 +284,12 @@ def update_user(handle):
              if not isinstance(value, str)}
     if wrong:
         raise invalid(wrong)
-    user, ip = g.api_user, request.remote_addr
-    new_handle = body.get('handle', handle).strip().lower()
     try:
-        # Both or neither: a refused handle undoes the display name changed just before it.
-        with database.write_transaction():
-            if 'display_name' in body:
-                user.set_display_name(body['display_name'], ip)
-            if new_handle != user.handle:
-                user.change_handle(new_handle, ip)
+        g.api_user.update_profile(body.get('display_name'), body.get('handle'),
+                                  request.remote_addr)
     except models.Invalid as error:
         raise invalid(error.errors) from None
-    return jsonify(user_json(user))
+    return jsonify(user_json(g.api_user))
 
 
 @bp.delete('/user/<handle>')
@@ -353,29 +316,23 @@ def upload_avatar(handle):
         raise ApiError(413, 'Content Too Large', TOO_LARGE) from None
     if file is None:
         raise invalid({'avatar': 'send the image as the multipart form field "avatar"'})
-    fields = {name: form.get(name, '').strip() for name in ('x', 'y', 'size')}
-    box = None
-    if any(fields.values()):
-        wrong = {name: 'send x, y and size together, or none of them' if not value
-                 else 'must be a whole number of pixels'
-                 for name, value in fields.items() if not re.fullmatch(r'-?[0-9]{1,9}', value)}
-        if wrong:
-            raise invalid(wrong)
-        box = tuple(int(value) for value in fields.values())
     try:
-        images = imaging.avatar(file.read(imaging.UPLOAD_LIMIT + 1), box)
+        box = models.Avatar.crop_box(form, required=False)
+        models.Avatar.set_custom(g.api_user, file.read(imaging.UPLOAD_LIMIT + 1), box,
+                                 request.remote_addr)
+    except models.Invalid as error:
+        raise invalid(error.errors) from None
     except imaging.BadImage as bad:
         raise invalid({'avatar': bad.message}) from None
     except imaging.Busy as busy:
         raise ApiError(503, 'Service Unavailable', busy.message,
                        headers={'Retry-After': str(busy.retry_after)}) from None
-    models.Avatar.set_custom(g.api_user, images, request.remote_addr)
     return jsonify({'avatar_url': avatar_url(g.api_user)})
 
 
 @bp.errorhandler(429)
 def too_many_requests(error):
-    """A rate limit (the avatar upload's) as the error object, in the limit's own words."""
+    """A rate limit (the avatar upload's, CLI login's) as the error object, in its own words."""
     return problem(429, 'Too Many Requests', error.description)
 
 
@@ -388,22 +345,10 @@ def reset_avatar(handle):
     return jsonify({'avatar_url': avatar_url(g.api_user)})
 
 
-def oldest_first(query, model, limit, after=None):
-    """One page of `query` (over `model`), oldest first, after the (created_at, id) cursor.
-    Returns (rows, cursor of the last row or None when there are no more)."""
-    if after:
-        query = query.where(Tuple(model.created_at, model.id) > Tuple(*after))
-    rows = list(query.order_by(model.created_at, model.id).limit(limit + 1))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, ((rows[-1].created_at, rows[-1].id) if more else None)
-
-
 def own_token(handle, token_id):
     """The token `token_id` of the bearer's own user; anyone else's, or none, is a 404."""
     own_handle(handle)
-    token = models.Token.get_or_none((models.Token.id == token_id)
-                                     & (models.Token.user == g.api_user.id))
+    token = models.Token.of(g.api_user.id, token_id)
     if token is None:
         raise ApiError(404, 'Not Found', f'No token with id "{token_id}".')
     token.user = g.api_user  # already loaded: the audit record needs it
@@ -414,10 +359,7 @@ def own_token(handle, token_id):
 @bearer_required
 def tokens(handle):
     """The user's tokens, oldest first."""
-    own_handle(handle)
-    limit, after = page_args()
-    page, cursor = oldest_first(models.Token.select().where(models.Token.user == g.api_user),
-                                models.Token, limit, after)
+    page, cursor = own_page(handle, models.Token)
     return listing([token_json(token) for token in page], cursor)
 
 
@@ -481,7 +423,7 @@ def update_preferences(handle):
     own_handle(handle)
     body = json_body(PREFERENCE_FIELDS)
     wrong = {field: 'must be "enabled" or "disabled"' for field, value in body.items()
-             if value not in ('enabled', 'disabled')}
+             if value not in SWITCH}
     if wrong:
         raise invalid(wrong)
     preferences = models.Preferences.change(
@@ -496,9 +438,9 @@ def audit_log(handle):
     """The user's audit records, newest first; `action_type` keeps only one kind."""
     own_handle(handle)
     limit, after = page_args()
-    records, cursor = models.audit_page(g.api_user, limit, after,
-                                        request.args.get('action_type'))
-    actors = actors_of(records)
+    records, cursor = models.AuditRecord.page(g.api_user, limit, after,
+                                              request.args.get('action_type'))
+    actors = models.AuditRecord.actors(records)
     return listing([audit_json(record, actors) for record in records], cursor)
 
 
@@ -506,10 +448,7 @@ def audit_log(handle):
 @bearer_required
 def workspaces(handle):
     """The user's workspaces, oldest first, with the database password masked."""
-    own_handle(handle)
-    limit, after = page_args()
-    query = models.Workspace.select().where(models.Workspace.user == g.api_user)
-    page, cursor = oldest_first(query, models.Workspace, limit, after)
+    page, cursor = own_page(handle, models.Workspace)
     if not page:  # the password is made on first use: not before there is a workspace
         return listing([], cursor)
     password = models.DatabasePassword.for_user(g.api_user)
@@ -536,3 +475,106 @@ def rotate_password(handle):
     response.status_code = 201
     response.headers['Location'] = url_for('.password', handle=handle)
     return response
+
+
+CODE_RE = re.compile(r'^[0-9]{6}$')
+
+
+@bp.post('/login/token')
+@limiter.limit('30 per minute', error_message='Too many login requests. Wait a minute, then '
+                                              'try again.')
+def login_start():
+    """Start a CLI login request; the user verifies it at the returned `url` (no
+    authentication: anyone may start one)."""
+    if request.get_data():
+        json_body(())
+    login_request = models.LoginRequest.start(request.remote_addr)
+    return jsonify(login_request_json(login_request)), 201
+
+
+@bp.patch('/login/token/<request_id>')
+def login_confirm(request_id):
+    """The browser side: the logged-in user verifies the request and gets its code."""
+    user = session_user()
+    if request.get_data():
+        body = json_body(('status',))
+        if body.get('status', 'confirmed') != 'confirmed':
+            raise ApiError(400, 'Bad Request', 'The only status this takes is "confirmed".',
+                           [('body.status', 'must be "confirmed"')])
+    if not user.session.recently_authenticated:
+        raise password_not_recent(request_id)
+    login_request = models.LoginRequest.claim(request_id, user) or login_gone()
+    try:
+        code = login_request.confirm(user, request.remote_addr)
+    except models.Refused as refused:
+        raise ApiError(409, 'Conflict', str(refused)) from None
+    return jsonify({'id': login_request.id, 'status': 'confirmed', 'code': code})
+
+
+@bp.delete('/login/token/<request_id>')
+def login_decline(request_id):
+    """The browser side: the logged-in user declines (deletes) the request."""
+    user = session_user()
+    login_request = models.LoginRequest.claim(request_id, user) or login_gone()
+    login_request.decline(user, request.remote_addr)
+    return '', 204
+
+
+@bp.get('/login/token/<request_id>')
+def login_exchange(request_id):
+    """The CLI side: trade the 6-digit code of a verified request for a temporary token."""
+    code = request.args.get('code', '')
+    if not CODE_RE.match(code):
+        raise ApiError(400, 'Bad Request', 'Send the 6-digit code shown in the browser as ?code=.',
+                       [('query.code', 'must be 6 digits')])
+    login_request = models.LoginRequest.open_request(request_id) or login_gone()
+    try:
+        secret = login_request.exchange(code, request.remote_addr)
+    except models.WrongCode as wrong:
+        raise ApiError(400, 'Bad Request', str(wrong), [
+            ('query.code', f'wrong code; {wrong.attempts_left or "no"} attempts left')]) from None
+    except models.NotVerified:
+        raise ApiError(409, 'Conflict', 'This login request has not been verified in the '
+                                        'browser yet. Open its URL, press Verify, then send '
+                                        'the code.') from None
+    except models.Refused:
+        login_gone()
+    token = models.TemporaryToken.get_or_none(
+        models.TemporaryToken.token_hash == models.sha256(secret))
+    if token is None:  # Reset authentication revoked it as soon as it was issued
+        login_gone()
+    return jsonify({'token': secret, 'expires_at': timestamp(token.expires_at)})
+
+
+def login_request_json(login_request):
+    return {'id': login_request.id, 'status': login_request.status,
+            'created_at': timestamp(login_request.created_at),
+            'expires_at': timestamp(login_request.expires_at),
+            'url': url_for('cli_login.verify_page', r=login_request.id, _external=True)}
+
+
+def session_user():
+    """The browser session's user, for a request that carries the page's CSRF token (checked
+    here, not by CSRFProtect, so that a failure is answered as the error object)."""
+    if not current_user.is_authenticated:
+        raise ApiError(401, 'Unauthorized', 'Log in to Penstock in this browser first.')
+    try:
+        validate_csrf(request.headers.get('X-CSRFToken'))
+    except ValidationError:
+        raise ApiError(400, 'Bad Request', 'Send the page\'s CSRF token in the X-CSRFToken '
+                                           'header.',
+                       [('header.X-CSRFToken', 'missing or invalid')]) from None
+    return current_user._get_current_object()
+
+
+def login_gone():
+    raise ApiError(404, 'Not Found', models.LoginRequest.GONE)
+
+
+def password_not_recent(request_id):
+    """As the verify page's recent_login_required does, for the API: say where to confirm."""
+    reauth = url_for('auth.reauthenticate', next=url_for('cli_login.verify_page', r=request_id))
+    minutes = int(models.RECENT_LOGIN.total_seconds() // 60)
+    return ApiError(403, 'Forbidden', f'Verifying a login request needs your password typed in '
+                                      f'this browser within the last {minutes} minutes. '
+                                      f'Confirm it at {reauth}, then try again.')

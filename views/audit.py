@@ -1,14 +1,23 @@
 """Settings → Audit Log: the account's activity, newest first, with filter and exports."""
+import collections
 import csv
 import io
 import json
 
 from flask import Response, render_template, request, stream_with_context
 from flask_login import current_user
+from markupsafe import Markup
 
-from models import audit_page, utcnow
-from views import is_htmx, render_fragment, render_settings, settings_blueprint
-from views.api import ApiError, actors_of, audit_json, decode_cursor, encode_cursor
+from models import AUDIT_ACTIONS, AuditRecord, utcnow
+from views import (
+    audit_json,
+    decode_cursor,
+    encode_cursor,
+    is_htmx,
+    render_fragment,
+    render_settings,
+    settings_blueprint,
+)
 
 bp = settings_blueprint('audit', __name__, 'Audit Log', 5)
 
@@ -17,30 +26,7 @@ EXPORT_BATCH = 500
 EXPORT_FIELDS = ('id', 'action_type', 'actor_id', 'actor_handle', 'actor_display_name',
                  'actor_avatar_url', 'actor_ip', 'identity_id', 'identity_handle',
                  'target_id', 'target_handle', 'data', 'created_at')
-# Every action type the app writes (and those SPEC names for later issues), as the filter
-# lists them.
-ACTION_TYPES = (
-    ('user.signup', 'Signed up'),
-    ('user.login', 'Logged in'),
-    ('user.login.failed', 'Wrong password typed'),
-    ('user.logout', 'Logged out'),
-    ('user.update', 'Profile changed'),
-    ('user.preferences.update', 'Notification preferences changed'),
-    ('user.avatar.update', 'Avatar uploaded'),
-    ('user.avatar.delete', 'Avatar reset'),
-    ('user.password.rotate', 'Database password rotated'),
-    ('user.session.revoke', 'Session revoked'),
-    ('workspace.create', 'Workspace created'),
-    ('workspace.delete', 'Workspace deleted'),
-    ('token.create', 'Token created'),
-    ('token.update', 'Token activated or deactivated'),
-    ('token.delete', 'Token deleted'),
-    ('user.authentication.reset', 'Authentication reset'),
-    ('login_token.confirm', 'CLI login verified'),
-    ('login_token.decline', 'CLI login declined'),
-    ('login_token.create', 'CLI login completed'),
-)
-ACTION_LABELS = dict(ACTION_TYPES)
+ACTION_TYPES = [(action.name, action.label) for action in AUDIT_ACTIONS.values()]
 
 
 @bp.get('/audit')
@@ -50,19 +36,19 @@ def page():
     htmx asks for the rows after a cursor (Load more, target #audit-more) or for the whole
     table of a filter (target #audit-log); anything else gets the panel."""
     action_type = request.args.get('action_type', '')
-    if action_type not in ACTION_LABELS:
+    if action_type not in AUDIT_ACTIONS:
         action_type = ''
     token = request.args.get('after')
-    try:
-        after = decode_cursor(token) if token else None
-    except ApiError:
+    after = decode_cursor(token) if token else None
+    if token and after is None:
         return render_template('error.html', title='Link out of date',
                                message='This Load more link is not valid. '
                                        'Open the Audit Log again to start from the newest '
                                        'records.'), 400
-    records, cursor = audit_page(current_user.id, PAGE_SIZE, after, action_type or None)
+    records, cursor = AuditRecord.page(current_user.id, PAGE_SIZE, after, action_type or None)
     context = dict(rows=_rows(records), next_cursor=encode_cursor(cursor) if cursor else None,
-                   action_type=action_type, action_label=ACTION_LABELS.get(action_type),
+                   action_type=action_type,
+                   action_label=action_type and AUDIT_ACTIONS[action_type].label,
                    action_types=ACTION_TYPES, after=token)
     target = request.headers.get('HX-Target') if is_htmx() else None
     if target in ('audit-more', 'audit-log'):
@@ -93,7 +79,7 @@ def _batches(user_id):
     """Every record of the account, newest first, in lists of EXPORT_BATCH (keyset, no OFFSET)."""
     cursor = None
     while True:
-        records, cursor = audit_page(user_id, EXPORT_BATCH, cursor)
+        records, cursor = AuditRecord.page(user_id, EXPORT_BATCH, cursor)
         yield records
         if cursor is None:
             return
@@ -102,7 +88,7 @@ def _batches(user_id):
 def _items(batches):
     """Each record as the API shows it (SPEC's field names), one actor query per batch."""
     for records in batches:
-        actors = actors_of(records)
+        actors = AuditRecord.actors(records)
         for record in records:
             yield audit_json(record, actors)
 
@@ -136,7 +122,7 @@ def _spreadsheet_safe(value):
 
 def _rows(records):
     """What each table row shows: the record, its actor, its data and its details."""
-    actors = actors_of(records)
+    actors = AuditRecord.actors(records)
     rows = []
     for record in records:
         data = json.loads(record.data)
@@ -160,3 +146,18 @@ def _readable(value):
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True, ensure_ascii=False)
     return str(value)
+
+
+@bp.app_template_global()
+def audit_sentence(action_type, data):
+    """What a record says its actor did, after their handle: its action's sentence
+    (models.AUDIT_ACTIONS) filled in from its data, which is escaped; a token is named as code."""
+    action = AUDIT_ACTIONS.get(action_type)
+    if action is not None:
+        values = collections.defaultdict(str, data)
+        values['token'] = Markup('token <code>pst_…{}</code>').format(data.get('last4', ''))
+        try:
+            return Markup(action.says(data)).format_map(values)
+        except (LookupError, TypeError, ValueError):  # data without what its sentence names
+            pass
+    return Markup('did <code>{}</code>').format(action_type)

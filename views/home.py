@@ -25,8 +25,6 @@ from views import is_htmx, login_manager, render_fragment
 bp = Blueprint('home', __name__)
 
 TITLE = 'Workspaces'
-LIMIT_REASON = (f'You have {WORKSPACE_LIMIT} workspaces, the most an account can have. '
-                'Delete one to create another.')
 
 
 @bp.before_request
@@ -45,7 +43,7 @@ def _home_context(**context):
     context.setdefault('form', {})
     return dict(workspaces=workspaces, password=password, user_handle=current_user.handle,
                 full=len(workspaces) >= WORKSPACE_LIMIT, limit=WORKSPACE_LIMIT,
-                rules=WORKSPACE_HANDLE_RULES, limit_reason=LIMIT_REASON, **context)
+                rules=WORKSPACE_HANDLE_RULES, limit_reason=Workspace.LIMIT_REACHED, **context)
 
 
 def _render_home(status=200, **context):

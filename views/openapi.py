@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, jsonify
 
 import imaging
 import models
+from views.api import PAGE_DEFAULT, PAGE_MAX, PREFERENCE_FIELDS, SWITCH
 
 bp = Blueprint('openapi', __name__, url_prefix='/api/v0')
 
@@ -102,7 +103,7 @@ SCHEMAS = {
             'display_name': {'type': 'string', 'maxLength': models.DISPLAY_NAME_MAX,
                              'description': 'Empty when the user has not set one.'},
             'avatar_url': ref('AvatarUrl'),
-            'status': {'type': 'string', 'enum': ['accepted']},
+            'status': {'type': 'string', 'enum': [models.User.status.default]},
             'created_at': TIME,
             'updated_at': {**TIME, 'description': 'Absent until the first change.'},
             'version_id': {'type': 'integer', 'minimum': 1}}},
@@ -149,7 +150,7 @@ SCHEMAS = {
         'properties': {
             'id': public_id('t'),
             'user_id': public_id('u'),
-            'status': {'type': 'string', 'enum': ['active', 'inactive']},
+            'status': {'type': 'string', 'enum': list(models.Token.STATUSES)},
             'last4': {'type': 'string', 'pattern': '^[0-9A-Za-z]{4}$',
                       'description': 'The last 4 characters of the secret.'},
             'created_at': TIME,
@@ -170,27 +171,22 @@ SCHEMAS = {
         'description': 'No fields: send no body, or `{}`.'},
     'UpdateTokenRequest': {
         'type': 'object', 'additionalProperties': False, 'required': ['status'],
-        'properties': {'status': {'type': 'string', 'enum': ['active', 'inactive']}}},
+        'properties': {'status': {'type': 'string', 'enum': list(models.Token.STATUSES)}}},
     'TokenList': listing('Token'),
     'UserPreferences': {
         'type': 'object',
-        'required': ['id', 'communication_community_updates', 'communication_product_updates',
-                     'communication_tips_and_tricks', 'created_at', 'version_id'],
+        'required': ['id', *PREFERENCE_FIELDS, 'created_at', 'version_id'],
         'properties': {
             'id': {'type': 'string', 'pattern': '^up_[0-9a-v]{20}$'},
-            'communication_community_updates': {'$ref': '#/components/schemas/Switch'},
-            'communication_product_updates': {'$ref': '#/components/schemas/Switch'},
-            'communication_tips_and_tricks': {'$ref': '#/components/schemas/Switch'},
+            **{name: ref('Switch') for name in PREFERENCE_FIELDS},
             'created_at': TIME,
             'updated_at': {**TIME, 'description': 'Absent until the first change.'},
             'version_id': {'type': 'integer', 'minimum': 1}}},
-    'Switch': {'type': 'string', 'enum': ['enabled', 'disabled']},
+    'Switch': {'type': 'string', 'enum': list(SWITCH)},
     'UpdateUserPreferencesRequest': {
         'type': 'object', 'additionalProperties': False,
         'description': 'Only the fields sent change. System emails are always sent.',
-        'properties': {name: ref('Switch') for name in (
-            'communication_community_updates', 'communication_product_updates',
-            'communication_tips_and_tricks')}},
+        'properties': {name: ref('Switch') for name in PREFERENCE_FIELDS}},
     'AuditRecord': {
         'type': 'object',
         'required': ['id', 'action_type', 'actor_id', 'actor_handle', 'actor_display_name',
@@ -198,12 +194,7 @@ SCHEMAS = {
                      'created_at'],
         'properties': {
             'id': public_id('a'),
-            'action_type': {'type': 'string', 'examples': [
-                'token.create', 'token.update', 'token.delete', 'user.update',
-                'user.preferences.update', 'user.password.rotate', 'user.login',
-                'user.login.failed', 'user.logout', 'user.session.revoke',
-                'user.authentication.reset', 'login_token.confirm', 'workspace.create',
-                'workspace.delete']},
+            'action_type': ref('ActionType'),
             'actor_id': {'type': 'string'},
             'actor_handle': {'type': 'string', 'description': 'As it was at the time.'},
             'actor_display_name': {'type': 'string'},
@@ -216,6 +207,11 @@ SCHEMAS = {
             'target_handle': {'type': 'string'},
             'data': {'type': 'object', 'description': 'What changed, by action type.'},
             'created_at': TIME}},
+    'ActionType': {'type': 'string', 'enum': list(models.AUDIT_ACTIONS),
+                   'description': 'What happened: '
+                                  + '; '.join(f'`{action.name}`, {action.label.lower()}'
+                                              for action in models.AUDIT_ACTIONS.values())
+                                  + '.'},
     'AuditRecordList': listing('AuditRecord'),
     'Workspace': {
         'type': 'object',
@@ -237,7 +233,7 @@ SCHEMAS = {
                                f'{models.WORKSPACE_PORT}/{{database name}}` with the password '
                                'masked: read it from `GET /user/{handle}/password`.'},
             'password_status': {
-                'type': 'string', 'enum': ['pending', 'applied'], 'description':
+                'type': 'string', 'enum': list(models.Workspace.PASSWORD_STATES), 'description':
                     '`applied` when the workspace accepts the current database password; '
                     '`pending` while a rotation is still on its way there (the previous '
                     'password works meanwhile).'},
@@ -302,13 +298,14 @@ PARAMETERS = {
                        'schema': public_id('l')},
     'Limit': {'name': 'limit', 'in': 'query', 'required': False,
               'description': 'Items per page.',
-              'schema': {'type': 'integer', 'minimum': 1, 'maximum': 100, 'default': 25}},
+              'schema': {'type': 'integer', 'minimum': 1, 'maximum': PAGE_MAX,
+                         'default': PAGE_DEFAULT}},
     'NextToken': {'name': 'next_token', 'in': 'query', 'required': False,
                   'description': 'The `next_token` of the previous page.',
                   'schema': {'type': 'string'}},
     'ActionType': {'name': 'action_type', 'in': 'query', 'required': False,
-                   'description': 'Only records of this action type.',
-                   'schema': {'type': 'string', 'examples': ['token.create']}},
+                   'description': 'Only records of this action type (any other matches none).',
+                   'schema': {'type': 'string', 'examples': list(models.AUDIT_ACTIONS)}},
     'Code': {'name': 'code', 'in': 'query', 'required': True,
              'description': 'The 6-digit code shown in the browser after Verify.',
              'schema': {'type': 'string', 'pattern': '^[0-9]{6}$'}},
@@ -334,6 +331,18 @@ def operation(operation_id, summary, responses, params=(), request_body=None, se
     return op
 
 
+def creating(operation_id, summary, request, answer, location, codes, tag):
+    """A POST under /user/{handle} that takes no fields (`request` names the schema that
+    says so) and answers 201 with what it made (`answer`, (description, schema)) and a
+    Location header that says what `location` is; `codes` are its error answers."""
+    description, schema = answer
+    return operation(operation_id, summary, {
+        '201': ok(description, schema, headers={'Location': {'description': location,
+                                                             'schema': {'type': 'string'}}}),
+        **errors(*codes)},
+        ['Handle'], body(ref(request), 'No fields.', required=False), tag=tag)
+
+
 PATHS = {
     '/actor': {
         'get': operation('actor_get', 'The user the token belongs to',
@@ -357,16 +366,12 @@ PATHS = {
                          {'200': ok('The current password, in plain text.',
                                     ref('UserDatabasePassword')),
                           **errors(401, 404, 429)}, ['Handle'], tag='UserDatabasePassword'),
-        'post': operation(
-            'user_createDBPassword', 'Rotate the database password',
-            {'201': ok('The new password, in plain text. Each workspace takes it within a '
-                       'couple of minutes (its `password_status` is `pending` until then); '
-                       'existing connections are not ended.', ref('UserDatabasePassword'),
-                       headers={'Location': {'description': 'Where the password is read.',
-                                             'schema': {'type': 'string'}}}),
-             **errors(400, 401, 404, 429)},
-            ['Handle'], body(ref('RotatePasswordRequest'), 'No fields.', required=False),
-            tag='UserDatabasePassword')},
+        'post': creating(
+            'user_createDBPassword', 'Rotate the database password', 'RotatePasswordRequest',
+            ('The new password, in plain text. Each workspace takes it within a couple of '
+             'minutes (its `password_status` is `pending` until then); existing connections '
+             'are not ended.', ref('UserDatabasePassword')),
+            'Where the password is read.', (400, 401, 404, 429), 'UserDatabasePassword')},
     '/user/{handle}/workspace': {
         'get': operation('userWorkspace_list', 'List workspaces (oldest first)',
                          {'200': ok('A page of workspaces.', ref('WorkspaceList')),
@@ -396,15 +401,11 @@ PATHS = {
                          {'200': ok('A page of tokens.', ref('TokenList')),
                           **errors(400, 401, 404, 429)},
                          ['Handle', 'Limit', 'NextToken'], tag='UserTokens'),
-        'post': operation(
+        'post': creating(
             'userToken_create', f'Create a token (at most {models.TOKEN_LIMIT} per user)',
-            {'201': ok('The new token with its secret, `token`, shown this once.',
-                       ref('NewToken'), headers={'Location': {
-                           'description': 'The URL of the new token.',
-                           'schema': {'type': 'string'}}}),
-             **errors(400, 401, 404, 409, 429)},
-            ['Handle'], body(ref('CreateTokenRequest'), 'No fields.', required=False),
-            tag='UserTokens')},
+            'CreateTokenRequest',
+            ('The new token with its secret, `token`, shown this once.', ref('NewToken')),
+            'The URL of the new token.', (400, 401, 404, 409, 429), 'UserTokens')},
     '/user/{handle}/token/{token_id}': {
         'get': operation('userToken_get', 'One token',
                          {'200': ok('The token.', ref('Token')),
@@ -475,9 +476,9 @@ DOCUMENT = {
             'a user token (`pst_…`, made on the Tokens page or by this API) or a temporary '
             'token (`pstt_…`, from CLI login). Cookies do not authenticate it, except the '
             'browser side of CLI login. Errors are problem objects with '
-            '`validation_errors`. Lists take `limit` (1–100, default 25) and `next_token` '
-            'and return `{"items": [...], "next_token": "..."}`. Fields without a value '
-            'are left out, never null.'),
+            f'`validation_errors`. Lists take `limit` (1–{PAGE_MAX}, default {PAGE_DEFAULT}) '
+            'and `next_token` and return `{"items": [...], "next_token": "..."}`. Fields '
+            'without a value are left out, never null.'),
     },
     'servers': [{'url': '/api/v0'}],
     'security': [{'bearer': []}],

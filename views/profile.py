@@ -8,6 +8,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 import imaging
 from models import (
     AVATAR_UPLOAD_LIFETIME,
+    CROP_FIELDS,
     DISPLAY_NAME_MAX,
     Avatar,
     AvatarUpload,
@@ -181,14 +182,12 @@ def save_avatar():
     upload = find_upload(request.form.get('upload'))
     if upload is None:
         return gone()
-    fields = {name: request.form.get(name, '').strip() for name in ('x', 'y', 'size')}
+    fields = {name: request.form.get(name, '').strip() for name in CROP_FIELDS}
     try:
-        x, y, size = (int(value) for value in fields.values())
-    except ValueError:
+        upload.crop(current_user, fields, request.remote_addr)
+    except Invalid as invalid:  # the crop step has one place for it: each message once
         return _crop_step(upload, 422, crop=fields,
-                          avatar_error='Enter whole numbers of pixels for x, y and size.')
-    try:
-        upload.crop(current_user, x, y, size, request.remote_addr)
+                          avatar_error=' '.join(dict.fromkeys(invalid.errors.values())))
     except imaging.BadImage as bad:
         return _crop_step(upload, 422, crop=fields, avatar_error=bad.message)
     except imaging.Busy as busy:

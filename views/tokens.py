@@ -13,20 +13,16 @@ from views import (
 
 bp = settings_blueprint('tokens', __name__, 'Tokens', 3)
 
-LIMIT_REASON = (f'You have {TOKEN_LIMIT} tokens, the most you can have at a time. '
-                'Delete one to create another.')
-
-
 def _tokens_context(**context):
     """What the Tokens panel and its fragments need: the tokens and whether one more fits."""
     tokens = Token.for_user(current_user.id)
     return dict(tokens=tokens, full=len(tokens) >= TOKEN_LIMIT, limit=TOKEN_LIMIT,
-                limit_reason=LIMIT_REASON, **context)
+                limit_reason=Token.LIMIT_REACHED, **context)
 
 
 def _own_token(token_id):
     """The current user's token with this id; anyone else's, or none, is a 404."""
-    token = Token.get_or_none((Token.id == token_id) & (Token.user == current_user.id))
+    token = Token.of(current_user.id, token_id)
     if token is None:
         abort(404)
     return token

@@ -16,7 +16,8 @@ from tests.browser.helpers import (
 )
 
 WARNING = 'Make a secure note of the token as you will not be able to retrieve it again.'
-LIMIT_REASON = 'You have 2 tokens, the most you can have at a time. Delete one to create another.'
+LIMIT_REASON = ('You already have 2 tokens, the most you can have at a time. '
+                'Delete one to create another.')
 
 
 def tokens_path(person):
