@@ -7,7 +7,7 @@ from flask import Response, render_template, request, stream_with_context
 from flask_login import current_user
 
 from models import audit_page, utcnow
-from views import is_htmx, render_fragment, render_settings, settings_blueprint
+from views import respond, settings_blueprint
 from views.api import ApiError, actors_of, audit_json, decode_cursor, encode_cursor
 
 bp = settings_blueprint('audit', __name__, 'Audit Log', 5)
@@ -41,6 +41,8 @@ ACTION_TYPES = (
     ('login_token.create', 'CLI login completed'),
 )
 ACTION_LABELS = dict(ACTION_TYPES)
+# The parts of the panel that htmx asks for by their element id (see page).
+PARTS = {'audit-more': 'audit/_rows.html', 'audit-log': 'audit/_log.html'}
 
 
 @bp.get('/audit')
@@ -61,17 +63,10 @@ def page():
                                        'Open the Audit Log again to start from the newest '
                                        'records.'), 400
     records, cursor = audit_page(current_user.id, PAGE_SIZE, after, action_type or None)
-    context = dict(rows=_rows(records), next_cursor=encode_cursor(cursor) if cursor else None,
+    return respond(targets=PARTS, rows=_rows(records),
+                   next_cursor=encode_cursor(cursor) if cursor else None,
                    action_type=action_type, action_label=ACTION_LABELS.get(action_type),
                    action_types=ACTION_TYPES, after=token)
-    target = request.headers.get('HX-Target') if is_htmx() else None
-    if target in ('audit-more', 'audit-log'):
-        template = 'audit/_rows.html' if target == 'audit-more' else 'audit/_log.html'
-        response = render_fragment(template, **context)
-    else:
-        response = render_settings('audit/_panel.html', 'Audit Log', **context)
-    response.vary.add('HX-Target')
-    return response
 
 
 @bp.get('/audit/export.<any(csv, jsonl):kind>')

@@ -18,10 +18,12 @@ from models import (
     WrongCode,
     sha256,
 )
-from views import csrf, is_htmx, limiter, recent_login_required
+from views import csrf, limiter, page_of, recent_login_required, respond
 from views.api import ApiError, api_error, json_body, problem, timestamp
 
 bp = Blueprint('cli_login', __name__)
+REQUEST = 'cli_login/_request.html'
+page_of(bp, 'cli_login/page.html', REQUEST, 'Verify login request')
 bp.register_error_handler(ApiError, api_error)
 
 CODE_RE = re.compile(r'^[0-9]{6}$')
@@ -30,13 +32,9 @@ GONE = ('This login request does not exist, has expired or was already answered.
 
 
 def _page(state, login_request, status=200, **context):
-    """The verify page (or, for htmx, its #login-request fragment); never stored."""
-    template = 'cli_login/_request.html' if is_htmx() else 'cli_login/page.html'
-    response = make_response(render_template(template, state=state, login_request=login_request,
-                                             **context), status)
-    response.vary.add('HX-Request')
-    response.headers['Cache-Control'] = 'no-store'
-    return response
+    """The verify page, or for htmx its #login-request part (app.py keeps either out of
+    caches: the user is logged in)."""
+    return respond(REQUEST, status, state=state, login_request=login_request, **context)
 
 
 def _gone():
