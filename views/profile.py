@@ -244,9 +244,11 @@ def password():
 
 @bp.get('/profile/password/status')
 def password_status():
-    """Each workspace's propagation state, for htmx's polling; else the Profile page."""
-    return respond('profile/_password_status.html', propagated=PROPAGATED,
-                   **_password_section())
+    """Each workspace's propagation state, for htmx's polling (said once every workspace has
+    the password); else the Profile page."""
+    section = _password_section()
+    return respond('profile/_password_status.html',
+                   said=None if section['pending'] else PROPAGATED, **section)
 
 
 @bp.get('/profile/password/rotate')
