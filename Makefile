@@ -1,12 +1,13 @@
 # make run: set up and serve on http://127.0.0.1:$(PORT). make test: set up and run every test
-# (make test-postgres: the same on a throwaway PostgreSQL server).
+# (make test-postgres: the same on a throwaway PostgreSQL server). make check: the quick loop,
+# every test but the slow system tests and the browser tests (pytest marks `slow`, `browser`).
 # make bench: run every benchmark in bench/ (each prints its figures and which targets are met).
 PORT ?= 5000
 VENV := .venv
 PY := $(VENV)/bin/python
 HTMX := static/vendor/htmx.min.js
 
-.PHONY: run test test-postgres bench setup clean chromium redis-server
+.PHONY: run test check test-postgres bench setup clean chromium redis-server
 
 run: $(VENV)/.runtime $(HTMX)
 	$(VENV)/bin/flask --app app migrate
@@ -17,6 +18,10 @@ run: $(VENV)/.runtime $(HTMX)
 test: $(VENV)/.dev $(HTMX) chromium redis-server
 	$(PY) -m pytest
 
+# Neither Chromium nor Redis: only browser and slow tests use them.
+check: $(VENV)/.dev $(HTMX)
+	$(PY) -m pytest -q -m "not slow and not browser"
+
 # The same suite on PostgreSQL: a throwaway server (Debian's postgresql package) for the run.
 test-postgres: $(VENV)/.dev $(HTMX) chromium redis-server
 	.ci/with-postgres $(PY) -m pytest
@@ -24,7 +29,7 @@ test-postgres: $(VENV)/.dev $(HTMX) chromium redis-server
 setup: $(VENV)/.dev $(HTMX)
 
 # Every bench/*.py (not _-prefixed helpers) is a script; a failing one stops the run.
-bench: $(VENV)/.bench
+bench: $(VENV)/.bench $(HTMX)
 	@for script in bench/[!_]*.py; do $(PY) $$script || exit 1; echo; done
 
 $(VENV)/bin/python:

@@ -26,6 +26,7 @@ from peewee import OperationalError
 from werkzeug.exceptions import NotFound, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import database
 import delivery
 import models
 import propagation
@@ -48,6 +49,10 @@ CONTENT_SECURITY_POLICY = "; ".join([
 # http to be impersonated. Workspace hosts (WORKSPACE_DOMAIN) are PostgreSQL endpoints, which
 # HSTS does not touch, so includeSubDomains locks nothing out there.
 STRICT_TRANSPORT_SECURITY = 'max-age=63072000; includeSubDomains'
+# What a document (a page, not a file it loads) carries besides.
+DOCUMENT_HEADERS = (('Content-Security-Policy', CONTENT_SECURITY_POLICY),
+                    ('Referrer-Policy', 'same-origin'), ('X-Frame-Options', 'DENY'),
+                    ('Cross-Origin-Opener-Policy', 'same-origin'))
 DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD = 'demo@penstock.test', 'demo', 'penstock-demo'
 DEMO_WORKSPACES = ('analytics', 'staging')
 BUSY_MESSAGE = 'Penstock is busy. Try again in a moment; nothing was changed.'
@@ -114,8 +119,8 @@ def create_app(config=None):
 
     keys = app.config['DATABASE_PASSWORD_KEYS'] or _persisted_secret(
         app.instance_path, 'database_password_key', lambda: Fernet.generate_key().decode())
-    models.configure(app.config['WORKSPACE_DOMAIN'],
-                     [key.strip() for key in keys.split(',') if key.strip()])
+    database.use_keys([key.strip() for key in keys.split(',') if key.strip()])
+    models.Config.workspace_domain = app.config['WORKSPACE_DOMAIN']
     _init_database(app)
     app.before_request(_refuse_control_characters)
     app.before_request(_body_limit)  # before CSRF's check, which reads the body
@@ -126,6 +131,7 @@ def create_app(config=None):
 
     for module in _view_modules():
         app.register_blueprint(module.bp)
+    _limits_in_views_only(app)  # once every view module (and any limit it declares) is loaded
     app.jinja_env.globals.update(settings_menu=settings_menu, avatar_url=avatar_url)
 
     app.after_request(_security_headers)
@@ -133,7 +139,7 @@ def create_app(config=None):
     app.register_error_handler(CSRFError, _csrf_failed)
     app.register_error_handler(404, _not_found)
     app.register_error_handler(OperationalError, _database_busy)
-    app.register_error_handler(models.CredentialRevoked, _credential_revoked)
+    app.register_error_handler(database.CredentialRevoked, _credential_revoked)
     app.cli.add_command(migrate_command)
     app.cli.add_command(demo_command)
     app.cli.add_command(worker_command)
@@ -174,6 +180,27 @@ def _body_limit():
         request.max_content_length = limit
 
 
+def _limits_in_views_only(app):
+    """Drop Flask-Limiter's before-request check, keeping what it would do here.
+
+    Every limit of ours is a decorator on its view, checked when the view is called, or a
+    throttle.py counter; the hook looks for app-wide, default, meta and blueprint limits, of
+    which there are none, at ~50 µs a request (a tenth of a settings fragment). Its one other
+    job, seeing whether a shared store that stopped answering (Redis) is back, is kept: while
+    the store is down, every request still runs it. Should a limit of those kinds ever be
+    added, the hook stays."""
+    manager = limiter.limit_manager
+    if (manager.default_limits or manager.application_limits or limiter._meta_limits
+            or manager._blueprint_limits):
+        return
+    app.before_request_funcs[None].remove(limiter._check_request_limit)
+
+    @app.before_request
+    def see_whether_store_is_back():
+        if limiter._storage_dead:
+            limiter._check_request_limit()
+
+
 def _env_flag(name, default):
     value = os.environ.get(name)
     if value is None:
@@ -196,17 +223,17 @@ def _persisted_secret(instance_path, name='secret_key', make=lambda: secrets.tok
 
 
 def _init_database(app):
-    models.db.initialize(models.open_database(app.config['DATABASE_URL']))
+    database.db.initialize(database.open_database(app.config['DATABASE_URL']))
 
     @app.before_request
     def connect():
-        models.db.connect(reuse_if_open=True)
+        database.db.connect(reuse_if_open=True)
 
     @app.teardown_request
     def close(exc):
-        models.act_as(None)  # this thread's next request must not act by this credential
-        if not models.db.is_closed():
-            models.db.close()
+        database.act_as(None)  # this thread's next request must not act by this credential
+        if not database.db.is_closed():
+            database.db.close()
 
 
 @login_manager.user_loader
@@ -217,7 +244,7 @@ def load_user(secret):
         return None
     if session.touched:
         flask_session.modified = True  # the cookie's expiry moves on with the row's last use
-    models.act_as(session)
+    database.act_as(session)
     user = session.user
     user.session = session
     return user
@@ -238,22 +265,23 @@ def unauthorized():
 
 
 def _security_headers(response):
-    headers = response.headers
-    headers.setdefault('X-Content-Type-Options', 'nosniff')
+    """The headers every answer carries, unless its view set its own. One pass over the
+    answer's headers: each setdefault() would be one more."""
+    wanted = [('X-Content-Type-Options', 'nosniff')]
     if current_app.config['SESSION_COOKIE_SECURE']:  # served over https: stay there
-        headers.setdefault('Strict-Transport-Security', STRICT_TRANSPORT_SECURITY)
+        wanted.append(('Strict-Transport-Security', STRICT_TRANSPORT_SECURITY))
     if delivery.is_asset(response):
         # A stylesheet, script or image is not a document: a policy, framing rules or an
         # opener policy on it would do nothing, and they cost ~600 bytes on each file.
         if response.mimetype == 'image/svg+xml':
-            headers.setdefault('Content-Security-Policy', delivery.SVG_CONTENT_SECURITY_POLICY)
-        return response
-    headers.setdefault('Content-Security-Policy', CONTENT_SECURITY_POLICY)
-    headers.setdefault('Referrer-Policy', 'same-origin')
-    headers.setdefault('X-Frame-Options', 'DENY')
-    headers.setdefault('Cross-Origin-Opener-Policy', 'same-origin')
-    if request.endpoint != 'static' and current_user.is_authenticated:
-        headers.setdefault('Cache-Control', 'no-store')  # account pages stay out of caches
+            wanted.append(('Content-Security-Policy', delivery.SVG_CONTENT_SECURITY_POLICY))
+    else:
+        wanted += DOCUMENT_HEADERS
+        if request.endpoint != 'static' and current_user.is_authenticated:
+            wanted.append(('Cache-Control', 'no-store'))  # account pages stay out of caches
+    headers = response.headers
+    present = {name.lower() for name, _ in headers}
+    headers.extend([(name, value) for name, value in wanted if name.lower() not in present])
     return response
 
 
@@ -311,7 +339,7 @@ def _csrf_failed(error):
 @click.command('migrate')
 def migrate_command():
     """Create the database or bring it up to date."""
-    applied = models.migrate(models.db.obj)
+    applied = database.migrate(database.db.obj)
     click.echo('Applied migrations: ' + ', '.join(applied) if applied
                else 'The database is up to date.')
 
@@ -319,7 +347,7 @@ def migrate_command():
 @click.command('demo')
 def demo_command():
     """Create the demo user when the database has no users, and print the demo login."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         if not models.User.select().exists():
             user = models.User.sign_up(DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD)
             user.set_display_name('Demo User')
@@ -347,7 +375,7 @@ def worker_command():
 @click.command('reencrypt-passwords')
 def reencrypt_command():
     """Encrypt every database password with the first DATABASE_PASSWORD_KEYS key."""
-    with models.db.connection_context():
-        count = models.reencrypt_passwords()
+    with database.db.connection_context():
+        count = database.reencrypt(models.DatabasePassword.ciphertext)
     click.echo(f'Re-encrypted {count} database password{"s" if count != 1 else ""} with the '
                'first key.')

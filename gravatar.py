@@ -10,6 +10,7 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import database
 import imaging
 import models
 
@@ -62,7 +63,7 @@ def look_up(config, user_id, email):
         log.info('No turn to decode the public avatar found for user %s; the drawn one stays.',
                  user_id)
         return False
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.Avatar.adopt_found(user_id, images)
 
 

@@ -9,7 +9,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageCms, ImageDraw, ImageOps
+from PIL import Image, ImageCms, ImageDraw
 
 UPLOAD_LIMIT = 10 * 1024 * 1024
 PIXEL_LIMIT = 40_000_000

@@ -1,49 +1,31 @@
 """The Peewee models of Penstock and the account rules that belong to them."""
 import base64
-import contextlib
-import contextvars
 import datetime
-import fcntl
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import string
-import threading
 import unicodedata
 import zlib
-from urllib.parse import parse_qsl, urlencode
 
 from peewee import (
     BlobField,
     BooleanField,
     CharField,
     Check,
-    DatabaseProxy,
     DateTimeField,
     ForeignKeyField,
     IntegerField,
     IntegrityError,
-    Model,
-    PostgresqlDatabase,
-    SqliteDatabase,
     TextField,
     Tuple,
 )
-from playhouse.db_url import connect
-from playhouse.migrations import Runner
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from werkzeug.security import check_password_hash, generate_password_hash
 
 import imaging
-
-db = DatabaseProxy()
-
-MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'migrations')
-SQLITE_PRAGMAS = {'journal_mode': 'wal', 'foreign_keys': 1, 'busy_timeout': 5000,
-                  'synchronous': 'normal'}
+from database import PreparedModel, db, decrypt, encrypt, locked, skip_locked, write_transaction
 
 HANDLE_RE = re.compile(r'^[a-z0-9]([a-z0-9]|-(?=[a-z0-9])){0,38}$')
 HANDLE_RULES = ('1–39 lowercase letters, digits or single hyphens; '
@@ -55,8 +37,6 @@ DISPLAY_NAME_MAX = 100
 SESSION_TOUCH_EVERY = datetime.timedelta(minutes=1)
 USER_AGENT_MAX = 512  # characters of a User-Agent kept with a session: enough to name it
 ID_ALPHABET = '0123456789abcdefghijklmnopqrstuv'
-BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
-TOKEN_RE = re.compile(r'^(pst|pstt)_[0-9A-Za-z]{36}$')
 TOKEN_LIMIT = 2
 TOKEN_TOUCH_EVERY = datetime.timedelta(minutes=1)
 TEMPORARY_TOKEN_LIFETIME = datetime.timedelta(days=30)
@@ -79,22 +59,17 @@ RESERVED_HANDLES = frozenset({
 # Dangerous actions need a password typed this recently in the session.
 RECENT_LOGIN = datetime.timedelta(minutes=15)
 PROPAGATION_BACKOFF_MAX = 300  # seconds between attempts at most
-WRITE_LOCK = 0x50656E73  # PostgreSQL's advisory lock key for write_transaction ('Pens')
 # Checked against when the login is unknown, so a miss costs as much as a wrong password.
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
+# Called with each secret as it is made (a token's, a session cookie's, a database password),
+# before it is handed out or could reach a log line: the test suite registers one here and
+# checks that no log record ever holds what it was given.
+SECRET_OBSERVERS = []
 
 
 class Config:
-    """What the models need from the app's configuration; create_app calls configure()."""
+    """What the models need from the app's configuration; create_app sets it."""
     workspace_domain = 'workspaces.penstock.test'
-    cipher = None  # a MultiFernet over the configured database password keys
-
-
-def configure(workspace_domain, password_keys):
-    """Set the workspace DNS domain and the keys that encrypt database passwords (the first
-    encrypts; every one decrypts, so an old key can be retired with reencrypt_passwords())."""
-    Config.workspace_domain = workspace_domain
-    Config.cipher = MultiFernet([Fernet(key) for key in password_keys])
 
 
 def utcnow():
@@ -112,31 +87,11 @@ def sha256(value):
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def _base62(number, width):
-    digits = []
-    for _ in range(width):
-        number, digit = divmod(number, 62)
-        digits.append(BASE62[digit])
-    return ''.join(reversed(digits))
-
-
-def make_token_secret(prefix):
-    """`prefix` + 30 random base62 characters + the 6-character base62 CRC32 of all before it."""
-    body = prefix + ''.join(secrets.choice(BASE62) for _ in range(30))
-    return body + _base62(zlib.crc32(body.encode()), 6)
-
-
-def token_prefix(secret):
-    """'pst_' or 'pstt_' for a well-formed token whose checksum holds, else None.
-
-    Typos and junk are turned away here, before any database lookup."""
-    match = TOKEN_RE.match(secret or '')
-    if match is None:
-        return None
-    body, checksum = secret[:-6], secret[-6:]
-    if not hmac.compare_digest(_base62(zlib.crc32(body.encode()), 6), checksum):
-        return None
-    return match.group(1) + '_'
+def minted(secret):
+    """`secret`, just made, once every one of SECRET_OBSERVERS has seen it."""
+    for observer in SECRET_OBSERVERS:
+        observer(secret)
+    return secret
 
 
 # What no text a person sets (a name, a handle, an email address, a login, a password) may
@@ -186,13 +141,6 @@ class Refused(Exception):
     """A request that is well-formed but cannot be done now (a limit, a used code)."""
 
 
-class CredentialRevoked(Exception):
-    """The session or token this request acts by was revoked (or ran out) after it was
-    checked at the start of the request; the write it was about to authorize was undone.
-
-    Not a Refused: the views that turn a refusal into a message must not swallow it."""
-
-
 class NotVerified(Refused):
     """A CLI login request that the user has not verified in the browser yet."""
 
@@ -205,147 +153,10 @@ class WrongCode(Refused):
         self.attempts_left = attempts_left
 
 
-def open_database(url):
-    """Open the database at a DATABASE_URL, pooled: a connection outlives the request, so it is
-    set up once (SQLite's pragmas, PostgreSQL's login), not on every request.
-
-    On SQLite, `?timeout=` (seconds, default 5) is how long a write waits for another's lock
-    before it fails with "database is locked"."""
-    scheme = url.partition('://')[0]
-    if scheme.startswith('sqlite'):
-        base, _, query = url.partition('?')
-        pragmas, rest = dict(SQLITE_PRAGMAS), []
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            if name != 'timeout':
-                rest.append((name, value))
-                continue
-            try:
-                seconds = float(value)
-            except ValueError:
-                seconds = -1
-            if not 0 <= seconds <= 3600:
-                raise ValueError(f'DATABASE_URL: timeout is a number of seconds from 0 to 3600 '
-                                 f'(like 5 or 0.5), not {value!r}')
-            # As busy_timeout: the pragma, set after connecting, overrides the driver's own
-            # timeout, and the pool would take `timeout` as its own wait for a free connection.
-            pragmas['busy_timeout'] = round(seconds * 1000)
-        url = base + ('?' + urlencode(rest) if rest else '')
-        if scheme == 'sqlite':
-            # No cap, as each thread holds at most one.
-            database = connect('sqlite+pool' + url[len('sqlite'):], pragmas=pragmas,
-                               check_same_thread=False, max_connections=None)
-        else:
-            database = connect(url, pragmas=pragmas, check_same_thread=False)
-        _create_private(database.database)
-        return database
-    if scheme in ('postgres', 'postgresql'):
-        # Per process: a sync worker holds one connection, a threaded server one a thread.
-        # At most 20, a request waiting up to 10 s for one to come free rather than failing;
-        # each is replaced after 5 minutes, so the pool follows a failover or a restart.
-        # The URL's own ?max_connections=, ?stale_timeout= or ?timeout= win.
-        given = dict(parse_qsl(url.partition('?')[2]))
-        pool = {name: value for name, value in
-                (('max_connections', 20), ('stale_timeout', 300), ('timeout', 10))
-                if name not in given}
-        return connect(scheme + '+pool' + url[len(scheme):], **pool)
-    return connect(url)
-
-
-def _create_private(path):
-    """Create the SQLite database file readable and writable by us only, as the key files
-    are, before SQLite would create it by the umask (often world-readable). SQLite gives its
-    -wal and -shm files the mode of the database file."""
-    if path in ('', ':memory:') or path.startswith('file:'):
-        return
-    try:
-        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
-    except FileNotFoundError:
-        pass  # no such directory: SQLite says so when it first connects
-
-
-def migrate(database):
-    """Apply every pending migration in migrations/; returns their names."""
-    return Runner(database, MIGRATIONS).up()
-
-
-class BaseModel(Model):
+class BaseModel(PreparedModel):
     class Meta:
         database = db
         legacy_table_names = False
-
-    # Peewee builds a query's SQL anew each time it runs, which takes longer than SQLite takes
-    # to run it. prepared_get/prepared_create/prepared_save (the prepared twins of Peewee's get/create/save) are for the queries most requests make: their SQL is built
-    # once per kind of database, and a row becomes an instance directly.
-
-    @classmethod
-    def prepared_get(cls, field, value, lock=False, join=None):
-        """The row whose `field` equals `value`, or None; `lock` locks it as locked() does.
-        `join`, a foreign key of this model, reads the row it points to in the same query."""
-        models = [cls, join.rel_model] if join else [cls]
-
-        def build():
-            query = cls.select(*models).where(field == value)
-            if join:
-                query = query.join(join.rel_model, on=(join == join.rel_field))
-            return (locked(query) if lock else query).sql()
-        params = [field.db_value(value)]
-        row = db.execute_sql(_prepared(('get', cls, field.name, lock, join and join.name),
-                                       build, params), params).fetchone()
-        if row is None:
-            return None
-        instances, start = [], 0
-        for model in models:
-            fields = model._meta.sorted_fields
-            instance = model(__no_default__=1)
-            instance.__data__ = {column.name: None if raw is None else column.python_value(raw)
-                                 for column, raw in zip(fields, row[start:start + len(fields)])}
-            instances.append(instance)
-            start += len(fields)
-        if join:
-            setattr(instances[0], join.name, instances[1])
-        instances[0]._dirty.clear()
-        return instances[0]
-
-    @classmethod
-    def prepared_create(cls, **values):
-        """Insert one row, as create() does (defaults filled in), and return it."""
-        row = cls(**values)
-        fields = cls._meta.sorted_fields
-        params = [field.db_value(row.__data__.get(field.name)) for field in fields]
-        sql = _prepared(('create', cls), lambda: cls.insert(
-            {field: row.__data__.get(field.name) for field in fields}).sql(), params)
-        db.execute_sql(sql, params)
-        row._dirty.clear()
-        return row
-
-    def prepared_save(self):
-        """Write every column of this row. Only for a row read under lock in the current
-        transaction (prepared_get with `lock`), so that nothing written meanwhile is overwritten."""
-        cls, key = type(self), self._meta.primary_key
-        fields = [field for field in self._meta.sorted_fields if field is not key]
-        params = ([field.db_value(self.__data__.get(field.name)) for field in fields]
-                  + [key.db_value(self._pk)])
-        sql = _prepared(('save', cls), lambda: cls.update(
-            {field: self.__data__.get(field.name) for field in fields}).where(
-                key == self._pk).sql(), params)
-        db.execute_sql(sql, params)
-        self._dirty.clear()
-
-
-_PREPARED = {}
-
-
-def _prepared(key, build, params):
-    """The SQL text that `build()` makes for this kind of database, made once. The first time,
-    the parameters it made are checked against `params`, the order the caller will pass."""
-    key = (type(db.obj),) + key
-    sql = _PREPARED.get(key)
-    if sql is None:
-        sql, built = build()
-        if list(built) != list(params):
-            raise RuntimeError(f'{key}: SQL parameters {built!r} are not in the order {params!r}')
-        _PREPARED[key] = sql
-    return sql
 
 
 class User(BaseModel):
@@ -595,6 +406,11 @@ class Session(BaseModel):
     secret = None  # set only on the instance that was just opened
     touched = False  # set by lookup() when it moved last_seen_at on
 
+    def works(self):
+        """True: requests may act by a session while its row is there (see database.act_as);
+        its idle and age limits are checked once a request, by lookup()."""
+        return True
+
     @property
     def recently_authenticated(self):
         """True when the password was typed in this session within RECENT_LOGIN."""
@@ -633,7 +449,7 @@ class Session(BaseModel):
     @classmethod
     def sign_in(cls, user, ip, user_agent):
         """Start a session for `user` and write `user.login`."""
-        secret = secrets.token_urlsafe(32)
+        secret = minted(secrets.token_urlsafe(32))
         with db.atomic():
             session = cls.create(user=user, token_hash=sha256(secret), ip=ip,
                                  user_agent=_printable((user_agent or '')[:USER_AGENT_MAX]),
@@ -702,120 +518,6 @@ class AuditRecord(BaseModel):
             actor_display_name=actor.display_name, actor_ip=ip,
             target_id=getattr(target, 'id', None), target_handle=getattr(target, 'handle', None),
             data=json.dumps(data or {}, sort_keys=True))
-
-
-# The credential the current request acts by, as (model, id): set by the app where it
-# checks a session cookie or a bearer token, cleared when the request ends. A context
-# variable, so a thread the app starts (Gravatar lookups, the propagation worker) begins
-# without one.
-_acting = contextvars.ContextVar('acting_credential', default=None)
-# True inside a write_transaction(): the nested ones have nothing left to check.
-_writing = contextvars.ContextVar('writing', default=False)
-
-
-def act_as(credential):
-    """Make `credential` (a Session, Token or TemporaryToken row; None: no credential) the
-    one this request's write transactions act by."""
-    _acting.set(None if credential is None else (type(credential), credential.id))
-
-
-def _check_acting(acting, lock):
-    """Raise CredentialRevoked unless the (model, id) credential still works. Called with
-    the write lock held, so a reset cannot commit between this read and the write after it;
-    `lock` locks the row too, for a transaction without that lock (PostgreSQL's
-    non-exclusive one)."""
-    model, key = acting
-    row = model.prepared_get(model.id, key, lock=lock)
-    if row is None or (model is Token and row.status != 'active') \
-            or (model is TemporaryToken and row.expires_at <= utcnow()):
-        raise CredentialRevoked(f'{model.__name__} {key} no longer works.')
-
-
-def write_transaction(exclusive=True):
-    """A transaction for read-modify-write: on SQLite it takes the write lock up front; on
-    PostgreSQL (`exclusive`) a transaction-wide advisory lock, so the rules checked inside
-    (a count, an attempt counter, a version) hold however many app servers share the
-    database. `exclusive=False` is for a transaction whose row locks are enough.
-
-    In a request that acts by a credential, the outermost one checks it again once the lock
-    is held (see act_as): a credential revoked meanwhile writes nothing."""
-    sqlite = isinstance(db.obj, SqliteDatabase)
-    if sqlite:
-        transaction = _sqlite_write_transaction()
-    else:
-        transaction = _advisory_transaction() if exclusive else db.atomic()
-    acting = _acting.get()
-    if acting is None or _writing.get():
-        return transaction
-    return _checked_transaction(transaction, acting, lock=not (sqlite or exclusive))
-
-
-@contextlib.contextmanager
-def _checked_transaction(transaction, acting, lock):
-    writing = _writing.set(True)
-    try:
-        with transaction as entered:
-            _check_acting(acting, lock)
-            yield entered
-    finally:
-        _writing.reset(writing)
-
-
-class _WriterTurn(threading.local):
-    """This thread's hold on a SQLite database's writer file lock (see below)."""
-    pid = path = fd = None
-    depth = 0  # write transactions nest (as savepoints); the outermost takes the lock
-
-
-_writer_turn = _WriterTurn()
-
-
-@contextlib.contextmanager
-def _sqlite_write_transaction():
-    """BEGIN IMMEDIATE once this thread holds the database's writer lock, a file lock on
-    `<database>-writer`. Waiting for SQLite's own write lock is sleeping 1, 2, 5, 10 ms… and
-    trying again, far longer than a write here holds it (a fraction of a millisecond), until
-    the busy timeout ends it; a file lock wakes the next writer as soon as it is free, however
-    long the queue. The kernel drops the lock of a process that dies. Writes outside
-    write_transaction() still wait for SQLite's lock (its busy timeout), as before; so does
-    one inside another transaction, which may hold SQLite's lock already (waiting for the
-    file lock then could deadlock)."""
-    path = db.obj.database
-    if (path in ('', ':memory:') or path.startswith('file:')
-            or (db.in_transaction() and not _writer_turn.depth)):
-        with db.atomic('IMMEDIATE') as transaction:
-            yield transaction
-        return
-    turn = _writer_turn
-    if (turn.pid, turn.path) != (os.getpid(), path):
-        if turn.fd is not None and turn.pid == os.getpid() and turn.depth == 0:
-            os.close(turn.fd)
-        turn.pid, turn.path, turn.depth = os.getpid(), path, 0
-        turn.fd = os.open(path + '-writer', os.O_RDWR | os.O_CREAT, 0o600)
-    if turn.depth == 0:
-        fcntl.flock(turn.fd, fcntl.LOCK_EX)
-    turn.depth += 1
-    try:
-        with db.atomic('IMMEDIATE') as transaction:
-            yield transaction
-    finally:
-        turn.depth -= 1
-        if turn.depth == 0:
-            fcntl.flock(turn.fd, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _advisory_transaction():
-    with db.atomic() as transaction:
-        db.execute_sql('SELECT pg_advisory_xact_lock(%s)', (WRITE_LOCK,))
-        yield transaction
-
-
-def locked(query):
-    """`query` locking the rows it reads until the transaction ends: FOR UPDATE, except on
-    SQLite, where write_transaction() already holds the one write lock."""
-    return query if isinstance(db.obj, SqliteDatabase) else query.for_update()
-
 
 
 class Avatar(BaseModel):
@@ -976,6 +678,41 @@ class Token(BaseModel):
     class Meta:
         indexes = ((('user', 'slot'), True),)
 
+    # A secret is its prefix ('pst_', or 'pstt_' for a TemporaryToken), 30 random base62
+    # characters, and the 6-character base62 CRC32 of all before it.
+    ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
+    SECRET_RE = re.compile(r'^(pst|pstt)_[0-9A-Za-z]{36}$')
+
+    @classmethod
+    def _checksum(cls, body):
+        number, digits = zlib.crc32(body.encode()), []
+        for _ in range(6):
+            number, digit = divmod(number, 62)
+            digits.append(cls.ALPHABET[digit])
+        return ''.join(reversed(digits))
+
+    @classmethod
+    def new_secret(cls, prefix):
+        """A new secret starting with `prefix` (see SECRET_RE)."""
+        body = prefix + ''.join(secrets.choice(cls.ALPHABET) for _ in range(30))
+        return minted(body + cls._checksum(body))
+
+    @classmethod
+    def prefix_of(cls, secret):
+        """'pst_' or 'pstt_' for a well-formed secret whose checksum holds, else None.
+
+        Typos and junk are turned away here, before any database lookup."""
+        match = cls.SECRET_RE.match(secret or '')
+        if match is None:
+            return None
+        if not hmac.compare_digest(cls._checksum(secret[:-6]), secret[-6:]):
+            return None
+        return match.group(1) + '_'
+
+    def works(self):
+        """True while requests may act by this token (see database.act_as)."""
+        return self.status == 'active'
+
     @property
     def masked(self):
         return f'pst_…{self.last4}'
@@ -989,7 +726,7 @@ class Token(BaseModel):
         """A new active token for `user`; returns (token, secret). Raises Refused at the limit."""
         refusal = (f'You already have {TOKEN_LIMIT} tokens, the most you can have at a time. '
                    'Delete one to create another.')
-        secret = make_token_secret('pst_')
+        secret = cls.new_secret('pst_')
         try:
             with write_transaction():
                 used = {t.slot for t in cls.select(cls.slot).where(cls.user == user)}
@@ -1041,19 +778,22 @@ class TemporaryToken(BaseModel):
     expires_at = DateTimeField()
     last_used_at = DateTimeField(null=True)
 
+    def works(self):
+        """True until the token expires (see database.act_as)."""
+        return self.expires_at > utcnow()
+
 
 def bearer(secret):
     """The live Token or TemporaryToken (with its user loaded) for a bearer secret, or None."""
-    prefix = token_prefix(secret)
+    prefix = Token.prefix_of(secret)
     if prefix is None:
         return None
     model = Token if prefix == 'pst_' else TemporaryToken
     row = (model.select(model, User).join(User)
            .where(model.token_hash == sha256(secret)).first())
-    now = utcnow()
-    if row is None or (model is Token and row.status != 'active') \
-            or (model is TemporaryToken and row.expires_at <= now):
+    if row is None or not row.works():
         return None
+    now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > TOKEN_TOUCH_EVERY:
         model.update(last_used_at=now).where(model.id == row.id).execute()
         row.last_used_at = now
@@ -1153,7 +893,7 @@ class LoginRequest(BaseModel):
             else:
                 request.status = 'used'
                 request.save()
-                secret = make_token_secret('pstt_')
+                secret = Token.new_secret('pstt_')
                 token = TemporaryToken.create(user=request.user_id, token_hash=sha256(secret),
                                               expires_at=utcnow() + TEMPORARY_TOKEN_LIFETIME)
                 AuditRecord.write('login_token.create', request.user, ip, target=request.user,
@@ -1219,35 +959,37 @@ class HandleHold(BaseModel):
         return hold.user if hold else None
 
 
-def make_database_password():
-    """A readable password: four groups of four lowercase letters and digits (82 bits)."""
-    alphabet = string.ascii_lowercase + string.digits
-    return '-'.join(''.join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4))
-
-
-def mask_password(password):
-    """The password with all but its first and last two characters hidden, dashes kept."""
-    return ''.join(c if c == '-' or i < 2 or i >= len(password) - 2 else '*'
-                   for i, c in enumerate(password))
-
-
 class DatabasePassword(BaseModel):
-    """The one password a user logs in to every workspace with, encrypted with
-    Config.cipher (never stored in plain text). Each rotation gives it a new id."""
+    """The one password a user logs in to every workspace with, encrypted with the
+    configured keys (database.encrypt; never stored in plain text). Each rotation gives it
+    a new id."""
     user = ForeignKeyField(User, primary_key=True, on_delete='CASCADE')
     id = CharField(unique=True, default=lambda: new_id('d'))
     ciphertext = TextField()
     version = IntegerField(default=1)
     created_at = DateTimeField(default=utcnow)
 
+    @staticmethod
+    def new_password():
+        """A readable password: four groups of four lowercase letters and digits (82 bits)."""
+        alphabet = string.ascii_lowercase + string.digits
+        return minted('-'.join(''.join(secrets.choice(alphabet) for _ in range(4))
+                               for _ in range(4)))
+
+    @staticmethod
+    def mask(password):
+        """`password` with all but its first and last two characters hidden, dashes kept."""
+        return ''.join(c if c == '-' or i < 2 or i >= len(password) - 2 else '*'
+                       for i, c in enumerate(password))
+
     @property
     def password(self):
         """The password in plain text, for the connection string and the API only."""
-        return Config.cipher.decrypt(self.ciphertext.encode()).decode()
+        return decrypt(self.ciphertext)
 
     @property
     def masked(self):
-        return mask_password(self.password)
+        return self.mask(self.password)
 
     @classmethod
     def for_user(cls, user):
@@ -1255,7 +997,7 @@ class DatabasePassword(BaseModel):
         row = cls.get_or_none(cls.user == user)
         if row is None:
             with write_transaction():
-                cls.insert(user=user, id=new_id('d'), ciphertext=_encrypt(make_database_password()),
+                cls.insert(user=user, id=new_id('d'), ciphertext=encrypt(cls.new_password()),
                            version=1, created_at=utcnow()).on_conflict_ignore().execute()
             row = cls.get(cls.user == user)
         return row
@@ -1268,7 +1010,7 @@ class DatabasePassword(BaseModel):
             current = cls.for_user(user)
             now = utcnow()
             version = current.version + 1
-            cls.update(id=new_id('d'), ciphertext=_encrypt(make_database_password()),
+            cls.update(id=new_id('d'), ciphertext=encrypt(cls.new_password()),
                        version=version, created_at=now).where(cls.user == user).execute()
             workspaces = list(Workspace.select(Workspace.id).where(Workspace.user == user))
             if workspaces:
@@ -1278,22 +1020,6 @@ class DatabasePassword(BaseModel):
             AuditRecord.write('user.password.rotate', user, ip, target=user,
                               data={'version': version, 'workspaces': len(workspaces)})
         return cls.get(cls.user == user)
-
-
-def _encrypt(password):
-    return Config.cipher.encrypt(password.encode()).decode()
-
-
-def reencrypt_passwords():
-    """Encrypt every database password with the first configured key (after adding a new
-    key in front); returns how many were rewritten. Old keys can then be removed."""
-    count = 0
-    for row in list(DatabasePassword.select(DatabasePassword.user, DatabasePassword.ciphertext)):
-        new = Config.cipher.rotate(row.ciphertext.encode()).decode()
-        count += DatabasePassword.update(ciphertext=new).where(
-            DatabasePassword.user == row.user_id, DatabasePassword.ciphertext == row.ciphertext
-        ).execute()
-    return count
 
 
 class Workspace(BaseModel):
@@ -1402,12 +1128,10 @@ class PropagationJob(BaseModel):
                                         cls.locked_until.is_null() | (cls.locked_until <= now),
                                         cls.workspace.not_in(busy))
                      .order_by(cls.run_after, cls.id).limit(1))
-            if isinstance(db.obj, PostgresqlDatabase):
-                # Workers on other hosts skip what is being claimed rather than wait. The
-                # workspace row is locked too: `busy` cannot see a lease not yet committed,
-                # and a second worker must not take that workspace's next job meanwhile.
-                query = query.join(Workspace).for_update('FOR UPDATE SKIP LOCKED')
-            job = query.first()
+            # Workers on other hosts skip what is being claimed rather than wait. The
+            # workspace row is locked too: `busy` cannot see a lease not yet committed,
+            # and a second worker must not take that workspace's next job meanwhile.
+            job = skip_locked(query.join(Workspace)).first()
             if job is None:
                 return None
             job.locked_until, job.attempts = now + lease, job.attempts + 1

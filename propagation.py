@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 
+import database
 import models
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def run(target, lease, poll, stop):
     """Work until `stop` (a threading.Event) is set: every due job, then wait `poll` s."""
     while not stop.is_set():
         try:
-            with models.db.connection_context():
+            with database.db.connection_context():
                 while not stop.is_set() and run_once(target, lease):
                     pass
         except Exception:  # noqa: BLE001 - the database may be briefly away; keep going

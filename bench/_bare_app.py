@@ -2,7 +2,7 @@
 
 One SELECT plus a small template (GET), and one UPDATE (POST), on Penstock's own
 `preferences` table, opened with Penstock's database settings and connected per request the
-way Penstock connects (models.open_database; connect/close around each request). No login,
+way Penstock connects (database.open_database; connect/close around each request). No login,
 no CSRF, no sessions: what is left is the floor any Flask + Peewee page stands on.
 Served by gunicorn as `_bare_app:create()` with DATABASE_URL set.
 """
@@ -14,7 +14,7 @@ from flask import Flask, request
 from peewee import BooleanField, CharField, Model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import models  # noqa: E402  (Penstock's database settings, from the repository root)
+import database  # noqa: E402  (Penstock's database settings, from the repository root)
 
 TEMPLATE = """<form method="post">
   {% for name, on in switches %}
@@ -36,18 +36,18 @@ class Preferences(Model):
 
 def create():
     app = Flask(__name__)
-    database = models.open_database(os.environ['DATABASE_URL'])
-    Preferences._meta.set_database(database)
+    db = database.open_database(os.environ['DATABASE_URL'])
+    Preferences._meta.set_database(db)
     template = app.jinja_env.from_string(TEMPLATE)
 
     @app.before_request
     def connect():
-        database.connect(reuse_if_open=True)
+        db.connect(reuse_if_open=True)
 
     @app.teardown_request
     def close(exc):
-        if not database.is_closed():
-            database.close()
+        if not db.is_closed():
+            db.close()
 
     @app.get('/preferences/<user_id>')
     def show(user_id):

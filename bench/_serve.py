@@ -17,12 +17,15 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 import _load
+from _common import judged, quick_or
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 WORKERS = 2
 THREADS = 4  # client threads: enough to keep both workers busy
+# Each comparison: a warm-up of each server, then ROUNDS rounds of SECONDS on each in turn.
+ROUNDS, SECONDS, WARMUP = quick_or((5, 3.0, 1.0), (1, 0.5, 0.2))
 
 
 def environment(folder):
@@ -75,9 +78,10 @@ def gunicorn(app_spec, env, ready_path, workers=WORKERS):
             process.wait()
 
 
-def compare(ours, baseline, rounds=3, seconds=3.0, warmup=1.0):
+def compare(ours, baseline, rounds=ROUNDS, seconds=SECONDS, warmup=WARMUP):
     """Requests per second of `ours` and of `baseline`, each (port, requests, expected status),
-    measured in alternating rounds; the median round of each, and every round's statuses."""
+    measured in alternating rounds: (ours' rate in each round, the baseline's, every round's
+    statuses)."""
     rates = {'ours': [], 'baseline': []}
     statuses = {'ours': {}, 'baseline': {}}
     for name, (port, requests, expect) in (('ours', ours), ('baseline', baseline)):
@@ -91,13 +95,19 @@ def compare(ours, baseline, rounds=3, seconds=3.0, warmup=1.0):
             if result.errors:
                 statuses[name]['connection errors'] = (
                     statuses[name].get('connection errors', 0) + result.errors)
-    return statistics.median(rates['ours']), statistics.median(rates['baseline']), statuses
+    return rates['ours'], rates['baseline'], statuses
 
 
 def verdict(label, ours, baseline, target, unit='req/s'):
-    """One line: both figures, their ratio, the target and whether it is met."""
-    ratio = ours / baseline if baseline else 0.0
+    """One line: the median rate of each, the ratio and whether it meets the target; then each
+    round's ratio and their spread, so the noise shows. A round measures both servers one after
+    the other, so its ratio is what one moment's load gives them both: the ratio judged is the
+    median round's, not the ratio of two medians that may come from different rounds."""
+    rounds = [mine / theirs if theirs else 0.0 for mine, theirs in zip(ours, baseline)]
+    ratio = statistics.median(rounds)
     met = ratio >= target
-    print(f'  {label:42} {ours:8.0f} / {baseline:8.0f} {unit} = {ratio:4.2f}  '
-          f'(target ≥ {target}: {"MET" if met else "NOT MET"})')
+    print(f'  {label:42} {statistics.median(ours):8.0f} / {statistics.median(baseline):8.0f} '
+          f'{unit}, ratio {ratio:5.3f}  (target ≥ {target}: {judged(met)})')
+    print(f'  {"":42} rounds: ' + ' '.join(f'{value:.2f}' for value in rounds)
+          + f'  (spread {min(rounds):.2f}–{max(rounds):.2f})')
     return met

@@ -6,6 +6,7 @@ throwaway SQLite database. Page 1,000 is reached as Load more reaches it, by the
 cursor (created_at, id) of the last record of page 999, built from the data; a user with
 1,000 records has only 1,000 / 50 = 20 pages, so for them the deepest page is the last.
 Target: all four times within 1.3× of each other. Prints the figures; exits 0 either way.
+Quick mode (BENCH_QUICK=1, see _common.py): 20,000 records instead of 1,000,000, 3 renders.
 """
 import datetime
 import os
@@ -19,16 +20,19 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
+from _common import judged, quick_or
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import database  # noqa: E402
 import models  # noqa: E402  (Penstock itself, from the repository root)
 from app import create_app  # noqa: E402
 from views.api import encode_cursor  # noqa: E402
 from views.audit import PAGE_SIZE  # noqa: E402
 
-SIZES = (1_000, 1_000_000)
+SIZES = (1_000, quick_or(1_000_000, 20_000))
 DEEP_PAGE = 1_000
 BATCH = 50_000
-REPEATS = 30
+REPEATS = quick_or(30, 3)
 TARGET = 1.3
 PASSWORD = 'bench password'
 ACTIONS = ('user.update', 'token.create', 'token.delete', 'user.preferences.update',
@@ -38,7 +42,7 @@ COLUMNS = [field.column_name for field in models.AuditRecord._meta.sorted_fields
 
 def fill(user, count):
     """Give `user` exactly `count` audit records, one a second apart, ending now."""
-    database = models.db.obj
+    raw = database.db.obj
     have = models.AuditRecord.select().where(models.AuditRecord.identity == user).count()
     start = models.utcnow() - datetime.timedelta(seconds=count + 10)
     sql = (f'INSERT INTO audit_record ({", ".join(COLUMNS)}) '
@@ -50,7 +54,7 @@ def fill(user, count):
     template = [fixed.get(column) for column in COLUMNS]
     where = {name: COLUMNS.index(name) for name in ('id', 'action_type', 'created_at')}
     # A large page cache for the load: 1M random ids make the primary key's inserts random.
-    database.execute_sql('PRAGMA cache_size = -262144')
+    raw.execute_sql('PRAGMA cache_size = -262144')
     for first in range(0, count - have, BATCH):
         rows = []
         for number in range(first, min(first + BATCH, count - have)):
@@ -60,9 +64,9 @@ def fill(user, count):
             row[where['created_at']] = (start + datetime.timedelta(
                 seconds=number, microseconds=1)).strftime('%Y-%m-%d %H:%M:%S.%f')
             rows.append(row)
-        with database.atomic():
-            database.cursor().executemany(sql, rows)
-    database.execute_sql('PRAGMA cache_size = -2000')
+        with raw.atomic():
+            raw.cursor().executemany(sql, rows)
+    raw.execute_sql('PRAGMA cache_size = -2000')
 
 
 def cursor_before(user, page):
@@ -91,10 +95,10 @@ def main():
                           'DATABASE_URL': f'sqlite:///{folder}/penstock.db',
                           'DATABASE_PASSWORD_KEYS': Fernet.generate_key().decode(),
                           'SESSION_COOKIE_SECURE': False})
-        models.migrate(models.db.obj)
+        database.migrate(database.db.obj)
         cases, clients, cursors = {}, {}, {}
         started = time.perf_counter()
-        with models.db.connection_context():
+        with database.db.connection_context():
             for count in SIZES:
                 user = models.User.sign_up(f'u{count}@example.com', f'u{count}', PASSWORD)
                 fill(user, count)
@@ -125,7 +129,7 @@ def main():
                 times[name].append(time.perf_counter() - begin)
                 assert response.status_code == 200, (url, response.status_code)
                 assert response.get_data(as_text=True).count('<tr') >= PAGE_SIZE, url
-        models.db.close()
+        database.db.close()
 
     print('Audit Log benchmark (bench/audit.py): the real view, full page, logged-in client')
     print(f'{os.cpu_count()} CPUs, load average ' + '{:.2f} {:.2f} {:.2f}'.format(
@@ -138,7 +142,7 @@ def main():
     ratio = max(medians.values()) / min(medians.values())
     print()
     print(f'  slowest / fastest of the four = {ratio:.2f}×  '
-          f'(target ≤ {TARGET}×: {"MET" if ratio <= TARGET else "NOT MET"})')
+          f'(target ≤ {TARGET}×: {judged(ratio <= TARGET)})')
 
 
 if __name__ == '__main__':

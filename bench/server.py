@@ -8,7 +8,8 @@
 
 Both servers are gunicorn sync workers on 127.0.0.1 with the same settings; the load is
 bench/_load.py (wrk is not available here), each run bounded in time and request count.
-Prints the figures and whether each target is met; exits 0 either way.
+Prints the figures, the ratio in each round (the noise) and whether each target is met; exits 0
+either way. Quick mode (BENCH_QUICK=1, see _common.py): one short round, targets not judged.
 """
 import http.client
 import os
@@ -27,14 +28,15 @@ def prepare(env):
     """Create the schema, a user with a token; return (user id, handle, token secret)."""
     os.environ.update({key: env[key] for key in ('DATABASE_URL', 'SECRET_KEY',
                                                  'DATABASE_PASSWORD_KEYS')})
+    import database
     import models
     from app import create_app
     create_app()
-    models.migrate(models.db.obj)
-    with models.db.connection_context():
+    database.migrate(database.db.obj)
+    with database.db.connection_context():
         user = models.User.sign_up('bench@example.com', 'bench', 'bench password')
         _, secret = models.Token.issue(user)
-    models.db.close()
+    database.db.close()
     return user.id, user.handle, secret
 
 
@@ -78,8 +80,9 @@ def main():
           f'{_serve.WORKERS} sync workers each, {_serve.THREADS} client threads, '
           f'{os.cpu_count()} CPUs, load average ' + '{:.2f} {:.2f} {:.2f}'.format(
               *os.getloadavg()))
-    print('Figures: median of 3 alternating 3 s rounds after a 1 s warm-up; '
-          'one new connection per request.')
+    print(f'Figures: {_serve.ROUNDS} alternating {_serve.SECONDS:g} s rounds after a '
+          f'{_serve.WARMUP:g} s warm-up: the median rate of each server, the median round\'s '
+          'ratio and every round\'s; one new connection per request.')
     with tempfile.TemporaryDirectory(prefix='penstock-bench-') as folder:
         env = environment(folder)
         user_id, handle, secret = prepare(env)

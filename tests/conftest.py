@@ -3,6 +3,7 @@
 The database is SQLite unless PENSTOCK_TEST_DATABASE names a PostgreSQL server (a
 postgresql:// URL of a database the tests may create and drop databases from); then every
 test gets fresh databases of its own there."""
+import functools
 import logging
 import os
 import queue
@@ -16,13 +17,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from cryptography.fernet import Fernet
-from bs4 import BeautifulSoup
+from werkzeug.security import generate_password_hash
 from werkzeug.serving import make_server
 
+import database
 import models
 from app import create_app
+from tests.helpers import PASSWORD, Api, log_in, make_user
 
-PASSWORD = 'correct horse battery'
 SESSION_COOKIE = '__Host-penstock_session'  # the `app` fixture's: its cookies are secure
 TEST_PASSWORD_KEY = Fernet.generate_key().decode()
 TEST_DATABASE = os.environ.get('PENSTOCK_TEST_DATABASE', '')
@@ -43,27 +45,12 @@ _WORDS = re.compile(r'[A-Za-z0-9_-]+')
 @pytest.fixture(scope='session', autouse=True)
 def _note_secrets():
     """Remember each token, session secret and database password as it is made."""
-    make_token, make_password = models.make_token_secret, models.make_database_password
-    open_session = models.Session.__dict__['sign_in']
-
-    def noted(value):
-        MADE_SECRETS.add(value)
-        return value
-
-    def open_noted(cls, *args, **kwargs):
-        session = open_session.__func__(cls, *args, **kwargs)
-        noted(session.secret)
-        return session
-
-    models.make_token_secret = lambda prefix: noted(make_token(prefix))
-    models.make_database_password = lambda: noted(make_password())
-    models.Session.sign_in = classmethod(open_noted)
+    models.SECRET_OBSERVERS.append(MADE_SECRETS.add)
     root = logging.getLogger()
     level, root.level = root.level, min(root.level, logging.INFO)
     yield
     root.level = level
-    models.make_token_secret, models.make_database_password = make_token, make_password
-    models.Session.sign_in = open_session
+    models.SECRET_OBSERVERS.remove(MADE_SECRETS.add)
 
 
 class _Lines(logging.Handler):
@@ -93,16 +80,16 @@ def _close_databases(monkeypatch):
     """After each test, close every connection of every database opened during it: a pool
     keeps its connections after close(), and one left to the garbage collector warns (an
     error here) from whichever later test it happens in."""
-    opened, open_database = [], models.open_database
+    opened, open_database = [], database.open_database
 
     def noted(url):
         opened.append(open_database(url))
         return opened[-1]
 
-    monkeypatch.setattr(models, 'open_database', noted)
+    monkeypatch.setattr(database, 'open_database', noted)
     yield
-    for database in opened:
-        getattr(database, 'close_all', database.close)()
+    for each in opened:
+        getattr(each, 'close_all', each.close)()
 
 
 def postgres_admin(sql):
@@ -125,9 +112,9 @@ def _postgres_template():
     template = f'penstock_template_{os.getpid()}'
     postgres_admin(f'DROP DATABASE IF EXISTS {template}')
     postgres_admin(f'CREATE DATABASE {template}')
-    database = models.open_database(postgres_url(template))
-    models.migrate(database)
-    database.close_all()  # a pooled connection left open would stop every copy of it
+    migrated = database.open_database(postgres_url(template))
+    database.migrate(migrated)
+    migrated.close_all()  # a pooled connection left open would stop every copy of it
     yield template
     postgres_admin(f'DROP DATABASE IF EXISTS {template} WITH (FORCE)')
 
@@ -143,15 +130,14 @@ def make_database_url(tmp_path, _postgres_template):
     def make(name='penstock', empty=False):
         if not ON_POSTGRES:
             return f'sqlite:///{tmp_path}/{name}.db'
-        database = f'penstock_test_{os.getpid()}_{secrets.token_hex(6)}'
-        postgres_admin(f'CREATE DATABASE {database}'
-                        + ('' if empty else f' TEMPLATE {_postgres_template}'))
-        made.append(database)
-        return postgres_url(database)
+        made.append(f'penstock_test_{os.getpid()}_{secrets.token_hex(6)}')
+        postgres_admin(f'CREATE DATABASE {made[-1]}'
+                       + ('' if empty else f' TEMPLATE {_postgres_template}'))
+        return postgres_url(made[-1])
 
     yield make
-    for database in made:
-        postgres_admin(f'DROP DATABASE IF EXISTS {database} WITH (FORCE)')
+    for name in made:
+        postgres_admin(f'DROP DATABASE IF EXISTS {name} WITH (FORCE)')
 
 
 @pytest.fixture
@@ -161,7 +147,7 @@ def database_url(make_database_url):
 
 
 @pytest.fixture
-def app(database_url):
+def app(database_url, quick_password_hashes):
     app = create_app({
         'TESTING': True,
         'SECRET_KEY': 'test secret key',
@@ -170,9 +156,9 @@ def app(database_url):
         'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
         'PROPAGATION_DELAY': 0,
     })
-    models.migrate(models.db.obj)
+    database.migrate(database.db.obj)
     yield app
-    models.db.close()
+    database.db.close()
 
 
 @pytest.fixture
@@ -182,36 +168,11 @@ def client(app):
 
 def database_dump():
     """Every row of the app's database as text, to search for what must never be stored."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         if not ON_POSTGRES:
-            return '\n'.join(models.db.obj.connection().iterdump())
-        return '\n'.join(row[0] for table in models.db.get_tables() for row in
-                         models.db.execute_sql(f'SELECT t::text FROM "{table}" t'))
-
-
-def html(response):
-    return BeautifulSoup(response.get_data(as_text=True), 'html.parser')
-
-
-def csrf_token(client, url):
-    """The CSRF token a form on `url` carries, as a person's browser would submit it."""
-    field = html(client.get(url)).find('input', attrs={'name': 'csrf_token'})
-    assert field is not None, f'no CSRF field on {url}'
-    return field['value']
-
-
-HTMX = {'HX-Request': 'true'}
-
-
-def make_user(email='alice@example.com', handle='alice', password=PASSWORD):
-    with models.db.connection_context():
-        return models.User.sign_up(email, handle, password)
-
-
-def log_in(client, login, password=PASSWORD):
-    token = csrf_token(client, '/login')
-    return client.post('/login', data={'email': login, 'password': password,
-                                       'csrf_token': token})
+            return '\n'.join(database.db.obj.connection().iterdump())
+        return '\n'.join(row[0] for table in database.db.get_tables() for row in
+                         database.db.execute_sql(f'SELECT t::text FROM "{table}" t'))
 
 
 @pytest.fixture
@@ -328,3 +289,42 @@ def _close_output(process, pump):
     """Once the server has exited its output ends: let the reader finish, then close it."""
     pump.join(timeout=10)
     process.stdout.close()
+
+
+# The API's people and Alice's token, read afresh from the database (`user` and `other_user`
+# are the objects sign-up returned).
+
+@pytest.fixture
+def alice(user):
+    return models.User.get_by_id(user.id)
+
+
+@pytest.fixture
+def bob(other_user):
+    return models.User.get_by_id(other_user.id)
+
+
+@pytest.fixture
+def token(alice):
+    """Alice's first token and its secret."""
+    return models.Token.issue(alice)
+
+
+@pytest.fixture
+def api(app, token):
+    """Alice's API client, sending her first token."""
+    return Api(app, token[1])
+
+
+# scrypt at werkzeug's cost (n=2**15) takes about 80 ms a hash, and most tests sign up and log
+# in: hashing was 60% of `make check`. The in-process app hashes at n=2**10 (about 2 ms); a
+# check reads the cost from the hash it checks, so logins get as cheap. gunicorn servers
+# (tests/servers.py) and the browser tests' live server keep the full cost.
+QUICK_PASSWORD_HASH = 'scrypt:1024:8:1'
+
+
+@pytest.fixture
+def quick_password_hashes(monkeypatch):
+    """The app hashes passwords at QUICK_PASSWORD_HASH's cost during this test."""
+    monkeypatch.setattr(models, 'generate_password_hash',
+                        functools.partial(generate_password_hash, method=QUICK_PASSWORD_HASH))

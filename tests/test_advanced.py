@@ -1,20 +1,22 @@
 """Settings → Advanced: Reset authentication and its confirmation step, with and without htmx."""
+import database
 import models
-from tests.conftest import HTMX, SESSION_COOKIE as COOKIE, csrf_token, html, log_in
+from tests.conftest import SESSION_COOKIE as COOKIE
+from tests.helpers import HTMX, csrf_token, html, log_in
 
 URL = '/user/alice/settings/advanced'
 CONFIRM = URL + '/reset-authentication'
 
 
 def counts(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return {model.__name__: model.select().where(model.user == user.id).count()
                 for model in (models.Session, models.Token, models.TemporaryToken,
                               models.LoginRequest)}
 
 
 def resets(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return (models.AuditRecord.select()
                 .where((models.AuditRecord.identity == user.id)
                        & (models.AuditRecord.action_type == 'user.authentication.reset'))
@@ -23,7 +25,7 @@ def resets(user):
 
 def every_way_in(user):
     """A second browser's session, two tokens, a temporary token and a confirmed CLI login."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         alice = models.User.get_by_id(user.id)
         models.Session.sign_in(alice, '198.51.100.2', 'Other browser')
         secrets = [models.Token.issue(alice)[1] for _ in range(2)]
@@ -128,7 +130,7 @@ def test_reset_authentication_with_htmx_redirects_the_browser_to_login(client, l
 def test_both_slots_are_free_again_after_a_reset(client, logged_in):
     every_way_in(logged_in)
     client.post(CONFIRM, data={'csrf_token': csrf_token(client, CONFIRM)})
-    with models.db.connection_context():
+    with database.db.connection_context():
         alice = models.User.get_by_id(logged_in.id)
         assert len({models.Token.issue(alice)[0].slot for _ in range(2)}) == 2
 

@@ -4,165 +4,13 @@ Every answer a test gets through `Api` is checked twice: against the schema our 
 document declares for that operation and status, and against the Steampipe Cloud schema
 SPEC section 9 names (../shared/reference/steampipe-cloud-openapi.yaml)."""
 import datetime
-import functools
 import json
-import re
-from pathlib import Path
 
-import jsonschema
 import pytest
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT4, DRAFT202012
-from werkzeug.exceptions import HTTPException
 
+import database
 import models
-from tests.conftest import log_in
-from views.openapi import DOCUMENT
-
-# The schemas we answer to, cut from ../shared/reference/steampipe-cloud-openapi.yaml
-# (tests/reference/README.md says how), so the suite runs from a clone alone.
-REFERENCE = Path(__file__).resolve().parent / 'reference' / 'steampipe-cloud-schemas.json'
-IP = '203.0.113.7'
-
-# Our operations and the Steampipe Cloud schema each one's success answer must satisfy.
-REFERENCE_SHAPES = {
-    'actor_get': 'User', 'user_update': 'User',
-    'userToken_list': 'ListTokensResponse', 'userToken_create': 'Token',
-    'userToken_get': 'Token', 'userToken_update': 'Token', 'userToken_delete': 'Token',
-    'user_getPreferences': 'UserPreferences', 'user_updatePreferences': 'UserPreferences',
-    'user_listAuditLogs': 'ListAuditLogsResponse', 'user_delete': 'User',
-    'user_getDBPassword': 'UserDatabasePassword', 'user_createDBPassword': 'UserDatabasePassword',
-    'userWorkspace_list': 'ListWorkspacesResponse',
-}
-
-
-def _regex_formats_as_patterns(node):
-    """The reference writes id and handle rules as `format: ^…$`; make them checked."""
-    if isinstance(node, dict):
-        if str(node.get('format', '')).startswith('^'):
-            node['pattern'] = node['format']
-        for value in node.values():
-            _regex_formats_as_patterns(value)
-    elif isinstance(node, list):
-        for value in node:
-            _regex_formats_as_patterns(value)
-    return node
-
-
-def _overlap_only(reference):
-    """Steampipe's Workspace requires fields we have no use for (created_by_id,
-    deleted_by_id, desired_state, updated_by_id): ours must satisfy it on the fields both
-    have, so only those stay required. Every property both name is still checked."""
-    workspace = reference['components']['schemas']['Workspace']
-    ours = DOCUMENT['components']['schemas']['Workspace']['properties']
-    workspace['required'] = [field for field in workspace['required'] if field in ours]
-    assert {'id', 'handle', 'identity_id', 'created_at', 'version_id'} <= set(
-        workspace['required'])
-    return reference
-
-
-@functools.cache
-def registry():
-    with open(REFERENCE) as f:
-        reference = _overlap_only(_regex_formats_as_patterns(json.load(f)))
-    ours = json.loads(json.dumps(DOCUMENT))  # exactly what the endpoint serves
-    return Registry().with_resources([
-        ('urn:reference', Resource.from_contents(reference, default_specification=DRAFT4)),
-        ('urn:penstock', Resource.from_contents(ours, default_specification=DRAFT202012)),
-    ])
-
-
-def assert_conforms(instance, uri, validator=jsonschema.Draft202012Validator):
-    errors = [f'{list(e.absolute_path)}: {e.message}' for e in
-              validator({'$ref': uri}, registry=registry()).iter_errors(instance)]
-    assert not errors, (uri, errors)
-
-
-def documented_answer(rule, method, status):
-    """The operation our document gives for a route, and its response for `status`."""
-    path = re.sub(r'<(?:[^:>]+:)?([^>]+)>', r'{\1}', rule.rule.removeprefix('/api/v0'))
-    op = DOCUMENT['paths'][path][method.lower()]
-    assert str(status) in op['responses'], f'{method} {path} does not document {status}'
-    answer = op['responses'][str(status)]
-    if '$ref' in answer:
-        answer = DOCUMENT['components']['responses'][answer['$ref'].rsplit('/', 1)[1]]
-    return op, answer
-
-
-class Api:
-    """A client that sends a bearer token from IP and checks each answer's shape."""
-
-    def __init__(self, app, secret):
-        self.app, self.client, self.secret = app, app.test_client(), secret
-
-    def __call__(self, method, url, body=None, secret=None, **kwargs):
-        secret = self.secret if secret is None else secret
-        headers = {'Authorization': f'Bearer {secret}'} if secret else {}
-        if body is not None:
-            kwargs['json'] = body
-        response = self.client.open(url, method=method, headers=headers,
-                                    environ_base={'REMOTE_ADDR': IP}, **kwargs)
-        check_answer(self.app, method, url, response)
-        return response
-
-
-def check_answer(app, method, url, response):
-    """The answer is not cached, and has the shapes both documents promise for it."""
-    assert response.headers['Cache-Control'] == 'no-store'
-    if response.status_code == 204:
-        assert response.get_data() == b''
-        return
-    assert response.mimetype == 'application/json'
-    body = response.get_json()
-    if response.status_code >= 400:
-        assert_conforms(body, 'urn:reference#/components/schemas/ErrorModel',
-                        jsonschema.Draft4Validator)
-        assert body['status'] == response.status_code and body['instance'] == url.split('?')[0]
-    try:
-        rule, _ = app.url_map.bind('localhost').match(url.split('?')[0], method,
-                                                      return_rule=True)
-    except HTTPException:  # no such route or method: only the error shape can be checked
-        assert response.status_code in (404, 405)
-        return
-    op, answer = documented_answer(rule, method, response.status_code)
-    if 'content' not in answer:
-        return
-    assert_conforms(body, 'urn:penstock' + answer['content']['application/json']['schema']['$ref'])
-    if response.status_code < 400 and op['operationId'] in REFERENCE_SHAPES:
-        assert_conforms(body, 'urn:reference#/components/schemas/'
-                        + REFERENCE_SHAPES[op['operationId']], jsonschema.Draft4Validator)
-
-
-@pytest.fixture
-def alice(user):
-    return models.User.get_by_id(user.id)
-
-
-@pytest.fixture
-def bob(other_user):
-    return models.User.get_by_id(other_user.id)
-
-
-@pytest.fixture
-def token(alice):
-    """Alice's first token and its secret."""
-    return models.Token.issue(alice)
-
-
-@pytest.fixture
-def api(app, token):
-    return Api(app, token[1])
-
-
-def audit(action_type=None):
-    query = models.AuditRecord.select().order_by(models.AuditRecord.created_at)
-    if action_type:
-        query = query.where(models.AuditRecord.action_type == action_type)
-    return list(query)
-
-
-def errors_at(response):
-    return [error['location'] for error in response.get_json()['validation_errors']]
+from tests.helpers import IP, Api, audit, changeable_rows, check_answer, errors_at, log_in
 
 
 # Authentication
@@ -177,7 +25,7 @@ def test_actor_is_the_user_the_token_belongs_to(api, alice):
 
 
 def test_a_temporary_token_authenticates_until_it_expires(app, alice):
-    secret = models.make_token_secret('pstt_')
+    secret = models.Token.new_secret('pstt_')
     row = models.TemporaryToken.create(user=alice, token_hash=models.sha256(secret),
                                        expires_at=models.utcnow() + datetime.timedelta(days=1))
     api = Api(app, secret)
@@ -216,7 +64,7 @@ def test_a_missing_or_dead_token_gets_401(app, token, authorization, spoil):
     if authorization:
         headers['Authorization'] = authorization.format(
             secret=secret, mangled=_mangled(secret),
-            unknown=models.make_token_secret('pst_'))
+            unknown=models.Token.new_secret('pst_'))
     response = app.test_client().get('/api/v0/actor', headers=headers)
     check_answer(app, 'GET', '/api/v0/actor', response)
     assert response.status_code == 401
@@ -225,7 +73,7 @@ def test_a_missing_or_dead_token_gets_401(app, token, authorization, spoil):
 
 
 def test_every_api_route_refuses_a_request_without_a_token(app, alice, token):
-    before = snapshot()
+    before = changeable_rows()
     routes = [(method, rule) for rule in app.url_map.iter_rules()
               if rule.endpoint.startswith('api.')
               for method in rule.methods - {'HEAD', 'OPTIONS'}]
@@ -235,27 +83,16 @@ def test_every_api_route_refuses_a_request_without_a_token(app, alice, token):
         response = app.test_client().open(url, method=method, json={'status': 'inactive'})
         check_answer(app, method, url, response)
         assert response.status_code == 401, (method, url)
-    assert snapshot() == before
+    assert changeable_rows() == before
 
 
 def test_cookies_alone_do_not_authenticate_the_api(client, logged_in, token):
-    before = snapshot()
+    before = changeable_rows()
     assert client.get('/api/v0/actor').status_code == 401
     assert client.post('/api/v0/user/alice/token').status_code == 401
     assert client.patch('/api/v0/user/alice', json={'display_name': 'Cookie'}).status_code == 401
     assert client.delete(f'/api/v0/user/alice/token/{token[0].id}').status_code == 401
-    assert snapshot() == before
-
-
-def snapshot():
-    """Every row a request could change; a token's last use is not a change."""
-    def rows(model):
-        fields = [f for f in model._meta.sorted_fields if f.name != 'last_used_at']
-        return sorted(tuple(map(str, row)) for row in model.select(*fields).tuples())
-    return {model.__name__: rows(model)
-            for model in (models.User, models.Preferences, models.Token, models.AuditRecord,
-                          models.Workspace, models.DatabasePassword, models.PropagationJob,
-                          models.HandleHold)}
+    assert changeable_rows() == before
 
 
 # The user
@@ -275,10 +112,10 @@ def test_patching_the_user_changes_the_display_name_once_and_audits_it(api, alic
 
 
 def test_the_current_handle_is_accepted_and_changes_nothing(api, alice):
-    before = snapshot()
+    before = changeable_rows()
     response = api('PATCH', '/api/v0/user/alice', {'handle': 'alice'})
     assert response.status_code == 200 and response.get_json()['version_id'] == 1
-    assert snapshot() == before
+    assert changeable_rows() == before
 
 
 @pytest.mark.parametrize('body, locations', [
@@ -293,11 +130,11 @@ def test_the_current_handle_is_accepted_and_changes_nothing(api, alice):
 ], ids=['empty', 'too-long', 'control-characters', 'number', 'null-and-list',
         'unknown-field', 'array', 'string'])
 def test_an_invalid_user_patch_is_a_400_and_changes_nothing(api, body, locations):
-    before = snapshot()
+    before = changeable_rows()
     response = api('PATCH', '/api/v0/user/alice', body)
     assert response.status_code == 400
     assert sorted(errors_at(response)) == locations
-    assert snapshot() == before
+    assert changeable_rows() == before
 
 
 def test_a_body_that_is_not_json_is_a_400(api):
@@ -313,7 +150,7 @@ def test_creating_a_token_returns_its_secret_this_once(api, alice):
     assert response.status_code == 201
     body = response.get_json()
     secret = body.pop('token')
-    assert models.token_prefix(secret) == 'pst_' and body['last4'] == secret[-4:]
+    assert models.Token.prefix_of(secret) == 'pst_' and body['last4'] == secret[-4:]
     assert response.headers['Location'] == f'/api/v0/user/alice/token/{body["id"]}'
     assert body['status'] == 'active' and body['user_id'] == alice.id
     assert api('GET', '/api/v0/actor', secret=secret).status_code == 200
@@ -384,10 +221,10 @@ def test_a_deactivated_token_stops_working_and_can_be_activated_again(api, alice
     ({'status': 'inactive', 'last4': 'abcd'}, ['body.last4']),
 ], ids=['missing', 'unknown-status', 'boolean', 'list', 'unknown-field'])
 def test_an_invalid_token_patch_is_a_400_and_changes_nothing(api, token, body, locations):
-    before = snapshot()
+    before = changeable_rows()
     response = api('PATCH', f'/api/v0/user/alice/token/{token[0].id}', body)
     assert response.status_code == 400 and errors_at(response) == locations
-    assert snapshot() == before
+    assert changeable_rows() == before
 
 
 def test_deleting_a_token_answers_with_it_and_frees_its_slot(api, alice):
@@ -414,7 +251,7 @@ def test_a_token_can_delete_itself_and_is_dead_at_once(api, token):
 def test_another_users_handle_and_objects_are_404(api, bob):
     bobs_token, bobs_secret = models.Token.issue(bob)
     models.Workspace.provision(bob, 'bobs')
-    before = snapshot()
+    before = changeable_rows()
     for method, url, body in [
         ('PATCH', '/api/v0/user/bob', {'display_name': 'Mallory'}),
         ('PATCH', '/api/v0/user/bob', {'handle': 'mallory'}),
@@ -437,7 +274,7 @@ def test_another_users_handle_and_objects_are_404(api, bob):
         response = api(method, url, body)
         assert response.status_code == 404, (method, url)
         assert response.get_json()['title'] == 'Not Found'
-    assert snapshot() == before
+    assert changeable_rows() == before
     assert models.bearer(bobs_secret).status == 'active'
 
 
@@ -484,10 +321,10 @@ def test_patching_preferences_changes_only_the_fields_sent_and_audits_once(api, 
     ({'tips_and_tricks': 'enabled'}, ['body.tips_and_tricks']),
 ], ids=['not-a-choice', 'boolean', 'system', 'form-name'])
 def test_invalid_preferences_are_a_400_and_change_nothing(api, body, locations):
-    before = snapshot()
+    before = changeable_rows()
     response = api('PATCH', '/api/v0/user/alice/preferences', body)
     assert response.status_code == 400 and errors_at(response) == locations
-    assert snapshot() == before
+    assert changeable_rows() == before
 
 
 # Audit log
@@ -542,13 +379,13 @@ def test_audit_pages_over_250_records_have_no_gaps_or_repeats(api, alice):
 def test_an_audit_page_costs_the_same_queries_whatever_its_size(api, alice, bob, monkeypatch):
     add_audit_records(alice, 150, actor_ids=[alice.id, bob.id, 'u_gone'])
     statements = []
-    execute_sql = models.db.obj.execute_sql
+    execute_sql = database.db.obj.execute_sql
 
     def counting(sql, *args, **kwargs):
         statements.append(sql)
         return execute_sql(sql, *args, **kwargs)
     api('GET', '/api/v0/actor')  # the token's first use of the minute writes last_used_at
-    monkeypatch.setattr(models.db.obj, 'execute_sql', counting)
+    monkeypatch.setattr(database.db.obj, 'execute_sql', counting)
     small = api('GET', '/api/v0/user/alice/audit_log?limit=3')
     small_count, statements[:] = len(statements), []
     large = api('GET', '/api/v0/user/alice/audit_log?limit=100')

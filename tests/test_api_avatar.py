@@ -9,10 +9,11 @@ from PIL import Image
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
+import database
 import imaging
 import models
-from tests.test_api import IP, Api, audit, errors_at
-from tests.test_avatars import BUSY, TOO_MANY_UPLOADS, every_turn_taken
+from tests.helpers import IP, TOO_MANY_UPLOADS, audit, errors_at, every_turn_taken
+from tests.images import BUSY
 
 URL = '/api/v0/user/alice/avatar'
 BLACK, RED, GREEN = (0, 0, 0), (220, 40, 40), (40, 170, 60)
@@ -39,16 +40,6 @@ def picture():
 
 
 PICTURE = picture()
-
-
-@pytest.fixture
-def alice(user):
-    return models.User.get_by_id(user.id)
-
-
-@pytest.fixture
-def api(app, alice):
-    return Api(app, models.Token.issue(alice)[1])
 
 
 def send(api, fields, url=URL, secret=None):
@@ -103,7 +94,7 @@ def assert_quarters(image, expected):
 
 def state(handle='alice'):
     """What an avatar change would change: the URL's version, the custom image, the audit."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         user = models.User.get(models.User.handle == handle)
         avatar = models.Avatar.get_or_none(models.Avatar.user == user.id)
         return (user.avatar_version, avatar is not None and avatar.custom_large is not None,
@@ -254,7 +245,7 @@ def test_the_eleventh_upload_in_a_minute_is_a_429_error_object(api):
 # Reset
 
 def test_delete_goes_back_to_the_default_avatar(api, alice):
-    with models.db.connection_context():
+    with database.db.connection_context():
         avatar = models.Avatar.for_user(alice.id)
     uploaded_url = upload(api, x=250, y=50, size=100).get_json()['avatar_url']
     response = api('DELETE', URL)

@@ -8,8 +8,7 @@ import jsonschema
 import pytest
 
 import models
-from tests.test_api import (IP, REFERENCE_SHAPES, alice, api, assert_conforms, audit,  # noqa: F401
-                            bob, errors_at, token)
+from tests.helpers import IP, REFERENCE_SHAPES, assert_conforms, audit, errors_at
 
 URL = '/api/v0/user/alice/password'
 REFERENCE = 'urn:reference#/components/schemas/UserDatabasePassword'

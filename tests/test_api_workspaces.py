@@ -7,11 +7,12 @@ import datetime
 
 import pytest
 
+import database
 import models
 import propagation
 from app import create_app
-from tests.conftest import TEST_PASSWORD_KEY, make_user
-from tests.test_api import Api, alice, api, bob, errors_at, token  # noqa: F401 - fixtures
+from tests.conftest import TEST_PASSWORD_KEY
+from tests.helpers import Api, errors_at, make_user
 
 URL = '/api/v0/user/alice/workspace'
 
@@ -120,14 +121,14 @@ def test_hosts_use_the_configured_workspace_domain(database_url):
                       'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
                       'WORKSPACE_DOMAIN': 'db.example.net'})
     try:
-        models.migrate(models.db.obj)
+        database.migrate(database.db.obj)
         user = make_user()
-        with models.db.connection_context():
+        with database.db.connection_context():
             models.Workspace.provision(user, 'analytics')
             _, secret = models.Token.issue(user)
         [item] = items(Api(app, secret)('GET', URL))
         assert item['host'] == 'alice-analytics.db.example.net'
         assert '@alice-analytics.db.example.net:9193/' in item['connection_string']
     finally:
-        models.db.close()
-        models.configure('workspaces.penstock.test', [TEST_PASSWORD_KEY])
+        database.db.close()
+        models.Config.workspace_domain = 'workspaces.penstock.test'

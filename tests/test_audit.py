@@ -7,8 +7,9 @@ import re
 
 import pytest
 
+import database
 import models
-from tests.conftest import HTMX, html, log_in, make_user
+from tests.helpers import HTMX, html, log_in, make_user
 
 URL = '/user/alice/settings/audit'
 MORE = {**HTMX, 'HX-Target': 'audit-more'}
@@ -21,7 +22,7 @@ BASE_TIME = datetime.datetime(2030, 1, 1, 12, 0, 0)
 
 def write(user, action_type, data=None, ip='192.0.2.7', at=None):
     """An audit record as the app writes it; `at` pins its time so order is certain."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         actor = models.User.get_by_id(user.id)
         record = models.AuditRecord.write(action_type, actor, ip, target=actor, data=data)
         if at is not None:
@@ -32,7 +33,7 @@ def write(user, action_type, data=None, ip='192.0.2.7', at=None):
 
 def write_many(user, count, action_type='token.create'):
     """`count` records a second apart, newest last; returns their ids newest first."""
-    with models.db.connection_context(), models.db.atomic():
+    with database.db.connection_context(), database.db.atomic():
         ids = [write(user, action_type, {'token_id': f't_{i}', 'last4': f'{i:04d}'},
                      at=BASE_TIME + datetime.timedelta(seconds=i)) for i in range(count)]
     return ids[::-1]
@@ -171,7 +172,7 @@ def test_the_filter_offers_every_action_type_the_models_write(client, logged_in)
 
 
 def test_the_sentences_of_a_real_workspace_rotation_and_handle_change(client, logged_in):
-    with models.db.connection_context():
+    with database.db.connection_context():
         alice = models.User.get_by_id(logged_in.id)
         workspace = models.Workspace.provision(alice, 'analytics', ip='192.0.2.7')
         models.DatabasePassword.rotate(alice, ip='192.0.2.7')
@@ -296,7 +297,7 @@ def test_an_unknown_action_type_filter_shows_all_records(client, logged_in):
 
 def test_csv_export_has_every_record_with_spec_field_names(client, logged_in):
     write_many(logged_in, 30)
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.User.get_by_id(logged_in.id).set_display_name('=HYPERLINK("x")')
     response = client.get(URL + '/export.csv')
     assert response.status_code == 200
@@ -306,7 +307,7 @@ def test_csv_export_has_every_record_with_spec_field_names(client, logged_in):
         'attachment; filename="penstock-audit-log-alice-')
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert list(rows[0]) == SPEC_FIELDS
-    with models.db.connection_context():
+    with database.db.connection_context():
         expected = [r.id for r in models.AuditRecord.select()
                     .where(models.AuditRecord.identity == logged_in.id)
                     .order_by(models.AuditRecord.created_at.desc(),

@@ -4,8 +4,10 @@ import datetime
 import pytest
 from peewee import OperationalError
 
+import database
 import models
-from tests.conftest import PASSWORD, SESSION_COOKIE, csrf_token, html, log_in, make_user
+from tests.conftest import SESSION_COOKIE
+from tests.helpers import PASSWORD, csrf_token, html, log_in, make_user
 
 
 def sign_up(client, email='carol@example.com', handle='carol', password=PASSWORD):
@@ -31,7 +33,7 @@ def test_signup_creates_the_account_and_logs_in(client, app):
     response = sign_up(client, email='Carol@Example.com', handle='Carol')
     assert response.status_code == 302
     assert response.headers['Location'] == '/'
-    with models.db.connection_context():
+    with database.db.connection_context():
         user = models.User.get(models.User.handle == 'carol')
         assert user.email == 'carol@example.com'
         assert user.id.startswith('u_') and len(user.id) == 22
@@ -51,7 +53,7 @@ def test_signup_refuses_a_bad_handle_with_the_rules(client, app, handle):
     response = sign_up(client, handle=handle)
     assert response.status_code == 422
     assert 'lowercase letters, digits or single hyphens' in field_error(response, 'handle')
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.User.select().count() == 0
 
 
@@ -65,7 +67,7 @@ def test_email_and_handle_are_unique_whatever_their_case(client, user):
     assert response.status_code == 422
     assert 'already exists' in field_error(response, 'email')
     assert 'taken' in field_error(response, 'handle')
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.User.select().count() == 1
 
 
@@ -105,7 +107,7 @@ def test_wrong_password_and_unknown_account_get_the_same_error(client, user):
     assert message == html(unknown).find(class_='form-error').get_text(strip=True)
     assert 'do not match' in message
     assert client.get('/').status_code == 302
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.Session.select().count() == 0
 
 
@@ -131,7 +133,7 @@ def test_signup_refuses_control_and_invisible_characters_at_the_field(client, ap
     response = sign_up(client, **{field: value})
     assert response.status_code == 422
     assert field_error(response, field) == message
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.User.select().count() == 0
 
 
@@ -161,7 +163,7 @@ def test_a_next_with_a_tab_or_newline_does_not_lead_to_another_host(app, client,
                                            'csrf_token': csrf_token(client, '/login'),
                                            'next': target})
     assert response.status_code == 302 and response.headers['Location'] == '/'
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.Session.select().count() == 1
     response = client.get('/login', query_string={'next': target})
     assert response.status_code == 302 and response.headers['Location'] == '/'
@@ -180,7 +182,7 @@ def test_logout_ends_the_session_everywhere(client, app, logged_in):
     token = csrf_token(client, '/user/alice/settings/profile')
     response = client.post('/logout', data={'csrf_token': token})
     assert response.status_code == 302 and response.headers['Location'] == '/login'
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.Session.select().count() == 0
         assert models.AuditRecord.select().where(
             models.AuditRecord.action_type == 'user.logout').count() == 1
@@ -191,7 +193,7 @@ def test_logout_ends_the_session_everywhere(client, app, logged_in):
 
 def test_a_revoked_session_row_refuses_its_cookie(client, logged_in):
     assert client.get('/user/alice/settings/profile').status_code == 200
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.Session.delete().execute()
     response = client.get('/user/alice/settings/profile')
     assert response.status_code == 302
@@ -199,11 +201,11 @@ def test_a_revoked_session_row_refuses_its_cookie(client, logged_in):
 
 
 def test_a_session_idle_past_its_lifetime_is_refused(client, app, logged_in):
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.Session.update(last_seen_at=models.utcnow() - app.config[
             'PERMANENT_SESSION_LIFETIME'] - models.SESSION_TOUCH_EVERY).execute()
     assert client.get('/user/alice/settings/profile').status_code == 302
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.Session.select().count() == 0
 
 
@@ -211,16 +213,16 @@ def test_a_session_older_than_its_absolute_lifetime_is_refused_however_busy(clie
                                                                             logged_in):
     lifetime = app.config['SESSION_ABSOLUTE_LIFETIME']
     assert lifetime == datetime.timedelta(days=30)
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.Session.update(created_at=models.utcnow() - lifetime + datetime.timedelta(hours=1),
                               last_seen_at=models.utcnow()).execute()
     assert client.get('/user/alice/settings/profile').status_code == 200
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.Session.update(created_at=models.utcnow() - datetime.timedelta(days=31),
                               last_seen_at=models.utcnow()).execute()
     response = client.get('/user/alice/settings/profile')
     assert response.status_code == 302 and response.headers['Location'].startswith('/login')
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.Session.select().count() == 0
 
 
@@ -242,7 +244,7 @@ def test_a_long_user_agent_signs_up_and_logs_in_and_is_kept_shortened(app, lengt
     assert log_in(second, 'carol').status_code == 302
     for browser in (first, second):
         assert browser.get('/user/carol/settings/advanced').status_code == 200
-    with models.db.connection_context():
+    with database.db.connection_context():
         kept = [s.user_agent for s in models.Session.select()]
     assert kept == [user_agent[:512]] * 2
 
@@ -254,14 +256,14 @@ def test_a_user_agent_with_a_control_character_is_refused_and_makes_no_account(c
                                              'password': PASSWORD, 'csrf_token': token})
     assert response.status_code == 400
     assert 'control character (U+0000)' in html(response).get_text()
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert not models.User.select().exists()
 
 
 def test_a_tab_in_the_user_agent_is_left_out_of_the_session(client, app):
     client.environ_base['HTTP_USER_AGENT'] = 'Agent/1.0 (X11;\tLinux)'
     assert sign_up(client).status_code == 302
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.Session.get().user_agent == 'Agent/1.0 (X11;Linux)'
 
 
@@ -274,7 +276,7 @@ def test_signup_leaves_no_account_when_its_session_cannot_be_stored(client, app,
         response = sign_up(client)
     assert response.status_code == 503
     assert html(response).find('h1').get_text(strip=True) == 'Penstock is busy'
-    with models.db.connection_context():
+    with database.db.connection_context():
         for model in (models.User, models.Preferences, models.Avatar, models.Session,
                       models.AuditRecord):
             assert model.select().count() == 0, model.__name__
@@ -282,16 +284,16 @@ def test_signup_leaves_no_account_when_its_session_cannot_be_stored(client, app,
 
 
 def test_session_last_seen_and_the_cookie_are_renewed_at_most_once_a_minute(client, logged_in):
-    with models.db.connection_context():
+    with database.db.connection_context():
         first = models.Session.get().last_seen_at
     client.get('/user/alice/settings/profile')  # the first form stores the CSRF token
     response = client.get('/user/alice/settings/profile')
     assert 'Set-Cookie' not in response.headers  # not re-sent with every answer
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.Session.get().last_seen_at == first
         models.Session.update(last_seen_at=first - models.SESSION_TOUCH_EVERY * 2).execute()
     response = client.get('/user/alice/settings/profile')
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.Session.get().last_seen_at > first
     # The cookie's expiry moves on with the row's: 14 days from now, as at login.
     cookie = response.headers['Set-Cookie']
@@ -318,6 +320,7 @@ def test_failures_from_one_ip_hit_a_slower_ceiling(app, client):
     assert log_in(client, 'someone-else', 'wrong password').status_code == 429
 
 
+@pytest.mark.slow  # 60 logins, each checking a password hash
 def test_successful_logins_from_one_ip_are_not_limited_below_60_a_minute(app, user):
     for _ in range(61):
         client = app.test_client()

@@ -1,20 +1,33 @@
 """Avatars through the app: Change avatar, the crop step, Save, Cancel, Reset; refusals;
 serving."""
-import contextlib
 import datetime
 import io
 from types import SimpleNamespace
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
 from werkzeug.datastructures import FileStorage
-from werkzeug.test import encode_multipart
 
+import database
 import imaging
 import models
-from tests.conftest import HTMX, csrf_token, html, log_in
-from tests.test_imaging import (
+from tests.helpers import (
+    HTMX,
+    PHOTO,
+    PROFILE,
+    TOO_MANY_UPLOADS,
+    UPRIGHT,
+    crop_step,
+    csrf_token,
+    every_turn_taken,
+    html,
+    log_in,
+    offered,
+    reference_in,
+    send_form,
+    upload,
+)
+from tests.images import (
     BLUE,
     BUSY,
     GREEN,
@@ -29,53 +42,21 @@ from tests.test_imaging import (
 )
 from views.profile import upload_reference
 
-URL = '/user/alice/settings/profile'
-BOB_URL = '/user/bob/settings/profile'
+BOB_PROFILE = '/user/bob/settings/profile'
 PAGE_AND_HTMX = pytest.mark.parametrize('headers', [{}, HTMX], ids=['page', 'htmx'])
 GONE = 'This upload is no longer available. Choose the image again.'
 TOO_LARGE = 'The file is larger than 10 MB. Choose a smaller image.'
-TOO_MANY_UPLOADS = 'You have sent many images in a short time. Wait a minute, then try again.'
-UPRIGHT = quadrants(1200, 800)
-PHOTO = encoded(UPRIGHT, 'JPEG', quality=95)
 
 
 # Acting as a person would
 
-def send_form(client, url, fields, headers=None):
-    """POST `fields` as multipart/form-data, the body made in memory: the test client would
-    spool a large one to a temporary file that nothing closes."""
-    boundary, body = encode_multipart(fields)
-    return client.post(url, data=body, content_type=f'multipart/form-data; boundary={boundary}',
-                       headers=headers or {})
 
-
-def upload(client, data=PHOTO, filename='photo.png', headers=None, page=URL):
-    """Choose a file for Change avatar and send the form."""
-    return send_form(client, page + '/avatar', {
-        'avatar': FileStorage(io.BytesIO(data), filename, content_type='image/png'),
-        'csrf_token': csrf_token(client, page)}, headers)
-
-
-def reference_in(response):
-    """The signed upload reference a no-JS upload redirects with."""
-    return parse_qs(urlsplit(response.headers['Location']).query)['upload'][0]
-
-
-def crop_step(client, page=URL):
-    """Upload without JavaScript and open the crop step; returns (reference, its page)."""
-    response = upload(client, page=page)
-    assert response.status_code == 303
-    step = client.get(response.headers['Location'])
-    assert step.status_code == 200
-    return reference_in(response), step
-
-
-def post(client, path, headers=None, page=URL, **fields):
+def post(client, path, headers=None, page=PROFILE, **fields):
     fields['csrf_token'] = csrf_token(client, page)
     return client.post(page + path, data=fields, headers=headers or {})
 
 
-def save(client, reference, x, y, size, headers=None, page=URL):
+def save(client, reference, x, y, size, headers=None, page=PROFILE):
     return post(client, '/avatar/save', headers, page, upload=reference, x=x, y=y, size=size)
 
 
@@ -90,17 +71,17 @@ def served(client, url):
 # Reading the database
 
 def user_row(handle='alice'):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.User.get(models.User.handle == handle)
 
 
 def avatar_row(handle='alice'):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.Avatar.get_or_none(models.Avatar.user == user_row(handle).id)
 
 
 def uploads(handle=None):
-    with models.db.connection_context():
+    with database.db.connection_context():
         query = models.AvatarUpload.select()
         if handle:
             query = query.where(models.AvatarUpload.user == user_row(handle).id)
@@ -108,7 +89,7 @@ def uploads(handle=None):
 
 
 def actions(action_type):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return list(models.AuditRecord.select().where(
             models.AuditRecord.action_type == action_type))
 
@@ -116,15 +97,6 @@ def actions(action_type):
 def current_url(handle='alice', size=imaging.LARGE):
     user = user_row(handle)
     return f'/avatars/{user.id}/{user.avatar_version}/{size}.webp'
-
-
-def offered(img):
-    """The images an avatar <img> offers: {'src': URL} and its srcset as {'1x': URL, ...}."""
-    images = {'src': img['src']}
-    for candidate in filter(str.strip, img.get('srcset', '').split(',')):
-        url, density = candidate.split()
-        images[density] = url
-    return images
 
 
 def card_images(handle='alice'):
@@ -153,7 +125,7 @@ def bob_client(app, other_user):
 @PAGE_AND_HTMX
 def test_the_avatar_is_a_change_avatar_control_with_the_limits_beside_it(client, logged_in,
                                                                          headers):
-    response = client.get(URL, headers=headers)
+    response = client.get(PROFILE, headers=headers)
     page = html(response)
     assert (page.find('html') is None) == bool(headers)
     card = page.find('section', id='profile-card')
@@ -186,12 +158,12 @@ def test_a_new_account_shows_its_generated_avatar(client, logged_in):
 def test_uploading_without_javascript_leads_to_the_crop_step(client, logged_in):
     response = upload(client)
     assert response.status_code == 303
-    assert response.headers['Location'].startswith(URL + '/avatar/edit?upload=')
+    assert response.headers['Location'].startswith(PROFILE + '/avatar/edit?upload=')
     step = html(client.get(response.headers['Location']))
     card = step.find('section', id='profile-card')
     assert card.find('h3').get_text(strip=True) == 'Edit your avatar'
     form = card.find('form', class_='crop-form')
-    assert form['method'] == 'post' and form['action'] == URL + '/avatar/save'
+    assert form['method'] == 'post' and form['action'] == PROFILE + '/avatar/save'
     assert form.find('input', attrs={'name': 'upload'})['value'] == reference_in(response)
     fields = {name: form.find('input', attrs={'name': name}) for name in ('x', 'y', 'size')}
     assert all(field['type'] == 'number' for field in fields.values())
@@ -201,7 +173,7 @@ def test_uploading_without_javascript_leads_to_the_crop_step(client, logged_in):
         assert card.find('label', attrs={'for': field['id']}), name
     assert form.find('button', string='Save')['type'] == 'submit'
     cancel = form.find('button', string='Cancel')
-    assert cancel['formaction'] == URL + '/avatar/cancel'
+    assert cancel['formaction'] == PROFILE + '/avatar/cancel'
     assert step.find('html') is not None and len(uploads('alice')) == 1
 
 
@@ -214,8 +186,8 @@ def test_the_working_copy_is_shown_to_its_owner_only(client, logged_in, bob_clie
     assert working.size == (int(image['width']), int(image['height'])) == (1200, 800)
     assert_shows(working, UPRIGHT, (0, 0, 1200))
     assert bob_client.get(image['src']).status_code == 404
-    assert bob_client.get(image['src'].replace(URL, BOB_URL)).status_code == 404
-    assert bob_client.get(f'{BOB_URL}/avatar/edit?upload={reference}').status_code == 404
+    assert bob_client.get(image['src'].replace(PROFILE, BOB_PROFILE)).status_code == 404
+    assert bob_client.get(f'{BOB_PROFILE}/avatar/edit?upload={reference}').status_code == 404
 
 
 QUADRANTS = [((100, 0, 400), RED), ((700, 400, 400), YELLOW), ((750, 20, 360), GREEN),
@@ -227,8 +199,8 @@ def test_saving_a_crop_shows_exactly_that_square_as_the_avatar(client, logged_in
         reference, _ = crop_step(client)
         old_url = current_url()
         response = save(client, reference, *box)
-        assert response.status_code == 303 and response.headers['Location'] == URL
-        page = html(client.get(URL))
+        assert response.status_code == 303 and response.headers['Location'] == PROFILE
+        page = html(client.get(PROFILE))
         assert page.find(id='flash').get_text(strip=True) == 'Avatar saved.'
         new_url = current_url()
         assert new_url != old_url and user_row().avatar_version == version
@@ -250,18 +222,18 @@ def test_cancel_leaves_the_avatar_and_lets_the_upload_go(client, logged_in):
     reference, _ = crop_step(client)
     before = current_url()
     response = post(client, '/avatar/cancel', upload=reference)
-    assert response.status_code == 303 and response.headers['Location'] == URL
+    assert response.status_code == 303 and response.headers['Location'] == PROFILE
     assert current_url() == before and avatar_row().custom_large is None
     assert uploads() == [] and actions('user.avatar.update') == []
-    assert client.get(f'{URL}/avatar/edit?upload={reference}').status_code == 404
+    assert client.get(f'{PROFILE}/avatar/edit?upload={reference}').status_code == 404
 
 
 def test_reset_goes_back_to_the_default(client, logged_in):
     reference, _ = crop_step(client)
     save(client, reference, 100, 0, 400)
     response = post(client, '/avatar/reset')
-    assert response.status_code == 303 and response.headers['Location'] == URL
-    page = html(client.get(URL))
+    assert response.status_code == 303 and response.headers['Location'] == PROFILE
+    page = html(client.get(PROFILE))
     assert page.find(id='flash').get_text(strip=True) == 'Avatar reset to the default.'
     assert user_row().avatar_version == 3 and avatar_row().custom_large is None
     assert client.get(current_url()).get_data() == imaging.generated(avatar_row().seed)[0]
@@ -376,8 +348,8 @@ def test_a_hostile_upload_is_refused_in_the_card_and_stores_nothing(client, logg
     {},
 ], ids=['empty-file-field', 'no-file-field'])
 def test_uploading_without_choosing_a_file_says_so(client, logged_in, data):
-    data['csrf_token'] = csrf_token(client, URL)
-    response = send_form(client, URL + '/avatar', data)
+    data['csrf_token'] = csrf_token(client, PROFILE)
+    response = send_form(client, PROFILE + '/avatar', data)
     assert response.status_code == 422
     error = html(response).find(id='avatar-error')
     assert error.get_text(strip=True) == 'Choose a JPEG or PNG file first.'
@@ -404,8 +376,8 @@ def test_an_upload_between_1_and_10_mb_is_taken(client, logged_in):
 
 
 def test_other_forms_keep_the_1_mb_body_limit(client, logged_in):
-    token = csrf_token(client, URL)
-    response = client.post(URL, data={'display_name': 'x' * (2 * 1024 * 1024),
+    token = csrf_token(client, PROFILE)
+    response = client.post(PROFILE, data={'display_name': 'x' * (2 * 1024 * 1024),
                                       'csrf_token': token})
     assert response.status_code == 413
     assert html(response).find(id='avatar-error') is None  # it was not a file
@@ -413,21 +385,21 @@ def test_other_forms_keep_the_1_mb_body_limit(client, logged_in):
 
 
 def test_an_upload_without_the_csrf_token_is_refused(client, logged_in):
-    response = send_form(client, URL + '/avatar', {
+    response = send_form(client, PROFILE + '/avatar', {
         'avatar': FileStorage(io.BytesIO(PHOTO), 'photo.jpg')})
     assert response.status_code == 400 and uploads() == []
 
 
 def test_someone_else_cannot_touch_your_avatar_page(client, logged_in, other_user):
-    response = send_form(client, BOB_URL + '/avatar', {
+    response = send_form(client, BOB_PROFILE + '/avatar', {
         'avatar': FileStorage(io.BytesIO(PHOTO), 'photo.jpg'),
-        'csrf_token': csrf_token(client, URL)})
+        'csrf_token': csrf_token(client, PROFILE)})
     assert response.status_code == 404 and uploads() == []
 
 
 @PAGE_AND_HTMX
 def test_another_users_upload_reference_is_refused(client, logged_in, bob_client, headers):
-    bobs_reference, _ = crop_step(bob_client, BOB_URL)
+    bobs_reference, _ = crop_step(bob_client, BOB_PROFILE)
     alice_before, bob_before = snapshot('alice'), snapshot('bob')
     response = save(client, bobs_reference, 200, 0, 800, headers)
     if headers:
@@ -437,17 +409,17 @@ def test_another_users_upload_reference_is_refused(client, logged_in, bob_client
         assert response.status_code == 404
         assert GONE in html(response).find('main').get_text()
     assert post(client, '/avatar/cancel', upload=bobs_reference).status_code == 303
-    assert client.get(f'{URL}/avatar/edit?upload={bobs_reference}').status_code == 404
-    assert client.get(f'{URL}/avatar/preview?upload={bobs_reference}').status_code == 404
+    assert client.get(f'{PROFILE}/avatar/edit?upload={bobs_reference}').status_code == 404
+    assert client.get(f'{PROFILE}/avatar/preview?upload={bobs_reference}').status_code == 404
     assert snapshot('alice') == alice_before and snapshot('bob') == bob_before
     assert len(uploads('bob')) == 1
-    assert save(bob_client, bobs_reference, 200, 0, 800, page=BOB_URL).status_code == 303
+    assert save(bob_client, bobs_reference, 200, 0, 800, page=BOB_PROFILE).status_code == 303
 
 
 def test_a_reference_naming_alice_with_bobs_upload_finds_nothing(client, logged_in, bob_client):
     """Should a reference be signed for Alice with the id of Bob's upload (a leaked key), the
     upload is still looked up among Alice's own."""
-    crop_step(bob_client, BOB_URL)
+    crop_step(bob_client, BOB_PROFILE)
     [bobs_upload] = uploads('bob')
     with client.application.test_request_context():
         forged = upload_reference(SimpleNamespace(user_id=logged_in.id, id=bobs_upload.id))
@@ -468,21 +440,21 @@ def test_a_tampered_reference_is_refused(client, logged_in, headers):
 @PAGE_AND_HTMX
 def test_an_expired_upload_is_refused(client, logged_in, headers):
     reference, _ = crop_step(client)
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.AvatarUpload.update(
             expires_at=models.utcnow() - datetime.timedelta(seconds=1)).execute()
     response = save(client, reference, 200, 0, 800, headers)
     assert response.status_code == (422 if headers else 404)
     if headers:
         assert html(response).find(id='avatar-error').get_text(strip=True) == GONE
-    assert client.get(f'{URL}/avatar/edit?upload={reference}').status_code == 404
+    assert client.get(f'{PROFILE}/avatar/edit?upload={reference}').status_code == 404
     assert user_row().avatar_version == 1 and avatar_row().custom_large is None
 
 
 def test_an_expired_upload_is_cleared_by_the_next_upload_of_anyone(client, logged_in,
                                                                   bob_client):
-    crop_step(bob_client, BOB_URL)
-    with models.db.connection_context():
+    crop_step(bob_client, BOB_PROFILE)
+    with database.db.connection_context():
         models.AvatarUpload.update(
             expires_at=models.utcnow() - datetime.timedelta(seconds=1)).execute()
     crop_step(client)
@@ -520,15 +492,6 @@ def test_a_crop_square_that_is_not_whole_numbers_is_refused(client, logged_in):
 
 
 # Bounded work: turns to decode, and uploads per user
-
-@contextlib.contextmanager
-def every_turn_taken(monkeypatch):
-    """As while other images take every turn to decode: one more is answered "busy" at once."""
-    monkeypatch.setattr(imaging, 'DECODE_WAIT', 0)
-    with contextlib.ExitStack() as held:
-        for _ in range(imaging.DECODES_AT_ONCE):
-            held.enter_context(imaging.turn())
-        yield
 
 
 def error_in_card(response):
@@ -580,7 +543,7 @@ def test_the_eleventh_upload_in_a_minute_is_429_in_the_card(client, logged_in, h
 
 def test_the_upload_limit_is_per_user_and_counts_the_api_too(app, client, logged_in,
                                                              bob_client):
-    with models.db.connection_context():
+    with database.db.connection_context():
         secret = models.Token.issue(user_row())[1]
     for _ in range(5):
         assert upload(client, hostile_file('zero-bytes')).status_code == 422
@@ -589,7 +552,7 @@ def test_the_upload_limit_is_per_user_and_counts_the_api_too(app, client, logged
             {'Authorization': f'Bearer {secret}'})
         assert response.status_code == 400
     assert upload(client).status_code == 429
-    assert upload(bob_client, page=BOB_URL).status_code == 303  # bob has his own count
+    assert upload(bob_client, page=BOB_PROFILE).status_code == 303  # bob has his own count
 
 
 def test_a_new_upload_replaces_the_pending_one(client, logged_in):
@@ -641,7 +604,7 @@ def test_unknown_users_and_other_sizes_are_not_found(client, logged_in):
 
 
 def test_the_api_user_object_has_the_new_avatar_url_after_an_upload(client, logged_in):
-    with models.db.connection_context():
+    with database.db.connection_context():
         _, secret = models.Token.issue(user_row())
     api = {'Authorization': f'Bearer {secret}'}
     before = client.get('/api/v0/actor', headers=api).get_json()['avatar_url']
@@ -652,10 +615,10 @@ def test_the_api_user_object_has_the_new_avatar_url_after_an_upload(client, logg
 
 
 def test_an_account_from_before_avatars_gets_one_when_first_shown(client, logged_in):
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.Avatar.delete().execute()
     assert avatar_row() is None
-    page = html(client.get(URL))
+    page = html(client.get(PROFILE))
     assert offered(page.find('label', attrs={'for': 'avatar-file'}).find('img')) == card_images()
     image = served(client, current_url())
     assert image.size == (460, 460)
@@ -663,7 +626,7 @@ def test_an_account_from_before_avatars_gets_one_when_first_shown(client, logged
 
 
 def test_an_account_from_before_avatars_can_upload_one(client, logged_in):
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.Avatar.delete().execute()
     save(client, crop_step(client)[0], 100, 0, 400)
     assert avatar_row().custom_large is not None and user_row().avatar_version == 2
@@ -674,13 +637,13 @@ def test_an_account_from_before_avatars_can_upload_one(client, logged_in):
 def test_avatar_rows_go_with_the_user(client, logged_in, bob_client):
     save(client, crop_step(client)[0], 100, 0, 400)
     crop_step(client)
-    crop_step(bob_client, BOB_URL)
+    crop_step(bob_client, BOB_PROFILE)
 
     def counts():
-        with models.db.connection_context():
+        with database.db.connection_context():
             return (models.Avatar.select().count(), models.AvatarUpload.select().count())
     assert counts() == (2, 2)
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.User.get(models.User.handle == 'alice').delete_instance()
     assert counts() == (1, 1)
     assert uploads('bob') and avatar_row('bob')

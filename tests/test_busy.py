@@ -12,9 +12,11 @@ from contextlib import closing, contextmanager
 import pytest
 from peewee import OperationalError
 
+import database
 import models
 from app import create_app
-from tests.conftest import HTMX, TEST_PASSWORD_KEY, csrf_token, html, sqlite_only
+from tests.conftest import TEST_PASSWORD_KEY, sqlite_only
+from tests.helpers import HTMX, csrf_token, html
 
 pytestmark = sqlite_only
 BUSY = 'Penstock is busy. Try again in a moment; nothing was changed.'
@@ -40,7 +42,7 @@ def write_lock(database_url):
 
 
 def display_name_and_audit(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return (models.User.get_by_id(user.id).display_name,
                 models.AuditRecord.select().count())
 
@@ -70,7 +72,7 @@ def test_a_form_post_on_a_locked_database_is_a_503_and_goes_through_once_it_is_f
 
 def test_an_api_write_on_a_locked_database_is_a_503_error_object_and_goes_through_once_it_is_free(
         app, user, database_url):
-    with models.db.connection_context():
+    with database.db.connection_context():
         _, secret = models.Token.issue(user)
     before = display_name_and_audit(user)
     client = app.test_client()
@@ -98,7 +100,7 @@ def test_a_lock_met_while_the_session_is_being_touched_is_a_503_page_too(
         app, client, logged_in, database_url):
     """The session row is written at most once a minute; when that write meets the lock,
     the busy page does not try to load the user again."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.Session.update(last_seen_at=models.utcnow() - models.SESSION_TOUCH_EVERY * 2) \
             .execute()
     with write_lock(database_url):
@@ -136,16 +138,16 @@ def test_write_transactions_take_turns_rather_than_time_out(app, user):
     seen = {}
 
     def first():
-        with models.db.connection_context(), models.write_transaction():
+        with database.db.connection_context(), database.write_transaction():
             models.Preferences.change(user, {'tips_and_tricks': True})
             first_in.set()
             done.wait(10)
 
     def second():
         first_in.wait(10)
-        with models.db.connection_context():
+        with database.db.connection_context():
             second_waiting.set()
-            with models.write_transaction():
+            with database.write_transaction():
                 seen['tips'] = models.Preferences.for_user(user.id).tips_and_tricks
                 models.Preferences.change(user, {'community_updates': True})
 
@@ -158,6 +160,6 @@ def test_write_transactions_take_turns_rather_than_time_out(app, user):
     for thread in threads:
         thread.join(10)
     assert seen == {'tips': True}
-    with models.db.connection_context():
+    with database.db.connection_context():
         preferences = models.Preferences.for_user(user.id)
     assert preferences.tips_and_tricks and preferences.community_updates

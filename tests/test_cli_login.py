@@ -15,9 +15,19 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+import database
 import models
-from tests.conftest import HTMX, PASSWORD, csrf_token, html, log_in, make_user
-from tests.test_reauth import make_stale, reauth_next, reauthenticate
+from tests.helpers import (
+    HTMX,
+    PASSWORD,
+    csrf_token,
+    html,
+    log_in,
+    make_stale,
+    make_user,
+    reauth_next,
+    reauthenticate,
+)
 
 CLI = Path(__file__).resolve().parents[1] / 'cli.py'
 API = '/api/v0/login/token'
@@ -41,18 +51,18 @@ def confirm(client, request_id):
 
 
 def stored(request_id):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.LoginRequest.get_or_none(models.LoginRequest.id == request_id)
 
 
 def expire(request_id):
-    with models.db.connection_context():
+    with database.db.connection_context():
         (models.LoginRequest.update(expires_at=models.utcnow() - datetime.timedelta(seconds=1))
          .where(models.LoginRequest.id == request_id).execute())
 
 
 def audited(user, action_type):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return [record for record in models.AuditRecord.select()
                 .where((models.AuditRecord.identity == user.id)
                        & (models.AuditRecord.action_type == action_type))]
@@ -81,7 +91,7 @@ def test_starting_a_request_refuses_unknown_body_fields(client):
     assert response.status_code == 400
     assert response.get_json()['validation_errors'] == [
         {'location': 'body.handle', 'message': 'unknown field'}]
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.LoginRequest.select().count() == 0
 
 
@@ -93,7 +103,7 @@ def test_starting_a_request_with_a_malformed_body_is_a_400(client, body):
     assert response.status_code == 400
     [error] = response.get_json()['validation_errors']
     assert error['location'] in ('body', 'body.x')
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.LoginRequest.select().count() == 0
 
 
@@ -122,14 +132,14 @@ def test_verify_then_exchange_gives_one_temporary_token(client, logged_in):
     assert response.status_code == 200
     assert response.headers['Cache-Control'] == 'no-store'
     token = response.get_json()
-    assert models.token_prefix(token['token']) == 'pstt_'
+    assert models.Token.prefix_of(token['token']) == 'pstt_'
     expires = datetime.datetime.fromisoformat(token['expires_at'].rstrip('Z'))
     assert abs(expires - models.utcnow() - datetime.timedelta(days=30)) < \
         datetime.timedelta(minutes=1)
     actor = client.get('/api/v0/actor', headers={'Authorization': f'Bearer {token["token"]}'})
     assert actor.get_json()['handle'] == 'alice'
     assert len(audited(logged_in, 'login_token.create')) == 1
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.TemporaryToken.select().where(
             models.TemporaryToken.token_hash == token['token']).count() == 0  # hashed
 
@@ -178,7 +188,7 @@ def test_three_wrong_codes_end_the_request(client, logged_in):
     assert details[2]['validation_errors'][0]['message'] == 'wrong code; no attempts left'
     assert client.get(f'{API}/{request_id}?code={code}').status_code == 404
     assert stored(request_id).status == 'failed'
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.TemporaryToken.select().count() == 0
 
 
@@ -266,7 +276,7 @@ def test_a_request_alice_opened_is_404_to_bob_and_he_changes_nothing(app, client
 
     row = stored(request_id)
     assert row.status == 'pending' and row.user_id == logged_in.id and row.attempts == 0
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.AuditRecord.select().where(
             models.AuditRecord.identity == other_user.id,
             models.AuditRecord.action_type.startswith('login_token.')).count() == 0
@@ -301,7 +311,7 @@ def test_when_users_race_to_open_a_request_exactly_one_gets_it(app, server, clie
         statuses = dict(zip(racers, pool.map(open_page, racers.values())))
     assert sorted(statuses.values()) == [200] + [404] * (len(racers) - 1), statuses
     [winner] = [handle for handle, status in statuses.items() if status == 200]
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert stored(request_id).user_id == models.User.get(models.User.handle == winner).id
 
 
@@ -507,7 +517,7 @@ def test_cli_login_whoami_logout_end_to_end(server, client, logged_in, tmp_path)
     token_file = config / 'token.json'
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     secret = json.loads(token_file.read_text())['token']
-    assert models.token_prefix(secret) == 'pstt_'
+    assert models.Token.prefix_of(secret) == 'pstt_'
     assert client.get(f'{API}/{login.request_id}?code={code}').status_code == 404  # reuse
 
     whoami = cli('whoami', '--config-dir', str(config))
@@ -582,7 +592,7 @@ def test_cli_whoami_after_reset_authentication_says_to_log_in_again(server, clie
                                                                    tmp_path):
     login = Login(server, tmp_path)
     assert login.finish(confirm(client, login.request_id))[0] == 0
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.reset_authentication(models.User.get_by_id(logged_in.id))
     whoami = cli('whoami', '--config-dir', str(tmp_path))
     assert whoami.returncode == 1 and 'refused the stored token' in whoami.stderr
@@ -601,5 +611,5 @@ def test_starting_requests_is_throttled_per_address_with_the_error_object(client
     response = client.post(API)
     assert response.status_code == 429
     assert response.get_json()['title'] == 'Too Many Requests'
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.LoginRequest.select().count() == 30

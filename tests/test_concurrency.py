@@ -6,8 +6,6 @@ four are used from browsers (a session per client, the settings forms as htmx po
 four through the API (a token per client). Several clients share each user, each owning some of
 its fields, so a write that saves a whole row read before another client's write would show up
 as that client's last value not being what is read back."""
-import datetime
-import http.client
 import json
 import random
 import sqlite3
@@ -17,11 +15,15 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 
+import pytest
 from bs4 import BeautifulSoup
 
+import database
 import models
-from tests.conftest import PASSWORD
-from tests.servers import gunicorn
+from tests.helpers import PASSWORD, temporary_token
+from tests.servers import api, call, gunicorn, prepare_database
+
+pytestmark = pytest.mark.slow  # gunicorn under 20 s of load
 
 LOAD_SECONDS = 20  # as issue 6 asks
 OPERATIONS = 400  # per client, whichever comes first
@@ -29,35 +31,6 @@ ROUNDS = 10  # then writes in lockstep, each read back
 BROWSER_USERS, API_USERS, CLIENTS_PER_USER = 4, 4, 4
 SWITCHES = [name for name, _, _ in models.Preferences.CHOICES]
 LOCKED = 'database is locked'
-
-
-def prepare_database(path):
-    """A migrated SQLite file at `path`."""
-    connection = models.open_database(f'sqlite:///{path}')
-    models.migrate(connection)
-    connection.close()
-
-
-def call(base, method, path, headers=None, body=None, timeout=30):
-    """One HTTP request on a fresh connection; (status, headers, text)."""
-    url = urllib.parse.urlsplit(base)
-    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read().decode('utf-8',
-                                                                                    'replace')
-    finally:
-        connection.close()
-
-
-def api(base, secret, method, path, payload=None):
-    headers = {'Authorization': f'Bearer {secret}'}
-    body = None
-    if payload is not None:
-        headers['Content-Type'] = 'application/json'
-        body = json.dumps(payload)
-    return call(base, method, '/api/v0' + path, headers, body)
 
 
 def form(base, cookie, path, fields, htmx=True):
@@ -87,14 +60,6 @@ def log_in(base, handle):
 
 def page_csrf(body):
     return BeautifulSoup(body, 'html.parser').find('input', attrs={'name': 'csrf_token'})['value']
-
-
-def temporary_token(user):
-    """An API credential that leaves both of the user's token slots free."""
-    secret = models.make_token_secret('pstt_')
-    models.TemporaryToken.create(user=user, token_hash=models.sha256(secret),
-                                 expires_at=models.utcnow() + datetime.timedelta(days=1))
-    return secret
 
 
 class Outcome:
@@ -209,20 +174,20 @@ def load(step, deadline, finish, outcome, read_back):
 
 
 def test_many_clients_lose_no_update_and_never_see_a_locked_database(tmp_path):
-    database = tmp_path / 'penstock.db'
-    prepare_database(database)
-    models.db.initialize(models.open_database(f'sqlite:///{database}'))
+    path = tmp_path / 'penstock.db'
+    prepare_database(path)
+    database.db.initialize(database.open_database(f'sqlite:///{path}'))
     browser_users, api_users = [], {}
-    with models.db.connection_context():
+    with database.db.connection_context():
         for number in range(BROWSER_USERS + API_USERS):
             user = models.User.sign_up(f'user{number}@example.com', f'user{number}', PASSWORD)
             if number < BROWSER_USERS:
                 browser_users.append(user.handle)
             else:
                 api_users[user.handle] = [temporary_token(user) for _ in range(CLIENTS_PER_USER)]
-    models.db.close()
+    database.db.close()
 
-    with gunicorn(f'sqlite:///{database}', tmp_path / 'gunicorn.log') as (base, _process):
+    with gunicorn(f'sqlite:///{path}', tmp_path / 'gunicorn.log') as (base, _process):
         with ThreadPoolExecutor(max_workers=BROWSER_USERS * CLIENTS_PER_USER) as pool:
             logins = {handle: list(pool.map(lambda h: log_in(base, h),
                                             [handle] * CLIENTS_PER_USER))
@@ -253,7 +218,7 @@ def test_many_clients_lose_no_update_and_never_see_a_locked_database(tmp_path):
         lost = {job: outcome.lost for job, outcome in outcomes.items() if outcome.lost}
         assert lost == {}
 
-    with closing(sqlite3.connect(database)) as db:
+    with closing(sqlite3.connect(path)) as db:
         counts = dict(db.execute('SELECT user.handle, count(token.id) FROM user '
                                  'LEFT JOIN token ON token.user_id = user.id GROUP BY user.id'))
     for handle in browser_users + list(api_users):

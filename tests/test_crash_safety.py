@@ -19,13 +19,17 @@ from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
+import database
 import imaging
 import models
-from tests.conftest import PASSWORD, TEST_PASSWORD_KEY
-from tests.servers import ROOT, gunicorn, server_env, stop
-from tests.test_concurrency import api, call, prepare_database, temporary_token
+from tests.conftest import TEST_PASSWORD_KEY
+from tests.helpers import PASSWORD, temporary_token
+from tests.servers import ROOT, api, call, gunicorn, prepare_database, server_env, stop
+
+pytestmark = pytest.mark.slow  # gunicorn servers killed with SIGKILL
 
 FLASK = Path(sys.executable).parent / 'flask'
 ROUNDS = 3
@@ -104,9 +108,9 @@ class Writer(threading.Thread):
         return True
 
 
-def start_worker(tmp_path, database):
+def start_worker(tmp_path, path):
     """`flask worker`, the propagation worker, in its own process group."""
-    env = server_env(f'sqlite:///{database}', **WORKER_ENV)
+    env = server_env(f'sqlite:///{path}', **WORKER_ENV)
     with open(tmp_path / 'worker.log', 'ab') as log:
         return subprocess.Popen([str(FLASK), '--app', 'app', 'worker'], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -122,11 +126,11 @@ def kill_all(*processes):
         stop(process, kill=True)
 
 
-def crash_round(tmp_path, database, users, image):
+def crash_round(tmp_path, path, users, image):
     """Write until each kind is acknowledged ACKNOWLEDGED_PER_ROUND times, then kill -9."""
-    worker = start_worker(tmp_path, database)
+    worker = start_worker(tmp_path, path)
     try:
-        with gunicorn(f'sqlite:///{database}', tmp_path / 'gunicorn.log',
+        with gunicorn(f'sqlite:///{path}', tmp_path / 'gunicorn.log',
                       workers=2) as (base, server):
             writers = [Writer(base, handle, secret, kind, image)
                        for handle, secret in users.items()
@@ -152,31 +156,31 @@ def crash_round(tmp_path, database, users, image):
 
 
 def test_kill_9_mid_write_leaves_nothing_half_done_and_pending_jobs_resume(tmp_path):
-    database = tmp_path / 'penstock.db'
-    prepare_database(database)
-    models.configure(models.Config.workspace_domain, [TEST_PASSWORD_KEY])  # as the servers are
-    models.db.initialize(models.open_database(f'sqlite:///{database}'))
+    path = tmp_path / 'penstock.db'
+    prepare_database(path)
+    database.use_keys([TEST_PASSWORD_KEY])  # as the servers are
+    database.db.initialize(database.open_database(f'sqlite:///{path}'))
     users = {}
-    with models.db.connection_context():
+    with database.db.connection_context():
         for handle in ('ada', 'bea'):
             user = models.User.sign_up(f'{handle}@example.com', handle, PASSWORD)
             for workspace in WORKSPACES:
                 models.Workspace.provision(user, workspace)
             users[handle] = temporary_token(user)
-    models.db.close()
+    database.db.close()
     image = picture()
 
     writers = []
     for _ in range(ROUNDS):
-        writers += crash_round(tmp_path, database, users, image)
+        writers += crash_round(tmp_path, path, users, image)
     assert [refusal for w in writers for refusal in w.refused] == []
 
-    with closing(sqlite3.connect(database)) as db:
+    with closing(sqlite3.connect(path)) as db:
         assert db.execute('PRAGMA integrity_check').fetchall() == [('ok',)]
         assert db.execute('PRAGMA foreign_key_check').fetchall() == []
 
-    models.db.initialize(models.open_database(f'sqlite:///{database}'))
-    with models.db.connection_context():
+    database.db.initialize(database.open_database(f'sqlite:///{path}'))
+    with database.db.connection_context():
         for handle in users:
             user = models.User.get(models.User.handle == handle)
             mine = [w for w in writers if w.handle == handle]
@@ -218,13 +222,13 @@ def test_kill_9_mid_write_leaves_nothing_half_done_and_pending_jobs_resume(tmp_p
             assert jobs.count() == rotations * len(WORKSPACES)
         pending = models.PropagationJob.select().where(
             models.PropagationJob.status == 'pending').count()
-    models.db.close()
+    database.db.close()
     assert pending > 0, 'no job was left pending by the kills, so resuming was not shown'
 
     # Back up: the server answers with what was kept, and a worker finishes the jobs.
-    worker = start_worker(tmp_path, database)
+    worker = start_worker(tmp_path, path)
     try:
-        with gunicorn(f'sqlite:///{database}', tmp_path / 'gunicorn.log',
+        with gunicorn(f'sqlite:///{path}', tmp_path / 'gunicorn.log',
                       workers=2) as (base, _server):
             for handle, secret in users.items():
                 status, _, text = api(base, secret, 'GET', '/actor')
@@ -244,12 +248,12 @@ def test_kill_9_mid_write_leaves_nothing_half_done_and_pending_jobs_resume(tmp_p
     finally:
         kill_all(worker)
 
-    models.db.initialize(models.open_database(f'sqlite:///{database}'))
-    with models.db.connection_context():
+    database.db.initialize(database.open_database(f'sqlite:///{path}'))
+    with database.db.connection_context():
         assert models.PropagationJob.select().where(
             models.PropagationJob.status == 'pending').count() == 0
         for workspace in models.Workspace.select():
             current = models.DatabasePassword.get(
                 models.DatabasePassword.user == workspace.user_id).version
             assert workspace.password_version == current
-    models.db.close()
+    database.db.close()

@@ -6,26 +6,22 @@ import zlib
 import pytest
 from peewee import IntegrityError
 
+import database
 import models
-from tests.conftest import log_in
-
-
-@pytest.fixture
-def alice(user):
-    return models.User.get_by_id(user.id)  # peewee connects on first use
+from tests.helpers import log_in
 
 
 def test_token_secrets_have_the_documented_format():
-    secret = models.make_token_secret('pst_')
+    secret = models.Token.new_secret('pst_')
     assert re.fullmatch(r'pst_[0-9A-Za-z]{36}', secret)
     body, checksum = secret[:-6], secret[-6:]
     number = 0
     for char in checksum:
-        number = number * 62 + models.BASE62.index(char)
+        number = number * 62 + models.Token.ALPHABET.index(char)
     assert number == zlib.crc32(body.encode())
-    assert models.token_prefix(secret) == 'pst_'
-    assert models.token_prefix(models.make_token_secret('pstt_')) == 'pstt_'
-    assert len({models.make_token_secret('pst_') for _ in range(1000)}) == 1000
+    assert models.Token.prefix_of(secret) == 'pst_'
+    assert models.Token.prefix_of(models.Token.new_secret('pstt_')) == 'pstt_'
+    assert len({models.Token.new_secret('pst_') for _ in range(1000)}) == 1000
 
 
 @pytest.mark.parametrize('mangle', [
@@ -42,8 +38,8 @@ def test_a_malformed_or_bad_checksum_token_is_rejected_before_the_database(mangl
         raise AssertionError('the database was asked')
     monkeypatch.setattr(models.Token, 'select', no_database)
     monkeypatch.setattr(models.TemporaryToken, 'select', no_database)
-    secret = mangle(models.make_token_secret('pst_'))
-    assert models.token_prefix(secret) is None
+    secret = mangle(models.Token.new_secret('pst_'))
+    assert models.Token.prefix_of(secret) is None
     assert models.bearer(secret) is None
 
 
@@ -74,7 +70,7 @@ def test_the_database_itself_refuses_a_third_token(alice):
     models.Token.issue(alice)
     for slot in (1, 3):
         with pytest.raises(IntegrityError):
-            with models.db.atomic():
+            with database.db.atomic():
                 models.Token.create(user=alice, slot=slot, token_hash=f'h{slot}', last4='abcd')
 
 
@@ -108,7 +104,7 @@ def test_bearer_refuses_inactive_deleted_and_expired_tokens(alice):
     assert models.bearer(secret).user.handle == 'alice'
     token.remove()
     assert models.bearer(secret) is None
-    temporary = models.make_token_secret('pstt_')
+    temporary = models.Token.new_secret('pstt_')
     row = models.TemporaryToken.create(user=alice, token_hash=models.sha256(temporary),
                                        expires_at=models.utcnow() + datetime.timedelta(days=1))
     assert models.bearer(temporary).id == row.id
@@ -138,7 +134,7 @@ def test_a_confirmed_login_request_trades_its_code_for_one_temporary_token(alice
     request, code = confirmed_request(alice)
     assert re.fullmatch(r'\d{6}', code)
     secret = request.exchange(code)
-    assert models.token_prefix(secret) == 'pstt_'
+    assert models.Token.prefix_of(secret) == 'pstt_'
     credential = models.bearer(secret)
     assert credential.user.handle == 'alice'
     lifetime = credential.expires_at - credential.created_at

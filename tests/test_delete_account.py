@@ -7,8 +7,9 @@ import pytest
 from peewee import ForeignKeyField
 from PIL import Image
 
+import database
 import models
-from tests.conftest import HTMX, PASSWORD, csrf_token, html, log_in, make_user
+from tests.helpers import HTMX, PASSWORD, csrf_token, html, log_in, make_user
 
 URL = '/user/alice/settings/advanced'
 CONFIRM = URL + '/delete'
@@ -28,7 +29,7 @@ def rows_referencing(user_id):
     """For every model, how many of its rows name the user, found by enumerating the models
     (so a table added later is counted without anyone remembering to add it here)."""
     counts = {}
-    with models.db.connection_context():
+    with database.db.connection_context():
         for model in models.BaseModel.__subclasses__():
             columns = user_columns(model)
             if columns:
@@ -49,7 +50,7 @@ def give_everything(app, user, other_user):
     """Every kind of row an account can own: workspaces, a rotated password with its jobs,
     tokens, a temporary token, a pending CLI login, an avatar upload, a second session,
     preferences, a handle hold, and audit records naming it in someone else's log."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         alice = models.User.get_by_id(user.id)
         models.Workspace.provision(alice, 'analytics')
         models.Workspace.provision(alice, 'staging')
@@ -76,7 +77,7 @@ def delete(client, typed, headers=None):
 
 
 def exists(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.User.select().where(models.User.id == user.id).exists()
 
 
@@ -173,7 +174,7 @@ def test_deleting_with_htmx_sends_the_browser_to_goodbye(client, logged_in):
 
 def test_the_email_is_free_at_once_and_the_handle_held_for_30_days(app, client, logged_in):
     delete(client, 'alice')
-    with models.db.connection_context():
+    with database.db.connection_context():
         hold = models.HandleHold.get_by_id('alice')
     assert hold.user_id is None and hold.until - hold.released_at == models.HANDLE_HOLD
 
@@ -189,7 +190,7 @@ def test_the_email_is_free_at_once_and_the_handle_held_for_30_days(app, client, 
 
     response = newcomer.post('/signup', data={**form, 'handle': 'alice2'})
     assert response.status_code == 302
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.User.get(models.User.email == 'alice@example.com').handle == 'alice2'
         models.HandleHold.update(
             until=models.utcnow() - datetime.timedelta(seconds=1)).execute()

@@ -13,9 +13,12 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings, strategies as st
 from schemathesis import GenerationMode
 
+import database
 import models
-from tests.conftest import csrf_token, log_in, make_user
+from tests.helpers import csrf_token, log_in, make_user
 from views.openapi import PATHS, SCHEMAS
+
+pytestmark = pytest.mark.slow  # schemathesis fuzzing
 
 OPERATIONS = [(method.upper(), path, operation) for path, operations in PATHS.items()
               for method, operation in operations.items()
@@ -36,7 +39,7 @@ NOT_EXPRESSIBLE = [schemathesis.checks.positive_data_acceptance]
 def api_token(app):
     """Alice's bearer token, with a workspace, a second token and audit records to list."""
     alice = make_user()
-    with models.db.connection_context():
+    with database.db.connection_context():
         _, secret = models.Token.issue(alice)
         other, _ = models.Token.issue(alice)
         models.Workspace.provision(alice, 'analytics')
@@ -112,7 +115,7 @@ def test_every_body_the_api_takes_refuses_malformed_json_with_the_error_model(ap
     takes_json = 'application/json' in operation['requestBody']['content']
     client = app.test_client()
     log_in(client, 'alice')  # the browser side of CLI login is a session's
-    with models.db.connection_context():
+    with database.db.connection_context():
         request_id = models.LoginRequest.start('192.0.2.1').id
     headers = {'Authorization': f'Bearer {api_token["secret"]}',
                'X-CSRFToken': csrf_token(client, '/user/alice/settings/profile')}

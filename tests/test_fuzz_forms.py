@@ -18,8 +18,11 @@ from PIL import Image
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import EnvironBuilder
 
+import database
 import models
-from tests.conftest import HTMX, PASSWORD, html, log_in, make_user
+from tests.helpers import HTMX, PASSWORD, html, log_in, make_user
+
+pytestmark = pytest.mark.slow  # hypothesis fuzzing
 
 EXAMPLES = 20
 ANONYMOUS = {'auth.login', 'auth.signup'}  # forms for visitors, fuzzed logged out
@@ -138,7 +141,7 @@ def snapshot():
             query = query.where(model.action_type != 'user.login.failed')
         return sorted(map(repr, query.tuples()))
 
-    with models.db.connection_context():
+    with database.db.connection_context():
         return {model.__name__: rows(model) for model in models.BaseModel.__subclasses__()
                 if model is not models.Session}
 
@@ -161,12 +164,12 @@ class Browser:
             self.csrf = html(self.client.get('/login')).find(
                 'input', attrs={'name': 'csrf_token'})['value']
             return
-        with models.db.connection_context():
+        with database.db.connection_context():
             self.user = self.user and models.User.get_or_none(models.User.id == self.user.id)
         if self.user is None:
             n = next(self.accounts)
             self.user = make_user(f'fuzz{n}@example.com', f'fuzz{n}')
-            with models.db.connection_context():
+            with database.db.connection_context():
                 models.Workspace.provision(self.user, 'analytics')
             self.client = self.app.test_client()
         if '/login' in self.client.get('/settings').headers.get('Location', '/login'):
@@ -190,7 +193,7 @@ class Browser:
 
     def real_ids(self):
         """A live object of each kind the URLs name, so a generated request can land."""
-        with models.db.connection_context():
+        with database.db.connection_context():
             user = models.User.get_by_id(self.user.id) if self.user else None
             ids = {'request_id': models.LoginRequest.start('192.0.2.1').id}
             if user:
@@ -209,7 +212,7 @@ def test_every_form_endpoint_is_fuzzed(app):
 
 def state():
     """What the invariants below compare: the user's name, handle, hosts, preferences."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         users = {user.id: (user.display_name, user.handle) for user in models.User.select()}
         hosts = {w.id: (w.user_id, w.host()) for w in models.Workspace.select()}
         prefs = {p.user_id: {name: getattr(p, name) for name in NOTIFICATIONS}
@@ -244,7 +247,7 @@ def check_nothing_half_saved(endpoint, form, response, user_id, before, after):
         new = users_after[user_id][1]
         assert new == form.get('handle', '').strip().lower()
         assert form.get('previewed') == '1'
-        with models.db.connection_context():  # the old handle is held for its owner
+        with database.db.connection_context():  # the old handle is held for its owner
             assert models.HandleHold.get(models.HandleHold.handle == users[user_id][1]
                                          ).user_id == user_id
     if endpoint == 'notifications.save' and ok:
@@ -254,7 +257,7 @@ def check_nothing_half_saved(endpoint, form, response, user_id, before, after):
         created = [u for u in users_after if u not in users]
         assert len(created) == (1 if ok else 0), response.status_code
         if created:
-            with models.db.connection_context():
+            with database.db.connection_context():
                 account = models.User.get_by_id(created[0])
             assert account.email.lower() == email
             assert not refused_character_in(account.email), account.email

@@ -10,12 +10,12 @@ import peewee
 import pytest
 from PIL import Image
 
+import database
 import gravatar
 import imaging
 import models
 from app import DEMO_HANDLE
-from tests.conftest import PASSWORD, csrf_token, html
-from tests.test_avatars import offered
+from tests.helpers import PASSWORD, csrf_token, html, offered
 
 GREEN, ORANGE = (40, 170, 60), (240, 140, 30)
 SIGNUP_EMAIL = '  Carol@Example.COM '  # as typed: spaces around, mixed case
@@ -154,7 +154,7 @@ def sign_up(client, email=SIGNUP_EMAIL, handle='carol'):
 
 
 def carol():
-    with models.db.connection_context():
+    with database.db.connection_context():
         user = models.User.get(models.User.handle == 'carol')
         return user, models.Avatar.for_user(user.id)
 
@@ -319,15 +319,15 @@ def test_an_image_larger_than_an_upload_may_be_is_not_taken(fake_gravatar, backg
 def test_a_lookup_for_an_account_deleted_meanwhile_stores_nothing(gravatar_app, fake_gravatar,
                                                                   background):
     fake_gravatar.respond(200, encoded(Image.new('RGB', (460, 460), GREEN), 'PNG'), hold=True)
-    with models.db.connection_context():
+    with database.db.connection_context():
         user = models.User.sign_up('carol@example.com', 'carol', PASSWORD)
     lookup = background(gravatar.look_up, dict(gravatar_app.config), user.id, user.email)
     assert fake_gravatar.arrived.wait(timeout=10)
-    with models.db.connection_context():
+    with database.db.connection_context():
         user.delete_instance()
     fake_gravatar.release.set()
     assert lookup.result(timeout=10) is False
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.Avatar.select().count() == 0
 
 
@@ -348,14 +348,14 @@ def test_the_demo_user_and_older_accounts_get_a_generated_avatar_when_first_show
         app, fake_gravatar, lookups):
     result = app.test_cli_runner().invoke(args=['demo'])
     assert result.exit_code == 0, result.output
-    with models.db.connection_context():
+    with database.db.connection_context():
         demo = models.User.get(models.User.handle == DEMO_HANDLE)
         models.Avatar.delete().execute()  # as for an account from before avatars
     response = app.test_client().get(f'/avatars/{demo.id}/1/460.webp')
     assert response.status_code == 200
     image = decoded(response.get_data())
     assert (image.format, image.size) == ('WEBP', (460, 460))
-    with models.db.connection_context():
+    with database.db.connection_context():
         avatar = models.Avatar.get(models.Avatar.user == demo.id)
     assert avatar.default_source == 'generated'
     assert response.get_data() == imaging.generated(avatar.seed)[0]

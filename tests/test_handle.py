@@ -5,8 +5,9 @@ import json
 
 import pytest
 
+import database
 import models
-from tests.conftest import HTMX, PASSWORD, csrf_token, html, log_in
+from tests.helpers import HTMX, PASSWORD, csrf_token, html, log_in
 
 URL = '/user/alice/settings/advanced'
 SAVE = URL + '/handle'
@@ -18,7 +19,7 @@ WARNING = ('Your workspace DNS names all contain your user handle; changing it w
 
 @pytest.fixture
 def workspaces(logged_in):
-    with models.db.connection_context():
+    with database.db.connection_context():
         alice = models.User.get_by_id(logged_in.id)
         return [models.Workspace.provision(alice, handle) for handle in ('analytics', 'staging')]
 
@@ -38,7 +39,7 @@ def save(client, handle, previewed=False, headers=None):
 
 
 def handle_of(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.User.get_by_id(user.id).handle
 
 
@@ -63,7 +64,7 @@ def refused_in_place(client, logged_in, other_user, handle, message, previewed, 
 
 def expire_holds():
     """Move every hold's end into the past, as if HANDLE_HOLD had gone by."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.HandleHold.update(until=models.utcnow() - datetime.timedelta(seconds=1)).execute()
 
 
@@ -178,7 +179,7 @@ def test_with_htmx_save_previews_in_place_then_redirects_to_the_new_address(
 def test_workspace_hosts_follow_the_new_handle_and_the_change_is_audited(
         client, logged_in, workspaces):
     save(client, 'carol', previewed=True)
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert [w.host() for w in models.Workspace.for_user(logged_in.id)] == [
             f'carol-analytics.{DOMAIN}', f'carol-staging.{DOMAIN}']
         (record,) = models.AuditRecord.select().where(
@@ -216,7 +217,7 @@ def test_a_refused_handle_is_refused_at_either_step_with_or_without_htmx(
 
 def test_a_released_handle_is_held_for_its_old_owner_for_30_days(
         app, client, logged_in, other_user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.User.get_by_id(other_user.id).change_handle('bobby')
         hold = models.HandleHold.get_by_id('bob')
         assert hold.until - hold.released_at == models.HANDLE_HOLD
@@ -234,7 +235,7 @@ def test_a_released_handle_is_held_for_its_old_owner_for_30_days(
                       data={'csrf_token': csrf_token(bob, '/user/bobby/settings/advanced'),
                             'handle': 'bob', 'previewed': '1'})
     assert answer.status_code == 303 and handle_of(other_user) == 'bob'  # the owner takes it back
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.User.get_by_id(other_user.id).change_handle('robert')
 
     expire_holds()

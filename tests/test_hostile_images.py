@@ -13,10 +13,11 @@ from PIL.PngImagePlugin import PngInfo
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
+import database
 import imaging
 import models
-from tests.conftest import csrf_token, html
-from tests.test_imaging import (
+from tests.helpers import csrf_token, html
+from tests.images import (
     HOSTILE,
     MODES,
     encoded,
@@ -26,6 +27,8 @@ from tests.test_imaging import (
     oriented_jpeg,
     quadrants,
 )
+
+pytestmark = pytest.mark.slow  # hundreds of image files through the upload endpoints
 
 SETTINGS = '/user/alice/settings/profile'
 ZIP = (b'PK\x03\x04\x14\x00\x00\x00\x00\x00' + bytes(16) + b'\x08\x00\x00\x00evil.txt'
@@ -70,13 +73,8 @@ def test_the_corpus_has_at_least_30_files():
 
 
 @pytest.fixture
-def alice(user):
-    return models.User.get_by_id(user.id)
-
-
-@pytest.fixture
 def bearer(app, alice):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return {'Authorization': 'Bearer ' + models.Token.issue(alice)[1]}
 
 
@@ -95,7 +93,7 @@ def api_upload(client, bearer, data):
 
 def stored():
     """What the database holds of alice's avatar, and her pending uploads."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         user = models.User.get(models.User.handle == 'alice')
         avatar = models.Avatar.get_or_none(models.Avatar.user == user)
         return dict(

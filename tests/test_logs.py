@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 
 class Browser:

@@ -7,52 +7,54 @@ import pytest
 from peewee import TextField
 from playhouse.migrations import Runner
 
+import database
 import imaging
 import models
 from app import create_app
-from tests.conftest import TEST_PASSWORD_KEY, log_in, make_user, sqlite_only
+from tests.conftest import TEST_PASSWORD_KEY, sqlite_only
+from tests.helpers import log_in, make_user
 
 
 def test_migrations_create_every_table_and_rerun_as_a_no_op(make_database_url):
-    database = models.open_database(make_database_url('fresh', empty=True))
-    assert models.migrate(database) == ['0001_initial', '0002_tokens', '0003_avatars',
-                                        '0004_workspaces', '0005_session_user_agent_text']
-    tables = set(database.get_tables())
+    fresh = database.open_database(make_database_url('fresh', empty=True))
+    assert database.migrate(fresh) == ['0001_initial', '0002_tokens', '0003_avatars',
+                                       '0004_workspaces', '0005_session_user_agent_text']
+    tables = set(fresh.get_tables())
     assert {'user', 'preferences', 'session', 'audit_record', 'schema_migration', 'token',
             'temporary_token', 'login_request', 'avatar', 'avatar_upload', 'workspace',
             'database_password', 'propagation_job', 'handle_hold'} <= tables
     # Every model's columns are in the migrated schema, so no migration was forgotten.
     for model in models.BaseModel.__subclasses__():
-        columns = {c.name for c in database.get_columns(model._meta.table_name)}
+        columns = {c.name for c in fresh.get_columns(model._meta.table_name)}
         assert set(model._meta.columns) <= columns, model.__name__
     # ...and a column the model keeps as unbounded text is text there (PostgreSQL refuses
     # more than 255 characters in a varchar(255)).
     for model in models.BaseModel.__subclasses__():
         types = {c.name: c.data_type.lower() for c in
-                 database.get_columns(model._meta.table_name)}
+                 fresh.get_columns(model._meta.table_name)}
         for name, field in model._meta.columns.items():
             if isinstance(field, TextField):
                 assert types[name] == 'text', (model.__name__, name, types[name])
-    assert models.migrate(database) == []
-    database.close()
+    assert database.migrate(fresh) == []
+    fresh.close()
 
 
 def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url):
     url = make_database_url('old', empty=True)
     keys = {'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY}
     create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url, **keys})
-    Runner(models.db.obj, models.MIGRATIONS).up(target='0001_initial')
-    with models.db.connection_context():
+    Runner(database.db.obj, database.MIGRATIONS).up(target='0001_initial')
+    with database.db.connection_context():
         # The User model of today has columns the old table lacks: insert as 0001 would.
-        models.db.execute_sql(
+        database.db.execute_sql(
             'INSERT INTO "user" (id, email, handle, password_hash, status, created_at, '
-            'version_id) VALUES (' + ', '.join([models.db.obj.param] * 7) + ')',
+            'version_id) VALUES (' + ', '.join([database.db.obj.param] * 7) + ')',
             ('u_old', 'old@example.com', 'old', 'x', 'accepted', models.utcnow(), 1))
-    models.db.close()
+    database.db.close()
     app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url, **keys})
-    assert models.migrate(models.db.obj) == ['0002_tokens', '0003_avatars', '0004_workspaces',
-                                             '0005_session_user_agent_text']
-    with models.db.connection_context():
+    assert database.migrate(database.db.obj) == [
+        '0002_tokens', '0003_avatars', '0004_workspaces', '0005_session_user_agent_text']
+    with database.db.connection_context():
         user = models.User.get()
         assert (user.handle, user.avatar_version) == ('old', 1)
         assert models.DatabasePassword.for_user(user).version == 1  # made when first needed
@@ -62,11 +64,11 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url)
         assert models.Avatar.select().count() == 0
     response = app.test_client().get('/avatars/u_old/1/460.webp')
     assert response.status_code == 200 and response.content_type == 'image/webp'
-    with models.db.connection_context():
+    with database.db.connection_context():
         avatar = models.Avatar.get(models.Avatar.user == 'u_old')  # made when first shown
         assert response.get_data() == imaging.generated(avatar.seed)[0]
-    assert models.migrate(models.db.obj) == []
-    models.db.close()
+    assert database.migrate(database.db.obj) == []
+    database.db.close()
 
 
 @sqlite_only
@@ -76,24 +78,24 @@ def test_the_sqlite_database_and_its_wal_files_are_private(make_database_url):
         url = make_database_url('private', empty=True)
         create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url,
                     'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
-        models.migrate(models.db.obj)
-        with models.db.connection_context():
+        database.migrate(database.db.obj)
+        with database.db.connection_context():
             make_user()  # a write: the -wal and -shm files are in use
-            path = models.db.obj.database
+            path = database.db.obj.database
             modes = {suffix: stat.S_IMODE(os.stat(path + suffix).st_mode)
                      for suffix in ('', '-wal', '-shm', '-writer')}
     finally:
         os.umask(umask)
-        models.db.close()
+        database.db.close()
     assert modes == {'': 0o600, '-wal': 0o600, '-shm': 0o600, '-writer': 0o600}
 
 
 @sqlite_only
 def test_sqlite_runs_with_wal_foreign_keys_and_a_busy_timeout(app):
-    with models.db.connection_context():
-        assert models.db.execute_sql('PRAGMA journal_mode').fetchone()[0] == 'wal'
-        assert models.db.execute_sql('PRAGMA foreign_keys').fetchone()[0] == 1
-        assert models.db.execute_sql('PRAGMA busy_timeout').fetchone()[0] == 5000
+    with database.db.connection_context():
+        assert database.db.execute_sql('PRAGMA journal_mode').fetchone()[0] == 'wal'
+        assert database.db.execute_sql('PRAGMA foreign_keys').fetchone()[0] == 1
+        assert database.db.execute_sql('PRAGMA busy_timeout').fetchone()[0] == 5000
 
 
 def test_ids_are_prefixed_random_base32():
@@ -107,7 +109,7 @@ def columns(row):
 
 
 def test_fetch_reads_what_peewee_reads_and_none_when_there_is_nothing(app, user, other_user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         for model, field, value in ((models.User, models.User.id, user.id),
                                     (models.User, models.User.handle, 'bob'),
                                     (models.Preferences, models.Preferences.user, user.id),
@@ -116,13 +118,13 @@ def test_fetch_reads_what_peewee_reads_and_none_when_there_is_nothing(app, user,
             assert fetched.__data__ == model.get(field == value).__data__, model.__name__
             assert not fetched.is_dirty()
         assert models.User.prepared_get(models.User.handle, 'nobody') is None
-        with models.write_transaction():
+        with database.write_transaction():
             locked = models.Preferences.prepared_get(models.Preferences.user, user.id, lock=True)
         assert locked.__data__ == models.Preferences.for_user(user.id).__data__
 
 
 def test_fetch_with_join_brings_the_row_it_points_to(app, client, logged_in):
-    with models.db.connection_context():
+    with database.db.connection_context():
         stored = models.Session.get()
         session = models.Session.prepared_get(models.Session.token_hash, stored.token_hash,
                                        join=models.Session.user)
@@ -134,12 +136,12 @@ def test_fetch_with_join_brings_the_row_it_points_to(app, client, logged_in):
 
 
 def test_add_inserts_as_create_does_and_store_writes_every_column(app, user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         record = models.AuditRecord.prepared_create(identity=user, identity_handle=user.handle,
                                         action_type='test.action', actor_ip=None)
         assert re.fullmatch(r'a_[0-9a-v]{20}', record.id) and record.data == '{}'
         assert columns(models.AuditRecord.get_by_id(record.id)) == columns(record)
-        with models.write_transaction():
+        with database.write_transaction():
             preferences = models.Preferences.prepared_get(models.Preferences.user, user.id, lock=True)
             preferences.tips_and_tricks, preferences.version_id = True, 7
             preferences.updated_at = models.utcnow()
@@ -149,8 +151,8 @@ def test_add_inserts_as_create_does_and_store_writes_every_column(app, user):
 
 def test_prepared_sql_refuses_parameters_in_another_order(app):
     with pytest.raises(RuntimeError, match='not in the order'):
-        models._prepared(('test-order',), lambda: ('SELECT ?, ?', [1, 2]), [2, 1])
-    assert models._prepared(('test-order',), lambda: ('SELECT ?, ?', [1, 2]), [1, 2]) == (
+        database._prepared(('test-order',), lambda: ('SELECT ?, ?', [1, 2]), [2, 1])
+    assert database._prepared(('test-order',), lambda: ('SELECT ?, ?', [1, 2]), [1, 2]) == (
         'SELECT ?, ?')
 
 
@@ -160,14 +162,14 @@ def test_everything_about_a_user_goes_with_the_user(app, user, other_user):
     log_in(app.test_client(), 'bob')
 
     def counts():
-        with models.db.connection_context():
+        with database.db.connection_context():
             return {m.__name__: m.select().count()
                     for m in (models.User, models.Preferences, models.Session,
                               models.AuditRecord, models.Avatar)}
 
     before = counts()
     assert before == {'User': 2, 'Preferences': 2, 'Session': 2, 'AuditRecord': 4, 'Avatar': 2}
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.User.get(models.User.handle == 'alice').delete_instance()
     assert counts() == {'User': 1, 'Preferences': 1, 'Session': 1, 'AuditRecord': 2,
                         'Avatar': 1}
@@ -178,7 +180,7 @@ def test_the_demo_command_creates_the_demo_user_only_in_an_empty_database(app):
     result = runner.invoke(args=['demo'])
     assert 'Demo login: demo@penstock.test (or demo) / password penstock-demo' in result.output
     runner.invoke(args=['demo'])
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.User.select().count() == 1
         demo = models.User.get()
         assert demo.display_name == 'Demo User'
@@ -190,7 +192,7 @@ def test_the_demo_command_creates_the_demo_user_only_in_an_empty_database(app):
 def test_the_demo_command_leaves_a_database_with_users_alone(app, user):
     result = app.test_cli_runner().invoke(args=['demo'])
     assert result.output == ''
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.User.select().count() == 1
 
 
@@ -201,7 +203,7 @@ def test_the_migrate_command_reports_what_it_did(make_database_url):
     assert ('Applied migrations: 0001_initial, 0002_tokens, 0003_avatars, 0004_workspaces, '
             '0005_session_user_agent_text' in runner.invoke(args=['migrate']).output)
     assert 'The database is up to date.' in runner.invoke(args=['migrate']).output
-    models.db.close()
+    database.db.close()
 
 
 def test_reencrypt_passwords_moves_every_password_to_the_first_key(make_database_url):
@@ -210,16 +212,16 @@ def test_reencrypt_passwords_moves_every_password_to_the_first_key(make_database
     url = make_database_url('keys')
     create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url,
                 'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
-    models.migrate(models.db.obj)
+    database.migrate(database.db.obj)
     alice = make_user()
-    with models.db.connection_context():
+    with database.db.connection_context():
         password = models.DatabasePassword.for_user(alice).password
-    models.db.close()
+    database.db.close()
     app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url,
                       'DATABASE_PASSWORD_KEYS': f'{new_key}, {TEST_PASSWORD_KEY}'})
     result = app.test_cli_runner().invoke(args=['reencrypt-passwords'])
     assert result.output == 'Re-encrypted 1 database password with the first key.\n'
-    models.configure('example.test', [new_key])  # the old key retired
-    with models.db.connection_context():
+    database.use_keys([new_key])  # the old key retired
+    with database.db.connection_context():
         assert models.DatabasePassword.for_user(alice).password == password
-    models.db.close()
+    database.db.close()

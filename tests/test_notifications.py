@@ -3,8 +3,9 @@ import json
 
 import pytest
 
+import database
 import models
-from tests.conftest import HTMX, csrf_token, html
+from tests.helpers import HTMX, csrf_token, html
 
 URL = '/user/alice/settings/notifications'
 SWITCHES = {'community_updates': 'Community Updates', 'product_updates': 'Product Updates',
@@ -19,7 +20,7 @@ def save(client, on, headers=None, extra=None):
 
 
 def stored():
-    with models.db.connection_context():
+    with database.db.connection_context():
         prefs = models.Preferences.get()
     return {name for name in SWITCHES if getattr(prefs, name)}
 
@@ -78,7 +79,7 @@ def test_system_cannot_be_turned_off_by_a_forged_post(client, logged_in):
 def test_a_change_is_audited_with_the_api_field_names(client, logged_in):
     save(client, ['community_updates', 'product_updates'])
     save(client, ['community_updates', 'product_updates'])
-    with models.db.connection_context():
+    with database.db.connection_context():
         records = list(models.AuditRecord.select().where(
             models.AuditRecord.action_type == 'user.preferences.update'))
     assert len(records) == 1

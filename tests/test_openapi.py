@@ -7,10 +7,10 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 from referencing.exceptions import PointerToNowhere
 
+import database
 import models
-from tests.conftest import SESSION_COOKIE, csrf_token, log_in
-from tests.test_api import REFERENCE_SHAPES, check_answer
-from tests.test_reauth import make_stale
+from tests.conftest import SESSION_COOKIE
+from tests.helpers import REFERENCE_SHAPES, check_answer, csrf_token, log_in, make_stale
 
 IGNORED_METHODS = {'HEAD', 'OPTIONS'}
 
@@ -133,7 +133,7 @@ def test_operations_without_a_token_are_only_cli_login_and_this_document(documen
 
 
 def test_every_bearer_operation_answers_401_without_a_token(app, user, document):
-    with models.db.connection_context():
+    with database.db.connection_context():
         token, _ = models.Token.issue(models.User.get_by_id(user.id))
     client = app.test_client()
     for path, method, op in operations(document):

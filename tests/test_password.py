@@ -7,10 +7,11 @@ import os
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
+import database
 import models
 import propagation
-from tests.conftest import (HTMX, ON_POSTGRES, PASSWORD, TEST_PASSWORD_KEY, csrf_token,
-                            database_dump, html)
+from tests.conftest import ON_POSTGRES, TEST_PASSWORD_KEY, database_dump
+from tests.helpers import HTMX, PASSWORD, csrf_token, html
 from views.profile import PROPAGATED, ROTATED
 
 URL = '/user/alice/settings/profile'
@@ -21,24 +22,24 @@ POLL_TRIGGER = 'every 2s'
 
 
 def open_workspaces(user, *handles):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return [models.Workspace.provision(user, handle) for handle in handles]
 
 
 def current_password(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.DatabasePassword.for_user(user.id)
 
 
 def jobs(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return list(models.PropagationJob.select()
                     .where(models.PropagationJob.user == user.id)
                     .order_by(models.PropagationJob.id))
 
 
 def rotations(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return list(models.AuditRecord.select()
                     .where(models.AuditRecord.identity == user.id,
                            models.AuditRecord.action_type == 'user.password.rotate'))
@@ -46,7 +47,7 @@ def rotations(user):
 
 def run_worker():
     """Carry out every due propagation job, as the worker would (the app's delay is 0)."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         while propagation.run_once(propagation.RecordingTarget(0),
                                    datetime.timedelta(seconds=30)):
             pass
@@ -76,7 +77,7 @@ def rotate(client, headers=None):
 def make_stale(user):
     """The session's password was typed longer ago than RECENT_LOGIN."""
     long_ago = models.utcnow() - models.RECENT_LOGIN - datetime.timedelta(minutes=1)
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
             models.Session.user == user.id).execute()
 
@@ -90,8 +91,8 @@ def database_bytes(app):
     if ON_POSTGRES:
         return database_dump().encode()
     path = app.config['DATABASE_URL'].removeprefix('sqlite:///')
-    with models.db.connection_context():
-        models.db.execute_sql('PRAGMA wal_checkpoint(FULL)')
+    with database.db.connection_context():
+        database.db.execute_sql('PRAGMA wal_checkpoint(FULL)')
     data = b''
     for name in (path, path + '-wal'):
         if os.path.exists(name):
@@ -103,7 +104,7 @@ def database_bytes(app):
 def test_the_password_is_never_in_the_database_file_in_plain_text(app, user):
     first = current_password(user)
     open_workspaces(user, 'analytics')
-    with models.db.connection_context():
+    with database.db.connection_context():
         second = models.DatabasePassword.rotate(models.User.get_by_id(user.id))
 
     stored = database_bytes(app)
@@ -118,24 +119,23 @@ def test_the_password_is_never_in_the_database_file_in_plain_text(app, user):
 
 
 def test_an_old_key_still_decrypts_and_reencrypting_moves_passwords_to_the_new_key(app, user):
-    domain = app.config['WORKSPACE_DOMAIN']
     old_key, new_key = TEST_PASSWORD_KEY, Fernet.generate_key().decode()
     plain = current_password(user).password
     try:
-        models.configure(domain, [new_key, old_key])
+        database.use_keys([new_key, old_key])
         assert current_password(user).password == plain
-        with models.db.connection_context():
-            assert models.reencrypt_passwords() == 1
+        with database.db.connection_context():
+            assert database.reencrypt(models.DatabasePassword.ciphertext) == 1
         ciphertext = current_password(user).ciphertext
         assert Fernet(new_key).decrypt(ciphertext.encode()).decode() == plain
 
-        models.configure(domain, [old_key])
+        database.use_keys([old_key])
         with pytest.raises(InvalidToken):
             current_password(user).password
-        models.configure(domain, [new_key])  # the old key retired
+        database.use_keys([new_key])  # the old key retired
         assert current_password(user).password == plain
     finally:
-        models.configure(domain, [old_key])
+        database.use_keys([old_key])
 
 
 # The section on Profile
@@ -339,7 +339,7 @@ def test_the_state_goes_from_pending_to_applied_and_the_polling_stops(client, lo
 def test_one_workspace_applied_and_one_pending_keeps_the_polling_going(client, logged_in):
     analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
     rotate(client)
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert propagation.run_once(propagation.RecordingTarget(0),
                                     datetime.timedelta(seconds=30))
 

@@ -11,14 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from bs4 import BeautifulSoup
 
+import database
 import models
-from tests.conftest import ON_POSTGRES, PASSWORD
-from tests.servers import gunicorn
-from tests.test_propagation import LEASE, setup
-from tests.test_token_limit_concurrency import Browser, post_create
+from tests.conftest import ON_POSTGRES
+from tests.helpers import LEASE, PASSWORD, provision_and_rotate
+from tests.servers import Browser, gunicorn, post_create, sign_up
 
-pytestmark = pytest.mark.skipif(not ON_POSTGRES, reason='needs PostgreSQL: set '
-                                                        'PENSTOCK_TEST_DATABASE (make test-postgres)')
+pytestmark = [pytest.mark.slow,  # two gunicorn servers
+              pytest.mark.skipif(not ON_POSTGRES, reason='needs PostgreSQL: set '
+                                 'PENSTOCK_TEST_DATABASE (make test-postgres)')]
 RACERS = 10
 
 
@@ -38,15 +39,6 @@ def on(base, browser):
     other.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(browser.jar),
                                                Browser._NoRedirect)
     return other
-
-
-def sign_up(base, handle):
-    person = Browser(base)
-    status, _ = person.open('/signup', {'email': f'{handle}@example.com', 'handle': handle,
-                                        'password': PASSWORD,
-                                        'csrf_token': person.csrf('/signup')})
-    assert status == 302
-    return person
 
 
 def log_in(base, handle):
@@ -140,19 +132,20 @@ def test_reset_authentication_on_one_server_ends_sessions_and_tokens_on_the_othe
 def test_two_workers_claiming_at_once_never_hold_jobs_of_one_workspace(user):
     """A worker whose claim is not committed yet still keeps a second worker (another host)
     off that workspace: the second skips its locked rows rather than waiting or doubling up."""
-    setup(user, 'analytics', 'staging', rotations=2)  # two pending jobs per workspace
+    # two pending jobs per workspace
+    provision_and_rotate(user, 'analytics', 'staging', rotations=2)
     first_claimed, second_done = threading.Event(), threading.Event()
     claims = {}
 
     def first_worker():
-        with models.db.connection_context(), models.db.atomic():  # commit held back
+        with database.db.connection_context(), database.db.atomic():  # commit held back
             claims['first'] = models.PropagationJob.claim(LEASE)
             first_claimed.set()
             assert second_done.wait(30)
 
     def second_worker():
         assert first_claimed.wait(30)
-        with models.db.connection_context():
+        with database.db.connection_context():
             claims['second'] = models.PropagationJob.claim(LEASE)
             claims['third'] = models.PropagationJob.claim(LEASE)
         second_done.set()

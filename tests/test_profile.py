@@ -4,8 +4,9 @@ from unicodedata import unidata_version
 
 import pytest
 
+import database
 import models
-from tests.conftest import HTMX, csrf_token, html
+from tests.helpers import HTMX, csrf_token, html
 
 URL = '/user/alice/settings/profile'
 
@@ -16,7 +17,7 @@ def save_name(client, value, headers=None):
 
 
 def stored_name():
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.User.get(models.User.handle == 'alice').display_name
 
 
@@ -114,7 +115,7 @@ def test_a_hundred_character_name_is_accepted(client, logged_in):
 def test_a_name_change_is_audited_once_with_old_and_new(client, logged_in):
     save_name(client, 'Alice')
     save_name(client, 'Alice')
-    with models.db.connection_context():
+    with database.db.connection_context():
         records = list(models.AuditRecord.select().where(
             models.AuditRecord.action_type == 'user.update'))
         user = models.User.get(models.User.handle == 'alice')

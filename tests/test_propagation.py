@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+import database
 import models
 import propagation
 from tests.conftest import TEST_PASSWORD_KEY
+from tests.helpers import LEASE, provision_and_rotate
 
 ROOT = Path(__file__).resolve().parents[1]
-LEASE = datetime.timedelta(seconds=30)
 
 
 class Recorder(propagation.Target):
@@ -33,38 +34,28 @@ class Recorder(propagation.Target):
             raise ConnectionError(f'could not run ALTER ROLE {role} PASSWORD {password!r}')
 
 
-def setup(user, *handles, rotations=1):
-    """The user's workspaces `handles`, then `rotations` rotations of the password."""
-    with models.db.connection_context():
-        alice = models.User.get_by_id(user.id)
-        workspaces = [models.Workspace.provision(alice, handle) for handle in handles]
-        for _ in range(rotations):
-            models.DatabasePassword.rotate(alice)
-    return workspaces
-
-
 def run_all(target):
     """Run the worker until no job is due; returns how many jobs it took on."""
     taken = 0
-    with models.db.connection_context():
+    with database.db.connection_context():
         while propagation.run_once(target, LEASE):
             taken += 1
     return taken
 
 
 def password_of(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         row = models.DatabasePassword.for_user(user.id)
         return row.version, row.password
 
 
 def workspace(workspace_id):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.Workspace.get_or_none(models.Workspace.id == workspace_id)
 
 
 def jobs(**where):
-    with models.db.connection_context():
+    with database.db.connection_context():
         query = models.PropagationJob.select().order_by(models.PropagationJob.id)
         for field, value in where.items():
             query = query.where(getattr(models.PropagationJob, field) == value)
@@ -72,7 +63,7 @@ def jobs(**where):
 
 
 def test_the_worker_applies_every_job_with_the_current_password(user):
-    analytics, staging = setup(user, 'analytics', 'staging')
+    analytics, staging = provision_and_rotate(user, 'analytics', 'staging')
     version, password = password_of(user)
     target = Recorder()
 
@@ -91,13 +82,13 @@ def test_the_worker_applies_every_job_with_the_current_password(user):
 
 
 def test_running_the_worker_again_does_nothing(user):
-    [analytics] = setup(user, 'analytics')
+    [analytics] = provision_and_rotate(user, 'analytics')
     run_all(Recorder())
     applied_at = workspace(analytics.id).password_applied_at
     target = Recorder()
 
     assert run_all(target) == 0
-    with models.db.connection_context():  # a job carried out twice changes nothing either
+    with database.db.connection_context():  # a job carried out twice changes nothing either
         jobs()[0].applied(2)
 
     assert target.calls == []
@@ -107,7 +98,7 @@ def test_running_the_worker_again_does_nothing(user):
 
 def test_a_failing_target_backs_off_and_retries_without_the_password_in_the_error(
         user, caplog):
-    [analytics] = setup(user, 'analytics')
+    [analytics] = provision_and_rotate(user, 'analytics')
     _, password = password_of(user)
     caplog.set_level(logging.WARNING, logger='propagation')
 
@@ -124,7 +115,7 @@ def test_a_failing_target_backs_off_and_retries_without_the_password_in_the_erro
     assert 'ConnectionError' in caplog.text
     assert workspace(analytics.id).password_version == 1
 
-    with models.db.connection_context():  # the backoff is over: it fails again, waits longer
+    with database.db.connection_context():  # the backoff is over: it fails again, waits longer
         models.PropagationJob.update(run_after=models.utcnow()).execute()
     before = models.utcnow()
     assert run_all(Recorder(failures=1)) == 1
@@ -134,7 +125,7 @@ def test_a_failing_target_backs_off_and_retries_without_the_password_in_the_erro
     assert before + datetime.timedelta(seconds=4) <= job.run_after <= (
         after + datetime.timedelta(seconds=4))
 
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.PropagationJob.update(run_after=models.utcnow()).execute()
     target = Recorder()
     assert run_all(target) == 1
@@ -145,8 +136,8 @@ def test_a_failing_target_backs_off_and_retries_without_the_password_in_the_erro
 
 
 def test_the_backoff_stops_growing_at_its_maximum(user):
-    setup(user, 'analytics')
-    with models.db.connection_context():
+    provision_and_rotate(user, 'analytics')
+    with database.db.connection_context():
         models.PropagationJob.update(attempts=20).execute()
     before = models.utcnow()
     run_all(Recorder(failures=1))
@@ -158,7 +149,7 @@ def test_the_backoff_stops_growing_at_its_maximum(user):
 
 
 def test_a_newer_rotation_supersedes_the_older_jobs(user):
-    [analytics] = setup(user, 'analytics', rotations=2)
+    [analytics] = provision_and_rotate(user, 'analytics', rotations=2)
     assert [job.password_version for job in jobs()] == [2, 3]
     version, password = password_of(user)
     target = Recorder()
@@ -171,10 +162,10 @@ def test_a_newer_rotation_supersedes_the_older_jobs(user):
 
 
 def test_the_jobs_of_a_deleted_workspace_vanish(user):
-    analytics, staging = setup(user, 'analytics', 'staging')
+    analytics, staging = provision_and_rotate(user, 'analytics', 'staging')
     assert len(jobs(workspace=staging.id)) == 1
-    with models.db.connection_context():
-        workspace(staging.id).close()
+    with database.db.connection_context():
+        workspace(staging.id).remove()
     assert jobs(workspace=staging.id) == []
     target = Recorder()
 
@@ -185,8 +176,8 @@ def test_the_jobs_of_a_deleted_workspace_vanish(user):
 
 
 def test_a_workspace_deleted_while_its_job_is_in_hand_is_left_alone(user):
-    [analytics] = setup(user, 'analytics')
-    target = Recorder(during=lambda ws: ws.close())
+    [analytics] = provision_and_rotate(user, 'analytics')
+    target = Recorder(during=lambda ws: ws.remove())
 
     assert run_all(target) == 1
 
@@ -194,8 +185,8 @@ def test_a_workspace_deleted_while_its_job_is_in_hand_is_left_alone(user):
 
 
 def test_a_leased_job_is_not_taken_by_a_second_worker(user):
-    [analytics] = setup(user, 'analytics')
-    with models.db.connection_context():
+    [analytics] = provision_and_rotate(user, 'analytics')
+    with database.db.connection_context():
         held = models.PropagationJob.claim(LEASE)
     assert held is not None and held.attempts == 1
     target = Recorder()
@@ -237,7 +228,7 @@ def wait_until(condition, process, what, timeout=30):
     """Poll the database until `condition()` is true, while `process` is alive (bounded)."""
     deadline = time.monotonic() + timeout
     while True:
-        with models.db.connection_context():
+        with database.db.connection_context():
             value = condition()
         if value:
             return value
@@ -267,8 +258,9 @@ def stop(process):
     return process.returncode, output
 
 
+@pytest.mark.slow  # worker processes killed with SIGKILL
 def test_a_worker_killed_mid_way_leaves_its_job_to_the_next_one(user, workers):
-    workspaces = setup(user, 'analytics', 'staging', 'reports')
+    workspaces = provision_and_rotate(user, 'analytics', 'staging', 'reports')
     version, _ = password_of(user)
 
     first = workers(delay=60)  # stays in the middle of its first job until killed
@@ -289,8 +281,9 @@ def test_a_worker_killed_mid_way_leaves_its_job_to_the_next_one(user, workers):
     assert returncode == 0 and 'Propagation worker stopped.' in output
 
 
+@pytest.mark.slow  # a worker process stopped with SIGTERM
 def test_the_worker_command_finishes_the_job_in_hand_and_stops_on_sigterm(user, workers):
-    setup(user, 'analytics', 'staging')
+    provision_and_rotate(user, 'analytics', 'staging')
     process = workers(delay=2, lease=60)
     held = wait_until(leased_job, process, 'a job is leased')
 

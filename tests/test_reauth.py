@@ -1,52 +1,26 @@
 """Re-authentication before dangerous actions on Advanced: a stale session is asked for the
 password, a wrong one changes nothing, the right one goes back to the action."""
-import datetime
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+import database
 import models
-from tests.conftest import HTMX, PASSWORD, csrf_token, html
+from tests.helpers import HTMX, PASSWORD, csrf_token, html, make_stale, reauth_next, reauthenticate
 
 URL = '/user/alice/settings/advanced'
-STALE = models.RECENT_LOGIN + datetime.timedelta(minutes=1)
-
-
-def make_stale(user):
-    """The password was last typed longer ago than RECENT_LOGIN."""
-    with models.db.connection_context():
-        long_ago = models.utcnow() - STALE
-        models.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
-            models.Session.user == user.id).execute()
 
 
 def authenticated_at(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return [s.authenticated_at for s in
                 models.Session.select().where(models.Session.user == user.id)]
 
 
-def reauth_next(location):
-    """The `next` of a /reauth?next=… address (asserting that is where it leads)."""
-    parts = urlsplit(location)
-    assert parts.path == '/reauth'
-    return parse_qs(parts.query)['next'][0]
-
-
 def state(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         alice = models.User.get_or_none(models.User.id == user.id)
         return (alice and alice.handle,
                 models.Session.select().where(models.Session.user == user.id).count())
-
-
-def reauthenticate(client, location, password):
-    """Answer the /reauth page at `location` with `password`, through its own form."""
-    page = html(client.get(location))
-    form = page.find('form', action='/reauth')
-    data = {field['name']: field.get('value', '') for field in form.find_all('input')}
-    data['password'] = password
-    return client.post(form['action'], data=data)
 
 
 # (method, path, form): every dangerous action on Advanced, and a form that would do it.

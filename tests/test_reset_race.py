@@ -11,9 +11,10 @@ import urllib.parse
 import pytest
 from bs4 import BeautifulSoup
 
+import database
 import gravatar
 import models
-from tests.conftest import HTMX, PASSWORD, csrf_token
+from tests.helpers import HTMX, PASSWORD, csrf_token
 from tests.servers import gunicorn
 
 ROUNDS = 8
@@ -78,13 +79,13 @@ class Browser:
 def racer_server(tmp_path, database_url):
     """gunicorn (4 worker processes) on a migrated database that this process can read and
     write too; yields its base URL and the racer's user."""
-    models.db.initialize(models.open_database(database_url))
-    models.migrate(models.db.obj)
-    with models.db.connection_context():
+    database.db.initialize(database.open_database(database_url))
+    database.migrate(database.db.obj)
+    with database.db.connection_context():
         user = models.User.sign_up('racer@example.com', HANDLE, PASSWORD)
     with gunicorn(database_url, tmp_path / 'gunicorn.log', WORKERS) as (base, _process):
         yield base, user
-    models.db.close()
+    database.db.close()
 
 
 class Race:
@@ -175,12 +176,13 @@ def credentials_of(user):
             for model in (models.Token, models.TemporaryToken, models.Session)}
 
 
+@pytest.mark.slow  # gunicorn raced by a reset
 def test_no_credential_issued_by_a_request_in_flight_survives_reset_authentication(
         racer_server):
     base, user = racer_server
     survivors, faults = [], []
     for round_number in range(ROUNDS):
-        with models.db.connection_context():
+        with database.db.connection_context():
             t1, t1_secret = models.Token.issue(user)
             request_ids = [models.LoginRequest.start('198.51.100.7').id
                            for _ in range(RACER_REQUESTS)]
@@ -206,7 +208,7 @@ def test_no_credential_issued_by_a_request_in_flight_survives_reset_authenticati
         assert not any(racer.is_alive() for racer in racers)
         alive = [secret[:8] for secret in race.secrets
                  if call(base, 'GET', '/api/v0/actor', bearer(secret))[0] != 401]
-        with models.db.connection_context():
+        with database.db.connection_context():
             left = credentials_of(user)
             models.reset_authentication(user)  # survivors must not spill into the next round
             models.LoginRequest.delete().where(models.LoginRequest.id.in_(request_ids)).execute()
@@ -228,7 +230,7 @@ PAGE_TOKENS = '/user/alice/settings/tokens'
 def acting():
     """Leave no acting credential behind in the test's own thread."""
     yield
-    models.act_as(None)
+    database.act_as(None)
 
 
 def reset_first(monkeypatch, model, name, after=False):
@@ -250,13 +252,13 @@ def reset_first(monkeypatch, model, name, after=False):
 
 
 def token_rows(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.Token.select().where(models.Token.user == user.id).count()
 
 
 def test_an_api_token_create_that_loses_to_a_reset_is_a_401_and_writes_nothing(
         client, user, monkeypatch):
-    with models.db.connection_context():
+    with database.db.connection_context():
         _, secret = models.Token.issue(user)
     reset_first(monkeypatch, models.Token, 'issue')
 
@@ -268,7 +270,7 @@ def test_an_api_token_create_that_loses_to_a_reset_is_a_401_and_writes_nothing(
     assert (body['status'], body['title']) == (401, 'Unauthorized')
     assert body['instance'] == API_TOKENS
     assert token_rows(user) == 0
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.AuditRecord.select().where(  # T1's own, and no other
             models.AuditRecord.action_type == 'token.create').count() == 1
 
@@ -293,7 +295,7 @@ def test_a_new_token_on_the_tokens_page_that_loses_to_a_reset_writes_nothing(
 
 def test_a_cli_login_verify_that_loses_to_a_reset_shows_no_code_and_writes_nothing(
         client, logged_in, monkeypatch):
-    with models.db.connection_context():
+    with database.db.connection_context():
         request_id = models.LoginRequest.start('198.51.100.7').id
     token = csrf_token(client, f'/login/token?r={request_id}')
     reset_first(monkeypatch, models.LoginRequest, 'confirm')
@@ -307,7 +309,7 @@ def test_a_cli_login_verify_that_loses_to_a_reset_shows_no_code_and_writes_nothi
 def assert_never_confirmed(client, request_id):
     """The request (bound to alice when her browser opened it) went with the reset, without
     a code or a token, and the CLI is told it is gone."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.LoginRequest.get_or_none(models.LoginRequest.id == request_id) is None
         assert not models.TemporaryToken.select().exists()
         assert not models.AuditRecord.select().where(
@@ -318,7 +320,7 @@ def assert_never_confirmed(client, request_id):
 
 def test_a_cli_login_verify_through_the_api_that_loses_to_a_reset_is_a_401(
         client, logged_in, monkeypatch):
-    with models.db.connection_context():
+    with database.db.connection_context():
         request_id = models.LoginRequest.start('198.51.100.7').id
     token = csrf_token(client, f'/login/token?r={request_id}')
     reset_first(monkeypatch, models.LoginRequest, 'confirm')
@@ -333,7 +335,7 @@ def test_a_cli_login_verify_through_the_api_that_loses_to_a_reset_is_a_401(
 
 def test_a_code_exchange_after_a_reset_deleted_its_request_is_a_clear_404(
         client, user, monkeypatch):
-    with models.db.connection_context():
+    with database.db.connection_context():
         login_request = models.LoginRequest.start('198.51.100.7')
         code = login_request.confirm(user)
     reset_first(monkeypatch, models.LoginRequest, 'exchange')
@@ -342,13 +344,13 @@ def test_a_code_exchange_after_a_reset_deleted_its_request_is_a_clear_404(
 
     assert response.status_code == 404
     assert 'Start a new one from the command line' in response.get_json()['detail']
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert not models.TemporaryToken.select().exists()
 
 
 def test_a_code_exchange_whose_token_a_reset_revoked_at_once_is_a_clear_404(
         client, user, monkeypatch):
-    with models.db.connection_context():
+    with database.db.connection_context():
         login_request = models.LoginRequest.start('198.51.100.7')
         code = login_request.confirm(user)
     reset_first(monkeypatch, models.LoginRequest, 'exchange', after=True)
@@ -357,21 +359,21 @@ def test_a_code_exchange_whose_token_a_reset_revoked_at_once_is_a_clear_404(
 
     assert response.status_code == 404
     assert 'token' not in response.get_json()
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert not models.TemporaryToken.select().exists()
 
 
 def test_a_write_acting_by_a_revoked_session_is_refused_and_undone(app, user, acting):
-    with models.db.connection_context():
+    with database.db.connection_context():
         session = models.Session.sign_in(user, '198.51.100.7', 'Browser')
-        models.act_as(session)
+        database.act_as(session)
         models.reset_authentication(user)  # the session's own reset: it is live until then
-        with pytest.raises(models.CredentialRevoked):
+        with pytest.raises(database.CredentialRevoked):
             models.Token.issue(user)
-        with pytest.raises(models.CredentialRevoked):
+        with pytest.raises(database.CredentialRevoked):
             models.Workspace.provision(user, 'analytics')
-        with pytest.raises(models.CredentialRevoked):
-            with models.write_transaction(exclusive=False):  # its row locks only, on PostgreSQL
+        with pytest.raises(database.CredentialRevoked):
+            with database.write_transaction(exclusive=False):  # its row locks only, on PostgreSQL
                 models.Token.issue(user)
         assert not models.Token.select().exists()
         assert not models.Workspace.select().exists()
@@ -379,24 +381,24 @@ def test_a_write_acting_by_a_revoked_session_is_refused_and_undone(app, user, ac
 
 @pytest.mark.parametrize('how', ['deleted', 'deactivated'])
 def test_a_write_acting_by_a_token_that_no_longer_works_is_refused(app, user, acting, how):
-    with models.db.connection_context():
+    with database.db.connection_context():
         token, _ = models.Token.issue(user)
         if how == 'deleted':
             token.remove()
         else:
             token.set_status('inactive')
-        models.act_as(token)
-        with pytest.raises(models.CredentialRevoked):
+        database.act_as(token)
+        with pytest.raises(database.CredentialRevoked):
             models.Preferences.change(user, {'tips_and_tricks': True})
         assert not models.Preferences.for_user(user.id).tips_and_tricks
 
 
 def test_a_write_acting_by_an_expired_temporary_token_is_refused(app, user, acting):
-    with models.db.connection_context():
+    with database.db.connection_context():
         temporary = models.TemporaryToken.create(
             user=user, token_hash='0' * 64, expires_at=models.utcnow())
-        models.act_as(temporary)
-        with pytest.raises(models.CredentialRevoked):
+        database.act_as(temporary)
+        with pytest.raises(database.CredentialRevoked):
             models.Token.issue(user)
         models.TemporaryToken.update(
             expires_at=models.utcnow() + models.TEMPORARY_TOKEN_LIFETIME).execute()
@@ -407,13 +409,13 @@ def test_a_write_acting_by_an_expired_temporary_token_is_refused(app, user, acti
 def test_the_credential_is_checked_once_per_write_transaction_however_nested(
         app, user, acting, monkeypatch):
     checks = []
-    check = models._check_acting
-    monkeypatch.setattr(models, '_check_acting', lambda acting, lock: checks.append(acting)
+    check = database._check_acting
+    monkeypatch.setattr(database, '_check_acting', lambda acting, lock: checks.append(acting)
                         or check(acting, lock))
-    with models.db.connection_context():
+    with database.db.connection_context():
         session = models.Session.sign_in(user, '198.51.100.7', 'Browser')
-        models.act_as(session)
-        with models.write_transaction():
+        database.act_as(session)
+        with database.write_transaction():
             user.set_display_name('Racer')  # a write_transaction of its own, nested
             user.change_handle('racer2')
         assert checks == [(models.Session, session.id)]
@@ -421,30 +423,30 @@ def test_the_credential_is_checked_once_per_write_transaction_however_nested(
 
 def test_a_request_leaves_no_credential_behind_for_the_next_work_of_its_thread(
         client, user, acting):
-    with models.db.connection_context():
+    with database.db.connection_context():
         token, secret = models.Token.issue(user)
     assert client.get('/api/v0/actor', headers=bearer(secret)).status_code == 200
-    with models.db.connection_context():
+    with database.db.connection_context():
         token.remove()
         models.Token.issue(user)  # not checked against the token the request acted by
         assert models.Token.select().count() == 1
 
 
 def test_threads_the_app_starts_do_not_act_by_the_requests_credential(app, user, acting):
-    with models.db.connection_context():
+    with database.db.connection_context():
         session = models.Session.sign_in(user, '198.51.100.7', 'Browser')
         session.delete_instance()
-    models.act_as(session)
+    database.act_as(session)
 
     def issue():
-        with models.db.connection_context():
+        with database.db.connection_context():
             return models.Token.issue(user)[0].id
 
     issued = [gravatar._lookups.submit(issue).result(timeout=30)]
     thread = threading.Thread(target=lambda: issued.append(issue()))
     thread.start()
     thread.join(30)
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.Token.select().where(models.Token.id.in_(issued)).count() == 2
-        with pytest.raises(models.CredentialRevoked):  # while this thread still does
+        with pytest.raises(database.CredentialRevoked):  # while this thread still does
             models.Token.issue(user)

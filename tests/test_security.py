@@ -3,14 +3,25 @@ import os
 import stat
 
 import pytest
-from werkzeug.routing import AnyConverter, IntegerConverter, Rule
 
+import database
 import models
 from app import _persisted_secret, create_app
-from tests.conftest import (
-    HTMX, PASSWORD, SESSION_COOKIE, TEST_PASSWORD_KEY, csrf_token, html, log_in, make_user)
+from tests.conftest import SESSION_COOKIE, TEST_PASSWORD_KEY
+from tests.helpers import (
+    HTMX,
+    PASSWORD,
+    UNSAFE,
+    csrf_token,
+    every_row,
+    html,
+    log_in,
+    make_user,
+    real_objects,
+    routes_of,
+    state_changing_routes,
+)
 
-UNSAFE = {'POST', 'PUT', 'PATCH', 'DELETE'}
 API = '/api/v0/'
 # The API takes bearer tokens, never cookies, so it needs no CSRF token; except:
 API_WITHOUT_AUTH = {('POST', '/api/v0/login/token')}  # a CLI starts a login: by design
@@ -21,56 +32,6 @@ FORGED = ({}, HTMX, {'X-CSRFToken': 'forged'})
 PUBLIC = {('GET', '/login'), ('POST', '/login'), ('GET', '/signup'), ('POST', '/signup'),
           ('GET', '/goodbye'), ('GET', '/static/<path:filename>'),
           ('GET', '/avatars/<user_id>/<int:version>/<int:size>.webp')}
-
-
-def state_changing_routes(app, values=None):
-    """Every (method, rule, URL) in the url_map that can change state, arguments filled."""
-    return routes_of(app, UNSAFE, values)
-
-
-def routes_of(app, methods, values=None):
-    """Every (method, rule, URL) in the url_map answering one of `methods`, arguments filled."""
-    routes = []
-    for rule in app.url_map.iter_rules():
-        for method in sorted((rule.methods or set()) & methods):
-            routes.append((method, rule.rule, build(rule, values or {})))
-    return routes
-
-
-def build(rule: Rule, values):
-    def value(arg):
-        converter = rule._converters.get(arg)
-        if values.get(arg):
-            return values[arg]
-        if arg == 'handle':
-            return 'alice'
-        if isinstance(converter, IntegerConverter):
-            return 1
-        if isinstance(converter, AnyConverter):
-            return sorted(converter.items)[0]
-        return 'x_' + arg
-    return rule.build({arg: value(arg) for arg in rule.arguments}, append_unknown=False)[1]
-
-
-def snapshot():
-    """Every row of every table (enumerated, so a new table is watched too)."""
-    with models.db.connection_context():
-        return {model.__name__: [tuple(row) for row in model.select().tuples()
-                                 .order_by(*model._meta.sorted_fields)]
-                for model in models.BaseModel.__subclasses__()}
-
-
-def real_objects(user):
-    """Ids of a real token, workspace, other browser session and pending CLI login request,
-    so a forged call could land."""
-    with models.db.connection_context():
-        alice = models.User.get_by_id(user.id)
-        token, _ = models.Token.issue(alice)
-        workspace = models.Workspace.provision(alice, 'analytics')
-        session = models.Session.sign_in(alice, '192.0.2.9', 'Another browser')
-        login_request = models.LoginRequest.start('192.0.2.1')
-    return {'token_id': token.id, 'request_id': login_request.id,
-            'workspace_id': workspace.id, 'session_id': session.id}
 
 
 def test_there_are_state_changing_routes_to_check(app):
@@ -94,7 +55,7 @@ def test_every_state_changing_route_refuses_a_request_without_csrf(app, user, an
     form = {'email': 'alice', 'password': PASSWORD, 'handle': 'mallory', 'previewed': '1',
             'confirm': 'alice', 'display_name': 'Pwned', 'community_updates': 'on'}
     values = real_objects(user)
-    before = snapshot()
+    before = every_row()
     for method, rule, url in state_changing_routes(app, values):
         if rule.startswith(API) and (method, rule) not in API_WITH_COOKIES:
             continue  # cookies do not work there at all: see the next test
@@ -106,7 +67,7 @@ def test_every_state_changing_route_refuses_a_request_without_csrf(app, user, an
             else:
                 assert response.status_code == 400, (method, url, headers)
                 assert 'nothing was changed' in response.get_data(as_text=True)
-    assert snapshot() == before
+    assert every_row() == before
 
 
 @pytest.mark.parametrize('anonymous', [False, True], ids=['logged-in', 'anonymous'])
@@ -117,7 +78,7 @@ def test_a_browser_session_cannot_change_anything_through_the_api(app, user, ano
     body = {'display_name': 'Pwned', 'status': 'inactive',
             'communication_tips_and_tricks': 'enabled'}
     values = real_objects(user)
-    before = snapshot()
+    before = every_row()
     checked = set()
     for method, rule, url in state_changing_routes(app, values):
         if not rule.startswith(API) or (method, rule) in API_WITH_COOKIES | API_WITHOUT_AUTH:
@@ -130,7 +91,7 @@ def test_a_browser_session_cannot_change_anything_through_the_api(app, user, ano
     assert {('PATCH', '/api/v0/user/<handle>'), ('DELETE', '/api/v0/user/<handle>'),
             ('POST', '/api/v0/user/<handle>/token'), ('POST', '/api/v0/user/<handle>/password'),
             ('DELETE', '/api/v0/user/<handle>/token/<token_id>')} <= checked
-    assert snapshot() == before
+    assert every_row() == before
 
 
 @pytest.mark.parametrize('headers', [{}, HTMX], ids=['page', 'htmx'])
@@ -140,7 +101,7 @@ def test_every_page_but_the_public_ones_requires_login(app, user, headers):
     client = app.test_client()
     token = csrf_token(client, '/login')
     values = real_objects(user)
-    before = snapshot()
+    before = every_row()
     checked = set()
     for method, rule, url in routes_of(app, {'GET'} | UNSAFE, values):
         if rule.startswith(API) or (method, rule) in PUBLIC:
@@ -160,7 +121,7 @@ def test_every_page_but_the_public_ones_requires_login(app, user, headers):
             ('POST', '/user/<handle>/settings/advanced/delete'),
             ('POST', '/user/<handle>/settings/advanced/sessions/<session_id>/revoke'),
             ('POST', '/user/<handle>/settings/profile/password/rotate')} <= checked
-    assert snapshot() == before
+    assert every_row() == before
 
 
 def test_public_pages_answer_without_login(app, user):
@@ -212,7 +173,7 @@ def test_cookies_can_be_made_insecure_for_plain_http_development(database_url, m
     app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': database_url,
                       'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY})
     assert app.config['SESSION_COOKIE_SECURE'] is False
-    models.migrate(models.db.obj)
+    database.migrate(database.db.obj)
     make_user()
     client = app.test_client()
     response = log_in(client, 'alice')
@@ -224,7 +185,7 @@ def test_cookies_can_be_made_insecure_for_plain_http_development(database_url, m
     # Plain http (make run): no HSTS, which would send the browser to an https that is not there.
     for answer in (response, client.get('/'), client.get('/static/css/app.css')):
         assert 'Strict-Transport-Security' not in answer.headers
-    models.db.close()
+    database.db.close()
 
 
 def test_login_gives_a_fresh_session_cookie(client, user):
@@ -243,7 +204,7 @@ def test_secret_key_is_generated_once_and_kept_private(tmp_path):
 
 
 def test_passwords_are_hashed_not_stored(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         stored = models.User.get().password_hash
     assert stored.startswith('scrypt:') and 'correct horse' not in stored
 
@@ -251,7 +212,7 @@ def test_passwords_are_hashed_not_stored(user):
 def test_session_rows_keep_only_a_hash_of_the_cookie_secret(app, client, logged_in):
     cookie = client.get_cookie(SESSION_COOKIE).value
     secret = app.session_interface.get_signing_serializer(app).loads(cookie)['_user_id']
-    with models.db.connection_context():
+    with database.db.connection_context():
         row = models.Session.get()
     assert row.token_hash == models.sha256(secret) and row.id.startswith('s_')
-    assert secret not in repr(snapshot())
+    assert secret not in repr(every_row())

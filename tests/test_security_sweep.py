@@ -15,19 +15,23 @@ import pytest
 from flask import url_for
 from werkzeug.security import generate_password_hash
 
+import database
 import models
 import views
-from tests.conftest import (
+from tests.conftest import SESSION_COOKIE, database_dump
+from tests.helpers import (
     HTMX,
     PASSWORD,
-    SESSION_COOKIE,
+    UNSAFE,
+    build,
     csrf_token,
-    database_dump,
+    every_row,
     html,
     log_in,
     make_user,
+    real_objects,
+    routes_of,
 )
-from tests.test_security import UNSAFE, build, real_objects, routes_of, snapshot
 from views.api import PREFERENCE_FIELDS
 from views.avatars import avatar_url
 
@@ -40,7 +44,7 @@ PAGE_ONLY = ('X-Frame-Options', 'Cross-Origin-Opener-Policy', 'Referrer-Policy')
 
 def rows_of(user_id):
     """Every row of every table that names the user."""
-    return {table: [row for row in rows if user_id in row] for table, rows in snapshot().items()}
+    return {table: [row for row in rows if user_id in row] for table, rows in every_row().items()}
 
 
 def assert_security_headers(response, where):
@@ -77,7 +81,7 @@ def test_every_route_answers_with_the_security_headers(app, user, who):
     if who == 'logged-in':
         log_in(client, 'alice')
     if who == 'bearer':
-        with models.db.connection_context():
+        with database.db.connection_context():
             _, secret = models.Token.issue(models.User.get_by_id(user.id))
         headers = {'Authorization': f'Bearer {secret}'}
     values = real_objects(user)
@@ -118,7 +122,7 @@ def test_another_users_objects_are_not_found_on_every_route(app, user):
     bobs['handle'] = 'bob'
     client = app.test_client()
     log_in(client, 'alice')
-    with models.db.connection_context():
+    with database.db.connection_context():
         _, secret = models.Token.issue(models.User.get_by_id(user.id))
     token = client.get('/user/alice/settings/profile')
     csrf = token.get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
@@ -294,7 +298,7 @@ class Site:
         if login:
             assert log_in(client, login).status_code == 302
             if stale:
-                with models.db.connection_context():
+                with database.db.connection_context():
                     long_ago = models.utcnow() - models.RECENT_LOGIN - datetime.timedelta(
                         minutes=1)
                     models.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
@@ -302,7 +306,7 @@ class Site:
         return client
 
     def sessions_of(self, login):
-        with models.db.connection_context():
+        with database.db.connection_context():
             return models.Session.select().where(
                 models.Session.user == models.User.get(handle=login)).count()
 
@@ -459,6 +463,7 @@ def test_every_function_that_reads_a_return_target_is_probed(app):
         assert not TEMPLATE_READS_A_TARGET.search(template.read_text()), template
 
 
+@pytest.mark.slow  # hundreds of targets through every way in
 @pytest.mark.parametrize('probe', PROBES.values(), ids=PROBES.keys())
 def test_return_targets_on_every_endpoint_that_takes_one_stay_on_this_site(site, probe):
     """Every target in the table, through every way in: the redirect, the form's `next` and
@@ -494,7 +499,7 @@ TOUCHED = {'last_used_at', 'last_seen_at'}
 def unchanged_rows():
     """Every row of every table but for the columns in TOUCHED, and but the records of failed
     attempts at a password (a refused login may be recorded)."""
-    with models.db.connection_context():
+    with database.db.connection_context():
         rows = {}
         for model in models.BaseModel.__subclasses__():
             fields = [field for field in model._meta.sorted_fields if field.name not in TOUCHED]
@@ -522,7 +527,7 @@ def credentials(app, user):
     API operation takes the one it takes."""
     client = app.test_client()
     log_in(client, 'alice')
-    with models.db.connection_context():
+    with database.db.connection_context():
         _, secret = models.Token.issue(models.User.get_by_id(user.id))
     csrf = csrf_token(client, '/user/alice/settings/profile')
     return client, {'Authorization': f'Bearer {secret}', 'X-CSRFToken': csrf}
@@ -634,6 +639,7 @@ def shows_the_message(response, name):
     return bool(page.find(attrs={'role': 'alert'}))
 
 
+@pytest.mark.slow  # every hostile character in every field
 def test_every_text_field_of_every_form_refuses_control_and_unassigned_characters(app, user):
     """A text field holding a control, format, private-use or unassigned character is refused
     with a 4xx and a message by the field, on every form; nothing changes, never a 5xx."""

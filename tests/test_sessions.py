@@ -1,8 +1,9 @@
 """Settings → Advanced → Sessions: the user's browser logins, and revoking the others."""
 import pytest
 
+import database
 import models
-from tests.conftest import HTMX, csrf_token, html, log_in
+from tests.helpers import HTMX, csrf_token, html, log_in
 from views.advanced import device
 
 URL = '/user/alice/settings/advanced'
@@ -21,7 +22,7 @@ def browser(app, login, user_agent, ip):
 
 
 def sessions_of(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return list(models.Session.select().where(models.Session.user == user.id))
 
 
@@ -43,7 +44,7 @@ def revoke(client, session_id, headers=None):
 
 
 def revokes(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return list(models.AuditRecord.select().where(
             models.AuditRecord.identity == user.id,
             models.AuditRecord.action_type == 'user.session.revoke'))

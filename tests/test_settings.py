@@ -4,7 +4,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.conftest import HTMX, csrf_token, html
+from tests.helpers import HTMX, csrf_token, html
 
 PAGES = [('profile', 'Profile'), ('notifications', 'Notifications')]
 

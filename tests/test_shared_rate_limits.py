@@ -8,38 +8,26 @@ from contextlib import contextmanager, suppress
 
 import pytest
 import redis
-from bs4 import BeautifulSoup
 
-import models
-from tests.conftest import PASSWORD
-from tests.servers import gunicorn
-from tests.test_postgres_two_servers import sign_up
-from tests.test_token_limit_concurrency import Browser
+import database
+from tests.helpers import PASSWORD
+from tests.servers import NO_MATCH, TOO_MANY, attempt_login, gunicorn, sign_up
+
+pytestmark = pytest.mark.slow  # two gunicorn servers and a Redis
 
 FAILURES_ALLOWED = 10  # LOGIN_FAILURES_PER_ACCOUNT in app.py: '10 per 10 minutes'
-TOO_MANY = 'Too many attempts. Wait a few minutes, then try again.'
-NO_MATCH = 'That email or handle and password do not match. Check them and try again.'
 
 
 @contextmanager
 def two_servers(database_url, tmp_path):
     """Two gunicorn servers (2 sync workers each) on one migrated database, as two hosts
     behind a load balancer; they take RATELIMIT_STORAGE_URI from the environment."""
-    connection = models.open_database(database_url)
-    models.migrate(connection)
+    connection = database.open_database(database_url)
+    database.migrate(connection)
     connection.close()
     with gunicorn(database_url, tmp_path / 'gunicorn-a.log', workers=2) as (a, _), \
             gunicorn(database_url, tmp_path / 'gunicorn-b.log', workers=2) as (b, _):
         yield a, b
-
-
-def attempt_login(base, login, password='wrong password'):
-    """One login from a fresh browser; returns (status, the form's error message)."""
-    person = Browser(base)
-    status, body = person.open('/login', {'email': login, 'password': password,
-                                          'csrf_token': person.csrf('/login')})
-    error = BeautifulSoup(body, 'html.parser').find(class_='form-error')
-    return status, error.get_text(strip=True) if error else None
 
 
 def fail_half_on_each(a, b, handle):
@@ -84,8 +72,8 @@ def test_when_redis_is_down_logins_are_still_answered_and_limited_per_process(
         tmp_path, database_url, redis_url, monkeypatch):
     """Flask-Limiter falls back to counting in each process's memory: logins never 500."""
     monkeypatch.setenv('RATELIMIT_STORAGE_URI', redis_url)
-    connection = models.open_database(database_url)
-    models.migrate(connection)
+    connection = database.open_database(database_url)
+    database.migrate(connection)
     connection.close()
     with gunicorn(database_url, tmp_path / 'gunicorn.log', workers=1) as (base, _):
         sign_up(base, 'target')

@@ -8,8 +8,7 @@ from bs4 import BeautifulSoup
 from flask import url_for
 from PIL import Image
 
-from tests.conftest import HTMX, csrf_token, html
-from tests.test_avatars import crop_step, offered
+from tests.helpers import HTMX, crop_step, csrf_token, html, offered
 
 IMMUTABLE = 'public, max-age=31536000, immutable'
 ASSETS = ('favicon.svg', 'css/app.css', 'vendor/htmx.min.js', 'js/app.js')

@@ -8,12 +8,18 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
+import database
 import models
-from tests.conftest import PASSWORD, csrf_token, database_dump, html, log_in, make_user
-from tests.servers import gunicorn
-from tests.test_postgres_two_servers import sign_up as sign_up_through
-from tests.test_shared_rate_limits import NO_MATCH, TOO_MANY, attempt_login
-from tests.test_token_limit_concurrency import Browser
+from tests.conftest import database_dump
+from tests.helpers import PASSWORD, csrf_token, html, log_in, make_user
+from tests.servers import (
+    NO_MATCH,
+    TOO_MANY,
+    Browser,
+    attempt_login,
+    gunicorn,
+    sign_up as sign_up_through,
+)
 
 FAILURES_ALLOWED = 10  # LOGIN_FAILURES_PER_ACCOUNT and LOGIN_FAILURES_PER_DEVICE in app.py
 DEVICE_COOKIE = '__Host-penstock_device'  # the app's secure cookies are on by default
@@ -38,7 +44,7 @@ def trusted_browser(app, login):
 
 
 def failed_login_records(user_id=None):
-    with models.db.connection_context():
+    with database.db.connection_context():
         query = models.AuditRecord.select().where(
             models.AuditRecord.action_type == 'user.login.failed')
         if user_id:
@@ -65,7 +71,7 @@ def test_a_device_cookie_of_another_account_or_forged_counts_as_untrusted(app, u
     fail_to_log_in(app.test_client(), 'alice', FAILURES_ALLOWED)
     assert log_in(bobs_browser, 'alice').status_code == 429
 
-    with models.db.connection_context():
+    with database.db.connection_context():
         alice_id = models.User.get(models.User.handle == 'alice').id
     forged = URLSafeTimedSerializer('not the secret key', salt='penstock-device-cookie').dumps(
         {'account': alice_id, 'device': 'guessed'})
@@ -132,10 +138,11 @@ def test_failed_signups_are_throttled_per_ip(app, user):
     assert response.status_code == 429
     assert html(response).find(class_='form-error').get_text(strip=True) == TOO_MANY
     assert int(response.headers['Retry-After']) > 0
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.User.select().count() == 1
 
 
+@pytest.mark.slow  # 60 signups, each hashing a password
 def test_successful_signups_from_one_ip_are_not_limited_below_60_a_minute(app):
     for number in range(60):
         client = app.test_client()
@@ -166,7 +173,7 @@ def test_a_wrong_password_when_reauthenticating_is_audited_with_its_session(clie
                                             'csrf_token': token})
     assert response.status_code == 401
     [record] = failed_login_records(logged_in.id)
-    with models.db.connection_context():
+    with database.db.connection_context():
         [session] = models.Session.select().where(models.Session.user == logged_in.id)
     assert record.data == f'{{"session_id": "{session.id}"}}'
 
@@ -181,8 +188,8 @@ def test_a_flood_of_wrong_passwords_leaves_only_the_checked_ones_in_the_log(app,
 def threaded_server(tmp_path, database_url, redis_url, monkeypatch):
     """gunicorn with 2 workers of 16 threads on a migrated database, counting in one Redis."""
     monkeypatch.setenv('RATELIMIT_STORAGE_URI', redis_url)
-    connection = models.open_database(database_url)
-    models.migrate(connection)
+    connection = database.open_database(database_url)
+    database.migrate(connection)
     connection.close()
     with gunicorn(database_url, tmp_path / 'gunicorn.log', workers=2, threads=16) as (base, _):
         yield base, database_url
@@ -200,8 +207,8 @@ def all_at_once(count, attempt):
         return list(pool.map(go, range(count)))
 
 
-def count_failed_records(database):
-    db = models.open_database(database)
+def count_failed_records(url):
+    db = database.open_database(url)
     try:
         return db.execute_sql("SELECT count(*) FROM audit_record "
                               "WHERE action_type = 'user.login.failed'").fetchone()[0]
@@ -209,8 +216,9 @@ def count_failed_records(database):
         db.close()
 
 
+@pytest.mark.slow  # gunicorn raced by many threads
 def test_simultaneous_wrong_passwords_are_checked_at_most_ten_times(threaded_server):
-    base, database = threaded_server
+    base, url = threaded_server
     sign_up_through(base, 'target')
     browsers = [Browser(base) for _ in range(30)]
     tokens = [browser.csrf('/login') for browser in browsers]
@@ -223,13 +231,14 @@ def test_simultaneous_wrong_passwords_are_checked_at_most_ten_times(threaded_ser
     statuses = all_at_once(30, attempt)
     assert sorted(statuses) == [401] * FAILURES_ALLOWED + [429] * 20, (
         f'{statuses.count(401)} of 30 passwords checked: {sorted(statuses)}')
-    assert count_failed_records(database) == FAILURES_ALLOWED
+    assert count_failed_records(url) == FAILURES_ALLOWED
     assert attempt_login(base, 'target') == (429, TOO_MANY)
 
 
+@pytest.mark.slow  # gunicorn raced by many threads
 def test_simultaneous_wrong_passwords_when_reauthenticating_are_checked_at_most_ten_times(
         threaded_server):
-    base, database = threaded_server
+    base, url = threaded_server
     person = sign_up_through(base, 'target')
     token = person.csrf('/reauth')
 
@@ -240,6 +249,6 @@ def test_simultaneous_wrong_passwords_when_reauthenticating_are_checked_at_most_
     statuses = all_at_once(25, attempt)
     assert sorted(statuses) == [401] * FAILURES_ALLOWED + [429] * 15, (
         f'{statuses.count(401)} of 25 passwords checked: {sorted(statuses)}')
-    assert count_failed_records(database) == FAILURES_ALLOWED
+    assert count_failed_records(url) == FAILURES_ALLOWED
     # A stranger's failures never touch the session's allowance, nor its failures the login's.
     assert attempt_login(base, 'target') == (401, NO_MATCH)

@@ -1,18 +1,15 @@
 """The two-token limit holds when 20 creates race through a multi-process server (on SQLite,
 or PostgreSQL when the tests run there)."""
-import http.client
-import http.cookiejar
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from bs4 import BeautifulSoup
 
-import models
-from tests.servers import gunicorn
+import database
+from tests.servers import Browser, gunicorn, post_create
+
+pytestmark = pytest.mark.slow  # a gunicorn server raced by 20 requests
 
 REQUESTS = 20
 LIMIT_REFUSAL = ('You already have 2 tokens, the most you can have at a time. '
@@ -22,62 +19,15 @@ LIMIT_REFUSAL = ('You already have 2 tokens, the most you can have at a time. '
 @pytest.fixture
 def server(tmp_path, database_url):
     """gunicorn with 4 worker processes on a migrated database; yields (base URL, its URL)."""
-    connection = models.open_database(database_url)
-    models.migrate(connection)
+    connection = database.open_database(database_url)
+    database.migrate(connection)
     connection.close()
     with gunicorn(database_url, tmp_path / 'gunicorn.log') as (base, _process):
         yield base, database_url
 
 
-class Browser:
-    """A cookie-keeping HTTP client that does not follow redirects, like a form post would."""
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    def __init__(self, base):
-        self.base = base
-        self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.jar), self._NoRedirect)
-
-    def open(self, path, form=None):
-        data = urllib.parse.urlencode(form).encode() if form is not None else None
-        try:
-            with self.opener.open(self.base + path, data=data, timeout=30) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-
-    def csrf(self, path):
-        status, body = self.open(path)
-        assert status == 200, (path, status)
-        field = BeautifulSoup(body, 'html.parser').find('input', attrs={'name': 'csrf_token'})
-        return field['value']
-
-    def cookie_header(self):
-        return '; '.join(f'{c.name}={c.value}' for c in self.jar)
-
-
-def post_create(base, path, cookie, csrf, htmx):
-    """One raw POST to New Token; returns (status, headers, body)."""
-    url = urllib.parse.urlsplit(base)
-    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-    headers = {'Cookie': cookie, 'Content-Type': 'application/x-www-form-urlencoded'}
-    if htmx:
-        headers['HX-Request'] = 'true'
-    try:
-        connection.request('POST', path, body=urllib.parse.urlencode({'csrf_token': csrf}),
-                           headers=headers)
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read().decode()
-    finally:
-        connection.close()
-
-
 def test_third_token_is_refused_under_concurrency(server):
-    base, database = server
+    base, url = server
     person = Browser(base)
     csrf = person.csrf('/signup')
     status, _ = person.open('/signup', {'email': 'racer@example.com', 'handle': 'racer',
@@ -109,7 +59,7 @@ def test_third_token_is_refused_under_concurrency(server):
         error = BeautifulSoup(body, 'html.parser').find(id='new-token-reason')
         assert error.get_text(strip=True) == LIMIT_REFUSAL
 
-    db = models.open_database(database)
+    db = database.open_database(url)
     try:
         assert db.execute_sql('SELECT count(*) FROM token').fetchone() == (2,)
         assert db.execute_sql("SELECT count(*) FROM audit_record "

@@ -3,18 +3,20 @@ import re
 
 import pytest
 
+import database
 import models
-from tests.conftest import (
+from tests.conftest import SESSION_COOKIE, database_dump
+from tests.helpers import (
     HTMX,
     PASSWORD,
-    SESSION_COOKIE,
     csrf_token,
-    database_dump,
     html,
     log_in,
+    make_stale,
+    reauth_next,
+    reauthenticate,
+    state_changing_routes,
 )
-from tests.test_reauth import make_stale, reauth_next, reauthenticate
-from tests.test_security import state_changing_routes
 
 URL = '/user/alice/settings/tokens'
 LIMIT_REFUSAL = ('You already have 2 tokens, the most you can have at a time. '
@@ -35,12 +37,12 @@ def new_secret(client):
 
 
 def tokens():
-    with models.db.connection_context():
+    with database.db.connection_context():
         return list(models.Token.select().order_by(models.Token.created_at, models.Token.id))
 
 
 def audit_count(action_type):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return (models.AuditRecord.select()
                 .where(models.AuditRecord.action_type == action_type).count())
 
@@ -124,9 +126,9 @@ def test_new_token_without_javascript_shows_the_secret_once_in_a_selectable_fiel
     assert plain['type'] == 'text' and plain.has_attr('readonly')
     assert shown.find('label', attrs={'for': 'token-secret-plain'}) is not None
     secret = plain['value']
-    assert models.token_prefix(secret) == 'pst_'
+    assert models.Token.prefix_of(secret) == 'pst_'
 
-    with models.db.connection_context():
+    with database.db.connection_context():
         credential = models.bearer(secret)
         assert credential is not None and credential.user.handle == 'alice'
     [token] = tokens()
@@ -166,7 +168,7 @@ def test_new_token_for_htmx_swaps_in_the_secret_and_updates_button_and_list(clie
     assert token_list['hx-swap-oob'] == 'true'
     [token] = tokens()
     assert row_of(token_list, token).find('code').get_text() == f'pst_…{secret[-4:]}'
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.bearer(secret).id == token.id
 
 
@@ -223,7 +225,7 @@ def test_the_secret_is_not_kept_in_the_session_cookie(app, client, logged_in):
 
 def test_last_used_shows_when_the_token_was_used(client, logged_in):
     secret = new_secret(client)
-    with models.db.connection_context():
+    with database.db.connection_context():
         models.bearer(secret)
     [token] = tokens()
     last_used = row_of(html(client.get(URL)), token).find_all('td')[2].find('time')
@@ -291,7 +293,7 @@ def test_deactivate_and_activate_without_javascript(client, logged_in):
     assert response.status_code == 303 and response.headers['Location'] == URL
     assert tokens()[0].status == 'inactive'
     assert audit_count('token.update') == 1
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.bearer(secret) is None
     page = html(client.get(URL))
     assert flash_text(page) == f'Token pst_…{secret[-4:]} deactivated.'
@@ -303,7 +305,7 @@ def test_deactivate_and_activate_without_javascript(client, logged_in):
     assert response.status_code == 303
     assert tokens()[0].status == 'active'
     assert audit_count('token.update') == 2
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.bearer(secret).id == token.id
     assert flash_text(html(client.get(URL))) == f'Token pst_…{secret[-4:]} activated.'
 
@@ -353,7 +355,7 @@ def test_delete_asks_first_on_a_page_of_its_own_without_javascript(client, logge
     assert response.status_code == 303 and response.headers['Location'] == URL
     assert tokens() == []
     assert audit_count('token.delete') == 1
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.bearer(secret) is None
     assert flash_text(html(client.get(URL))) == f'Token pst_…{secret[-4:]} deleted.'
 

@@ -6,10 +6,11 @@ import pytest
 from bs4 import BeautifulSoup
 from flask import render_template
 
+import database
 import models
 from app import create_app
-from tests.conftest import (
-    HTMX, SESSION_COOKIE, TEST_PASSWORD_KEY, csrf_token, html, log_in, make_user)
+from tests.conftest import SESSION_COOKIE, TEST_PASSWORD_KEY
+from tests.helpers import HTMX, csrf_token, html, log_in, make_user
 
 RULES = '1–23 lowercase letters or digits.'
 LIMIT_REASON = ('You have 10 workspaces, the most an account can have. '
@@ -22,23 +23,23 @@ def create(client, handle, headers=None):
 
 
 def open_workspaces(user, *handles):
-    with models.db.connection_context():
+    with database.db.connection_context():
         owner = models.User.get_by_id(user.id)
         return [models.Workspace.provision(owner, handle) for handle in handles]
 
 
 def workspaces(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return [w.handle for w in models.Workspace.for_user(user.id)]
 
 
 def password_of(user):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.DatabasePassword.for_user(user.id).password
 
 
 def audit_count(action_type):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return (models.AuditRecord.select()
                 .where(models.AuditRecord.action_type == action_type).count())
 
@@ -93,7 +94,7 @@ def test_home_is_a_full_page_with_the_create_form_and_an_empty_state(client, log
     assert not button.has_attr('disabled')
     assert page.find(id='workspace-list').get_text(strip=True) == (
         'You have no workspaces yet. Create one with the form above.')
-    with models.db.connection_context():
+    with database.db.connection_context():
         assert models.DatabasePassword.select().count() == 0, 'nothing written to show nothing'
 
 
@@ -113,7 +114,7 @@ def test_home_lists_each_workspace_with_host_database_created_and_masked_connect
     assert re.fullmatch(r'[a-z][a-z0-9]{7}', analytics.database_name)
     created = row.find('time')
     assert created['datetime'] == analytics.created_at.isoformat(timespec='seconds') + 'Z'
-    masked = models.mask_password(password)
+    masked = models.DatabasePassword.mask(password)
     field = connection_field(row, analytics)
     assert field['value'] == (f'postgresql://alice:{masked}@alice-analytics.'
                               f'workspaces.penstock.test:9193/{analytics.database_name}')
@@ -146,7 +147,7 @@ def test_host_uses_the_configured_domain_and_the_user_handle(database_url):
                       'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
                       'WORKSPACE_DOMAIN': 'db.example.net'})
     try:
-        models.migrate(models.db.obj)
+        database.migrate(database.db.obj)
         client = app.test_client()
         user = make_user('zoe@example.com', 'zoe-2')
         log_in(client, 'zoe-2')
@@ -156,8 +157,8 @@ def test_host_uses_the_configured_domain_and_the_user_handle(database_url):
         assert '@zoe-2-w1.db.example.net:9193/' in connection_field(row, workspace)['value']
         assert connection_field(row, workspace)['value'].startswith('postgresql://zoe-2:')
     finally:
-        models.configure('workspaces.penstock.test', [TEST_PASSWORD_KEY])
-        models.db.close()
+        models.Config.workspace_domain = 'workspaces.penstock.test'
+        database.db.close()
 
 
 def test_home_needs_login(client, user):
@@ -204,7 +205,7 @@ def test_create_for_htmx_swaps_the_list_and_resets_the_form(client, logged_in):
     assert fragment.find('html') is None
     workspace_list = fragment.find('section', id='workspace-list')
     assert not workspace_list.has_attr('hx-swap-oob'), 'the main target of the create form'
-    with models.db.connection_context():
+    with database.db.connection_context():
         [workspace] = models.Workspace.for_user(logged_in.id)
     heading = row_of(workspace_list, workspace).find('h2')
     assert heading.get_text(strip=True) == 'analytics'
@@ -488,7 +489,7 @@ def test_the_password_is_in_no_url_or_cookie_after_revealing(app, client, logged
 
 def test_the_connection_partial_takes_another_user_handle_for_previews(app, logged_in):
     [analytics] = open_workspaces(logged_in, 'analytics')
-    with app.test_request_context(), models.db.connection_context():
+    with app.test_request_context(), database.db.connection_context():
         password = models.DatabasePassword.for_user(logged_in.id)
         workspace = models.Workspace.get_by_id(analytics.id)
         fragment = BeautifulSoup(render_template(

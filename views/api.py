@@ -11,6 +11,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from peewee import Tuple
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+import database
 import imaging
 import models
 from views import avatars, csrf
@@ -85,7 +86,7 @@ def bearer_required(view):
         credential = models.bearer(secret.strip()) if scheme.lower() == 'bearer' else None
         if credential is None:
             raise unauthorized()
-        models.act_as(credential)
+        database.act_as(credential)
         g.api_credential = credential
         g.api_user = credential.user
         return view(*args, **kwargs)
@@ -318,7 +319,7 @@ def update_user(handle):
     new_handle = body.get('handle', handle).strip().lower()
     try:
         # Both or neither: a refused handle undoes the display name changed just before it.
-        with models.write_transaction():
+        with database.write_transaction():
             if 'display_name' in body:
                 user.set_display_name(body['display_name'], ip)
             if new_handle != user.handle:

@@ -8,15 +8,26 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 from werkzeug.serving import make_server
 
-import models
+import database
 import propagation
 from app import create_app
+from tests.browser.helpers import Person
 from tests.conftest import ON_POSTGRES, TEST_PASSWORD_KEY, postgres_admin, postgres_url
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE_SOURCE = ROOT / 'node_modules' / 'axe-core' / 'axe.min.js'
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync', '--no-first-run']
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marks
+def pytest_collection_modifyitems(items):
+    """Mark every test in this directory `browser`: `make check` leaves Chromium out by it.
+    The hook sees the whole run's items, not only this directory's."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope='session')
@@ -66,7 +77,7 @@ def live_database_url(tmp_path_factory, _postgres_template):
 def live_server(live_database_url):
     """Penstock served over real HTTP on loopback, with its own fresh database.
 
-    models.db is one global proxy, so this app must be the only one while the module's
+    database.db is one global proxy, so this app must be the only one while the module's
     browser tests run; module scope keeps them from interleaving with other app fixtures.
     """
     app = create_app({
@@ -78,9 +89,9 @@ def live_server(live_database_url):
         'PROPAGATION_DELAY': 1.0,  # long enough to see "pending", short enough to wait for
         'PROPAGATION_POLL': 0.2,
     })
-    database = models.db.obj
-    models.migrate(database)
-    models.db.close()
+    opened = database.db.obj
+    database.migrate(opened)
+    database.db.close()
     stop_worker = propagation.start_thread(app.config)  # as make run has, once tables exist
     server = make_server('127.0.0.1', 0, buffered(app), threaded=True)
     thread = threading.Thread(target=server.serve_forever, name='penstock-live-server')
@@ -94,7 +105,7 @@ def live_server(live_database_url):
         stop_worker.set()
         for worker in [t for t in threading.enumerate() if t.name == 'propagation']:
             worker.join(10)  # it ends at its next poll, and must not find its database gone
-        database.close_all()  # the pool's connections, before the database is dropped
+        opened.close_all()  # the pool's connections, before the database is dropped
 
 
 @pytest.fixture
@@ -166,3 +177,9 @@ class AxeAudit:
 def axe(axe_source):
     """Make an AxeAudit for a page: axe(page) gives the callable to run at each step."""
     return lambda page: AxeAudit(page, axe_source)
+
+
+@pytest.fixture
+def person():
+    """Someone new to Penstock for this test: a handle no other test has used."""
+    return Person()

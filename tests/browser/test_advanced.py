@@ -5,10 +5,10 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+import database
 import models
-from tests.browser.test_flows import (
+from tests.browser.helpers import (
     GENERIC_LOGIN_ERROR,
-    Person,
     is_same_document,
     mark_document,
     panel_heading,
@@ -18,13 +18,8 @@ from tests.browser.test_flows import (
 )
 
 
-@pytest.fixture
-def person():
-    return Person()
-
-
 def give_workspaces(person, *handles):
-    with models.db.connection_context():
+    with database.db.connection_context():
         user = models.User.get(models.User.handle == person.handle)
         for handle in handles:
             models.Workspace.provision(user, handle)

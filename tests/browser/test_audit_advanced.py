@@ -1,17 +1,15 @@
 """Audit Log, Reset authentication and CLI login in a real Chromium, with and without JS."""
 import datetime
-import json
 import re
-import urllib.error
-import urllib.request
 
 import pytest
 from playwright.sync_api import expect
 
+import database
 import models
-from tests.browser.test_flows import (
-    Person,
+from tests.browser.helpers import (
     age_the_login,
+    call,
     confirm_password,
     is_same_document,
     mark_document,
@@ -24,38 +22,20 @@ from tests.browser.test_flows import (
 CODE_HINT = "Expires in 15 minutes. Don't share this code with anyone."
 
 
-@pytest.fixture
-def person():
-    return Person()
-
-
-def call(url, method='GET', token=None):
-    """One HTTP request from outside any browser; returns (status, JSON body)."""
-    request = urllib.request.Request(url, method=method)
-    if token:
-        request.add_header('Authorization', f'Bearer {token}')
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b'{}')
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.loads(error.read() or b'{}')
-
-
 def account(person):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.User.get(models.User.handle == person.handle)
 
 
 def issue_token(person):
-    with models.db.connection_context():
+    with database.db.connection_context():
         return models.Token.issue(account(person))[1]
 
 
 def write_records(person, count):
     """`count` token.create records a second apart after now, so they are the newest."""
     start = models.utcnow() + datetime.timedelta(minutes=1)
-    with models.db.connection_context():
+    with database.db.connection_context():
         user = account(person)
         for i in range(count):
             record = models.AuditRecord.write('token.create', user, '192.0.2.1',

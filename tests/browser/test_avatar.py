@@ -7,8 +7,9 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.browser.test_flows import Person, is_same_document, mark_document, settled, url_ending
-from tests.test_avatars import BUSY, TOO_MANY_UPLOADS, every_turn_taken
+from tests.browser.helpers import is_same_document, mark_document, settled, url_ending
+from tests.helpers import TOO_MANY_UPLOADS, every_turn_taken
+from tests.images import BUSY
 
 WIDTH, HEIGHT = 800, 600
 QUADRANTS = {'red': ((0, 0), (255, 0, 0)), 'green': ((400, 0), (0, 255, 0)),
@@ -23,11 +24,6 @@ RECORD_PROGRESS = '''() => {
     window.uploadProgress.push({shown: bar.checkVisibility(), value: bar.value});
   });
 }'''
-
-
-@pytest.fixture
-def person():
-    return Person()
 
 
 @pytest.fixture

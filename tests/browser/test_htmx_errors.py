@@ -6,16 +6,10 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.browser.test_audit_advanced import call
-from tests.browser.test_flows import Person, panel_heading, settings_link, settled
+from tests.browser.helpers import call, panel_heading, settings_link, settled
 
 FORM_EXPIRED = ('This form has expired or did not come from Penstock, so nothing was changed. '
                 'Reload the page and try again.')
-
-
-@pytest.fixture
-def person():
-    return Person()
 
 
 def open_notifications(page, person):

@@ -6,29 +6,19 @@ import time
 import pytest
 from playwright.sync_api import expect
 
+import database
 import models
-from tests.browser.test_flows import (
-    Person,
-    is_same_document,
-    mark_document,
-    settled,
-    url_ending,
-)
+from tests.browser.helpers import is_same_document, mark_document, settled
 from views.profile import PROPAGATED, ROTATED
 
 WORKSPACES = ('analytics', 'staging')
 QUESTION = 'Rotate the database password now?'
 
 
-@pytest.fixture
-def person():
-    return Person()
-
-
 def open_profile_with_workspaces(page, person, handles=WORKSPACES):
     """Sign up, give the new account workspaces (in the live server's database), open Profile."""
     person.sign_up(page)
-    with models.db.connection_context():
+    with database.db.connection_context():
         user = models.User.get(models.User.handle == person.handle)
         for handle in handles:
             models.Workspace.provision(user, handle)

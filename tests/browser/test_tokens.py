@@ -4,8 +4,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_flows import (
-    Person,
+from tests.browser.helpers import (
     age_the_login,
     confirm_password,
     is_same_document,
@@ -18,11 +17,6 @@ from tests.browser.test_flows import (
 
 WARNING = 'Make a secure note of the token as you will not be able to retrieve it again.'
 LIMIT_REASON = 'You have 2 tokens, the most you can have at a time. Delete one to create another.'
-
-
-@pytest.fixture
-def person():
-    return Person()
 
 
 def tokens_path(person):

@@ -4,16 +4,11 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_flows import Person, is_same_document, mark_document, settled, url_ending
+from tests.browser.helpers import is_same_document, mark_document, settled, url_ending
 
 RULE_ERROR = 'A workspace handle is 1–23 lowercase letters or digits.'
 PASSWORD = r'[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}'
 MASKED = r'[a-z0-9]{2}\*\*-\*{4}-\*{4}-\*\*[a-z0-9]{2}'
-
-
-@pytest.fixture
-def person():
-    return Person()
 
 
 def open_home(page, person):
