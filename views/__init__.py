@@ -125,16 +125,23 @@ def respond(part=PANEL, status=200, *, oob=(), targets=None, said=None, then=Non
 
 def _swap(part, oob, context, title):
     """htmx's answer: the page's <title> (with a whole panel), `part` for the request's
-    target, then each template of `oob` out of band (rendered with oob=True). The template
-    context is made once for all of them, and no template exists only to include them."""
+    target, then each template of `oob` out of band (rendered with oob=True). No template
+    exists only to include them, and they share one context, made once (Jinja's low-level
+    API: Template.render would copy the globals into a new one for each)."""
     app = current_app._get_current_object()
     app.update_template_context(context)
-    template = app.jinja_env.get_template
+    env = app.jinja_env
+    shared = {**env.globals, **context}
+
+    def render(name):
+        template = env.get_template(name)
+        return env.concat(template.root_render_func(template.new_context(shared, shared=True)))
+
     html = [Markup('<title>%s · Penstock</title>\n') % title] if title else []
     if part is not None:
-        html.append(template(part).render(context))
-    context['oob'] = True
-    html += [template(name).render(context) for name in oob]
+        html.append(render(part))
+    shared['oob'] = True
+    html += [render(name) for name in oob]
     return ''.join(html)
 
 
