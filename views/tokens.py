@@ -32,6 +32,13 @@ def _list_changed(focus, said):
                    then='.page', **_tokens_context(focus=focus))
 
 
+def _created(status=200, **context):
+    """The New Token answer: the secret (or the refusal) in place, with the form and list."""
+    return respond('tokens/_created.html', status,
+                   oob=['tokens/_new_token.html', 'tokens/_list.html'],
+                   **_tokens_context(**context))
+
+
 @bp.get('/tokens')
 def page():
     """Show the Tokens panel."""
@@ -47,13 +54,6 @@ def create():
     except Refused as refused:
         return _created(422, error=str(refused))
     return _created(created=token, secret=secret)
-
-
-def _created(status=200, **context):
-    """The New Token answer: the secret (or the refusal) in place, with the form and list."""
-    return respond('tokens/_created.html', status,
-                   oob=['tokens/_new_token.html', 'tokens/_list.html'],
-                   **_tokens_context(**context))
 
 
 @bp.get('/tokens/<token_id>')
