@@ -101,7 +101,7 @@ def test_reset_authentication_ends_every_way_in_and_logs_this_browser_out(
 
     response = client.post(CONFIRM, data={'csrf_token': csrf_token(client, CONFIRM)})
 
-    assert response.status_code == 302
+    assert response.status_code == 303
     assert response.headers['Location'] == '/login'
     assert counts(logged_in) == {'Session': 0, 'Token': 0, 'TemporaryToken': 0,
                                  'LoginRequest': 0}

@@ -52,7 +52,7 @@ def test_without_javascript_a_save_button_submits_the_form(client, logged_in):
 @pytest.mark.parametrize('name', list(SWITCHES))
 def test_each_switch_persists(client, logged_in, name):
     response = save(client, [name])
-    assert response.status_code == 302 and response.headers['Location'] == URL
+    assert response.status_code == 303 and response.headers['Location'] == URL
     assert stored() == {name}
     page = client.get(URL)
     assert {i for i, box in switches(page).items() if box.has_attr('checked')} == {name, 'system'}

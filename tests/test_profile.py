@@ -31,7 +31,7 @@ def test_profile_shows_email_read_only_and_the_name_field(client, logged_in):
 
 def test_saving_the_name_without_javascript_redirects_and_says_so(client, logged_in):
     response = save_name(client, '  Alice Liddell  ')
-    assert response.status_code == 302 and response.headers['Location'] == URL
+    assert response.status_code == 303 and response.headers['Location'] == URL
     assert stored_name() == 'Alice Liddell'
     page = html(client.get(URL))
     assert page.find(id='flash').get_text(strip=True) == 'Display name saved.'
@@ -103,12 +103,12 @@ def test_a_bad_name_is_refused_in_place_and_changes_nothing(client, logged_in, v
     '\U0001F3F4\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F',  # Scotland
 ])
 def test_names_in_any_script_and_with_emoji_are_accepted(client, logged_in, name):
-    assert save_name(client, name).status_code == 302
+    assert save_name(client, name).status_code == 303
     assert stored_name() == name
 
 
 def test_a_hundred_character_name_is_accepted(client, logged_in):
-    assert save_name(client, 'x' * 100).status_code == 302
+    assert save_name(client, 'x' * 100).status_code == 303
     assert stored_name() == 'x' * 100
 
 

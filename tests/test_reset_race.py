@@ -199,7 +199,7 @@ def test_no_credential_issued_by_a_request_in_flight_survives_reset_authenticati
             assert race.warmed_up([f'api{n}' for n in range(API_RACERS)] + ['page', 'cli']), \
                 race.counts
             status, headers, _ = owner.send('POST', RESET, {})
-            assert (status, headers['Location']) == (302, '/login')
+            assert (status, headers['Location']) == (303, '/login')
         finally:
             race.stop.set()
             deadline = time.monotonic() + ROUND_DEADLINE

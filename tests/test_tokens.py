@@ -246,9 +246,10 @@ def test_third_token_is_refused_without_javascript_with_a_message(client, logged
     new_secret(client)
     new_secret(client)
     response = create(client)
-    assert response.status_code == 302
-    assert response.headers['Location'] == URL
-    assert flash_text(html(client.get(URL))) == LIMIT_REFUSAL
+    assert response.status_code == 422
+    form = html(response).find('form', id='new-token')
+    error = form.find(id=form.find('button')['aria-describedby'])
+    assert error['role'] == 'alert' and error.get_text(strip=True) == LIMIT_REFUSAL
     assert len(tokens()) == 2
     assert audit_count('token.create') == 2
 
@@ -288,7 +289,7 @@ def test_deactivate_and_activate_without_javascript(client, logged_in):
     secret = new_secret(client)
     [token] = tokens()
     response = post_form(client, html(client.get(URL)), f'{URL}/{token.id}/deactivate')
-    assert response.status_code == 302 and response.headers['Location'] == URL
+    assert response.status_code == 303 and response.headers['Location'] == URL
     assert tokens()[0].status == 'inactive'
     assert audit_count('token.update') == 1
     with database.db.connection_context():
@@ -300,7 +301,7 @@ def test_deactivate_and_activate_without_javascript(client, logged_in):
     assert row.find('form', action=f'{URL}/{token.id}/activate').button.get_text() == 'Activate'
 
     response = post_form(client, page, f'{URL}/{token.id}/activate')
-    assert response.status_code == 302
+    assert response.status_code == 303
     assert tokens()[0].status == 'active'
     assert audit_count('token.update') == 2
     with database.db.connection_context():
@@ -350,7 +351,7 @@ def test_delete_asks_first_on_a_page_of_its_own_without_javascript(client, logge
     assert len(tokens()) == 1, 'asking deletes nothing'
 
     response = post_form(client, page, f'{URL}/{token.id}/delete')
-    assert response.status_code == 302 and response.headers['Location'] == URL
+    assert response.status_code == 303 and response.headers['Location'] == URL
     assert tokens() == []
     assert audit_count('token.delete') == 1
     with database.db.connection_context():
@@ -403,7 +404,7 @@ def test_the_row_url_without_htmx_leads_to_the_page(client, logged_in):
     new_secret(client)
     [token] = tokens()
     response = client.get(f'{URL}/{token.id}')
-    assert response.status_code == 302 and response.headers['Location'] == URL
+    assert response.status_code == 303 and response.headers['Location'] == URL
 
 
 def token_routes(token_id):

@@ -454,7 +454,7 @@ def test_reveal_for_htmx_swaps_in_the_connection_string_kept_out_of_history(clie
     assert not root.has_attr('hx-history')
     assert root.find('button', string='Reveal password').has_attr('autofocus')
     response = client.get(f'/workspaces/{analytics.id}/connection')
-    assert response.status_code == 302 and response.headers['Location'] == '/'
+    assert response.status_code == 303 and response.headers['Location'] == '/'
 
 
 def test_copy_answers_the_real_connection_string_as_plain_text(client, logged_in):
@@ -493,7 +493,7 @@ def test_the_connection_partial_takes_another_user_handle_for_previews(app, logg
         password = models.DatabasePassword.for_user(logged_in.id)
         workspace = models.Workspace.get_by_id(analytics.id)
         fragment = BeautifulSoup(render_template(
-            'workspaces/_connection.html', workspace=workspace, password=password,
+            'home/_connection.html', workspace=workspace, password=password,
             user_handle='alicia'), 'html.parser')
     value = fragment.find('input', id=f'connection-{analytics.id}-string')['value']
     assert value.startswith('postgresql://alicia:')

@@ -1,29 +1,23 @@
-"""What every blueprint shares: the Flask extensions, the page-or-fragment rendering, the
-guard on dangerous actions, where a return target may lead, the check for control characters
-in URLs and headers, and the signed cursors and record shape of the audit log's pages, the API's
-and the exports'."""
+"""What every blueprint shares: the Flask extensions, the one responder that answers with a
+page or a fragment, the guard on dangerous actions, where a return target may lead, the check
+for control characters in URLs and headers, and the signed cursors and record shape of the
+audit log's pages, the API's and the exports'."""
+import dataclasses
 import datetime
 import functools
 import json
 import re
+from collections.abc import Callable
 from urllib.parse import quote, urlsplit
 
-from flask import (
-    Blueprint,
-    abort,
-    current_app,
-    g,
-    make_response,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import (Blueprint, abort, current_app, flash, g, make_response, redirect,
+                   render_template, request, url_for)
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFProtect
 from itsdangerous import BadSignature, URLSafeSerializer
+from markupsafe import Markup
 
 from models import HandleHold
 from views.avatars import avatar_url
@@ -44,19 +38,124 @@ def is_htmx():
             and headers.get('HX-History-Restore-Request') != 'true')
 
 
-def render_settings(panel, title, status=200, **context):
-    """A settings panel: the whole page, or for htmx only the panel and what goes with it."""
-    template = 'settings/_fragment.html' if is_htmx() else 'settings/page.html'
-    response = make_response(render_template(template, panel=panel, title=title, **context),
-                             status)
-    response.vary.add('HX-Request')
+@dataclasses.dataclass
+class Page:
+    """How an area's pages are built: `layout` is the whole page around a panel; `panel` and
+    `title` are what its views show unless they say otherwise; `around` lists the parts of
+    the layout that change with the panel (swapped out of band when htmx asks for the panel
+    alone); `context`, if set, fills in what the whole panel needs that a view did not pass
+    (called only when the whole panel is rendered)."""
+    layout: str
+    panel: str
+    title: str
+    around: tuple = ()
+    context: Callable[[dict], None] | None = None
+
+
+# Each blueprint's Page, by blueprint name.
+PAGES = {}
+# respond()'s default part: the area's whole panel.
+PANEL = object()
+
+
+def page_of(bp, layout, panel, title, around=()):
+    """Register how the pages of blueprint `bp` are built (see Page)."""
+    PAGES[bp.name] = Page(layout, panel, title, tuple(around))
+
+
+def panel_context(bp):
+    """Decorator: the function that fills in what the whole panel of `bp` needs (see Page)."""
+    def register(function):
+        PAGES[bp.name].context = function
+        return function
+    return register
+
+
+def respond(part=PANEL, status=200, *, oob=(), targets=None, said=None, then=None,
+            panel=None, title=None, **context):
+    """The answer to a request for a page or a piece of it; the one place that tells them apart.
+
+    The view says what to show: `part`, the template htmx swaps into its target (the area's
+    whole panel by default; None for nothing but what goes out of band); `targets`, the part
+    to send instead when the request's HX-Target is one of its keys (a Cancel asking for its
+    section back; that part gets `focus` = the target); `oob`, parts that change elsewhere on
+    the page; `said`, a status message; `status`, such as 422 for refused input; `then`,
+    where a request without htmx goes once an action has worked (a URL, or an endpoint with
+    an optional #anchor, so that no URL is built for htmx); `panel` and `title`, when a whole
+    page shows something other than the area's panel.
+
+    For htmx: the part, then each `oob` part out of band, and the flash region out of band
+    with the whole panel, on an action (any method but GET) or with `said`. The whole panel
+    comes with the page's <title>, the layout's parts that change with it, and `focus` on its
+    heading. Without htmx: a 303 to `then` (the message flashed for that page), or the whole
+    page. Either way the answer varies with HX-Request (and with HX-Target for `targets`);
+    `said` never goes through the session when it is shown in this very answer."""
+    page = PAGES[request.blueprint]
+    htmx = is_htmx()
+    vary = 'HX-Request'
+    if targets is not None:
+        vary = 'HX-Request, HX-Target'
+        target = request.headers.get('HX-Target') if htmx else None
+        if target in targets:
+            part = targets[target]
+            context.setdefault('focus', target)
+    if not htmx and then is not None and status < 400:
+        if said is not None:
+            flash(said)
+        if not then.startswith('/'):
+            endpoint, _, anchor = then.partition('#')
+            then = url_for(endpoint, _anchor=anchor or None)
+        response = redirect(then, 303)
+    else:
+        if said is not None:
+            context['messages'] = [said]
+        whole = not htmx or part is PANEL
+        if whole:
+            if page.context is not None:
+                page.context(context)
+            part, title = panel or page.panel, title or page.title
+        if not htmx:
+            body = render_template(page.layout, panel=part, title=title, **context)
+        else:
+            oob = [*(page.around if whole else ()), *oob]
+            if whole or said is not None or request.method != 'GET':
+                oob.append('_flash.html')
+            if whole:
+                context.setdefault('focus', 'panel-heading')
+            body = _swap(part, oob, context, title if whole else None)
+        response = make_response(body, status)
+    response.headers['Vary'] = vary
     return response
 
 
-def render_fragment(template, status=200, **context):
-    """A fragment for htmx, with the flash messages and anything else swapped out of band."""
-    response = make_response(render_template(template, **context), status)
-    response.vary.add('HX-Request')
+def _swap(part, oob, context, title):
+    """htmx's answer: the page's <title> (with a whole panel), `part` for the request's
+    target, then each template of `oob` out of band (rendered with oob=True). No template
+    exists only to include them, and they share one context, made once (Jinja's low-level
+    API: Template.render would copy the globals into a new one for each)."""
+    app = current_app._get_current_object()
+    app.update_template_context(context)
+    env = app.jinja_env
+    shared = {**env.globals, **context}
+
+    def render(name):
+        template = env.get_template(name)
+        return env.concat(template.root_render_func(template.new_context(shared, shared=True)))
+
+    html = [Markup('<title>%s · Penstock</title>\n') % title] if title else []
+    if part is not None:
+        html.append(render(part))
+    shared['oob'] = True
+    html += [render(name) for name in oob]
+    return ''.join(html)
+
+
+def go_to(target):
+    """Leave this page for `target`, as a whole page: HX-Redirect for htmx, else a 303."""
+    if not is_htmx():
+        return redirect(target, 303)
+    response = make_response('', 204)
+    response.headers['HX-Redirect'] = target
     return response
 
 
@@ -83,8 +182,11 @@ def settings_menu():
 def settings_blueprint(name, import_name, menu_label, menu_position, endpoint='page'):
     """A blueprint under /user/<handle>/settings that only the logged-in owner can reach.
 
-    Its `endpoint` view is listed in the settings menu as `menu_label` at `menu_position`."""
+    Its pages are the settings page around `<name>/_panel.html`, titled `menu_label`; its
+    `endpoint` view is listed in the settings menu as `menu_label` at `menu_position`."""
     bp = Blueprint(name, import_name, url_prefix='/user/<handle>/settings')
+    page_of(bp, 'settings/page.html', f'{name}/_panel.html', menu_label,
+            around=['settings/_nav.html'])
     entry = (menu_position, f'{name}.{endpoint}', menu_label)
     if entry not in SETTINGS_MENU:
         SETTINGS_MENU.append(entry)
@@ -219,13 +321,6 @@ def _encoded(part, safe):
     return quote(_STRAY_PERCENT.sub('%25', part), safe=safe)
 
 
-def hx_redirect(target):
-    """Tell htmx to load `target` as a whole page instead of swapping this answer in."""
-    response = make_response('', 204)
-    response.headers['HX-Redirect'] = target
-    return response
-
-
 def recent_login_required(view):
     """For dangerous actions: unless the password was typed in this session within
     models.RECENT_LOGIN, ask for it first, then come back. A link comes back to itself; a
@@ -237,5 +332,5 @@ def recent_login_required(view):
         back = (request.full_path if request.method == 'GET'
                 else request.headers.get('HX-Current-URL') or request.referrer)
         target = url_for('auth.reauthenticate', next=return_target(back))
-        return hx_redirect(target) if is_htmx() else redirect(target, 303)
+        return go_to(target)
     return guarded

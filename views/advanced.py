@@ -2,7 +2,7 @@
 authentication and Delete Personal Account."""
 import re
 
-from flask import abort, flash, redirect, request, session, url_for
+from flask import abort, flash, request, session, url_for
 from flask_login import current_user, logout_user
 
 from models import (
@@ -13,14 +13,7 @@ from models import (
     Workspace,
     reset_authentication,
 )
-from views import (
-    hx_redirect,
-    is_htmx,
-    recent_login_required,
-    render_fragment,
-    render_settings,
-    settings_blueprint,
-)
+from views import go_to, recent_login_required, respond, settings_blueprint
 
 bp = settings_blueprint('advanced', __name__, 'Advanced', 4)
 
@@ -86,21 +79,13 @@ def _host_changes(handle):
 
 def _section(section, status=200, **context):
     """One section for htmx, or without JavaScript the whole Advanced page in that state."""
-    if is_htmx():
-        return render_fragment(SECTIONS[section], status, **_context(**context))
-    return render_settings('advanced/_panel.html', 'Advanced', status, **_context(**context))
+    return respond(SECTIONS[section], status, **_context(**context))
 
 
 @bp.get('/advanced')
 def page():
     """Show the Advanced panel; htmx's Cancel asks for just the section it was in."""
-    section = request.headers.get('HX-Target') if is_htmx() else None
-    if section in SECTIONS:
-        response = render_fragment(SECTIONS[section], **_context(focus=section))
-    else:
-        response = render_settings('advanced/_panel.html', 'Advanced', **_context())
-    response.vary.add('HX-Target')
-    return response
+    return respond(targets=SECTIONS, **_context())
 
 
 @bp.post('/advanced/sessions/<session_id>/revoke')
@@ -111,24 +96,23 @@ def revoke_session(session_id):
     if gone is None or gone.id == user.session.id \
             or not Session.revoke(user, session_id, request.remote_addr):
         abort(404)
-    flash(f'Session revoked: {device(gone.user_agent)}'
-          f'{", " + gone.ip if gone.ip else ""}. That browser is logged out.')
-    if is_htmx():
-        return render_fragment('advanced/_sessions_response.html', **_context(focus='sessions'))
-    return redirect(url_for('.page', _anchor='sessions'), 303)
+    return respond(SECTIONS['sessions'], then='.page#sessions',
+                   said=f'Session revoked: {device(gone.user_agent)}'
+                        f'{", " + gone.ip if gone.ip else ""}. That browser is logged out.',
+                   **_context(focus='sessions'))
 
 
 @bp.get('/advanced/handle/preview')
 def preview_handle():
     """The workspace DNS names a new handle would give, as it is typed (htmx)."""
-    if not is_htmx():
-        return redirect(url_for('.page', _anchor='change-handle'), 303)
     handle = (request.args.get('handle') or '').strip().lower()
-    if not handle or handle == current_user.handle:  # nothing to preview (yet, or again)
-        return render_fragment('advanced/_handle_preview.html', changes=None)
-    problem = current_user.handle_change_problem(handle)
-    return render_fragment('advanced/_handle_preview.html', new_handle=handle, problem=problem,
-                           changes=None if problem else _host_changes(handle))
+    problem = changes = None
+    if handle and handle != current_user.handle:  # else nothing to preview (yet, or again)
+        problem = current_user.handle_change_problem(handle)
+        changes = None if problem else _host_changes(handle)
+    return respond('advanced/_handle_preview.html',
+                   then='.page#change-handle', new_handle=handle,
+                   problem=problem, changes=changes)
 
 
 @bp.post('/advanced/handle')
@@ -150,15 +134,18 @@ def change_handle():
         return _section('change-handle', 422, handle_value=handle,
                         handle_error=invalid.errors['handle'])
     flash(f'Handle changed to {user.handle}.')
-    target = url_for('.page')
-    return hx_redirect(target) if is_htmx() else redirect(target, 303)
+    return go_to(url_for('.page'))
 
 
-@bp.get('/advanced/reset-authentication')
+@bp.get('/advanced/reset-authentication', defaults={'section': 'reset-authentication'},
+        endpoint='confirm_reset')
+@bp.get('/advanced/delete', defaults={'section': 'delete-account'}, endpoint='confirm_delete')
 @recent_login_required
-def confirm_reset():
-    """The confirmation step: inline for htmx, the Advanced page in that state otherwise."""
-    return _section('reset-authentication', confirming=True)
+def confirm(section):
+    """The confirmation step of Reset authentication or Delete Personal Account (which asks
+    the user to type their handle): inline for htmx, the Advanced page in that state
+    otherwise."""
+    return _section(section, confirming=section)
 
 
 @bp.post('/advanced/reset-authentication')
@@ -169,15 +156,7 @@ def reset():
     logout_user()
     session.clear()
     flash(RESET_DONE)
-    target = url_for('auth.login')
-    return hx_redirect(target) if is_htmx() else redirect(target)
-
-
-@bp.get('/advanced/delete')
-@recent_login_required
-def confirm_delete():
-    """Ask the user to type their handle before their account goes."""
-    return _section('delete-account', confirming_delete=True)
+    return go_to(url_for('auth.login'))
 
 
 @bp.post('/advanced/delete')
@@ -187,10 +166,9 @@ def delete_account():
     user = current_user._get_current_object()
     typed = request.form.get('confirm', '')
     if typed.strip() != user.handle:
-        return _section('delete-account', 422, confirming_delete=True, confirm_value=typed,
+        return _section('delete-account', 422, confirming='delete-account', confirm_value=typed,
                         confirm_error=WRONG_CONFIRMATION)
     user.delete_account()
     logout_user()
     session.clear()
-    target = url_for('auth.goodbye')
-    return hx_redirect(target) if is_htmx() else redirect(target, 303)
+    return go_to(url_for('auth.goodbye'))

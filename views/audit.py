@@ -9,15 +9,7 @@ from flask_login import current_user
 from markupsafe import Markup
 
 from models import AUDIT_ACTIONS, AuditRecord, utcnow
-from views import (
-    audit_json,
-    decode_cursor,
-    encode_cursor,
-    is_htmx,
-    render_fragment,
-    render_settings,
-    settings_blueprint,
-)
+from views import audit_json, decode_cursor, encode_cursor, respond, settings_blueprint
 
 bp = settings_blueprint('audit', __name__, 'Audit Log', 5)
 
@@ -27,6 +19,8 @@ EXPORT_FIELDS = ('id', 'action_type', 'actor_id', 'actor_handle', 'actor_display
                  'actor_avatar_url', 'actor_ip', 'identity_id', 'identity_handle',
                  'target_id', 'target_handle', 'data', 'created_at')
 ACTION_TYPES = [(action.name, action.label) for action in AUDIT_ACTIONS.values()]
+# The parts of the panel that htmx asks for by their element id (see page).
+PARTS = {'audit-more': 'audit/_rows.html', 'audit-log': 'audit/_log.html'}
 
 
 @bp.get('/audit')
@@ -46,18 +40,11 @@ def page():
                                        'Open the Audit Log again to start from the newest '
                                        'records.'), 400
     records, cursor = AuditRecord.page(current_user.id, PAGE_SIZE, after, action_type or None)
-    context = dict(rows=_rows(records), next_cursor=encode_cursor(cursor) if cursor else None,
+    return respond(targets=PARTS, rows=_rows(records),
+                   next_cursor=encode_cursor(cursor) if cursor else None,
                    action_type=action_type,
                    action_label=action_type and AUDIT_ACTIONS[action_type].label,
                    action_types=ACTION_TYPES, after=token)
-    target = request.headers.get('HX-Target') if is_htmx() else None
-    if target in ('audit-more', 'audit-log'):
-        template = 'audit/_rows.html' if target == 'audit-more' else 'audit/_log.html'
-        response = render_fragment(template, **context)
-    else:
-        response = render_settings('audit/_panel.html', 'Audit Log', **context)
-    response.vary.add('HX-Target')
-    return response
 
 
 @bp.get('/audit/export.<any(csv, jsonl):kind>')

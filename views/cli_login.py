@@ -8,19 +8,17 @@ from flask import Blueprint, make_response, render_template, request
 from flask_login import current_user, login_required
 
 from models import LoginRequest, Refused
-from views import is_htmx, recent_login_required
+from views import page_of, recent_login_required, respond
 
 bp = Blueprint('cli_login', __name__)
+REQUEST = 'cli_login/_request.html'
+page_of(bp, 'cli_login/page.html', REQUEST, 'Verify login request')
 
 
 def _page(state, login_request, status=200, **context):
-    """The verify page (or, for htmx, its #login-request fragment); never stored."""
-    template = 'cli_login/_request.html' if is_htmx() else 'cli_login/page.html'
-    response = make_response(render_template(template, state=state, login_request=login_request,
-                                             **context), status)
-    response.vary.add('HX-Request')
-    response.headers['Cache-Control'] = 'no-store'
-    return response
+    """The verify page, or for htmx its #login-request part (app.py keeps either out of
+    caches: the user is logged in)."""
+    return respond(REQUEST, status, state=state, login_request=login_request, **context)
 
 
 def _gone():

@@ -1,15 +1,6 @@
 """The console home: the user's workspaces, created and deleted there, with their connection
 strings (password masked, revealed or copied on request); and short links into Settings."""
-from flask import (
-    Blueprint,
-    abort,
-    flash,
-    make_response,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import Blueprint, abort, make_response, redirect, request, url_for
 from flask_login import current_user
 
 from models import (
@@ -20,11 +11,10 @@ from models import (
     Refused,
     Workspace,
 )
-from views import is_htmx, login_manager, render_fragment
+from views import login_manager, page_of, panel_context, respond
 
 bp = Blueprint('home', __name__)
-
-TITLE = 'Workspaces'
+page_of(bp, 'home/page.html', 'home/_panel.html', 'Workspaces')
 
 
 @bp.before_request
@@ -34,35 +24,28 @@ def require_login():
         return login_manager.unauthorized()
 
 
-def _home_context(**context):
-    """What the home page and its fragments need: the workspaces, the password that goes in
-    their connection strings (made on first use, so only when there is a workspace), and
-    whether one more fits."""
-    workspaces = Workspace.for_user(current_user.id)
-    password = DatabasePassword.for_user(current_user.id) if workspaces else None
+@panel_context(bp)
+def _home_context(context):
+    """Fill in what the home panel and its list need and `context` lacks: the workspaces, the
+    password that goes in their connection strings (made on first use, so only when there
+    is a workspace), and whether one more fits."""
+    if 'workspaces' not in context:
+        context['workspaces'] = Workspace.for_user(current_user.id)
+    workspaces = context['workspaces']
+    if 'password' not in context:
+        context['password'] = DatabasePassword.for_user(current_user.id) if workspaces else None
     context.setdefault('form', {})
-    return dict(workspaces=workspaces, password=password, user_handle=current_user.handle,
-                full=len(workspaces) >= WORKSPACE_LIMIT, limit=WORKSPACE_LIMIT,
-                rules=WORKSPACE_HANDLE_RULES, limit_reason=Workspace.LIMIT_REACHED, **context)
+    context.update(user_handle=current_user.handle, full=len(workspaces) >= WORKSPACE_LIMIT,
+                   limit=WORKSPACE_LIMIT, rules=WORKSPACE_HANDLE_RULES,
+                   limit_reason=Workspace.LIMIT_REACHED)
+    return context
 
 
-def _render_home(status=200, **context):
-    """The home page, or for htmx only its panel (with the flash messages out of band)."""
-    template = 'home/_fragment.html' if is_htmx() else 'home/page.html'
-    response = make_response(
-        render_template(template, title=TITLE, **_home_context(**context)), status)
-    response.vary.add('HX-Request')
-    return response
-
-
-def _list_changed(status=200, **context):
+def _list_changed(status=200, said=None, **context):
     """After a change to the list: htmx gets the list, the create form and the flash
     messages; without JavaScript a refusal is the page with the form's error, else a GET."""
-    if is_htmx():
-        return render_fragment('home/_list_response.html', status, **_home_context(**context))
-    if status != 200:
-        return _render_home(status, **context)
-    return redirect(url_for('.index'), 303)
+    return respond('home/_list.html', status, oob=['home/_create.html'], said=said,
+                   then='.index', **_home_context(context))
 
 
 def _own_workspace(workspace_id):
@@ -76,7 +59,7 @@ def _own_workspace(workspace_id):
 @bp.get('/')
 def index():
     """The console home: the user's workspaces and the form to create one."""
-    return _render_home()
+    return respond()
 
 
 @bp.get('/settings')
@@ -96,32 +79,25 @@ def create():
         return _list_changed(422, form={'handle': handle}, errors=invalid.errors)
     except Refused as refused:
         return _list_changed(422, form={'handle': handle}, error=str(refused))
-    flash(f'Workspace {workspace.handle} created.')
-    return _list_changed(focus_id=workspace.id)
+    return _list_changed(said=f'Workspace {workspace.handle} created.', focus_id=workspace.id)
 
 
 @bp.get('/workspaces/<workspace_id>')
 def row(workspace_id):
     """One workspace's row, for htmx to put back when a delete is cancelled."""
     workspace = _own_workspace(workspace_id)
-    if not is_htmx():
-        return redirect(url_for('.index'))
-    return render_fragment('home/_row.html', workspace=workspace, focus_id=workspace.id,
-                           password=DatabasePassword.for_user(current_user.id),
-                           user_handle=current_user.handle)
+    return respond('home/_row.html', then='.index', workspace=workspace,
+                   focus_id=workspace.id, password=DatabasePassword.for_user(current_user.id),
+                   user_handle=current_user.handle)
 
 
 @bp.get('/workspaces/<workspace_id>/delete')
 def confirm_delete(workspace_id):
     """Ask before deleting: in the row for htmx, as a page of its own without JavaScript."""
     workspace = _own_workspace(workspace_id)
-    context = dict(workspace=workspace, user_handle=current_user.handle)
-    if is_htmx():
-        return render_fragment('home/_confirm_row.html', **context)
-    response = make_response(render_template(
-        'home/confirm_delete.html', title=f'Delete workspace {workspace.handle}', **context))
-    response.vary.add('HX-Request')
-    return response
+    return respond('home/_confirm_row.html', panel='home/_confirm_panel.html',
+                   title=f'Delete workspace {workspace.handle}', workspace=workspace,
+                   user_handle=current_user.handle)
 
 
 @bp.post('/workspaces/<workspace_id>/delete')
@@ -129,19 +105,16 @@ def delete(workspace_id):
     """Delete a workspace for good."""
     workspace = _own_workspace(workspace_id)
     workspace.remove(request.remote_addr)
-    flash(f'Workspace {workspace.handle} deleted.')
-    return _list_changed(focus_create=True)
+    return _list_changed(said=f'Workspace {workspace.handle} deleted.', focus_create=True)
 
 
 @bp.get('/workspaces/<workspace_id>/connection')
 def connection(workspace_id):
     """The connection string with the password masked again (htmx's Hide password)."""
     workspace = _own_workspace(workspace_id)
-    if not is_htmx():
-        return redirect(url_for('.index'))
-    return render_fragment('workspaces/_connection.html', workspace=workspace, focus=True,
-                           password=DatabasePassword.for_user(current_user.id),
-                           user_handle=current_user.handle)
+    return respond('home/_connection.html', then='.index', workspace=workspace,
+                   focus='reveal', password=DatabasePassword.for_user(current_user.id),
+                   user_handle=current_user.handle)
 
 
 @bp.post('/workspaces/<workspace_id>/connection')
@@ -149,11 +122,9 @@ def reveal(workspace_id):
     """Reveal the password in a connection string: in place for htmx, else on the home page."""
     # Rendered directly, never redirected, so the password goes in no URL, session or log.
     workspace = _own_workspace(workspace_id)
-    if is_htmx():
-        return render_fragment('workspaces/_connection.html', workspace=workspace,
-                               revealed=True, password=DatabasePassword.for_user(current_user.id),
-                               user_handle=current_user.handle)
-    return _render_home(revealed_id=workspace.id)
+    return respond('home/_connection.html', workspace=workspace, revealed=True,
+                   revealed_id=workspace.id, password=DatabasePassword.for_user(current_user.id),
+                   user_handle=current_user.handle)
 
 
 @bp.post('/workspaces/<workspace_id>/connection/copy')

@@ -1,6 +1,6 @@
 """Settings → Profile: the avatar (upload, crop, Save, Reset), display name and email, and the
 database password (its connection strings, Rotate Password and its propagation)."""
-from flask import abort, current_app, flash, g, make_response, redirect, request, url_for
+from flask import abort, current_app, g, make_response, request, url_for
 from flask_login import current_user
 from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -19,9 +19,9 @@ from models import (
 from views import (
     is_htmx,
     limiter,
+    panel_context,
     recent_login_required,
-    render_fragment,
-    render_settings,
+    respond,
     settings_blueprint,
 )
 
@@ -31,17 +31,26 @@ TOO_LARGE = 'The file is larger than 10 MB. Choose a smaller image.'
 GONE = 'This upload is no longer available. Choose the image again.'
 TOO_MANY_UPLOADS = 'You have sent many images in a short time. Wait a minute, then try again.'
 
+CARD = 'profile/_card.html'
+NAME = 'profile/_name_form.html'
+PASSWORD = 'profile/_password.html'
+HEADER = '_topbar.html'  # out of band, when the avatar or name in it changed
+
 
 @bp.context_processor
-def avatar_facts():
+def profile_facts():
     return dict(avatar_limits=imaging.LIMITS, upload_limit=imaging.UPLOAD_LIMIT,
-                centred_box=imaging.centred_box,
-                has_custom_avatar=lambda: Avatar.has_custom(current_user.id))
+                centred_box=imaging.centred_box, max_name=DISPLAY_NAME_MAX)
 
 
-@bp.context_processor
-def database_password_facts():
-    return dict(password_section=_password_section)
+@panel_context(bp)
+def _panel_context(context):
+    """Fill in what the whole Profile panel needs that `context` lacks: whether the avatar is
+    the user's own upload, and the Database Password section."""
+    if 'custom_avatar' not in context:
+        context['custom_avatar'] = Avatar.has_custom(current_user.id)
+    if 'pending' not in context:
+        context.update(_password_section())
 
 
 def _password_section():
@@ -96,18 +105,21 @@ def find_upload(reference):
 
 
 def gone():
-    """The answer when a crop step's upload is expired, unknown or someone else's."""
-    if is_htmx():  # in the card, where the person is looking
+    """The answer when a crop step's upload is expired, unknown or someone else's: in the card
+    for htmx, where the person is looking; else a page that is not found."""
+    # The one answer that differs by more than page or fragment: htmx swaps no 404.
+    if is_htmx():
         return _card(422, avatar_error=GONE)
     abort(404, GONE)
 
 
-def _card(status=200, **context):
-    """The profile card: whole page, or the card (and header and flash) for htmx."""
-    context.setdefault('max_name', DISPLAY_NAME_MAX)
-    if is_htmx():
-        return render_fragment('profile/_card_response.html', status, **context)
-    return render_settings('profile/_panel.html', 'Profile', status, **context)
+def _card(status=200, header=False, **context):
+    """The profile card with focus back on Change avatar (or on the crop step), and with
+    `header` the header's avatar out of band; the Profile page without JavaScript."""
+    if 'upload' not in context:
+        context['custom_avatar'] = Avatar.has_custom(current_user.id)
+    return respond(CARD, status, oob=[HEADER] if header else (), focus='avatar-file',
+                   **context)
 
 
 def _crop_step(upload, status=200, **context):
@@ -117,7 +129,7 @@ def _crop_step(upload, status=200, **context):
 @bp.get('/profile')
 def page():
     """Show the Profile panel."""
-    return render_settings('profile/_panel.html', 'Profile', max_name=DISPLAY_NAME_MAX)
+    return respond()
 
 
 @bp.post('/profile')
@@ -127,15 +139,8 @@ def save_name():
     try:
         current_user.set_display_name(value, request.remote_addr)
     except Invalid as invalid:
-        context = dict(errors=invalid.errors, value=value, max_name=DISPLAY_NAME_MAX)
-        if is_htmx():
-            return render_fragment('profile/_name_response.html', 422, **context)
-        return render_settings('profile/_panel.html', 'Profile', 422, **context)
-    flash('Display name saved.')
-    if is_htmx():
-        return render_fragment('profile/_name_response.html', max_name=DISPLAY_NAME_MAX,
-                               header_changed=True)
-    return redirect(url_for('.page'))
+        return respond(NAME, 422, errors=invalid.errors, value=value)
+    return respond(NAME, oob=[HEADER], said='Display name saved.', then='.page')
 
 
 @bp.post('/profile/avatar')
@@ -152,9 +157,7 @@ def upload_avatar():
         return _card(422, avatar_error=bad.message)
     except imaging.Busy as busy:
         return _retry_later(_card(503, avatar_error=busy.message))
-    if is_htmx():
-        return _crop_step(upload)
-    return redirect(url_for('.edit_avatar', upload=upload_reference(upload)), 303)
+    return _crop_step(upload, then=url_for('.edit_avatar', upload=upload_reference(upload)))
 
 
 @bp.get('/profile/avatar/edit')
@@ -192,10 +195,7 @@ def save_avatar():
         return _crop_step(upload, 422, crop=fields, avatar_error=bad.message)
     except imaging.Busy as busy:
         return _retry_later(_crop_step(upload, 503, crop=fields, avatar_error=busy.message))
-    flash('Avatar saved.')
-    if is_htmx():
-        return _card(header_changed=True)
-    return redirect(url_for('.page'), 303)
+    return _card(header=True, said='Avatar saved.', then='.page')
 
 
 @bp.post('/profile/avatar/cancel')
@@ -204,19 +204,15 @@ def cancel_avatar():
     upload = find_upload(request.form.get('upload'))
     if upload is not None:  # one that already went is as good as cancelled
         upload.cancel()
-    if is_htmx():
-        return _card()
-    return redirect(url_for('.page'), 303)
+    return _card(then='.page')
 
 
 @bp.post('/profile/avatar/reset')
 def reset_avatar():
     """Go back to the default avatar."""
-    if Avatar.reset(current_user, request.remote_addr):
-        flash('Avatar reset to the default.')
-    if is_htmx():
-        return _card(header_changed=True)
-    return redirect(url_for('.page'), 303)
+    reset = Avatar.reset(current_user, request.remote_addr)
+    return _card(header=True, said='Avatar reset to the default.' if reset else None,
+                 then='.page')
 
 
 @bp.errorhandler(RequestEntityTooLarge)
@@ -239,34 +235,26 @@ ROTATED = ('Database password rotated. It may take a couple of minutes to reach 
 PROPAGATED = 'The new database password has reached every workspace.'
 
 
-def _password_page(status=200, **context):
-    return render_settings('profile/_panel.html', 'Profile', status, max_name=DISPLAY_NAME_MAX,
-                           **context)
-
-
 @bp.get('/profile/password')
 def password():
     """The Database Password section (htmx's Cancel asks for it), or the Profile page."""
-    if is_htmx():
-        return render_fragment('profile/_password.html', focus_button=True)
-    return _password_page()
+    return respond(PASSWORD, focus_button=True, **_password_section())
 
 
 @bp.get('/profile/password/status')
 def password_status():
-    """Each workspace's propagation state, for htmx's polling; else the Profile page."""
-    if is_htmx():
-        return render_fragment('profile/_password_status.html', propagated=PROPAGATED)
-    return _password_page()
+    """Each workspace's propagation state, for htmx's polling (said once every workspace has
+    the password); else the Profile page."""
+    section = _password_section()
+    return respond('profile/_password_status.html',
+                   said=None if section['pending'] else PROPAGATED, **section)
 
 
 @bp.get('/profile/password/rotate')
 @recent_login_required
 def confirm_rotate():
     """The Rotate Password confirmation step: inline for htmx, the Profile page otherwise."""
-    if is_htmx():
-        return render_fragment('profile/_password.html', confirming=True)
-    return _password_page(confirming=True)
+    return respond(PASSWORD, confirming=True, **_password_section())
 
 
 @bp.post('/profile/password/rotate')
@@ -274,7 +262,5 @@ def confirm_rotate():
 def rotate_password():
     """Make a new database password and start carrying it to every workspace."""
     DatabasePassword.rotate(current_user._get_current_object(), request.remote_addr)
-    flash(ROTATED)
-    if is_htmx():
-        return render_fragment('profile/_password_response.html', rotated=True)
-    return redirect(url_for('.page', _anchor='database-password'), 303)
+    return respond(PASSWORD, rotated=True, said=ROTATED,
+                   then='.page#database-password', **_password_section())

@@ -1,15 +1,9 @@
 """Settings → Tokens: the user's API tokens, created, switched on and off, and deleted."""
-from flask import abort, flash, redirect, request, url_for
+from flask import abort, request
 from flask_login import current_user
 
 from models import TOKEN_LIMIT, Refused, Token
-from views import (
-    is_htmx,
-    recent_login_required,
-    render_fragment,
-    render_settings,
-    settings_blueprint,
-)
+from views import recent_login_required, respond, settings_blueprint
 
 bp = settings_blueprint('tokens', __name__, 'Tokens', 3)
 
@@ -28,17 +22,23 @@ def _own_token(token_id):
     return token
 
 
-def _list_changed(focus):
+def _list_changed(focus, said):
     """After a change to the list: htmx gets the list and New Token in place, others a GET."""
-    if is_htmx():
-        return render_fragment('tokens/_list_response.html', **_tokens_context(focus=focus))
-    return redirect(url_for('.page'))
+    return respond('tokens/_list.html', oob=['tokens/_new_token.html'], said=said,
+                   then='.page', **_tokens_context(focus=focus))
+
+
+def _created(status=200, **context):
+    """The New Token answer: the secret (or the refusal) in place, with the form and list."""
+    return respond('tokens/_created.html', status,
+                   oob=['tokens/_new_token.html', 'tokens/_list.html'],
+                   **_tokens_context(**context))
 
 
 @bp.get('/tokens')
 def page():
     """Show the Tokens panel."""
-    return render_settings('tokens/_panel.html', 'Tokens', **_tokens_context())
+    return respond(**_tokens_context())
 
 
 @bp.post('/tokens')
@@ -48,24 +48,15 @@ def create():
     try:
         token, secret = Token.issue(current_user._get_current_object(), request.remote_addr)
     except Refused as refused:
-        if is_htmx():
-            return render_fragment('tokens/_created_response.html', 422,
-                                   **_tokens_context(error=str(refused)))
-        flash(str(refused))
-        return redirect(url_for('.page'))
-    context = _tokens_context(created=token, secret=secret)
-    if is_htmx():
-        return render_fragment('tokens/_created_response.html', **context)
-    return render_settings('tokens/_panel.html', 'Tokens', **context)
+        return _created(422, error=str(refused))
+    return _created(created=token, secret=secret)
 
 
 @bp.get('/tokens/<token_id>')
 def row(token_id):
     """One token's row, for htmx to put back when a delete is cancelled."""
     token = _own_token(token_id)
-    if not is_htmx():
-        return redirect(url_for('.page'))
-    return render_fragment('tokens/_row.html', token=token, focus=token.id)
+    return respond('tokens/_row.html', then='.page', token=token, focus=token.id)
 
 
 @bp.post('/tokens/<token_id>/activate', defaults={'status': 'active'}, endpoint='activate')
@@ -75,18 +66,16 @@ def set_status(token_id, status):
     """Activate or deactivate a token."""
     token = _own_token(token_id)
     token.set_status(status, request.remote_addr)
-    flash(f'Token {token.masked} {"activated" if status == "active" else "deactivated"}.')
-    return _list_changed(focus=token.id)
+    done = 'activated' if status == 'active' else 'deactivated'
+    return _list_changed(token.id, f'Token {token.masked} {done}.')
 
 
 @bp.get('/tokens/<token_id>/delete')
 def confirm_delete(token_id):
     """Ask before deleting: in the row for htmx, as a page of its own without JavaScript."""
     token = _own_token(token_id)
-    if is_htmx():
-        return render_fragment('tokens/_confirm_row.html', token=token)
-    return render_settings('tokens/_confirm_panel.html', f'Delete token {token.masked}',
-                           token=token)
+    return respond('tokens/_confirm_row.html', panel='tokens/_confirm_panel.html',
+                   title=f'Delete token {token.masked}', token=token)
 
 
 @bp.post('/tokens/<token_id>/delete')
@@ -94,5 +83,4 @@ def delete(token_id):
     """Delete a token for good."""
     token = _own_token(token_id)
     token.remove(request.remote_addr)
-    flash(f'Token {token.masked} deleted.')
-    return _list_changed(focus='new-token')
+    return _list_changed('new-token', f'Token {token.masked} deleted.')

@@ -1,6 +1,6 @@
-// Small enhancements on top of htmx: menus close like menus, a swapped panel gets focus, an
-// error answer says what went wrong, the avatar card checks a file before sending it, and a
-// step that needs more script loads it.
+// Small enhancements on top of htmx: menus close like menus, an error answer says what went
+// wrong, the avatar card checks a file before sending it, and a step that needs more script
+// loads it. (Where focus goes after a swap, the server says with autofocus.)
 'use strict';
 
 function closeMenus(except) {
@@ -18,18 +18,6 @@ document.addEventListener('keydown', function (event) {
   var open = document.activeElement && document.activeElement.closest('details.menu[open]');
   closeMenus();
   if (open) open.querySelector('summary').focus();
-});
-
-// After a swap, put focus where the person needs it: on the new panel's heading, or on the
-// first field a refused form marks invalid (its error is read out with it).
-document.addEventListener('htmx:afterSettle', function (event) {
-  var focus = null;
-  if (event.detail.xhr && event.detail.xhr.status === 422) {
-    focus = document.querySelector('[aria-invalid="true"]');
-  } else if (event.detail.target.id === 'panel') {
-    focus = document.getElementById('panel-heading');
-  }
-  if (focus) focus.focus();
 });
 
 // htmx swaps nothing for an error answer (base.html's htmx-config), so say what went wrong in
@@ -165,11 +153,10 @@ function loadScripts(root) {
 document.addEventListener('DOMContentLoaded', function () { loadScripts(document); });
 document.addEventListener('htmx:load', function (event) { loadScripts(event.detail.elt); });
 
-// The avatar card: a size check before an upload, its progress bar, what to say when the
-// upload fails, and where focus goes when the card is swapped.
+// The avatar card: a size check before an upload, its progress bar, and what to say when the
+// upload fails.
 (function () {
   var MEGABYTE = 1024 * 1024;
-  var cardRequest = false;  // whether the request in flight will swap #profile-card
 
   // "12.3": megabytes with at most one decimal; rounded up, so a file just over the limit
   // never reads as equal to it.
@@ -195,7 +182,6 @@ document.addEventListener('htmx:load', function (event) { loadScripts(event.deta
 
   document.addEventListener('htmx:beforeRequest', function (event) {
     var elt = event.detail.elt;
-    cardRequest = Boolean(elt.closest('#profile-card'));
     if (elt.id !== 'avatar-form') return;
     var input = elt.querySelector('#avatar-file');
     var file = input.files[0];
@@ -203,7 +189,6 @@ document.addEventListener('htmx:load', function (event) { loadScripts(event.deta
     if (file && limit && file.size > limit) {
       // Sending it would only earn a 413 after the whole upload; say so now instead.
       event.preventDefault();
-      cardRequest = false;
       input.value = '';  // so that choosing the same file again is a change too
       refuse(elt, 'The file is ' + megabytes(file.size) + ' MB; the limit is ' +
              megabytes(limit) + ' MB. Choose a smaller image.');
@@ -234,21 +219,10 @@ document.addEventListener('htmx:load', function (event) { loadScripts(event.deta
   function uploadFailed(event) {
     var form = event.detail.elt;
     if (form.id !== 'avatar-form' || !form.isConnected) return;
-    cardRequest = false;
     form.querySelector('#avatar-file').value = '';
     refuse(form, (event.type === 'htmx:responseError' && alertIn(event.detail.xhr)) ||
            'The upload did not go through. Reload the page and try again.');
   }
   document.addEventListener('htmx:sendError', uploadFailed);
   document.addEventListener('htmx:responseError', uploadFailed);
-
-  // After the card is swapped, focus goes to the crop step's heading, or back to the control
-  // that starts again (Save, Cancel and Reset say what they did in the flash's live region).
-  document.addEventListener('htmx:afterSettle', function () {
-    if (!cardRequest) return;
-    cardRequest = false;
-    var focus = document.querySelector('#profile-card.crop-step') ?
-      document.getElementById('crop-heading') : document.getElementById('avatar-file');
-    if (focus) focus.focus();
-  });
 }());
