@@ -26,11 +26,13 @@ from peewee import OperationalError
 from werkzeug.exceptions import NotFound, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import credentials
 import database
 import delivery
 import models
 import propagation
 import views
+import workspaces
 from views import csrf, is_htmx, limiter, login_manager, return_target, settings_menu
 from views.api import (
     api_error,
@@ -242,7 +244,7 @@ def _init_database(app):
 
 @login_manager.user_loader
 def load_user(secret):
-    session = models.Session.lookup(secret, current_app.config['PERMANENT_SESSION_LIFETIME'],
+    session = credentials.Session.lookup(secret, current_app.config['PERMANENT_SESSION_LIFETIME'],
                                     current_app.config['SESSION_ABSOLUTE_LIFETIME'])
     if session is None:
         return None
@@ -356,7 +358,7 @@ def demo_command():
             user = models.User.sign_up(DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD)
             user.set_display_name('Demo User')
             for handle in DEMO_WORKSPACES:
-                models.Workspace.provision(user, handle)
+                workspaces.Workspace.provision(user, handle)
         demo = models.User.get_or_none(models.User.handle == DEMO_HANDLE)
     if demo is not None:
         click.echo(f'Demo login: {DEMO_EMAIL} (or {DEMO_HANDLE}) / password {DEMO_PASSWORD}')
@@ -380,6 +382,6 @@ def worker_command():
 def reencrypt_command():
     """Encrypt every database password with the first DATABASE_PASSWORD_KEYS key."""
     with database.db.connection_context():
-        count = database.reencrypt(models.DatabasePassword.ciphertext)
+        count = database.reencrypt(workspaces.DatabasePassword.ciphertext)
     click.echo(f'Re-encrypted {count} database password{"s" if count != 1 else ""} with the '
                'first key.')

@@ -1,14 +1,16 @@
-"""The Peewee models of Penstock and the account rules that belong to them."""
+"""The Peewee models of Penstock's accounts and the rules that belong to them:
+people (User, their Preferences, Avatar and handle holds) and the audit log, and
+what every model shares (ids, times, the text rule, Invalid and Refused, keyset
+paging, Owned). Sessions, tokens and CLI login are in credentials.py, workspaces
+and their database password in workspaces.py, and the engine room under them all
+(connections, write locks, prepared SQL, encryption) in database.py."""
 import base64
 import datetime
 import hashlib
-import hmac
 import json
 import re
 import secrets
-import string
 import unicodedata
-import zlib
 from typing import NamedTuple
 
 from peewee import (
@@ -26,7 +28,7 @@ from peewee import (
 from werkzeug.security import check_password_hash, generate_password_hash
 
 import imaging
-from database import PreparedModel, db, decrypt, encrypt, locked, skip_locked, write_transaction
+from database import PreparedModel, db, locked, write_transaction
 
 HANDLE_RE = re.compile(r'^[a-z0-9]([a-z0-9]|-(?=[a-z0-9])){0,38}$')
 HANDLE_RULES = ('1–39 lowercase letters, digits or single hyphens; '
@@ -35,23 +37,12 @@ EMAIL_RE = re.compile(r'^[^@\s]+@[^@\s]+\.[^@\s.]+$')
 EMAIL_MAX = 254
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 DISPLAY_NAME_MAX = 100
-SESSION_TOUCH_EVERY = datetime.timedelta(minutes=1)
-USER_AGENT_MAX = 512  # characters of a User-Agent kept with a session: enough to name it
 ID_ALPHABET = '0123456789abcdefghijklmnopqrstuv'
-TOKEN_LIMIT = 2
-TOKEN_TOUCH_EVERY = datetime.timedelta(minutes=1)
-TEMPORARY_TOKEN_LIFETIME = datetime.timedelta(days=30)
-LOGIN_REQUEST_LIFETIME = datetime.timedelta(minutes=15)
-LOGIN_CODE_ATTEMPTS = 3
 AVATAR_UPLOAD_LIFETIME = datetime.timedelta(hours=1)
 CROP_FIELDS = ('x', 'y', 'size')
 WHOLE_PIXELS = re.compile(r'-?[0-9]{1,9}')  # ASCII digits: int() would take '٥' and '1_0'
 CROP_NOT_WHOLE = 'Enter whole numbers of pixels for x, y and size.'
 CROP_NOT_TOGETHER = 'Send x, y and size together, or none of them for the centred square.'
-WORKSPACE_HANDLE_RE = re.compile(r'^[a-z0-9]{1,23}$')
-WORKSPACE_HANDLE_RULES = '1–23 lowercase letters or digits.'
-WORKSPACE_LIMIT = 10
-WORKSPACE_PORT = 9193
 # A handle someone let go (by changing it or deleting the account) is theirs alone this long.
 HANDLE_HOLD = datetime.timedelta(days=30)
 RESERVED_HANDLES = frozenset({
@@ -61,9 +52,6 @@ RESERVED_HANDLES = frozenset({
     'settings', 'signup', 'static', 'status', 'support', 'system', 'user', 'users', 'workspace',
     'workspaces', 'www',
 })
-# Dangerous actions need a password typed this recently in the session.
-RECENT_LOGIN = datetime.timedelta(minutes=15)
-PROPAGATION_BACKOFF_MAX = 300  # seconds between attempts at most
 # Checked against when the login is unknown, so a miss costs as much as a wrong password.
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
 # Called with each secret as it is made (a token's, a session cookie's, a database password),
@@ -147,18 +135,6 @@ class Refused(Exception):
     """A request that is well-formed but cannot be done now (a limit, a used code)."""
 
 
-class NotVerified(Refused):
-    """A CLI login request that the user has not verified in the browser yet."""
-
-
-class WrongCode(Refused):
-    """A wrong CLI login code; `attempts_left` says how many tries remain (0: it has ended)."""
-
-    def __init__(self, message, attempts_left):
-        super().__init__(message)
-        self.attempts_left = attempts_left
-
-
 class BaseModel(PreparedModel):
     class Meta:
         database = db
@@ -231,15 +207,6 @@ class User(BaseModel):
             Avatar.create(user=user, seed=secrets.token_hex(16), updated_at=utcnow())
             AuditRecord.write('user.signup', user, ip, target=user)
         return user
-
-    @classmethod
-    def sign_up_with_session(cls, email, handle, password, ip, user_agent):
-        """Sign up (raises Invalid) and open the new account's first browser session, in one
-        transaction: if the session cannot be stored, no account is left behind either.
-        Returns the Session; its `user` is the new account."""
-        with write_transaction():
-            user = cls.sign_up(email, handle, password, ip)
-            return Session.sign_in(user, ip, user_agent)
 
     @classmethod
     def named(cls, login):
@@ -407,105 +374,6 @@ class Preferences(BaseModel):
                                   data={'communication_' + n: 'enabled' if d['new'] else
                                         'disabled' for n, d in changed.items()})
         return current
-
-
-class Session(BaseModel):
-    """One browser login. The cookie carries a secret whose hash is `token_hash`."""
-    id = CharField(primary_key=True, default=lambda: new_id('s'))
-    user = ForeignKeyField(User, backref='sessions', on_delete='CASCADE')
-    token_hash = CharField(unique=True)
-    created_at = DateTimeField(default=utcnow)
-    last_seen_at = DateTimeField(default=utcnow)
-    ip = CharField(null=True)
-    user_agent = TextField(null=True)
-    authenticated_at = DateTimeField(null=True)  # when the password was last typed in it
-
-    secret = None  # set only on the instance that was just opened
-    touched = False  # set by lookup() when it moved last_seen_at on
-
-    def works(self):
-        """True: requests may act by a session while its row is there (see database.act_as);
-        its idle and age limits are checked once a request, by lookup()."""
-        return True
-
-    @property
-    def recently_authenticated(self):
-        """True when the password was typed in this session within RECENT_LOGIN."""
-        return utcnow() - (self.authenticated_at or self.created_at) <= RECENT_LOGIN
-
-    def reauthenticate(self, password, ip=None):
-        """Check the user's password again; True (and the session is recent) when right,
-        False and `user.login.failed` (naming this session) when wrong."""
-        user = User.get_by_id(self.user_id)
-        if not check_password_hash(user.password_hash, password or ''):
-            AuditRecord.write('user.login.failed', user, ip, target=user,
-                              data={'session_id': self.id})
-            return False
-        self.authenticated_at = utcnow()
-        Session.update(authenticated_at=self.authenticated_at).where(
-            Session.id == self.id).execute()
-        return True
-
-    @classmethod
-    def for_user(cls, user):
-        """The user's live browser sessions, most recently active first."""
-        return list(cls.select().where(cls.user == user)
-                    .order_by(cls.last_seen_at.desc(), cls.id))
-
-    @classmethod
-    def revoke(cls, user, session_id, ip=None):
-        """End one of `user`'s sessions (the row goes, so its cookie stops working);
-        False when it is not theirs or already gone."""
-        with write_transaction():
-            gone = cls.delete().where(cls.id == session_id, cls.user == user).execute()
-            if gone:
-                AuditRecord.write('user.session.revoke', user, ip, target=user,
-                                  data={'session_id': session_id})
-        return bool(gone)
-
-    @classmethod
-    def sign_in(cls, user, ip, user_agent):
-        """Start a session for `user` and write `user.login`."""
-        secret = minted(secrets.token_urlsafe(32))
-        with db.atomic():
-            session = cls.create(user=user, token_hash=sha256(secret), ip=ip,
-                                 user_agent=_printable((user_agent or '')[:USER_AGENT_MAX]),
-                                 authenticated_at=utcnow())
-            AuditRecord.write('user.login', user, ip, target=user,
-                              data={'session_id': session.id})
-        session.secret = secret
-        return session
-
-    @classmethod
-    def lookup(cls, secret, max_idle, max_age):
-        """The live session whose cookie secret this is, with its user, touched at most once
-        a minute (then `touched` is True). One idle longer than `max_idle`, or opened longer
-        than `max_age` ago however busy, has ended."""
-        session = cls.prepared_get(cls.token_hash, sha256(secret), join=cls.user)
-        if session is None:
-            return None
-        now = utcnow()
-        if now - session.last_seen_at > max_idle or now - session.created_at > max_age:
-            session.delete_instance()
-            return None
-        session.touched = now - session.last_seen_at > SESSION_TOUCH_EVERY
-        if session.touched:
-            cls.update(last_seen_at=now).where(cls.id == session.id).execute()
-        session.secret = secret
-        return session
-
-    def sign_out(self, ip=None):
-        """Log this session out: the row goes, so the cookie stops working everywhere."""
-        with write_transaction():
-            self.delete_instance()
-            AuditRecord.write('user.logout', self.user, ip, target=self.user,
-                              data={'session_id': self.id})
-
-
-def _printable(text):
-    """`text` without control characters (PostgreSQL refuses NUL in text, and a User-Agent
-    is shown back on the Sessions list)."""
-    return ''.join(c for c in text if unicodedata.category(c) != 'Cc')
 
 
 def keyset_page(query, limit, after=None, newest_first=False):
@@ -822,263 +690,6 @@ class AvatarUpload(BaseModel):
         type(self).delete().where(type(self).id == self.id).execute()
 
 
-class Token(Owned, BaseModel):
-    """A user's API token. Only a hash of the secret is kept, and its last 4 characters.
-
-    Each token sits in one of TOKEN_LIMIT slots, unique per user: the database itself
-    refuses a third token, whatever races past the count in Token.issue."""
-    id = CharField(primary_key=True, default=lambda: new_id('t'))
-    user = ForeignKeyField(User, backref='tokens', on_delete='CASCADE')
-    slot = IntegerField(constraints=[Check(f'slot BETWEEN 1 AND {TOKEN_LIMIT}')])
-    token_hash = CharField(unique=True)
-    last4 = CharField()
-    status = CharField(default='active', constraints=[Check("status IN ('active', 'inactive')")])
-    created_at = DateTimeField(default=utcnow)
-    updated_at = DateTimeField(null=True)
-    last_used_at = DateTimeField(null=True)
-    version_id = IntegerField(default=1)
-
-    class Meta:
-        indexes = ((('user', 'slot'), True),)
-
-    STATUSES = ('active', 'inactive')
-    DELETED = 'token.delete'
-    # Why New Token is off at the limit, and why a token past it is refused.
-    LIMIT_REACHED = (f'You already have {TOKEN_LIMIT} tokens, the most you can have at a time. '
-                     'Delete one to create another.')
-
-    # A secret is its prefix ('pst_', or 'pstt_' for a TemporaryToken), 30 random base62
-    # characters, and the 6-character base62 CRC32 of all before it.
-    ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
-    SECRET_RE = re.compile(r'^(pst|pstt)_[0-9A-Za-z]{36}$')
-
-    @classmethod
-    def _checksum(cls, body):
-        number, digits = zlib.crc32(body.encode()), []
-        for _ in range(6):
-            number, digit = divmod(number, 62)
-            digits.append(cls.ALPHABET[digit])
-        return ''.join(reversed(digits))
-
-    @classmethod
-    def new_secret(cls, prefix):
-        """A new secret starting with `prefix` (see SECRET_RE)."""
-        body = prefix + ''.join(secrets.choice(cls.ALPHABET) for _ in range(30))
-        return minted(body + cls._checksum(body))
-
-    @classmethod
-    def prefix_of(cls, secret):
-        """'pst_' or 'pstt_' for a well-formed secret whose checksum holds, else None.
-
-        Typos and junk are turned away here, before any database lookup."""
-        match = cls.SECRET_RE.match(secret or '')
-        if match is None:
-            return None
-        if not hmac.compare_digest(cls._checksum(secret[:-6]), secret[-6:]):
-            return None
-        return match.group(1) + '_'
-
-    @property
-    def masked(self):
-        return f'pst_…{self.last4}'
-
-    @property
-    def audit_data(self):
-        """What every audit record of the token says of it."""
-        return {'token_id': self.id, 'last4': self.last4}
-
-    @classmethod
-    def issue(cls, user, ip=None):
-        """A new active token for `user`; returns (token, secret). Raises Refused at the limit."""
-        secret = cls.new_secret('pst_')
-        try:
-            with write_transaction():
-                used = {t.slot for t in cls.select(cls.slot).where(cls.user == user)}
-                free = [slot for slot in range(1, TOKEN_LIMIT + 1) if slot not in used]
-                if not free:
-                    raise Refused(cls.LIMIT_REACHED)
-                token = cls.create(user=user, slot=free[0], token_hash=sha256(secret),
-                                   last4=secret[-4:])
-                AuditRecord.write('token.create', user, ip, target=token, data=token.audit_data)
-        except IntegrityError:
-            raise Refused(cls.LIMIT_REACHED) from None
-        return token, secret
-
-    def set_status(self, status, ip=None):
-        """Activate or deactivate; writes `token.update` when the status changes.
-
-        Read again under the write lock, so a token deleted meanwhile is left alone."""
-        if status not in self.STATUSES:
-            raise Invalid({'status': 'Status must be "active" or "inactive".'})
-        with write_transaction():
-            current = Token.get_or_none(Token.id == self.id)
-            if current is None or current.status == status:
-                return False
-            old, self.status = current.status, status
-            self.version_id, self.updated_at = current.version_id + 1, utcnow()
-            self.save()
-            AuditRecord.write('token.update', self.user, ip, target=self,
-                              data={**self.audit_data, 'status': {'old': old, 'new': status}})
-        return True
-
-    def works(self):
-        """True while requests may act by this token (see database.act_as)."""
-        return self.status == 'active'
-
-
-class TemporaryToken(BaseModel):
-    """A token issued by CLI login; expires on its own. Only a hash of the secret is kept."""
-    id = CharField(primary_key=True, default=lambda: new_id('p'))
-    user = ForeignKeyField(User, backref='temporary_tokens', on_delete='CASCADE')
-    token_hash = CharField(unique=True)
-    created_at = DateTimeField(default=utcnow)
-    expires_at = DateTimeField()
-    last_used_at = DateTimeField(null=True)
-
-    def works(self):
-        """True until the token expires (see database.act_as)."""
-        return self.expires_at > utcnow()
-
-
-def bearer(secret):
-    """The live Token or TemporaryToken (with its user loaded) for a bearer secret, or None."""
-    prefix = Token.prefix_of(secret)
-    if prefix is None:
-        return None
-    model = Token if prefix == 'pst_' else TemporaryToken
-    row = (model.select(model, User).join(User)
-           .where(model.token_hash == sha256(secret)).first())
-    if row is None or not row.works():
-        return None
-    now = utcnow()
-    if row.last_used_at is None or now - row.last_used_at > TOKEN_TOUCH_EVERY:
-        model.update(last_used_at=now).where(model.id == row.id).execute()
-        row.last_used_at = now
-    return row
-
-
-class LoginRequest(BaseModel):
-    """A CLI asking to log in: confirmed in the browser, then exchanged once for a code."""
-    id = CharField(primary_key=True, default=lambda: new_id('l'))
-    ip = CharField(null=True)
-    created_at = DateTimeField(default=utcnow)
-    expires_at = DateTimeField()
-    status = CharField(default='pending', constraints=[
-        Check("status IN ('pending', 'confirmed', 'used', 'failed')")])
-    # Its verifier: the first user to open it in the browser (see claim), before confirming.
-    user = ForeignKeyField(User, null=True, backref='login_requests', on_delete='CASCADE')
-    code_hash = CharField(null=True)
-    attempts = IntegerField(default=0)
-
-    # What the page and the API say of a request that open_request or claim gives as None.
-    GONE = ('This login request does not exist, has expired or was already answered. '
-            'Start a new one from the command line.')
-
-    @classmethod
-    def start(cls, ip=None):
-        """A new pending request. Expired ones are deleted in the same transaction: every row
-        is born here, so sweeping here bounds the table whether or not any worker runs."""
-        now = utcnow()  # one clock reading, so it expires exactly LOGIN_REQUEST_LIFETIME after
-        with write_transaction(exclusive=False):
-            cls.delete().where(cls.expires_at <= now).execute()
-            return cls.create(ip=ip, created_at=now, expires_at=now + LOGIN_REQUEST_LIFETIME)
-
-    @classmethod
-    def open_request(cls, request_id):
-        """The request if it can still be verified, declined or exchanged, else None."""
-        request = cls.get_or_none(cls.id == request_id)
-        if request is None or request.expires_at <= utcnow() \
-                or request.status not in ('pending', 'confirmed'):
-            return None
-        return request
-
-    @classmethod
-    def claim(cls, request_id, user):
-        """The open request for `user` to verify or decline. The first user to open a pending
-        one becomes its verifier, so from then on it is None to everyone else, as a missing
-        one is: no one else can decline it or take it over."""
-        request = cls.open_request(request_id)
-        if request is not None and request.user_id is None:
-            cls.update(user=user).where((cls.id == request.id) & cls.user.is_null()).execute()
-            request = cls.open_request(request_id)
-        if request is None or request.user_id != user.id:
-            return None
-        return request
-
-    def _code_hash(self, code):
-        return sha256(f'{self.id}:{code}')
-
-    def confirm(self, user, ip=None):
-        """The user vouches for this request; returns the 6-digit code the CLI must send."""
-        code = f'{secrets.randbelow(10 ** 6):06d}'
-        with write_transaction():
-            updated = (LoginRequest.update(status='confirmed', user=user,
-                                           code_hash=self._code_hash(code))
-                       .where((LoginRequest.id == self.id) & (LoginRequest.status == 'pending'))
-                       .execute())
-            if not updated:
-                raise Refused('This login request was already answered.')
-            AuditRecord.write('login_token.confirm', user, ip, target=user,
-                              data={'login_request_id': self.id, 'requested_from': self.ip})
-        return code
-
-    def decline(self, user, ip=None):
-        """The user disowns this request: it is deleted and can never issue a token."""
-        with write_transaction():
-            self.delete_instance()
-            AuditRecord.write('login_token.decline', user, ip, target=user,
-                              data={'login_request_id': self.id, 'requested_from': self.ip})
-
-    def exchange(self, code, ip=None):
-        """Trade the code for a temporary token secret, once. Wrong codes use up attempts."""
-        wrong = None
-        with write_transaction():
-            # None: declined, or deleted by Reset authentication, since it was looked up.
-            request = LoginRequest.get_or_none(LoginRequest.id == self.id)
-            if request is not None and request.status == 'pending':
-                raise NotVerified('This login request has not been verified in the browser '
-                                  'yet.')
-            if request is None or request.status != 'confirmed' \
-                    or request.expires_at <= utcnow():
-                raise Refused('This login request has expired or was already used.')
-            if not hmac.compare_digest(request.code_hash, self._code_hash(code or '')):
-                request.attempts += 1
-                if request.attempts >= LOGIN_CODE_ATTEMPTS:
-                    request.status = 'failed'
-                request.save()  # kept: the wrong attempt must count
-                left = LOGIN_CODE_ATTEMPTS - request.attempts
-                wrong = WrongCode(
-                    f'That code is wrong. {left} attempt{"s" if left != 1 else ""} left.'
-                    if left else 'That code is wrong, and this login request has ended. '
-                                 'Start again with a new one.', left)
-            else:
-                request.status = 'used'
-                request.save()
-                secret = Token.new_secret('pstt_')
-                token = TemporaryToken.create(user=request.user_id, token_hash=sha256(secret),
-                                              expires_at=utcnow() + TEMPORARY_TOKEN_LIFETIME)
-                AuditRecord.write('login_token.create', request.user, ip, target=request.user,
-                                  data={'login_request_id': self.id,
-                                        'temporary_token_id': token.id})
-        if wrong:
-            raise wrong
-        return secret
-
-
-def reset_authentication(user, ip=None):
-    """End every way in: browser sessions, temporary and user tokens, pending CLI logins."""
-    with write_transaction():
-        counts = {
-            'sessions': Session.delete().where(Session.user == user).execute(),
-            'temporary_tokens': TemporaryToken.delete()
-            .where(TemporaryToken.user == user).execute(),
-            'tokens': Token.delete().where(Token.user == user).execute(),
-        }
-        LoginRequest.delete().where(LoginRequest.user == user).execute()
-        AuditRecord.write('user.authentication.reset', user, ip, target=user, data=counts)
-    return counts
-
-
 class HandleHold(BaseModel):
     """A handle let go: only `user` (its old owner; None after deleting the account) may take
     it until `until`. The owner's old settings URLs redirect to the new handle meanwhile."""
@@ -1101,200 +712,3 @@ class HandleHold(BaseModel):
         hold = cls.get_or_none(cls.handle == handle, cls.until > utcnow(),
                                cls.user.is_null(False))
         return hold.user if hold else None
-
-
-class DatabasePassword(BaseModel):
-    """The one password a user logs in to every workspace with, encrypted with the
-    configured keys (database.encrypt; never stored in plain text). Each rotation gives it
-    a new id."""
-    user = ForeignKeyField(User, primary_key=True, on_delete='CASCADE')
-    id = CharField(unique=True, default=lambda: new_id('d'))
-    ciphertext = TextField()
-    version = IntegerField(default=1)
-    created_at = DateTimeField(default=utcnow)
-
-    @staticmethod
-    def new_password():
-        """A readable password: four groups of four lowercase letters and digits (82 bits)."""
-        alphabet = string.ascii_lowercase + string.digits
-        return minted('-'.join(''.join(secrets.choice(alphabet) for _ in range(4))
-                               for _ in range(4)))
-
-    @staticmethod
-    def mask(password):
-        """`password` with all but its first and last two characters hidden, dashes kept."""
-        return ''.join(c if c == '-' or i < 2 or i >= len(password) - 2 else '*'
-                       for i, c in enumerate(password))
-
-    @property
-    def password(self):
-        """The password in plain text, for the connection string and the API only."""
-        return decrypt(self.ciphertext)
-
-    @property
-    def masked(self):
-        return self.mask(self.password)
-
-    @classmethod
-    def for_user(cls, user):
-        """The user's password, made on first use."""
-        row = cls.get_or_none(cls.user == user)
-        if row is None:
-            with write_transaction():
-                cls.insert(user=user, id=new_id('d'), ciphertext=encrypt(cls.new_password()),
-                           version=1, created_at=utcnow()).on_conflict_ignore().execute()
-            row = cls.get(cls.user == user)
-        return row
-
-    @classmethod
-    def rotate(cls, user, ip=None):
-        """A new password, and a propagation job for each workspace; writes
-        `user.password.rotate` (with the version, never the password)."""
-        with write_transaction():
-            current = cls.for_user(user)
-            now = utcnow()
-            version = current.version + 1
-            cls.update(id=new_id('d'), ciphertext=encrypt(cls.new_password()),
-                       version=version, created_at=now).where(cls.user == user).execute()
-            workspaces = list(Workspace.select(Workspace.id).where(Workspace.user == user))
-            if workspaces:
-                PropagationJob.insert_many(
-                    [dict(user=user, workspace=w.id, password_version=version, status='pending',
-                          run_after=now, created_at=now) for w in workspaces]).execute()
-            AuditRecord.write('user.password.rotate', user, ip, target=user,
-                              data={'version': version, 'workspaces': len(workspaces)})
-        return cls.get(cls.user == user)
-
-
-class Workspace(Owned, BaseModel):
-    """A Postgres endpoint of a user's, reached at `host` with the user's database password."""
-    id = CharField(primary_key=True, default=lambda: new_id('w'))
-    user = ForeignKeyField(User, backref='workspaces', on_delete='CASCADE')
-    handle = CharField()
-    database_name = CharField(unique=True)
-    password_version = IntegerField(default=0)  # the database password version it accepts
-    password_applied_at = DateTimeField(null=True)
-    created_at = DateTimeField(default=utcnow)
-    updated_at = DateTimeField(null=True)
-    version_id = IntegerField(default=1)
-
-    class Meta:
-        indexes = ((('user', 'handle'), True),)
-
-    # Why New Workspace is off at the limit, and why a workspace past it is refused.
-    LIMIT_REACHED = (f'You have {WORKSPACE_LIMIT} workspaces, the most an account can have. '
-                     'Delete one to create another.')
-    PASSWORD_STATES = ('pending', 'applied')
-    DELETED = 'workspace.delete'  # its propagation jobs go with it
-
-    @property
-    def audit_data(self):
-        """What every audit record of the workspace says of it."""
-        return {'workspace_id': self.id, 'handle': self.handle}
-
-    def host(self, user_handle=None):
-        """The DNS name: {user handle}-{workspace handle}.{workspace domain}."""
-        return f'{user_handle or self.user.handle}-{self.handle}.{Config.workspace_domain}'
-
-    def connection_string(self, password, user_handle=None):
-        """postgresql://{user handle}:{password}@{host}:9193/{database name}."""
-        user_handle = user_handle or self.user.handle
-        return (f'postgresql://{user_handle}:{password}@{self.host(user_handle)}:'
-                f'{WORKSPACE_PORT}/{self.database_name}')
-
-    def password_state(self, current_version):
-        """'applied' when the workspace accepts password `current_version`, else 'pending'."""
-        pending, applied = self.PASSWORD_STATES
-        return applied if self.password_version >= current_version else pending
-
-    @classmethod
-    def provision(cls, user, handle, ip=None):
-        """Create a workspace (raises Invalid or Refused); it starts with the current
-        database password. Writes `workspace.create`."""
-        handle = (handle or '').strip()
-        if not WORKSPACE_HANDLE_RE.match(handle):
-            raise Invalid({'handle': text_problem(handle)
-                           or 'A workspace handle is ' + WORKSPACE_HANDLE_RULES})
-        with write_transaction():
-            if cls.select().where(cls.user == user).count() >= WORKSPACE_LIMIT:
-                raise Refused(cls.LIMIT_REACHED)
-            if cls.select().where(cls.user == user, cls.handle == handle).exists():
-                raise Invalid({'handle': 'You already have a workspace with this handle.'})
-            password = DatabasePassword.for_user(user)
-            now = utcnow()
-            workspace = cls.create(user=user, handle=handle, database_name=_database_name(),
-                                   password_version=password.version, password_applied_at=now,
-                                   created_at=now)
-            AuditRecord.write('workspace.create', user, ip, target=workspace,
-                              data=workspace.audit_data)
-        return workspace
-
-
-def _database_name():
-    """A short random database name: a letter, then 7 lowercase letters or digits."""
-    return (secrets.choice(string.ascii_lowercase)
-            + ''.join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(7)))
-
-
-class PropagationJob(BaseModel):
-    """Bring one workspace to (at least) database password `password_version`. Durable:
-    a worker leases a job, so one that dies mid-way leaves it to be claimed again."""
-    user = ForeignKeyField(User, on_delete='CASCADE')
-    workspace = ForeignKeyField(Workspace, backref='propagation_jobs', on_delete='CASCADE')
-    password_version = IntegerField()
-    status = CharField(default='pending', constraints=[
-        Check("status IN ('pending', 'applied')")])
-    attempts = IntegerField(default=0)
-    run_after = DateTimeField(default=utcnow)
-    locked_until = DateTimeField(null=True)
-    last_error = TextField(null=True)
-    created_at = DateTimeField(default=utcnow)
-    applied_at = DateTimeField(null=True)
-
-    class Meta:
-        indexes = ((('status', 'run_after'), False),)
-
-    @classmethod
-    def claim(cls, lease):
-        """Lease the next due job for `lease` (a timedelta), or None. A workspace never has
-        two jobs leased at once, so passwords reach it in order."""
-        now = utcnow()
-        with write_transaction(exclusive=False):  # on PostgreSQL: FOR UPDATE SKIP LOCKED
-            busy = (cls.select(cls.workspace)
-                    .where(cls.status == 'pending', cls.locked_until > now))
-            query = (cls.select().where(cls.status == 'pending', cls.run_after <= now,
-                                        cls.locked_until.is_null() | (cls.locked_until <= now),
-                                        cls.workspace.not_in(busy))
-                     .order_by(cls.run_after, cls.id).limit(1))
-            # Workers on other hosts skip what is being claimed rather than wait. The
-            # workspace row is locked too: `busy` cannot see a lease not yet committed,
-            # and a second worker must not take that workspace's next job meanwhile.
-            job = skip_locked(query.join(Workspace)).first()
-            if job is None:
-                return None
-            job.locked_until, job.attempts = now + lease, job.attempts + 1
-            cls.update(locked_until=job.locked_until, attempts=job.attempts).where(
-                cls.id == job.id).execute()
-        return job
-
-    def applied(self, version):
-        """The workspace now accepts password `version`: record it, and finish this job and
-        every older one of the workspace (a newer password supersedes them)."""
-        now = utcnow()
-        with write_transaction():
-            Workspace.update(password_version=version, password_applied_at=now).where(
-                Workspace.id == self.workspace_id, Workspace.password_version < version
-            ).execute()
-            PropagationJob.update(status='applied', applied_at=now, locked_until=None,
-                                  last_error=None).where(
-                PropagationJob.workspace == self.workspace_id,
-                PropagationJob.status == 'pending',
-                PropagationJob.password_version <= version).execute()
-
-    def failed(self, error):
-        """Try again later: 2, 4, 8 … seconds after this attempt, at most
-        PROPAGATION_BACKOFF_MAX."""
-        delay = min(2 ** self.attempts, PROPAGATION_BACKOFF_MAX)
-        PropagationJob.update(locked_until=None, last_error=str(error)[:500],
-                              run_after=utcnow() + datetime.timedelta(seconds=delay)).where(
-            PropagationJob.id == self.id).execute()

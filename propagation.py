@@ -1,6 +1,6 @@
 """Carries a rotated database password to every workspace, off the request path.
 
-Jobs live in the database (models.PropagationJob), so they survive restarts; a worker
+Jobs live in the database (workspaces.PropagationJob), so they survive restarts; a worker
 leases one at a time, applies the current password through a target, and records it. A
 worker that dies mid-way leaves its lease to expire and the job to be claimed again.
 Applying is idempotent: the target is always given the current password."""
@@ -10,7 +10,7 @@ import threading
 import time
 
 import database
-import models
+import workspaces
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,14 @@ class RecordingTarget(Target):
 
 def run_once(target, lease):
     """Claim and carry out one due job; False when none was due."""
-    job = models.PropagationJob.claim(lease)
+    job = workspaces.PropagationJob.claim(lease)
     if job is None:
         return False
     try:
-        workspace = models.Workspace.get_or_none(models.Workspace.id == job.workspace_id)
+        workspace = workspaces.Workspace.get_or_none(workspaces.Workspace.id == job.workspace_id)
         if workspace is None:  # deleted meanwhile; its jobs went with it
             return True
-        password = models.DatabasePassword.for_user(job.user_id)
+        password = workspaces.DatabasePassword.for_user(job.user_id)
         target.apply(workspace, workspace.user.handle, password.password)
         job.applied(password.version)
     except Exception as error:  # noqa: BLE001 - any failure is retried later

@@ -28,6 +28,7 @@ def prepare(env):
     """Create the schema, a user with a token; return (user id, handle, token secret)."""
     os.environ.update({key: env[key] for key in ('DATABASE_URL', 'SECRET_KEY',
                                                  'DATABASE_PASSWORD_KEYS')})
+    import credentials
     import database
     import models
     from app import create_app
@@ -35,7 +36,7 @@ def prepare(env):
     database.migrate(database.db.obj)
     with database.db.connection_context():
         user = models.User.sign_up('bench@example.com', 'bench', 'bench password')
-        _, secret = models.Token.issue(user)
+        _, secret = credentials.Token.issue(user)
     database.db.close()
     return user.id, user.handle, secret
 

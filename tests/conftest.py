@@ -18,6 +18,7 @@ import pytest
 from cryptography.fernet import Fernet
 from werkzeug.serving import make_server
 
+import credentials
 import database
 import models
 from app import create_app
@@ -311,7 +312,7 @@ def bob(other_user):
 @pytest.fixture
 def token(alice):
     """Alice's first token and its secret."""
-    return models.Token.issue(alice)
+    return credentials.Token.issue(alice)
 
 
 @pytest.fixture

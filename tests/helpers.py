@@ -20,11 +20,13 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import AnyConverter, IntegerConverter, Rule
 from werkzeug.test import encode_multipart
 
+import credentials
 import database
 import imaging
 import models
 from tests.images import encoded, quadrants
 from views.openapi import DOCUMENT
+from workspaces import DatabasePassword, PropagationJob, Workspace
 
 
 # Pages and logins
@@ -189,8 +191,8 @@ def changeable_rows():
         fields = [f for f in model._meta.sorted_fields if f.name != 'last_used_at']
         return sorted(tuple(map(str, row)) for row in model.select(*fields).tuples())
     return {model.__name__: rows(model)
-            for model in (models.User, models.Preferences, models.Token, models.AuditRecord,
-                          models.Workspace, models.DatabasePassword, models.PropagationJob,
+            for model in (models.User, models.Preferences, credentials.Token, models.AuditRecord,
+                          Workspace, DatabasePassword, PropagationJob,
                           models.HandleHold)}
 
 
@@ -241,25 +243,25 @@ def real_objects(user):
     so a forged call could land."""
     with database.db.connection_context():
         alice = models.User.get_by_id(user.id)
-        token, _ = models.Token.issue(alice)
-        workspace = models.Workspace.provision(alice, 'analytics')
-        session = models.Session.sign_in(alice, '192.0.2.9', 'Another browser')
-        login_request = models.LoginRequest.start('192.0.2.1')
+        token, _ = credentials.Token.issue(alice)
+        workspace = Workspace.provision(alice, 'analytics')
+        session = credentials.Session.sign_in(alice, '192.0.2.9', 'Another browser')
+        login_request = credentials.LoginRequest.start('192.0.2.1')
     return {'token_id': token.id, 'request_id': login_request.id,
             'workspace_id': workspace.id, 'session_id': session.id}
 
 
 # Re-authentication: a session whose password was typed too long ago
 
-STALE = models.RECENT_LOGIN + datetime.timedelta(minutes=1)
+STALE = credentials.RECENT_LOGIN + datetime.timedelta(minutes=1)
 
 
 def make_stale(user):
     """The password was last typed longer ago than RECENT_LOGIN."""
     with database.db.connection_context():
         long_ago = models.utcnow() - STALE
-        models.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
-            models.Session.user == user.id).execute()
+        credentials.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
+            credentials.Session.user == user.id).execute()
 
 
 def reauth_next(location):
@@ -338,8 +340,8 @@ def every_turn_taken(monkeypatch):
 
 def temporary_token(user):
     """An API credential that leaves both of the user's token slots free."""
-    secret = models.Token.new_secret('pstt_')
-    models.TemporaryToken.create(user=user, token_hash=models.sha256(secret),
+    secret = credentials.Token.new_secret('pstt_')
+    credentials.TemporaryToken.create(user=user, token_hash=models.sha256(secret),
                                  expires_at=models.utcnow() + datetime.timedelta(days=1))
     return secret
 
@@ -351,7 +353,7 @@ def provision_and_rotate(user, *handles, rotations=1):
     """The user's workspaces `handles`, then `rotations` rotations of the password."""
     with database.db.connection_context():
         alice = models.User.get_by_id(user.id)
-        workspaces = [models.Workspace.provision(alice, handle) for handle in handles]
+        workspaces = [Workspace.provision(alice, handle) for handle in handles]
         for _ in range(rotations):
-            models.DatabasePassword.rotate(alice)
+            DatabasePassword.rotate(alice)
     return workspaces

@@ -1,4 +1,5 @@
 """Settings → Advanced: Reset authentication and its confirmation step, with and without htmx."""
+import credentials
 import database
 import models
 from tests.conftest import SESSION_COOKIE as COOKIE
@@ -11,8 +12,8 @@ CONFIRM = URL + '/reset-authentication'
 def counts(user):
     with database.db.connection_context():
         return {model.__name__: model.select().where(model.user == user.id).count()
-                for model in (models.Session, models.Token, models.TemporaryToken,
-                              models.LoginRequest)}
+                for model in (credentials.Session, credentials.Token, credentials.TemporaryToken,
+                              credentials.LoginRequest)}
 
 
 def resets(user):
@@ -27,14 +28,14 @@ def every_way_in(user):
     """A second browser's session, two tokens, a temporary token and a confirmed CLI login."""
     with database.db.connection_context():
         alice = models.User.get_by_id(user.id)
-        models.Session.sign_in(alice, '198.51.100.2', 'Other browser')
-        secrets = [models.Token.issue(alice)[1] for _ in range(2)]
-        request = models.LoginRequest.start('198.51.100.3')
+        credentials.Session.sign_in(alice, '198.51.100.2', 'Other browser')
+        secrets = [credentials.Token.issue(alice)[1] for _ in range(2)]
+        request = credentials.LoginRequest.start('198.51.100.3')
         request.exchange(request.confirm(alice), '198.51.100.3')
-        temporary = models.LoginRequest.start('198.51.100.3')
+        temporary = credentials.LoginRequest.start('198.51.100.3')
         code = temporary.confirm(alice)
         secrets.append(temporary.exchange(code))
-        models.LoginRequest.start('198.51.100.4').confirm(alice)  # confirmed, not exchanged
+        credentials.LoginRequest.start('198.51.100.4').confirm(alice)  # confirmed, not exchanged
     return secrets
 
 
@@ -132,7 +133,7 @@ def test_both_slots_are_free_again_after_a_reset(client, logged_in):
     client.post(CONFIRM, data={'csrf_token': csrf_token(client, CONFIRM)})
     with database.db.connection_context():
         alice = models.User.get_by_id(logged_in.id)
-        assert len({models.Token.issue(alice)[0].slot for _ in range(2)}) == 2
+        assert len({credentials.Token.issue(alice)[0].slot for _ in range(2)}) == 2
 
 
 def test_reset_without_the_csrf_token_changes_nothing(client, logged_in):

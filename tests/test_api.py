@@ -8,8 +8,10 @@ import json
 
 import pytest
 
+import credentials
 import database
 import models
+import workspaces
 from tests.helpers import IP, Api, audit, changeable_rows, check_answer, errors_at, log_in
 
 
@@ -25,13 +27,13 @@ def test_actor_is_the_user_the_token_belongs_to(api, alice):
 
 
 def test_a_temporary_token_authenticates_until_it_expires(app, alice):
-    secret = models.Token.new_secret('pstt_')
-    row = models.TemporaryToken.create(user=alice, token_hash=models.sha256(secret),
+    secret = credentials.Token.new_secret('pstt_')
+    row = credentials.TemporaryToken.create(user=alice, token_hash=models.sha256(secret),
                                        expires_at=models.utcnow() + datetime.timedelta(days=1))
     api = Api(app, secret)
     assert api('GET', '/api/v0/actor').get_json()['handle'] == 'alice'
-    models.TemporaryToken.update(expires_at=models.utcnow() - datetime.timedelta(seconds=1)) \
-        .where(models.TemporaryToken.id == row.id).execute()
+    credentials.TemporaryToken.update(expires_at=models.utcnow() - datetime.timedelta(seconds=1)) \
+        .where(credentials.TemporaryToken.id == row.id).execute()
     assert api('GET', '/api/v0/actor').status_code == 401
 
 
@@ -40,7 +42,7 @@ def _mangled(secret):
 
 
 def _deactivate(row):
-    models.Token.update(status='inactive').where(models.Token.id == row.id).execute()
+    credentials.Token.update(status='inactive').where(credentials.Token.id == row.id).execute()
 
 
 @pytest.mark.parametrize('authorization, spoil', [
@@ -53,7 +55,7 @@ def _deactivate(row):
     ('Bearer {unknown}', None),
     ('Bearer {secret}', _deactivate),
     ('Bearer {secret}', lambda row: row.remove()),
-    ('Bearer {secret}', lambda row: models.reset_authentication(row.user)),
+    ('Bearer {secret}', lambda row: credentials.reset_authentication(row.user)),
 ], ids=['no-header', 'basic', 'empty', 'malformed', 'too-long', 'bad-checksum', 'unknown',
         'inactive', 'deleted', 'reset'])
 def test_a_missing_or_dead_token_gets_401(app, token, authorization, spoil):
@@ -64,7 +66,7 @@ def test_a_missing_or_dead_token_gets_401(app, token, authorization, spoil):
     if authorization:
         headers['Authorization'] = authorization.format(
             secret=secret, mangled=_mangled(secret),
-            unknown=models.Token.new_secret('pst_'))
+            unknown=credentials.Token.new_secret('pst_'))
     response = app.test_client().get('/api/v0/actor', headers=headers)
     check_answer(app, 'GET', '/api/v0/actor', response)
     assert response.status_code == 401
@@ -151,7 +153,7 @@ def test_creating_a_token_returns_its_secret_this_once(api, alice):
     assert response.status_code == 201
     body = response.get_json()
     secret = body.pop('token')
-    assert models.Token.prefix_of(secret) == 'pst_' and body['last4'] == secret[-4:]
+    assert credentials.Token.prefix_of(secret) == 'pst_' and body['last4'] == secret[-4:]
     assert response.headers['Location'] == f'/api/v0/user/alice/token/{body["id"]}'
     assert body['status'] == 'active' and body['user_id'] == alice.id
     assert api('GET', '/api/v0/actor', secret=secret).status_code == 200
@@ -175,7 +177,7 @@ def test_a_third_token_is_refused_with_409_and_the_reason(api, alice):
     assert response.get_json()['detail'] == (
         'You already have 2 tokens, the most you can have at a time. '
         'Delete one to create another.')
-    assert models.Token.select().where(models.Token.user == alice).count() == 2
+    assert credentials.Token.select().where(credentials.Token.user == alice).count() == 2
     assert len(audit('token.create')) == 2
 
 
@@ -233,7 +235,7 @@ def test_deleting_a_token_answers_with_it_and_frees_its_slot(api, alice):
     url = f'/api/v0/user/alice/token/{spare["id"]}'
     response = api('DELETE', url)
     assert response.status_code == 200 and response.get_json()['id'] == spare['id']
-    assert models.Token.get_or_none(models.Token.id == spare['id']) is None
+    assert credentials.Token.get_or_none(credentials.Token.id == spare['id']) is None
     assert api('GET', url).status_code == 404
     assert api('DELETE', url).status_code == 404
     assert api('GET', '/api/v0/actor', secret=spare['token']).status_code == 401
@@ -250,8 +252,8 @@ def test_a_token_can_delete_itself_and_is_dead_at_once(api, token):
 # Another user's things
 
 def test_another_users_handle_and_objects_are_404(api, bob):
-    bobs_token, bobs_secret = models.Token.issue(bob)
-    models.Workspace.provision(bob, 'bobs')
+    bobs_token, bobs_secret = credentials.Token.issue(bob)
+    workspaces.Workspace.provision(bob, 'bobs')
     before = changeable_rows()
     for method, url, body in [
         ('PATCH', '/api/v0/user/bob', {'display_name': 'Mallory'}),
@@ -276,7 +278,7 @@ def test_another_users_handle_and_objects_are_404(api, bob):
         assert response.status_code == 404, (method, url)
         assert response.get_json()['title'] == 'Not Found'
     assert changeable_rows() == before
-    assert models.bearer(bobs_secret).status == 'active'
+    assert credentials.bearer(bobs_secret).status == 'active'
 
 
 def test_a_handle_nobody_has_looks_the_same_as_someone_elses(api, bob):
@@ -452,6 +454,6 @@ def test_every_api_change_writes_exactly_one_record_with_the_ip(api, client, ali
 
 
 def test_each_token_answers_for_its_own_user(api, app, bob):
-    _, secret = models.Token.issue(bob)
+    _, secret = credentials.Token.issue(bob)
     assert Api(app, secret)('GET', '/api/v0/actor').get_json()['handle'] == 'bob'
     assert api('GET', '/api/v0/actor').get_json()['handle'] == 'alice'

@@ -9,13 +9,14 @@ import pytest
 
 import models
 from tests.helpers import IP, REFERENCE_SHAPES, assert_conforms, audit, errors_at
+from workspaces import DatabasePassword, PropagationJob, Workspace
 
 URL = '/api/v0/user/alice/password'
 REFERENCE = 'urn:reference#/components/schemas/UserDatabasePassword'
 
 
 def stored(user):
-    return models.DatabasePassword.get(models.DatabasePassword.user == user)
+    return DatabasePassword.get(DatabasePassword.user == user)
 
 
 def test_the_password_is_the_decrypted_one_in_steampipes_shape(api, alice):
@@ -59,10 +60,10 @@ def test_rotating_answers_201_with_a_new_password_and_id(api, alice):
 
 
 def test_rotating_makes_one_pending_job_per_workspace(api, alice, bob):
-    workspaces = {models.Workspace.provision(alice, handle).id for handle in ('analytics', 'staging')}
-    models.Workspace.provision(bob, 'elsewhere')
+    workspaces = {Workspace.provision(alice, handle).id for handle in ('analytics', 'staging')}
+    Workspace.provision(bob, 'elsewhere')
     api('POST', URL, {})
-    jobs = list(models.PropagationJob.select())
+    jobs = list(PropagationJob.select())
     assert {job.workspace_id for job in jobs} == workspaces and len(jobs) == 2
     assert {(job.user_id, job.password_version, job.status) for job in jobs} == \
         {(alice.id, 2, 'pending')}
@@ -70,7 +71,7 @@ def test_rotating_makes_one_pending_job_per_workspace(api, alice, bob):
 
 def test_rotating_is_audited_once_without_the_password(api, alice):
     old = api('GET', URL).get_json()['$password']
-    models.Workspace.provision(alice, 'analytics')
+    Workspace.provision(alice, 'analytics')
     new = api('POST', URL).get_json()['$password']
     [record] = audit('user.password.rotate')
     assert record.actor_ip == IP and record.actor_id == alice.id
@@ -85,17 +86,17 @@ def test_rotating_is_audited_once_without_the_password(api, alice):
     ([], ['body']),
 ], ids=['a-chosen-password', 'not-an-object'])
 def test_a_rotation_with_a_body_is_a_400_and_changes_nothing(api, alice, body, locations):
-    models.Workspace.provision(alice, 'analytics')
+    Workspace.provision(alice, 'analytics')
     before = api('GET', URL).get_json()
     response = api('POST', URL, body)
     assert response.status_code == 400 and errors_at(response) == locations
     assert api('GET', URL).get_json() == before
-    assert models.PropagationJob.select().count() == 0
+    assert PropagationJob.select().count() == 0
     assert audit('user.password.rotate') == []
 
 
 def test_another_users_password_is_404_and_stays_as_it_was(api, bob):
-    bobs = models.DatabasePassword.for_user(bob)
+    bobs = DatabasePassword.for_user(bob)
     for method in ('GET', 'POST'):
         response = api(method, '/api/v0/user/bob/password')
         assert response.status_code == 404

@@ -9,8 +9,10 @@ import jsonschema
 import pytest
 from peewee import ForeignKeyField
 
+import credentials
 import database
 import models
+import workspaces
 from tests.helpers import (
     IP,
     Api,
@@ -93,7 +95,7 @@ def test_a_handle_that_cannot_be_taken_is_a_400_at_body_handle(api, bob, handle,
 
 def test_a_released_handle_is_refused_to_others_but_its_owner_may_take_it_back(api, app, bob):
     assert api('PATCH', '/api/v0/user/alice', {'handle': 'alicia'}).status_code == 200
-    bobs_api = Api(app, models.Token.issue(bob)[1])
+    bobs_api = Api(app, credentials.Token.issue(bob)[1])
     refused = bobs_api('PATCH', '/api/v0/user/bob', {'handle': 'alice'})
     assert refused.status_code == 400 and errors_at(refused) == ['body.handle']
     assert api('PATCH', '/api/v0/user/alicia', {'handle': 'alice'}).get_json()['handle'] \
@@ -183,12 +185,12 @@ def give_everything(user, client):
     user.change_handle('alicia')
     user.change_handle('alice')  # a hold on "alicia", for its old owner
     for handle in ('analytics', 'staging'):
-        models.Workspace.provision(user, handle)
-    models.DatabasePassword.rotate(user)  # propagation jobs
-    secret = models.Token.new_secret('pstt_')
-    models.TemporaryToken.create(user=user, token_hash=models.sha256(secret),
+        workspaces.Workspace.provision(user, handle)
+    workspaces.DatabasePassword.rotate(user)  # propagation jobs
+    secret = credentials.Token.new_secret('pstt_')
+    credentials.TemporaryToken.create(user=user, token_hash=models.sha256(secret),
                                  expires_at=models.utcnow() + datetime.timedelta(days=1))
-    request = models.LoginRequest.start('192.0.2.1')
+    request = credentials.LoginRequest.start('192.0.2.1')
     request.confirm(user)
     models.AvatarUpload.create(user=user, original=b'x', preview=b'x', width=1, height=1,
                                preview_width=1, preview_height=1,
@@ -208,7 +210,7 @@ def test_deleting_the_account_answers_with_the_user_as_it_was(api, alice):
 def test_after_deletion_the_token_is_401_and_no_row_of_the_account_is_left(api, alice, bob,
                                                                            client):
     give_everything(alice, client)
-    models.Token.issue(bob)
+    credentials.Token.issue(bob)
     counts = rows_of(alice.id)
     assert set(counts) >= {'User', 'Session', 'Token', 'TemporaryToken', 'LoginRequest',
                            'Preferences', 'Avatar', 'AvatarUpload', 'Workspace',

@@ -7,9 +7,11 @@ import datetime
 
 import pytest
 
+import credentials
 import database
 import models
 import propagation
+import workspaces
 from app import create_app
 from tests.conftest import TEST_PASSWORD_KEY
 from tests.helpers import Api, errors_at, make_user
@@ -25,12 +27,12 @@ def items(response):
 def test_a_user_without_workspaces_gets_an_empty_last_page(api):
     body = api('GET', URL).get_json()
     assert body == {'items': []}
-    assert models.DatabasePassword.select().count() == 0  # made with the first workspace
+    assert workspaces.DatabasePassword.select().count() == 0  # made with the first workspace
 
 
 def test_each_workspace_has_its_host_database_and_a_masked_connection_string(api, alice):
-    analytics = models.Workspace.provision(alice, 'analytics')
-    password = models.DatabasePassword.for_user(alice)
+    analytics = workspaces.Workspace.provision(alice, 'analytics')
+    password = workspaces.DatabasePassword.for_user(alice)
     response = api('GET', URL)
     [item] = items(response)
     assert item['id'] == analytics.id and item['identity_id'] == alice.id
@@ -50,13 +52,13 @@ def test_each_workspace_has_its_host_database_and_a_masked_connection_string(api
 
 
 def test_workspaces_are_listed_oldest_first_one_page_at_a_time_without_gaps(api, alice):
-    opened = [models.Workspace.provision(alice, f'w{n}') for n in range(7)]
+    opened = [workspaces.Workspace.provision(alice, f'w{n}') for n in range(7)]
     same_second = datetime.datetime(2030, 1, 1, 12, 0, 0)
     for n, workspace in enumerate(opened):  # pairs share a time: pages must break ties on id
-        models.Workspace.update(created_at=same_second + datetime.timedelta(seconds=n // 2)) \
-            .where(models.Workspace.id == workspace.id).execute()
-    expected = [w.id for w in models.Workspace.select().where(models.Workspace.user == alice)
-                .order_by(models.Workspace.created_at, models.Workspace.id)]
+        workspaces.Workspace.update(created_at=same_second + datetime.timedelta(seconds=n // 2)) \
+            .where(workspaces.Workspace.id == workspace.id).execute()
+    expected = [w.id for w in workspaces.Workspace.select().where(workspaces.Workspace.user == alice)
+                .order_by(workspaces.Workspace.created_at, workspaces.Workspace.id)]
     seen, url, pages = [], URL + '?limit=2', 0
     while url:
         body = api('GET', url).get_json()
@@ -79,13 +81,13 @@ def test_a_bad_limit_or_next_token_is_a_400(api, query, location):
 
 def test_a_rotation_shows_pending_until_the_worker_applies_it(api, alice):
     for handle in ('analytics', 'staging'):
-        models.Workspace.provision(alice, handle)
+        workspaces.Workspace.provision(alice, handle)
     before = {item['id']: item['password_applied_at'] for item in items(api('GET', URL))}
     assert api('POST', '/api/v0/user/alice/password').status_code == 201
     listed = items(api('GET', URL))
     assert [item['password_status'] for item in listed] == ['pending', 'pending']
     assert {item['id']: item['password_applied_at'] for item in listed} == before
-    new = models.DatabasePassword.for_user(alice)
+    new = workspaces.DatabasePassword.for_user(alice)
     assert all(new.masked in item['connection_string'] for item in listed)
 
     target = propagation.RecordingTarget(0)
@@ -97,16 +99,16 @@ def test_a_rotation_shows_pending_until_the_worker_applies_it(api, alice):
 
 
 def test_another_users_workspaces_are_neither_listed_nor_reachable(api, alice, bob):
-    mine = models.Workspace.provision(alice, 'shared')
-    models.Workspace.provision(bob, 'shared')
-    models.Workspace.provision(bob, 'private')
+    mine = workspaces.Workspace.provision(alice, 'shared')
+    workspaces.Workspace.provision(bob, 'shared')
+    workspaces.Workspace.provision(bob, 'private')
     assert [item['id'] for item in items(api('GET', URL))] == [mine.id]
     response = api('GET', '/api/v0/user/bob/workspace')
     assert response.status_code == 404 and response.get_json()['title'] == 'Not Found'
 
 
 def test_hosts_and_connection_strings_follow_a_handle_change(api, alice):
-    models.Workspace.provision(alice, 'analytics')
+    workspaces.Workspace.provision(alice, 'analytics')
     assert api('PATCH', '/api/v0/user/alice', {'handle': 'alicia'}).status_code == 200
     assert api('GET', URL).status_code == 404
     [item] = items(api('GET', '/api/v0/user/alicia/workspace'))
@@ -124,8 +126,8 @@ def test_hosts_use_the_configured_workspace_domain(database_url):
         database.migrate(database.db.obj)
         user = make_user()
         with database.db.connection_context():
-            models.Workspace.provision(user, 'analytics')
-            _, secret = models.Token.issue(user)
+            workspaces.Workspace.provision(user, 'analytics')
+            _, secret = credentials.Token.issue(user)
         [item] = items(Api(app, secret)('GET', URL))
         assert item['host'] == 'alice-analytics.db.example.net'
         assert '@alice-analytics.db.example.net:9193/' in item['connection_string']

@@ -10,6 +10,7 @@ import pytest
 
 import database
 import models
+import workspaces
 from tests.helpers import HTMX, html, log_in, make_user
 
 URL = '/user/alice/settings/audit'
@@ -190,8 +191,8 @@ def test_the_filter_offers_every_action_type_the_app_writes(client, logged_in):
 def test_the_sentences_of_a_real_workspace_rotation_and_handle_change(client, logged_in):
     with database.db.connection_context():
         alice = models.User.get_by_id(logged_in.id)
-        workspace = models.Workspace.provision(alice, 'analytics', ip='192.0.2.7')
-        models.DatabasePassword.rotate(alice, ip='192.0.2.7')
+        workspace = workspaces.Workspace.provision(alice, 'analytics', ip='192.0.2.7')
+        workspaces.DatabasePassword.rotate(alice, ip='192.0.2.7')
         workspace.remove(ip='192.0.2.7')
         alice.change_handle('alicia', ip='192.0.2.7')
     assert set(sentences(html(client.get('/user/alicia/settings/audit')))) >= {

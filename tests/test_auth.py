@@ -4,6 +4,7 @@ import datetime
 import pytest
 from peewee import OperationalError
 
+import credentials
 import database
 import models
 from tests.conftest import SESSION_COOKIE
@@ -37,7 +38,7 @@ def test_signup_creates_the_account_and_logs_in(client, app):
         user = models.User.get(models.User.handle == 'carol')
         assert user.email == 'carol@example.com'
         assert user.id.startswith('u_') and len(user.id) == 22
-        assert models.Session.select().where(models.Session.user == user).count() == 1
+        assert credentials.Session.select().where(credentials.Session.user == user).count() == 1
         records = (models.AuditRecord.select().where(models.AuditRecord.identity == user)
                    .order_by(models.AuditRecord.created_at))
         actions = [r.action_type for r in records]
@@ -108,7 +109,7 @@ def test_wrong_password_and_unknown_account_get_the_same_error(client, user):
     assert 'do not match' in message
     assert client.get('/').status_code == 302
     with database.db.connection_context():
-        assert models.Session.select().count() == 0
+        assert credentials.Session.select().count() == 0
 
 
 @pytest.mark.parametrize('login', ['ali\x00ce', 'alice\x00@example.com', 'alice\u202e',
@@ -164,7 +165,7 @@ def test_a_next_with_a_tab_or_newline_does_not_lead_to_another_host(app, client,
                                            'next': target})
     assert response.status_code == 302 and response.headers['Location'] == '/'
     with database.db.connection_context():
-        assert models.Session.select().count() == 1
+        assert credentials.Session.select().count() == 1
     response = client.get('/login', query_string={'next': target})
     assert response.status_code == 302 and response.headers['Location'] == '/'
     form = html(app.test_client().get('/login', query_string={'next': target}))
@@ -183,7 +184,7 @@ def test_logout_ends_the_session_everywhere(client, app, logged_in):
     response = client.post('/logout', data={'csrf_token': token})
     assert response.status_code == 302 and response.headers['Location'] == '/login'
     with database.db.connection_context():
-        assert models.Session.select().count() == 0
+        assert credentials.Session.select().count() == 0
         assert models.AuditRecord.select().where(
             models.AuditRecord.action_type == 'user.logout').count() == 1
     replay = app.test_client()
@@ -194,7 +195,7 @@ def test_logout_ends_the_session_everywhere(client, app, logged_in):
 def test_a_revoked_session_row_refuses_its_cookie(client, logged_in):
     assert client.get('/user/alice/settings/profile').status_code == 200
     with database.db.connection_context():
-        models.Session.delete().execute()
+        credentials.Session.delete().execute()
     response = client.get('/user/alice/settings/profile')
     assert response.status_code == 302
     assert response.headers['Location'].startswith('/login')
@@ -202,11 +203,11 @@ def test_a_revoked_session_row_refuses_its_cookie(client, logged_in):
 
 def test_a_session_idle_past_its_lifetime_is_refused(client, app, logged_in):
     with database.db.connection_context():
-        models.Session.update(last_seen_at=models.utcnow() - app.config[
-            'PERMANENT_SESSION_LIFETIME'] - models.SESSION_TOUCH_EVERY).execute()
+        credentials.Session.update(last_seen_at=models.utcnow() - app.config[
+            'PERMANENT_SESSION_LIFETIME'] - credentials.SESSION_TOUCH_EVERY).execute()
     assert client.get('/user/alice/settings/profile').status_code == 302
     with database.db.connection_context():
-        assert models.Session.select().count() == 0
+        assert credentials.Session.select().count() == 0
 
 
 def test_a_session_older_than_its_absolute_lifetime_is_refused_however_busy(client, app,
@@ -214,16 +215,16 @@ def test_a_session_older_than_its_absolute_lifetime_is_refused_however_busy(clie
     lifetime = app.config['SESSION_ABSOLUTE_LIFETIME']
     assert lifetime == datetime.timedelta(days=30)
     with database.db.connection_context():
-        models.Session.update(created_at=models.utcnow() - lifetime + datetime.timedelta(hours=1),
+        credentials.Session.update(created_at=models.utcnow() - lifetime + datetime.timedelta(hours=1),
                               last_seen_at=models.utcnow()).execute()
     assert client.get('/user/alice/settings/profile').status_code == 200
     with database.db.connection_context():
-        models.Session.update(created_at=models.utcnow() - datetime.timedelta(days=31),
+        credentials.Session.update(created_at=models.utcnow() - datetime.timedelta(days=31),
                               last_seen_at=models.utcnow()).execute()
     response = client.get('/user/alice/settings/profile')
     assert response.status_code == 302 and response.headers['Location'].startswith('/login')
     with database.db.connection_context():
-        assert models.Session.select().count() == 0
+        assert credentials.Session.select().count() == 0
 
 
 # An in-app browser's User-Agent of 333 characters, like the one in the report.
@@ -245,7 +246,7 @@ def test_a_long_user_agent_signs_up_and_logs_in_and_is_kept_shortened(app, lengt
     for browser in (first, second):
         assert browser.get('/user/carol/settings/advanced').status_code == 200
     with database.db.connection_context():
-        kept = [s.user_agent for s in models.Session.select()]
+        kept = [s.user_agent for s in credentials.Session.select()]
     assert kept == [user_agent[:512]] * 2
 
 
@@ -264,7 +265,7 @@ def test_a_tab_in_the_user_agent_is_left_out_of_the_session(client, app):
     client.environ_base['HTTP_USER_AGENT'] = 'Agent/1.0 (X11;\tLinux)'
     assert sign_up(client).status_code == 302
     with database.db.connection_context():
-        assert models.Session.get().user_agent == 'Agent/1.0 (X11;Linux)'
+        assert credentials.Session.get().user_agent == 'Agent/1.0 (X11;Linux)'
 
 
 def test_signup_leaves_no_account_when_its_session_cannot_be_stored(client, app, monkeypatch):
@@ -272,12 +273,12 @@ def test_signup_leaves_no_account_when_its_session_cannot_be_stored(client, app,
         raise OperationalError('database is locked')
 
     with monkeypatch.context() as patched:
-        patched.setattr(models.Session, 'create', classmethod(refuse))
+        patched.setattr(credentials.Session, 'create', classmethod(refuse))
         response = sign_up(client)
     assert response.status_code == 503
     assert html(response).find('h1').get_text(strip=True) == 'Penstock is busy'
     with database.db.connection_context():
-        for model in (models.User, models.Preferences, models.Avatar, models.Session,
+        for model in (models.User, models.Preferences, models.Avatar, credentials.Session,
                       models.AuditRecord):
             assert model.select().count() == 0, model.__name__
     assert sign_up(client).status_code == 302  # nothing half-made stands in the way
@@ -285,16 +286,16 @@ def test_signup_leaves_no_account_when_its_session_cannot_be_stored(client, app,
 
 def test_session_last_seen_and_the_cookie_are_renewed_at_most_once_a_minute(client, logged_in):
     with database.db.connection_context():
-        first = models.Session.get().last_seen_at
+        first = credentials.Session.get().last_seen_at
     client.get('/user/alice/settings/profile')  # the first form stores the CSRF token
     response = client.get('/user/alice/settings/profile')
     assert 'Set-Cookie' not in response.headers  # not re-sent with every answer
     with database.db.connection_context():
-        assert models.Session.get().last_seen_at == first
-        models.Session.update(last_seen_at=first - models.SESSION_TOUCH_EVERY * 2).execute()
+        assert credentials.Session.get().last_seen_at == first
+        credentials.Session.update(last_seen_at=first - credentials.SESSION_TOUCH_EVERY * 2).execute()
     response = client.get('/user/alice/settings/profile')
     with database.db.connection_context():
-        assert models.Session.get().last_seen_at > first
+        assert credentials.Session.get().last_seen_at > first
     # The cookie's expiry moves on with the row's: 14 days from now, as at login.
     cookie = response.headers['Set-Cookie']
     assert cookie.startswith(SESSION_COOKIE + '=') and 'Expires=' in cookie

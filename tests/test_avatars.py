@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 from werkzeug.datastructures import FileStorage
 
+import credentials
 import database
 import imaging
 import models
@@ -544,7 +545,7 @@ def test_the_eleventh_upload_in_a_minute_is_429_in_the_card(client, logged_in, h
 def test_the_upload_limit_is_per_user_and_counts_the_api_too(app, client, logged_in,
                                                              bob_client):
     with database.db.connection_context():
-        secret = models.Token.issue(user_row())[1]
+        secret = credentials.Token.issue(user_row())[1]
     for _ in range(5):
         assert upload(client, hostile_file('zero-bytes')).status_code == 422
         response = send_form(app.test_client(), '/api/v0/user/alice/avatar', {
@@ -605,7 +606,7 @@ def test_unknown_users_and_other_sizes_are_not_found(client, logged_in):
 
 def test_the_api_user_object_has_the_new_avatar_url_after_an_upload(client, logged_in):
     with database.db.connection_context():
-        _, secret = models.Token.issue(user_row())
+        _, secret = credentials.Token.issue(user_row())
     api = {'Authorization': f'Bearer {secret}'}
     before = client.get('/api/v0/actor', headers=api).get_json()['avatar_url']
     assert before == 'http://localhost' + current_url()

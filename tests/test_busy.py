@@ -12,6 +12,7 @@ from contextlib import closing, contextmanager
 import pytest
 from peewee import OperationalError
 
+import credentials
 import database
 import models
 from app import create_app
@@ -73,7 +74,7 @@ def test_a_form_post_on_a_locked_database_is_a_503_and_goes_through_once_it_is_f
 def test_an_api_write_on_a_locked_database_is_a_503_error_object_and_goes_through_once_it_is_free(
         app, user, database_url):
     with database.db.connection_context():
-        _, secret = models.Token.issue(user)
+        _, secret = credentials.Token.issue(user)
     before = display_name_and_audit(user)
     client = app.test_client()
 
@@ -101,7 +102,7 @@ def test_a_lock_met_while_the_session_is_being_touched_is_a_503_page_too(
     """The session row is written at most once a minute; when that write meets the lock,
     the busy page does not try to load the user again."""
     with database.db.connection_context():
-        models.Session.update(last_seen_at=models.utcnow() - models.SESSION_TOUCH_EVERY * 2) \
+        credentials.Session.update(last_seen_at=models.utcnow() - credentials.SESSION_TOUCH_EVERY * 2) \
             .execute()
     with write_lock(database_url):
         response = client.get(PROFILE)

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+import credentials
 import database
 import models
 from tests.helpers import (
@@ -52,13 +53,13 @@ def confirm(client, request_id):
 
 def stored(request_id):
     with database.db.connection_context():
-        return models.LoginRequest.get_or_none(models.LoginRequest.id == request_id)
+        return credentials.LoginRequest.get_or_none(credentials.LoginRequest.id == request_id)
 
 
 def expire(request_id):
     with database.db.connection_context():
-        (models.LoginRequest.update(expires_at=models.utcnow() - datetime.timedelta(seconds=1))
-         .where(models.LoginRequest.id == request_id).execute())
+        (credentials.LoginRequest.update(expires_at=models.utcnow() - datetime.timedelta(seconds=1))
+         .where(credentials.LoginRequest.id == request_id).execute())
 
 
 def audited(user, action_type):
@@ -92,7 +93,7 @@ def test_starting_a_request_refuses_unknown_body_fields(client):
     assert response.get_json()['validation_errors'] == [
         {'location': 'body.handle', 'message': 'unknown field'}]
     with database.db.connection_context():
-        assert models.LoginRequest.select().count() == 0
+        assert credentials.LoginRequest.select().count() == 0
 
 
 @pytest.mark.parametrize('body', [b'[' * 50_000, b'{"a":' * 50_000, b'\xff', b'{"x": NaN}',
@@ -104,7 +105,7 @@ def test_starting_a_request_with_a_malformed_body_is_a_400(client, body):
     [error] = response.get_json()['validation_errors']
     assert error['location'] in ('body', 'body.x')
     with database.db.connection_context():
-        assert models.LoginRequest.select().count() == 0
+        assert credentials.LoginRequest.select().count() == 0
 
 
 def test_verifying_needs_a_browser_session_and_its_csrf_token(client, user):
@@ -132,7 +133,7 @@ def test_verify_then_exchange_gives_one_temporary_token(client, logged_in):
     assert response.status_code == 200
     assert response.headers['Cache-Control'] == 'no-store'
     token = response.get_json()
-    assert models.Token.prefix_of(token['token']) == 'pstt_'
+    assert credentials.Token.prefix_of(token['token']) == 'pstt_'
     expires = datetime.datetime.fromisoformat(token['expires_at'].rstrip('Z'))
     assert abs(expires - models.utcnow() - datetime.timedelta(days=30)) < \
         datetime.timedelta(minutes=1)
@@ -140,8 +141,8 @@ def test_verify_then_exchange_gives_one_temporary_token(client, logged_in):
     assert actor.get_json()['handle'] == 'alice'
     assert len(audited(logged_in, 'login_token.create')) == 1
     with database.db.connection_context():
-        assert models.TemporaryToken.select().where(
-            models.TemporaryToken.token_hash == token['token']).count() == 0  # hashed
+        assert credentials.TemporaryToken.select().where(
+            credentials.TemporaryToken.token_hash == token['token']).count() == 0  # hashed
 
     again = client.get(f'{API}/{request_id}?code={body["code"]}')
     assert again.status_code == 404  # used: never a second token
@@ -189,7 +190,7 @@ def test_three_wrong_codes_end_the_request(client, logged_in):
     assert client.get(f'{API}/{request_id}?code={code}').status_code == 404
     assert stored(request_id).status == 'failed'
     with database.db.connection_context():
-        assert models.TemporaryToken.select().count() == 0
+        assert credentials.TemporaryToken.select().count() == 0
 
 
 def test_an_expired_request_can_never_issue_a_token(client, logged_in):
@@ -517,7 +518,7 @@ def test_cli_login_whoami_logout_end_to_end(server, client, logged_in, tmp_path)
     token_file = config / 'token.json'
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     secret = json.loads(token_file.read_text())['token']
-    assert models.Token.prefix_of(secret) == 'pstt_'
+    assert credentials.Token.prefix_of(secret) == 'pstt_'
     assert client.get(f'{API}/{login.request_id}?code={code}').status_code == 404  # reuse
 
     whoami = cli('whoami', '--config-dir', str(config))
@@ -593,7 +594,7 @@ def test_cli_whoami_after_reset_authentication_says_to_log_in_again(server, clie
     login = Login(server, tmp_path)
     assert login.finish(confirm(client, login.request_id))[0] == 0
     with database.db.connection_context():
-        models.reset_authentication(models.User.get_by_id(logged_in.id))
+        credentials.reset_authentication(models.User.get_by_id(logged_in.id))
     whoami = cli('whoami', '--config-dir', str(tmp_path))
     assert whoami.returncode == 1 and 'refused the stored token' in whoami.stderr
 
@@ -612,4 +613,4 @@ def test_starting_requests_is_throttled_per_address_with_the_error_object(client
     assert response.status_code == 429
     assert response.get_json()['title'] == 'Too Many Requests'
     with database.db.connection_context():
-        assert models.LoginRequest.select().count() == 30
+        assert credentials.LoginRequest.select().count() == 30

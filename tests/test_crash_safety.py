@@ -22,9 +22,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import credentials
 import database
 import imaging
 import models
+import workspaces
 from tests.conftest import TEST_PASSWORD_KEY
 from tests.helpers import PASSWORD, temporary_token
 from tests.servers import ROOT, api, call, gunicorn, prepare_database, server_env, stop
@@ -165,7 +167,7 @@ def test_kill_9_mid_write_leaves_nothing_half_done_and_pending_jobs_resume(tmp_p
         for handle in ('ada', 'bea'):
             user = models.User.sign_up(f'{handle}@example.com', handle, PASSWORD)
             for workspace in WORKSPACES:
-                models.Workspace.provision(user, workspace)
+                workspaces.Workspace.provision(user, workspace)
             users[handle] = temporary_token(user)
     database.db.close()
     image = picture()
@@ -201,8 +203,8 @@ def test_kill_9_mid_write_leaves_nothing_half_done_and_pending_jobs_resume(tmp_p
             assert audited['user.avatar.update'] == stored >= acknowledged['avatar']
 
             # Tokens: each row made whole, with its audit record; the limit held.
-            tokens = list(models.Token.select().where(models.Token.user == user))
-            assert len(tokens) <= models.TOKEN_LIMIT
+            tokens = list(credentials.Token.select().where(credentials.Token.user == user))
+            assert len(tokens) <= credentials.TOKEN_LIMIT
             created = {json.loads(r.data)['token_id'] for r in models.AuditRecord.select()
                        .where(models.AuditRecord.identity == user,
                               models.AuditRecord.action_type == 'token.create')}
@@ -211,17 +213,17 @@ def test_kill_9_mid_write_leaves_nothing_half_done_and_pending_jobs_resume(tmp_p
             assert audited['token.create'] - audited['token.delete'] == len(tokens)
             assert audited['token.create'] >= acknowledged['token']
             for _, gone in (a for w in mine for a in w.acknowledged if a[0] == 'delete'):
-                assert models.Token.get_or_none(models.Token.id == gone['id']) is None
+                assert credentials.Token.get_or_none(credentials.Token.id == gone['id']) is None
 
             # Passwords: every rotation stored has its audit record and a job per workspace.
-            password = models.DatabasePassword.get(models.DatabasePassword.user == user)
+            password = workspaces.DatabasePassword.get(workspaces.DatabasePassword.user == user)
             assert password.password  # decrypts
             rotations = password.version - 1
             assert audited['user.password.rotate'] == rotations >= acknowledged['rotation']
-            jobs = models.PropagationJob.select().where(models.PropagationJob.user == user)
+            jobs = workspaces.PropagationJob.select().where(workspaces.PropagationJob.user == user)
             assert jobs.count() == rotations * len(WORKSPACES)
-        pending = models.PropagationJob.select().where(
-            models.PropagationJob.status == 'pending').count()
+        pending = workspaces.PropagationJob.select().where(
+            workspaces.PropagationJob.status == 'pending').count()
     database.db.close()
     assert pending > 0, 'no job was left pending by the kills, so resuming was not shown'
 
@@ -250,10 +252,10 @@ def test_kill_9_mid_write_leaves_nothing_half_done_and_pending_jobs_resume(tmp_p
 
     database.db.initialize(database.open_database(f'sqlite:///{path}'))
     with database.db.connection_context():
-        assert models.PropagationJob.select().where(
-            models.PropagationJob.status == 'pending').count() == 0
-        for workspace in models.Workspace.select():
-            current = models.DatabasePassword.get(
-                models.DatabasePassword.user == workspace.user_id).version
+        assert workspaces.PropagationJob.select().where(
+            workspaces.PropagationJob.status == 'pending').count() == 0
+        for workspace in workspaces.Workspace.select():
+            current = workspaces.DatabasePassword.get(
+                workspaces.DatabasePassword.user == workspace.user_id).version
             assert workspace.password_version == current
     database.db.close()

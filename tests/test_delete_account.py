@@ -7,8 +7,10 @@ import pytest
 from peewee import ForeignKeyField
 from PIL import Image
 
+import credentials
 import database
 import models
+import workspaces
 from tests.helpers import HTMX, PASSWORD, csrf_token, html, log_in, make_user
 
 URL = '/user/alice/settings/advanced'
@@ -52,13 +54,13 @@ def give_everything(app, user, other_user):
     preferences, a handle hold, and audit records naming it in someone else's log."""
     with database.db.connection_context():
         alice = models.User.get_by_id(user.id)
-        models.Workspace.provision(alice, 'analytics')
-        models.Workspace.provision(alice, 'staging')
-        models.DatabasePassword.rotate(alice, '192.0.2.1')
-        models.Token.issue(alice)
-        request = models.LoginRequest.start('192.0.2.2')
+        workspaces.Workspace.provision(alice, 'analytics')
+        workspaces.Workspace.provision(alice, 'staging')
+        workspaces.DatabasePassword.rotate(alice, '192.0.2.1')
+        credentials.Token.issue(alice)
+        request = credentials.LoginRequest.start('192.0.2.2')
         request.exchange(request.confirm(alice), '192.0.2.2')
-        models.LoginRequest.start('192.0.2.3').confirm(alice)
+        credentials.LoginRequest.start('192.0.2.3').confirm(alice)
         models.AvatarUpload.start(alice, png())
         models.Preferences.change(alice, {'community_updates': True})
         models.HandleHold.create(handle='alice-old', user=alice,

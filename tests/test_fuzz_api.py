@@ -13,8 +13,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings, strategies as st
 from schemathesis import GenerationMode
 
+import credentials
 import database
-import models
+import workspaces
 from tests.helpers import csrf_token, log_in, make_user
 from views.openapi import PATHS, SCHEMAS
 
@@ -40,9 +41,9 @@ def api_token(app):
     """Alice's bearer token, with a workspace, a second token and audit records to list."""
     alice = make_user()
     with database.db.connection_context():
-        _, secret = models.Token.issue(alice)
-        other, _ = models.Token.issue(alice)
-        models.Workspace.provision(alice, 'analytics')
+        _, secret = credentials.Token.issue(alice)
+        other, _ = credentials.Token.issue(alice)
+        workspaces.Workspace.provision(alice, 'analytics')
         alice.set_display_name('Alice')
     return {'secret': secret, 'token_id': other.id}
 
@@ -116,7 +117,7 @@ def test_every_body_the_api_takes_refuses_malformed_json_with_the_error_model(ap
     client = app.test_client()
     log_in(client, 'alice')  # the browser side of CLI login is a session's
     with database.db.connection_context():
-        request_id = models.LoginRequest.start('192.0.2.1').id
+        request_id = credentials.LoginRequest.start('192.0.2.1').id
     headers = {'Authorization': f'Bearer {api_token["secret"]}',
                'X-CSRFToken': csrf_token(client, '/user/alice/settings/profile')}
     url = '/api/v0' + path.format(handle='alice', token_id=api_token['token_id'],

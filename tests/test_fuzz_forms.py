@@ -18,8 +18,10 @@ from PIL import Image
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import EnvironBuilder
 
+import credentials
 import database
 import models
+import workspaces
 from tests.helpers import HTMX, PASSWORD, html, log_in, make_user
 
 pytestmark = pytest.mark.slow  # hypothesis fuzzing
@@ -143,7 +145,7 @@ def snapshot():
 
     with database.db.connection_context():
         return {model.__name__: rows(model) for model in models.BaseModel.__subclasses__()
-                if model is not models.Session}
+                if model is not credentials.Session}
 
 
 class Browser:
@@ -170,7 +172,7 @@ class Browser:
             n = next(self.accounts)
             self.user = make_user(f'fuzz{n}@example.com', f'fuzz{n}')
             with database.db.connection_context():
-                models.Workspace.provision(self.user, 'analytics')
+                workspaces.Workspace.provision(self.user, 'analytics')
             self.client = self.app.test_client()
         if '/login' in self.client.get('/settings').headers.get('Location', '/login'):
             self.client = self.app.test_client()
@@ -195,12 +197,12 @@ class Browser:
         """A live object of each kind the URLs name, so a generated request can land."""
         with database.db.connection_context():
             user = models.User.get_by_id(self.user.id) if self.user else None
-            ids = {'request_id': models.LoginRequest.start('192.0.2.1').id}
+            ids = {'request_id': credentials.LoginRequest.start('192.0.2.1').id}
             if user:
-                ids['session_id'] = models.Session.sign_in(user, '192.0.2.9', 'Other').id
-                token = models.Token.select().where(models.Token.user == user).first()
-                ids['token_id'] = token.id if token else models.Token.issue(user)[0].id
-                workspace = models.Workspace.select().where(models.Workspace.user == user).first()
+                ids['session_id'] = credentials.Session.sign_in(user, '192.0.2.9', 'Other').id
+                token = credentials.Token.select().where(credentials.Token.user == user).first()
+                ids['token_id'] = token.id if token else credentials.Token.issue(user)[0].id
+                workspace = workspaces.Workspace.select().where(workspaces.Workspace.user == user).first()
                 ids['workspace_id'] = workspace.id if workspace else 'w_none'
                 ids['handle'] = user.handle
         return ids
@@ -214,7 +216,7 @@ def state():
     """What the invariants below compare: the user's name, handle, hosts, preferences."""
     with database.db.connection_context():
         users = {user.id: (user.display_name, user.handle) for user in models.User.select()}
-        hosts = {w.id: (w.user_id, w.host()) for w in models.Workspace.select()}
+        hosts = {w.id: (w.user_id, w.host()) for w in workspaces.Workspace.select()}
         prefs = {p.user_id: {name: getattr(p, name) for name in NOTIFICATIONS}
                  for p in models.Preferences.select()}
     return users, hosts, prefs

@@ -8,6 +8,7 @@ import pytest
 import database
 import models
 from tests.helpers import HTMX, PASSWORD, csrf_token, html, log_in
+from workspaces import Workspace
 
 URL = '/user/alice/settings/advanced'
 SAVE = URL + '/handle'
@@ -21,7 +22,7 @@ WARNING = ('Your workspace DNS names all contain your user handle; changing it w
 def workspaces(logged_in):
     with database.db.connection_context():
         alice = models.User.get_by_id(logged_in.id)
-        return [models.Workspace.provision(alice, handle) for handle in ('analytics', 'staging')]
+        return [Workspace.provision(alice, handle) for handle in ('analytics', 'staging')]
 
 
 def host_changes(page):
@@ -180,7 +181,7 @@ def test_workspace_hosts_follow_the_new_handle_and_the_change_is_audited(
         client, logged_in, workspaces):
     save(client, 'carol', previewed=True)
     with database.db.connection_context():
-        assert [w.host() for w in models.Workspace.for_user(logged_in.id)] == [
+        assert [w.host() for w in Workspace.for_user(logged_in.id)] == [
             f'carol-analytics.{DOMAIN}', f'carol-staging.{DOMAIN}']
         (record,) = models.AuditRecord.select().where(
             models.AuditRecord.identity == logged_in.id,

@@ -13,6 +13,7 @@ from PIL.PngImagePlugin import PngInfo
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
+import credentials
 import database
 import imaging
 import models
@@ -75,7 +76,7 @@ def test_the_corpus_has_at_least_30_files():
 @pytest.fixture
 def bearer(app, alice):
     with database.db.connection_context():
-        return {'Authorization': 'Bearer ' + models.Token.issue(alice)[1]}
+        return {'Authorization': 'Bearer ' + credentials.Token.issue(alice)[1]}
 
 
 def send_file(client, url, data, headers=None, **fields):

@@ -7,9 +7,11 @@ import pytest
 from peewee import TextField
 from playhouse.migrations import Runner
 
+import credentials
 import database
 import imaging
 import models
+import workspaces
 from app import create_app
 from tests.conftest import TEST_PASSWORD_KEY, sqlite_only
 from tests.helpers import log_in, make_user
@@ -57,9 +59,9 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url)
     with database.db.connection_context():
         user = models.User.get()
         assert (user.handle, user.avatar_version) == ('old', 1)
-        assert models.DatabasePassword.for_user(user).version == 1  # made when first needed
-        assert models.Workspace.provision(user, 'prod').host() == 'old-prod.workspaces.penstock.test'
-        token, _ = models.Token.issue(user)
+        assert workspaces.DatabasePassword.for_user(user).version == 1  # made when first needed
+        assert workspaces.Workspace.provision(user, 'prod').host() == 'old-prod.workspaces.penstock.test'
+        token, _ = credentials.Token.issue(user)
         assert token.user.handle == 'old'
         assert models.Avatar.select().count() == 0
     response = app.test_client().get('/avatars/u_old/1/460.webp')
@@ -125,14 +127,14 @@ def test_fetch_reads_what_peewee_reads_and_none_when_there_is_nothing(app, user,
 
 def test_fetch_with_join_brings_the_row_it_points_to(app, client, logged_in):
     with database.db.connection_context():
-        stored = models.Session.get()
-        session = models.Session.prepared_get(models.Session.token_hash, stored.token_hash,
-                                       join=models.Session.user)
+        stored = credentials.Session.get()
+        session = credentials.Session.prepared_get(credentials.Session.token_hash, stored.token_hash,
+                                       join=credentials.Session.user)
         assert session.__data__ == stored.__data__
         assert session.user.__data__ == models.User.get_by_id(logged_in.id).__data__
         models.User.delete().where(models.User.id == logged_in.id).execute()
-        assert models.Session.prepared_get(models.Session.token_hash, stored.token_hash,
-                                    join=models.Session.user) is None
+        assert credentials.Session.prepared_get(credentials.Session.token_hash, stored.token_hash,
+                                    join=credentials.Session.user) is None
 
 
 def test_add_inserts_as_create_does_and_store_writes_every_column(app, user):
@@ -164,7 +166,7 @@ def test_everything_about_a_user_goes_with_the_user(app, user, other_user):
     def counts():
         with database.db.connection_context():
             return {m.__name__: m.select().count()
-                    for m in (models.User, models.Preferences, models.Session,
+                    for m in (models.User, models.Preferences, credentials.Session,
                               models.AuditRecord, models.Avatar)}
 
     before = counts()
@@ -184,7 +186,7 @@ def test_the_demo_command_creates_the_demo_user_only_in_an_empty_database(app):
         assert models.User.select().count() == 1
         demo = models.User.get()
         assert demo.display_name == 'Demo User'
-        assert [w.handle for w in models.Workspace.for_user(demo)] == ['analytics', 'staging']
+        assert [w.handle for w in workspaces.Workspace.for_user(demo)] == ['analytics', 'staging']
     client = app.test_client()
     assert log_in(client, 'demo', 'penstock-demo').status_code == 302
 
@@ -215,7 +217,7 @@ def test_reencrypt_passwords_moves_every_password_to_the_first_key(make_database
     database.migrate(database.db.obj)
     alice = make_user()
     with database.db.connection_context():
-        password = models.DatabasePassword.for_user(alice).password
+        password = workspaces.DatabasePassword.for_user(alice).password
     database.db.close()
     app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url,
                       'DATABASE_PASSWORD_KEYS': f'{new_key}, {TEST_PASSWORD_KEY}'})
@@ -223,5 +225,5 @@ def test_reencrypt_passwords_moves_every_password_to_the_first_key(make_database
     assert result.output == 'Re-encrypted 1 database password with the first key.\n'
     database.use_keys([new_key])  # the old key retired
     with database.db.connection_context():
-        assert models.DatabasePassword.for_user(alice).password == password
+        assert workspaces.DatabasePassword.for_user(alice).password == password
     database.db.close()

@@ -7,6 +7,7 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 from referencing.exceptions import PointerToNowhere
 
+import credentials
 import database
 import models
 from tests.conftest import SESSION_COOKIE
@@ -134,7 +135,7 @@ def test_operations_without_a_token_are_only_cli_login_and_this_document(documen
 
 def test_every_bearer_operation_answers_401_without_a_token(app, user, document):
     with database.db.connection_context():
-        token, _ = models.Token.issue(models.User.get_by_id(user.id))
+        token, _ = credentials.Token.issue(models.User.get_by_id(user.id))
     client = app.test_client()
     for path, method, op in operations(document):
         if 'security' in op:

@@ -7,9 +7,11 @@ import os
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
+import credentials
 import database
 import models
 import propagation
+import workspaces
 from tests.conftest import ON_POSTGRES, TEST_PASSWORD_KEY, database_dump
 from tests.helpers import HTMX, PASSWORD, csrf_token, html
 from views.profile import PROPAGATED, ROTATED
@@ -23,19 +25,19 @@ POLL_TRIGGER = 'every 2s'
 
 def open_workspaces(user, *handles):
     with database.db.connection_context():
-        return [models.Workspace.provision(user, handle) for handle in handles]
+        return [workspaces.Workspace.provision(user, handle) for handle in handles]
 
 
 def current_password(user):
     with database.db.connection_context():
-        return models.DatabasePassword.for_user(user.id)
+        return workspaces.DatabasePassword.for_user(user.id)
 
 
 def jobs(user):
     with database.db.connection_context():
-        return list(models.PropagationJob.select()
-                    .where(models.PropagationJob.user == user.id)
-                    .order_by(models.PropagationJob.id))
+        return list(workspaces.PropagationJob.select()
+                    .where(workspaces.PropagationJob.user == user.id)
+                    .order_by(workspaces.PropagationJob.id))
 
 
 def rotations(user):
@@ -76,10 +78,10 @@ def rotate(client, headers=None):
 
 def make_stale(user):
     """The session's password was typed longer ago than RECENT_LOGIN."""
-    long_ago = models.utcnow() - models.RECENT_LOGIN - datetime.timedelta(minutes=1)
+    long_ago = models.utcnow() - credentials.RECENT_LOGIN - datetime.timedelta(minutes=1)
     with database.db.connection_context():
-        models.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
-            models.Session.user == user.id).execute()
+        credentials.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
+            credentials.Session.user == user.id).execute()
 
 
 # At rest
@@ -105,7 +107,7 @@ def test_the_password_is_never_in_the_database_file_in_plain_text(app, user):
     first = current_password(user)
     open_workspaces(user, 'analytics')
     with database.db.connection_context():
-        second = models.DatabasePassword.rotate(models.User.get_by_id(user.id))
+        second = workspaces.DatabasePassword.rotate(models.User.get_by_id(user.id))
 
     stored = database_bytes(app)
 
@@ -125,7 +127,7 @@ def test_an_old_key_still_decrypts_and_reencrypting_moves_passwords_to_the_new_k
         database.use_keys([new_key, old_key])
         assert current_password(user).password == plain
         with database.db.connection_context():
-            assert database.reencrypt(models.DatabasePassword.ciphertext) == 1
+            assert database.reencrypt(workspaces.DatabasePassword.ciphertext) == 1
         ciphertext = current_password(user).ciphertext
         assert Fernet(new_key).decrypt(ciphertext.encode()).decode() == plain
 

@@ -12,7 +12,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 import database
-import models
+import workspaces
 from tests.conftest import ON_POSTGRES
 from tests.helpers import LEASE, PASSWORD, provision_and_rotate
 from tests.servers import Browser, gunicorn, post_create, sign_up
@@ -139,15 +139,15 @@ def test_two_workers_claiming_at_once_never_hold_jobs_of_one_workspace(user):
 
     def first_worker():
         with database.db.connection_context(), database.db.atomic():  # commit held back
-            claims['first'] = models.PropagationJob.claim(LEASE)
+            claims['first'] = workspaces.PropagationJob.claim(LEASE)
             first_claimed.set()
             assert second_done.wait(30)
 
     def second_worker():
         assert first_claimed.wait(30)
         with database.db.connection_context():
-            claims['second'] = models.PropagationJob.claim(LEASE)
-            claims['third'] = models.PropagationJob.claim(LEASE)
+            claims['second'] = workspaces.PropagationJob.claim(LEASE)
+            claims['third'] = workspaces.PropagationJob.claim(LEASE)
         second_done.set()
 
     threads = [threading.Thread(target=first_worker), threading.Thread(target=second_worker)]

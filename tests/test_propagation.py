@@ -16,6 +16,7 @@ import models
 import propagation
 from tests.conftest import TEST_PASSWORD_KEY
 from tests.helpers import LEASE, provision_and_rotate
+from workspaces import PROPAGATION_BACKOFF_MAX, DatabasePassword, PropagationJob, Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,20 +46,20 @@ def run_all(target):
 
 def password_of(user):
     with database.db.connection_context():
-        row = models.DatabasePassword.for_user(user.id)
+        row = DatabasePassword.for_user(user.id)
         return row.version, row.password
 
 
 def workspace(workspace_id):
     with database.db.connection_context():
-        return models.Workspace.get_or_none(models.Workspace.id == workspace_id)
+        return Workspace.get_or_none(Workspace.id == workspace_id)
 
 
 def jobs(**where):
     with database.db.connection_context():
-        query = models.PropagationJob.select().order_by(models.PropagationJob.id)
+        query = PropagationJob.select().order_by(PropagationJob.id)
         for field, value in where.items():
-            query = query.where(getattr(models.PropagationJob, field) == value)
+            query = query.where(getattr(PropagationJob, field) == value)
         return list(query)
 
 
@@ -116,7 +117,7 @@ def test_a_failing_target_backs_off_and_retries_without_the_password_in_the_erro
     assert workspace(analytics.id).password_version == 1
 
     with database.db.connection_context():  # the backoff is over: it fails again, waits longer
-        models.PropagationJob.update(run_after=models.utcnow()).execute()
+        PropagationJob.update(run_after=models.utcnow()).execute()
     before = models.utcnow()
     assert run_all(Recorder(failures=1)) == 1
     after = models.utcnow()
@@ -126,7 +127,7 @@ def test_a_failing_target_backs_off_and_retries_without_the_password_in_the_erro
         after + datetime.timedelta(seconds=4))
 
     with database.db.connection_context():
-        models.PropagationJob.update(run_after=models.utcnow()).execute()
+        PropagationJob.update(run_after=models.utcnow()).execute()
     target = Recorder()
     assert run_all(target) == 1
     [job] = jobs()
@@ -138,14 +139,14 @@ def test_a_failing_target_backs_off_and_retries_without_the_password_in_the_erro
 def test_the_backoff_stops_growing_at_its_maximum(user):
     provision_and_rotate(user, 'analytics')
     with database.db.connection_context():
-        models.PropagationJob.update(attempts=20).execute()
+        PropagationJob.update(attempts=20).execute()
     before = models.utcnow()
     run_all(Recorder(failures=1))
     [job] = jobs()
     assert job.attempts == 21
-    assert job.run_after - before >= datetime.timedelta(seconds=models.PROPAGATION_BACKOFF_MAX)
+    assert job.run_after - before >= datetime.timedelta(seconds=PROPAGATION_BACKOFF_MAX)
     assert job.run_after - models.utcnow() <= datetime.timedelta(
-        seconds=models.PROPAGATION_BACKOFF_MAX)
+        seconds=PROPAGATION_BACKOFF_MAX)
 
 
 def test_a_newer_rotation_supersedes_the_older_jobs(user):
@@ -187,7 +188,7 @@ def test_a_workspace_deleted_while_its_job_is_in_hand_is_left_alone(user):
 def test_a_leased_job_is_not_taken_by_a_second_worker(user):
     [analytics] = provision_and_rotate(user, 'analytics')
     with database.db.connection_context():
-        held = models.PropagationJob.claim(LEASE)
+        held = PropagationJob.claim(LEASE)
     assert held is not None and held.attempts == 1
     target = Recorder()
 
@@ -241,14 +242,14 @@ def wait_until(condition, process, what, timeout=30):
 
 
 def leased_job():
-    return (models.PropagationJob.select()
-            .where(models.PropagationJob.locked_until.is_null(False),
-                   models.PropagationJob.status == 'pending').first())
+    return (PropagationJob.select()
+            .where(PropagationJob.locked_until.is_null(False),
+                   PropagationJob.status == 'pending').first())
 
 
 def all_applied():
-    return not models.PropagationJob.select().where(
-        models.PropagationJob.status == 'pending').exists()
+    return not PropagationJob.select().where(
+        PropagationJob.status == 'pending').exists()
 
 
 def stop(process):

@@ -3,6 +3,7 @@ password, a wrong one changes nothing, the right one goes back to the action."""
 
 import pytest
 
+import credentials
 import database
 import models
 from tests.helpers import HTMX, PASSWORD, csrf_token, html, make_stale, reauth_next, reauthenticate
@@ -13,14 +14,14 @@ URL = '/user/alice/settings/advanced'
 def authenticated_at(user):
     with database.db.connection_context():
         return [s.authenticated_at for s in
-                models.Session.select().where(models.Session.user == user.id)]
+                credentials.Session.select().where(credentials.Session.user == user.id)]
 
 
 def state(user):
     with database.db.connection_context():
         alice = models.User.get_or_none(models.User.id == user.id)
         return (alice and alice.handle,
-                models.Session.select().where(models.Session.user == user.id).count())
+                credentials.Session.select().where(credentials.Session.user == user.id).count())
 
 
 # (method, path, form): every dangerous action on Advanced, and a form that would do it.

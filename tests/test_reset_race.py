@@ -11,9 +11,11 @@ import urllib.parse
 import pytest
 from bs4 import BeautifulSoup
 
+import credentials
 import database
 import gravatar
 import models
+import workspaces
 from tests.helpers import HTMX, PASSWORD, csrf_token
 from tests.servers import gunicorn
 
@@ -173,7 +175,7 @@ class Race:
 
 def credentials_of(user):
     return {model.__name__: model.select().where(model.user == user.id).count()
-            for model in (models.Token, models.TemporaryToken, models.Session)}
+            for model in (credentials.Token, credentials.TemporaryToken, credentials.Session)}
 
 
 @pytest.mark.slow  # gunicorn raced by a reset
@@ -183,8 +185,8 @@ def test_no_credential_issued_by_a_request_in_flight_survives_reset_authenticati
     survivors, faults = [], []
     for round_number in range(ROUNDS):
         with database.db.connection_context():
-            t1, t1_secret = models.Token.issue(user)
-            request_ids = [models.LoginRequest.start('198.51.100.7').id
+            t1, t1_secret = credentials.Token.issue(user)
+            request_ids = [credentials.LoginRequest.start('198.51.100.7').id
                            for _ in range(RACER_REQUESTS)]
         owner, page_browser, cli_browser = Browser(base), Browser(base), Browser(base)
         for browser in (owner, page_browser, cli_browser):
@@ -210,8 +212,8 @@ def test_no_credential_issued_by_a_request_in_flight_survives_reset_authenticati
                  if call(base, 'GET', '/api/v0/actor', bearer(secret))[0] != 401]
         with database.db.connection_context():
             left = credentials_of(user)
-            models.reset_authentication(user)  # survivors must not spill into the next round
-            models.LoginRequest.delete().where(models.LoginRequest.id.in_(request_ids)).execute()
+            credentials.reset_authentication(user)  # survivors must not spill into the next round
+            credentials.LoginRequest.delete().where(credentials.LoginRequest.id.in_(request_ids)).execute()
         if alive or any(left.values()):
             survivors.append((round_number, alive, left))
         faults += race.faults
@@ -239,7 +241,7 @@ def reset_first(monkeypatch, model, name, after=False):
     original = getattr(model, name)
 
     def reset():
-        models.reset_authentication(models.User.get(models.User.handle == 'alice'))
+        credentials.reset_authentication(models.User.get(models.User.handle == 'alice'))
 
     def wrapped(*args, **kwargs):
         if not after:
@@ -253,14 +255,14 @@ def reset_first(monkeypatch, model, name, after=False):
 
 def token_rows(user):
     with database.db.connection_context():
-        return models.Token.select().where(models.Token.user == user.id).count()
+        return credentials.Token.select().where(credentials.Token.user == user.id).count()
 
 
 def test_an_api_token_create_that_loses_to_a_reset_is_a_401_and_writes_nothing(
         client, user, monkeypatch):
     with database.db.connection_context():
-        _, secret = models.Token.issue(user)
-    reset_first(monkeypatch, models.Token, 'issue')
+        _, secret = credentials.Token.issue(user)
+    reset_first(monkeypatch, credentials.Token, 'issue')
 
     response = client.post(API_TOKENS, headers=bearer(secret))
 
@@ -279,7 +281,7 @@ def test_an_api_token_create_that_loses_to_a_reset_is_a_401_and_writes_nothing(
 def test_a_new_token_on_the_tokens_page_that_loses_to_a_reset_writes_nothing(
         client, logged_in, monkeypatch, htmx):
     token = csrf_token(client, PAGE_TOKENS)
-    reset_first(monkeypatch, models.Token, 'issue')
+    reset_first(monkeypatch, credentials.Token, 'issue')
 
     response = client.post(PAGE_TOKENS, data={'csrf_token': token},
                            headers=HTMX if htmx else {})
@@ -296,9 +298,9 @@ def test_a_new_token_on_the_tokens_page_that_loses_to_a_reset_writes_nothing(
 def test_a_cli_login_verify_that_loses_to_a_reset_shows_no_code_and_writes_nothing(
         client, logged_in, monkeypatch):
     with database.db.connection_context():
-        request_id = models.LoginRequest.start('198.51.100.7').id
+        request_id = credentials.LoginRequest.start('198.51.100.7').id
     token = csrf_token(client, f'/login/token?r={request_id}')
-    reset_first(monkeypatch, models.LoginRequest, 'confirm')
+    reset_first(monkeypatch, credentials.LoginRequest, 'confirm')
 
     response = client.post(f'/login/token/{request_id}/verify', data={'csrf_token': token})
 
@@ -310,8 +312,8 @@ def assert_never_confirmed(client, request_id):
     """The request (bound to alice when her browser opened it) went with the reset, without
     a code or a token, and the CLI is told it is gone."""
     with database.db.connection_context():
-        assert models.LoginRequest.get_or_none(models.LoginRequest.id == request_id) is None
-        assert not models.TemporaryToken.select().exists()
+        assert credentials.LoginRequest.get_or_none(credentials.LoginRequest.id == request_id) is None
+        assert not credentials.TemporaryToken.select().exists()
         assert not models.AuditRecord.select().where(
             models.AuditRecord.action_type == 'login_token.confirm').exists()
     answer = client.get(f'/api/v0/login/token/{request_id}?code=000000')
@@ -321,9 +323,9 @@ def assert_never_confirmed(client, request_id):
 def test_a_cli_login_verify_through_the_api_that_loses_to_a_reset_is_a_401(
         client, logged_in, monkeypatch):
     with database.db.connection_context():
-        request_id = models.LoginRequest.start('198.51.100.7').id
+        request_id = credentials.LoginRequest.start('198.51.100.7').id
     token = csrf_token(client, f'/login/token?r={request_id}')
-    reset_first(monkeypatch, models.LoginRequest, 'confirm')
+    reset_first(monkeypatch, credentials.LoginRequest, 'confirm')
 
     response = client.patch(f'/api/v0/login/token/{request_id}',
                             headers={'X-CSRFToken': token})
@@ -336,53 +338,53 @@ def test_a_cli_login_verify_through_the_api_that_loses_to_a_reset_is_a_401(
 def test_a_code_exchange_after_a_reset_deleted_its_request_is_a_clear_404(
         client, user, monkeypatch):
     with database.db.connection_context():
-        login_request = models.LoginRequest.start('198.51.100.7')
+        login_request = credentials.LoginRequest.start('198.51.100.7')
         code = login_request.confirm(user)
-    reset_first(monkeypatch, models.LoginRequest, 'exchange')
+    reset_first(monkeypatch, credentials.LoginRequest, 'exchange')
 
     response = client.get(f'/api/v0/login/token/{login_request.id}?code={code}')
 
     assert response.status_code == 404
     assert 'Start a new one from the command line' in response.get_json()['detail']
     with database.db.connection_context():
-        assert not models.TemporaryToken.select().exists()
+        assert not credentials.TemporaryToken.select().exists()
 
 
 def test_a_code_exchange_whose_token_a_reset_revoked_at_once_is_a_clear_404(
         client, user, monkeypatch):
     with database.db.connection_context():
-        login_request = models.LoginRequest.start('198.51.100.7')
+        login_request = credentials.LoginRequest.start('198.51.100.7')
         code = login_request.confirm(user)
-    reset_first(monkeypatch, models.LoginRequest, 'exchange', after=True)
+    reset_first(monkeypatch, credentials.LoginRequest, 'exchange', after=True)
 
     response = client.get(f'/api/v0/login/token/{login_request.id}?code={code}')
 
     assert response.status_code == 404
     assert 'token' not in response.get_json()
     with database.db.connection_context():
-        assert not models.TemporaryToken.select().exists()
+        assert not credentials.TemporaryToken.select().exists()
 
 
 def test_a_write_acting_by_a_revoked_session_is_refused_and_undone(app, user, acting):
     with database.db.connection_context():
-        session = models.Session.sign_in(user, '198.51.100.7', 'Browser')
+        session = credentials.Session.sign_in(user, '198.51.100.7', 'Browser')
         database.act_as(session)
-        models.reset_authentication(user)  # the session's own reset: it is live until then
+        credentials.reset_authentication(user)  # the session's own reset: it is live until then
         with pytest.raises(database.CredentialRevoked):
-            models.Token.issue(user)
+            credentials.Token.issue(user)
         with pytest.raises(database.CredentialRevoked):
-            models.Workspace.provision(user, 'analytics')
+            workspaces.Workspace.provision(user, 'analytics')
         with pytest.raises(database.CredentialRevoked):
             with database.write_transaction(exclusive=False):  # its row locks only, on PostgreSQL
-                models.Token.issue(user)
-        assert not models.Token.select().exists()
-        assert not models.Workspace.select().exists()
+                credentials.Token.issue(user)
+        assert not credentials.Token.select().exists()
+        assert not workspaces.Workspace.select().exists()
 
 
 @pytest.mark.parametrize('how', ['deleted', 'deactivated'])
 def test_a_write_acting_by_a_token_that_no_longer_works_is_refused(app, user, acting, how):
     with database.db.connection_context():
-        token, _ = models.Token.issue(user)
+        token, _ = credentials.Token.issue(user)
         if how == 'deleted':
             token.remove()
         else:
@@ -395,15 +397,15 @@ def test_a_write_acting_by_a_token_that_no_longer_works_is_refused(app, user, ac
 
 def test_a_write_acting_by_an_expired_temporary_token_is_refused(app, user, acting):
     with database.db.connection_context():
-        temporary = models.TemporaryToken.create(
+        temporary = credentials.TemporaryToken.create(
             user=user, token_hash='0' * 64, expires_at=models.utcnow())
         database.act_as(temporary)
         with pytest.raises(database.CredentialRevoked):
-            models.Token.issue(user)
-        models.TemporaryToken.update(
-            expires_at=models.utcnow() + models.TEMPORARY_TOKEN_LIFETIME).execute()
-        models.Token.issue(user)  # live again: the same write goes through
-        assert models.Token.select().count() == 1
+            credentials.Token.issue(user)
+        credentials.TemporaryToken.update(
+            expires_at=models.utcnow() + credentials.TEMPORARY_TOKEN_LIFETIME).execute()
+        credentials.Token.issue(user)  # live again: the same write goes through
+        assert credentials.Token.select().count() == 1
 
 
 def test_the_credential_is_checked_once_per_write_transaction_however_nested(
@@ -413,40 +415,40 @@ def test_the_credential_is_checked_once_per_write_transaction_however_nested(
     monkeypatch.setattr(database, '_check_acting', lambda acting, lock: checks.append(acting)
                         or check(acting, lock))
     with database.db.connection_context():
-        session = models.Session.sign_in(user, '198.51.100.7', 'Browser')
+        session = credentials.Session.sign_in(user, '198.51.100.7', 'Browser')
         database.act_as(session)
         with database.write_transaction():
             user.set_display_name('Racer')  # a write_transaction of its own, nested
             user.change_handle('racer2')
-        assert checks == [(models.Session, session.id)]
+        assert checks == [(credentials.Session, session.id)]
 
 
 def test_a_request_leaves_no_credential_behind_for_the_next_work_of_its_thread(
         client, user, acting):
     with database.db.connection_context():
-        token, secret = models.Token.issue(user)
+        token, secret = credentials.Token.issue(user)
     assert client.get('/api/v0/actor', headers=bearer(secret)).status_code == 200
     with database.db.connection_context():
         token.remove()
-        models.Token.issue(user)  # not checked against the token the request acted by
-        assert models.Token.select().count() == 1
+        credentials.Token.issue(user)  # not checked against the token the request acted by
+        assert credentials.Token.select().count() == 1
 
 
 def test_threads_the_app_starts_do_not_act_by_the_requests_credential(app, user, acting):
     with database.db.connection_context():
-        session = models.Session.sign_in(user, '198.51.100.7', 'Browser')
+        session = credentials.Session.sign_in(user, '198.51.100.7', 'Browser')
         session.delete_instance()
     database.act_as(session)
 
     def issue():
         with database.db.connection_context():
-            return models.Token.issue(user)[0].id
+            return credentials.Token.issue(user)[0].id
 
     issued = [gravatar._lookups.submit(issue).result(timeout=30)]
     thread = threading.Thread(target=lambda: issued.append(issue()))
     thread.start()
     thread.join(30)
     with database.db.connection_context():
-        assert models.Token.select().where(models.Token.id.in_(issued)).count() == 2
+        assert credentials.Token.select().where(credentials.Token.id.in_(issued)).count() == 2
         with pytest.raises(database.CredentialRevoked):  # while this thread still does
-            models.Token.issue(user)
+            credentials.Token.issue(user)

@@ -4,6 +4,7 @@ import stat
 
 import pytest
 
+import credentials
 import database
 import models
 from app import _persisted_secret, create_app
@@ -213,6 +214,6 @@ def test_session_rows_keep_only_a_hash_of_the_cookie_secret(app, client, logged_
     cookie = client.get_cookie(SESSION_COOKIE).value
     secret = app.session_interface.get_signing_serializer(app).loads(cookie)['_user_id']
     with database.db.connection_context():
-        row = models.Session.get()
+        row = credentials.Session.get()
     assert row.token_hash == models.sha256(secret) and row.id.startswith('s_')
     assert secret not in repr(every_row())

@@ -18,6 +18,7 @@ from werkzeug.security import generate_password_hash
 import database
 import models
 import views
+from credentials import RECENT_LOGIN, Session, Token
 from tests.conftest import SESSION_COOKIE, database_dump
 from tests.helpers import (
     HTMX,
@@ -82,7 +83,7 @@ def test_every_route_answers_with_the_security_headers(app, user, who):
         log_in(client, 'alice')
     if who == 'bearer':
         with database.db.connection_context():
-            _, secret = models.Token.issue(models.User.get_by_id(user.id))
+            _, secret = Token.issue(models.User.get_by_id(user.id))
         headers = {'Authorization': f'Bearer {secret}'}
     values = real_objects(user)
     for method, rule, url in routes_of(app, {'GET'} | UNSAFE, values):
@@ -123,7 +124,7 @@ def test_another_users_objects_are_not_found_on_every_route(app, user):
     client = app.test_client()
     log_in(client, 'alice')
     with database.db.connection_context():
-        _, secret = models.Token.issue(models.User.get_by_id(user.id))
+        _, secret = Token.issue(models.User.get_by_id(user.id))
     token = client.get('/user/alice/settings/profile')
     csrf = token.get_data(as_text=True).split('name="csrf_token" value="')[1].split('"')[0]
     before = rows_of(bob.id)
@@ -299,16 +300,16 @@ class Site:
             assert log_in(client, login).status_code == 302
             if stale:
                 with database.db.connection_context():
-                    long_ago = models.utcnow() - models.RECENT_LOGIN - datetime.timedelta(
+                    long_ago = models.utcnow() - RECENT_LOGIN - datetime.timedelta(
                         minutes=1)
-                    models.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
-                        models.Session.user == models.User.get(handle=login)).execute()
+                    Session.update(authenticated_at=long_ago, created_at=long_ago).where(
+                        Session.user == models.User.get(handle=login)).execute()
         return client
 
     def sessions_of(self, login):
         with database.db.connection_context():
-            return models.Session.select().where(
-                models.Session.user == models.User.get(handle=login)).count()
+            return Session.select().where(
+                Session.user == models.User.get(handle=login)).count()
 
     @functools.cached_property
     def throttled(self):
@@ -528,7 +529,7 @@ def credentials(app, user):
     client = app.test_client()
     log_in(client, 'alice')
     with database.db.connection_context():
-        _, secret = models.Token.issue(models.User.get_by_id(user.id))
+        _, secret = Token.issue(models.User.get_by_id(user.id))
     csrf = csrf_token(client, '/user/alice/settings/profile')
     return client, {'Authorization': f'Bearer {secret}', 'X-CSRFToken': csrf}
 

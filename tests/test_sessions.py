@@ -1,6 +1,7 @@
 """Settings → Advanced → Sessions: the user's browser logins, and revoking the others."""
 import pytest
 
+import credentials
 import database
 import models
 from tests.helpers import HTMX, csrf_token, html, log_in
@@ -23,7 +24,7 @@ def browser(app, login, user_agent, ip):
 
 def sessions_of(user):
     with database.db.connection_context():
-        return list(models.Session.select().where(models.Session.user == user.id))
+        return list(credentials.Session.select().where(credentials.Session.user == user.id))
 
 
 def session_rows(page):

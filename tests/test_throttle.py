@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
+import credentials
 import database
 import models
 from tests.conftest import database_dump
@@ -174,7 +175,7 @@ def test_a_wrong_password_when_reauthenticating_is_audited_with_its_session(clie
     assert response.status_code == 401
     [record] = failed_login_records(logged_in.id)
     with database.db.connection_context():
-        [session] = models.Session.select().where(models.Session.user == logged_in.id)
+        [session] = credentials.Session.select().where(credentials.Session.user == logged_in.id)
     assert record.data == f'{{"session_id": "{session.id}"}}'
 
 

@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+import credentials
 import database
 import models
 from tests.conftest import SESSION_COOKIE, database_dump
@@ -37,7 +38,7 @@ def new_secret(client):
 
 def tokens():
     with database.db.connection_context():
-        return list(models.Token.select().order_by(models.Token.created_at, models.Token.id))
+        return list(credentials.Token.select().order_by(credentials.Token.created_at, credentials.Token.id))
 
 
 def audit_count(action_type):
@@ -125,10 +126,10 @@ def test_new_token_without_javascript_shows_the_secret_once_in_a_selectable_fiel
     assert plain['type'] == 'text' and plain.has_attr('readonly')
     assert shown.find('label', attrs={'for': 'token-secret-plain'}) is not None
     secret = plain['value']
-    assert models.Token.prefix_of(secret) == 'pst_'
+    assert credentials.Token.prefix_of(secret) == 'pst_'
 
     with database.db.connection_context():
-        credential = models.bearer(secret)
+        credential = credentials.bearer(secret)
         assert credential is not None and credential.user.handle == 'alice'
     [token] = tokens()
     assert token.last4 == secret[-4:] and token.token_hash == models.sha256(secret)
@@ -168,7 +169,7 @@ def test_new_token_for_htmx_swaps_in_the_secret_and_updates_button_and_list(clie
     [token] = tokens()
     assert row_of(token_list, token).find('code').get_text() == f'pst_…{secret[-4:]}'
     with database.db.connection_context():
-        assert models.bearer(secret).id == token.id
+        assert credentials.bearer(secret).id == token.id
 
 
 @pytest.mark.parametrize('htmx', [False, True], ids=['page', 'htmx'])
@@ -225,7 +226,7 @@ def test_the_secret_is_not_kept_in_the_session_cookie(app, client, logged_in):
 def test_last_used_shows_when_the_token_was_used(client, logged_in):
     secret = new_secret(client)
     with database.db.connection_context():
-        models.bearer(secret)
+        credentials.bearer(secret)
     [token] = tokens()
     last_used = row_of(html(client.get(URL)), token).find_all('td')[2].find('time')
     assert last_used['datetime'] == token.last_used_at.isoformat(timespec='seconds') + 'Z'
@@ -293,7 +294,7 @@ def test_deactivate_and_activate_without_javascript(client, logged_in):
     assert tokens()[0].status == 'inactive'
     assert audit_count('token.update') == 1
     with database.db.connection_context():
-        assert models.bearer(secret) is None
+        assert credentials.bearer(secret) is None
     page = html(client.get(URL))
     assert flash_text(page) == f'Token pst_…{secret[-4:]} deactivated.'
     row = row_of(page, token)
@@ -305,7 +306,7 @@ def test_deactivate_and_activate_without_javascript(client, logged_in):
     assert tokens()[0].status == 'active'
     assert audit_count('token.update') == 2
     with database.db.connection_context():
-        assert models.bearer(secret).id == token.id
+        assert credentials.bearer(secret).id == token.id
     assert flash_text(html(client.get(URL))) == f'Token pst_…{secret[-4:]} activated.'
 
 
@@ -355,7 +356,7 @@ def test_delete_asks_first_on_a_page_of_its_own_without_javascript(client, logge
     assert tokens() == []
     assert audit_count('token.delete') == 1
     with database.db.connection_context():
-        assert models.bearer(secret) is None
+        assert credentials.bearer(secret) is None
     assert flash_text(html(client.get(URL))) == f'Token pst_…{secret[-4:]} deleted.'
 
 

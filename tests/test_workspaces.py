@@ -11,6 +11,7 @@ import models
 from app import create_app
 from tests.conftest import SESSION_COOKIE, TEST_PASSWORD_KEY
 from tests.helpers import HTMX, csrf_token, html, log_in, make_user
+from workspaces import DatabasePassword, Workspace
 
 RULES = '1–23 lowercase letters or digits.'
 LIMIT_REASON = ('You have 10 workspaces, the most an account can have. '
@@ -25,17 +26,17 @@ def create(client, handle, headers=None):
 def open_workspaces(user, *handles):
     with database.db.connection_context():
         owner = models.User.get_by_id(user.id)
-        return [models.Workspace.provision(owner, handle) for handle in handles]
+        return [Workspace.provision(owner, handle) for handle in handles]
 
 
 def workspaces(user):
     with database.db.connection_context():
-        return [w.handle for w in models.Workspace.for_user(user.id)]
+        return [w.handle for w in Workspace.for_user(user.id)]
 
 
 def password_of(user):
     with database.db.connection_context():
-        return models.DatabasePassword.for_user(user.id).password
+        return DatabasePassword.for_user(user.id).password
 
 
 def audit_count(action_type):
@@ -95,7 +96,7 @@ def test_home_is_a_full_page_with_the_create_form_and_an_empty_state(client, log
     assert page.find(id='workspace-list').get_text(strip=True) == (
         'You have no workspaces yet. Create one with the form above.')
     with database.db.connection_context():
-        assert models.DatabasePassword.select().count() == 0, 'nothing written to show nothing'
+        assert DatabasePassword.select().count() == 0, 'nothing written to show nothing'
 
 
 def test_home_lists_each_workspace_with_host_database_created_and_masked_connection(
@@ -114,7 +115,7 @@ def test_home_lists_each_workspace_with_host_database_created_and_masked_connect
     assert re.fullmatch(r'[a-z][a-z0-9]{7}', analytics.database_name)
     created = row.find('time')
     assert created['datetime'] == analytics.created_at.isoformat(timespec='seconds') + 'Z'
-    masked = models.DatabasePassword.mask(password)
+    masked = DatabasePassword.mask(password)
     field = connection_field(row, analytics)
     assert field['value'] == (f'postgresql://alice:{masked}@alice-analytics.'
                               f'workspaces.penstock.test:9193/{analytics.database_name}')
@@ -206,7 +207,7 @@ def test_create_for_htmx_swaps_the_list_and_resets_the_form(client, logged_in):
     workspace_list = fragment.find('section', id='workspace-list')
     assert not workspace_list.has_attr('hx-swap-oob'), 'the main target of the create form'
     with database.db.connection_context():
-        [workspace] = models.Workspace.for_user(logged_in.id)
+        [workspace] = Workspace.for_user(logged_in.id)
     heading = row_of(workspace_list, workspace).find('h2')
     assert heading.get_text(strip=True) == 'analytics'
     assert heading.has_attr('autofocus')
@@ -490,8 +491,8 @@ def test_the_password_is_in_no_url_or_cookie_after_revealing(app, client, logged
 def test_the_connection_partial_takes_another_user_handle_for_previews(app, logged_in):
     [analytics] = open_workspaces(logged_in, 'analytics')
     with app.test_request_context(), database.db.connection_context():
-        password = models.DatabasePassword.for_user(logged_in.id)
-        workspace = models.Workspace.get_by_id(analytics.id)
+        password = DatabasePassword.for_user(logged_in.id)
+        workspace = Workspace.get_by_id(analytics.id)
         fragment = BeautifulSoup(render_template(
             'home/_connection.html', workspace=workspace, password=password,
             user_handle='alicia'), 'html.parser')

@@ -24,7 +24,7 @@ from views.avatars import avatar_url
 
 login_manager = LoginManager()
 # Flask-Login's session protection only marks a session "not fresh" when the IP or browser
-# changes, and nothing here asks for freshness: a login is a models.Session row (revocable,
+# changes, and nothing here asks for freshness: a login is a credentials.Session row (revocable,
 # with its own re-authentication time), so the extra hash per request and cookie field go.
 login_manager.session_protection = None
 csrf = CSRFProtect()
@@ -323,7 +323,7 @@ def _encoded(part, safe):
 
 def recent_login_required(view):
     """For dangerous actions: unless the password was typed in this session within
-    models.RECENT_LOGIN, ask for it first, then come back. A link comes back to itself; a
+    credentials.RECENT_LOGIN, ask for it first, then come back. A link comes back to itself; a
     form comes back to the page it was on (its fields are not replayed)."""
     @functools.wraps(view)
     def guarded(*args, **kwargs):

@@ -5,15 +5,10 @@ import re
 from flask import abort, flash, request, session, url_for
 from flask_login import current_user, logout_user
 
-from models import (
-    HANDLE_HOLD,
-    HANDLE_RULES,
-    Invalid,
-    Session,
-    Workspace,
-    reset_authentication,
-)
+from credentials import Session, reset_authentication
+from models import HANDLE_HOLD, HANDLE_RULES, Invalid
 from views import go_to, recent_login_required, respond, settings_blueprint
+from workspaces import Workspace
 
 bp = settings_blueprint('advanced', __name__, 'Advanced', 4)
 

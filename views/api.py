@@ -12,6 +12,7 @@ from flask_login import current_user
 from flask_wtf.csrf import ValidationError, validate_csrf
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+import credentials
 import database
 import imaging
 import models
@@ -26,6 +27,7 @@ from views import (
     timestamp,
 )
 from views.profile import TOO_LARGE, accepts_upload, limit_uploads
+from workspaces import DatabasePassword, Workspace
 
 bp = Blueprint('api', __name__, url_prefix='/api/v0')
 csrf.exempt(bp)  # bearer tokens, not cookies: a cross-site page cannot send them
@@ -93,7 +95,7 @@ def bearer_required(view):
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
         scheme, _, secret = request.headers.get('Authorization', '').partition(' ')
-        credential = models.bearer(secret.strip()) if scheme.lower() == 'bearer' else None
+        credential = credentials.bearer(secret.strip()) if scheme.lower() == 'bearer' else None
         if credential is None:
             raise unauthorized()
         database.act_as(credential)
@@ -348,7 +350,7 @@ def reset_avatar(handle):
 def own_token(handle, token_id):
     """The token `token_id` of the bearer's own user; anyone else's, or none, is a 404."""
     own_handle(handle)
-    token = models.Token.of(g.api_user.id, token_id)
+    token = credentials.Token.of(g.api_user.id, token_id)
     if token is None:
         raise ApiError(404, 'Not Found', f'No token with id "{token_id}".')
     token.user = g.api_user  # already loaded: the audit record needs it
@@ -359,7 +361,7 @@ def own_token(handle, token_id):
 @bearer_required
 def tokens(handle):
     """The user's tokens, oldest first."""
-    page, cursor = own_page(handle, models.Token)
+    page, cursor = own_page(handle, credentials.Token)
     return listing([token_json(token) for token in page], cursor)
 
 
@@ -370,7 +372,7 @@ def create_token(handle):
     own_handle(handle)
     json_body(set(), optional=True)
     try:
-        token, secret = models.Token.issue(g.api_user, request.remote_addr)
+        token, secret = credentials.Token.issue(g.api_user, request.remote_addr)
     except models.Refused as refusal:
         raise ApiError(409, 'Conflict', str(refusal)) from None
     response = jsonify({**token_json(token), 'token': secret})
@@ -448,10 +450,10 @@ def audit_log(handle):
 @bearer_required
 def workspaces(handle):
     """The user's workspaces, oldest first, with the database password masked."""
-    page, cursor = own_page(handle, models.Workspace)
+    page, cursor = own_page(handle, Workspace)
     if not page:  # the password is made on first use: not before there is a workspace
         return listing([], cursor)
-    password = models.DatabasePassword.for_user(g.api_user)
+    password = DatabasePassword.for_user(g.api_user)
     masked = password.masked  # decrypted once for the page
     return listing([workspace_json(w, g.api_user, password, masked) for w in page], cursor)
 
@@ -461,7 +463,7 @@ def workspaces(handle):
 def password(handle):
     """The user's database password, in plain text."""
     own_handle(handle)
-    return jsonify(password_json(models.DatabasePassword.for_user(g.api_user)))
+    return jsonify(password_json(DatabasePassword.for_user(g.api_user)))
 
 
 @bp.post('/user/<handle>/password')
@@ -470,7 +472,7 @@ def rotate_password(handle):
     """Rotate the database password: 201 with the new one; every workspace gets it shortly."""
     own_handle(handle)
     json_body(set(), optional=True)
-    rotated = models.DatabasePassword.rotate(g.api_user, request.remote_addr)
+    rotated = DatabasePassword.rotate(g.api_user, request.remote_addr)
     response = jsonify(password_json(rotated))
     response.status_code = 201
     response.headers['Location'] = url_for('.password', handle=handle)
@@ -488,7 +490,7 @@ def login_start():
     authentication: anyone may start one)."""
     if request.get_data():
         json_body(())
-    login_request = models.LoginRequest.start(request.remote_addr)
+    login_request = credentials.LoginRequest.start(request.remote_addr)
     return jsonify(login_request_json(login_request)), 201
 
 
@@ -503,7 +505,7 @@ def login_confirm(request_id):
                            [('body.status', 'must be "confirmed"')])
     if not user.session.recently_authenticated:
         raise password_not_recent(request_id)
-    login_request = models.LoginRequest.claim(request_id, user) or login_gone()
+    login_request = credentials.LoginRequest.claim(request_id, user) or login_gone()
     try:
         code = login_request.confirm(user, request.remote_addr)
     except models.Refused as refused:
@@ -515,7 +517,7 @@ def login_confirm(request_id):
 def login_decline(request_id):
     """The browser side: the logged-in user declines (deletes) the request."""
     user = session_user()
-    login_request = models.LoginRequest.claim(request_id, user) or login_gone()
+    login_request = credentials.LoginRequest.claim(request_id, user) or login_gone()
     login_request.decline(user, request.remote_addr)
     return '', 204
 
@@ -527,20 +529,20 @@ def login_exchange(request_id):
     if not CODE_RE.match(code):
         raise ApiError(400, 'Bad Request', 'Send the 6-digit code shown in the browser as ?code=.',
                        [('query.code', 'must be 6 digits')])
-    login_request = models.LoginRequest.open_request(request_id) or login_gone()
+    login_request = credentials.LoginRequest.open_request(request_id) or login_gone()
     try:
         secret = login_request.exchange(code, request.remote_addr)
-    except models.WrongCode as wrong:
+    except credentials.WrongCode as wrong:
         raise ApiError(400, 'Bad Request', str(wrong), [
             ('query.code', f'wrong code; {wrong.attempts_left or "no"} attempts left')]) from None
-    except models.NotVerified:
+    except credentials.NotVerified:
         raise ApiError(409, 'Conflict', 'This login request has not been verified in the '
                                         'browser yet. Open its URL, press Verify, then send '
                                         'the code.') from None
     except models.Refused:
         login_gone()
-    token = models.TemporaryToken.get_or_none(
-        models.TemporaryToken.token_hash == models.sha256(secret))
+    token = credentials.TemporaryToken.get_or_none(
+        credentials.TemporaryToken.token_hash == models.sha256(secret))
     if token is None:  # Reset authentication revoked it as soon as it was issued
         login_gone()
     return jsonify({'token': secret, 'expires_at': timestamp(token.expires_at)})
@@ -568,13 +570,13 @@ def session_user():
 
 
 def login_gone():
-    raise ApiError(404, 'Not Found', models.LoginRequest.GONE)
+    raise ApiError(404, 'Not Found', credentials.LoginRequest.GONE)
 
 
 def password_not_recent(request_id):
     """As the verify page's recent_login_required does, for the API: say where to confirm."""
     reauth = url_for('auth.reauthenticate', next=url_for('cli_login.verify_page', r=request_id))
-    minutes = int(models.RECENT_LOGIN.total_seconds() // 60)
+    minutes = int(credentials.RECENT_LOGIN.total_seconds() // 60)
     return ApiError(403, 'Forbidden', f'Verifying a login request needs your password typed in '
                                       f'this browser within the last {minutes} minutes. '
                                       f'Confirm it at {reauth}, then try again.')

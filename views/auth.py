@@ -14,7 +14,8 @@ from flask_login import current_user, login_required, login_user, logout_user
 
 import gravatar
 import throttle
-from models import HANDLE_HOLD, HANDLE_RULES, PASSWORD_MAX, PASSWORD_MIN, Invalid, Session, User
+from credentials import Session
+from models import HANDLE_HOLD, HANDLE_RULES, PASSWORD_MAX, PASSWORD_MIN, Invalid, User
 from views import return_target
 
 bp = Blueprint('auth', __name__)
@@ -43,7 +44,7 @@ def signup():
     if request.method == 'GET':
         return render_template('auth/signup.html', form={}, rules=_rules())
     try:
-        opened = User.sign_up_with_session(
+        opened = Session.sign_up(
             request.form.get('email'), request.form.get('handle'), request.form.get('password'),
             request.remote_addr, request.user_agent.string)
     except Invalid as invalid:

@@ -7,7 +7,8 @@ temporary token (GET /api/v0/login/token/<id>?code=NNNNNN); those endpoints are 
 from flask import Blueprint, make_response, render_template, request
 from flask_login import current_user, login_required
 
-from models import LoginRequest, Refused
+from credentials import LoginRequest
+from models import Refused
 from views import page_of, recent_login_required, respond
 
 bp = Blueprint('cli_login', __name__)

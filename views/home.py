@@ -3,15 +3,9 @@ strings (password masked, revealed or copied on request); and short links into S
 from flask import Blueprint, abort, make_response, redirect, request, url_for
 from flask_login import current_user
 
-from models import (
-    WORKSPACE_HANDLE_RULES,
-    WORKSPACE_LIMIT,
-    DatabasePassword,
-    Invalid,
-    Refused,
-    Workspace,
-)
+from models import Invalid, Refused
 from views import login_manager, page_of, panel_context, respond
+from workspaces import WORKSPACE_HANDLE_RULES, WORKSPACE_LIMIT, DatabasePassword, Workspace
 
 bp = Blueprint('home', __name__)
 page_of(bp, 'home/page.html', 'home/_panel.html', 'Workspaces')

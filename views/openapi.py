@@ -4,9 +4,11 @@ Object shapes follow the Steampipe Cloud API's schemas (SPEC section 9); tests c
 every /api/v0 route is described here and that the answers match these schemas."""
 from flask import Blueprint, current_app, jsonify
 
+import credentials
 import imaging
 import models
 from views.api import PAGE_DEFAULT, PAGE_MAX, PREFERENCE_FIELDS, SWITCH
+from workspaces import WORKSPACE_HANDLE_RE, WORKSPACE_PORT, Workspace
 
 bp = Blueprint('openapi', __name__, url_prefix='/api/v0')
 
@@ -150,7 +152,7 @@ SCHEMAS = {
         'properties': {
             'id': public_id('t'),
             'user_id': public_id('u'),
-            'status': {'type': 'string', 'enum': list(models.Token.STATUSES)},
+            'status': {'type': 'string', 'enum': list(credentials.Token.STATUSES)},
             'last4': {'type': 'string', 'pattern': '^[0-9A-Za-z]{4}$',
                       'description': 'The last 4 characters of the secret.'},
             'created_at': TIME,
@@ -171,7 +173,7 @@ SCHEMAS = {
         'description': 'No fields: send no body, or `{}`.'},
     'UpdateTokenRequest': {
         'type': 'object', 'additionalProperties': False, 'required': ['status'],
-        'properties': {'status': {'type': 'string', 'enum': list(models.Token.STATUSES)}}},
+        'properties': {'status': {'type': 'string', 'enum': list(credentials.Token.STATUSES)}}},
     'TokenList': listing('Token'),
     'UserPreferences': {
         'type': 'object',
@@ -220,7 +222,7 @@ SCHEMAS = {
         'properties': {
             'id': public_id('w'),
             'identity_id': {**public_id('u'), 'description': 'The user it belongs to.'},
-            'handle': {'type': 'string', 'pattern': models.WORKSPACE_HANDLE_RE.pattern},
+            'handle': {'type': 'string', 'pattern': WORKSPACE_HANDLE_RE.pattern},
             'host': {'type': 'string', 'examples': ['alice-analytics.workspaces.penstock.test'],
                      'description': '`{user handle}-{workspace handle}.{domain}`: it changes '
                                     "when the user's handle does."},
@@ -230,10 +232,10 @@ SCHEMAS = {
                     'postgresql://alice:ab**-****-****-**yz@alice-analytics.workspaces.'
                     'penstock.test:9193/k3x9q2mz'],
                 'description': '`postgresql://{user handle}:{password}@{host}:'
-                               f'{models.WORKSPACE_PORT}/{{database name}}` with the password '
+                               f'{WORKSPACE_PORT}/{{database name}}` with the password '
                                'masked: read it from `GET /user/{handle}/password`.'},
             'password_status': {
-                'type': 'string', 'enum': list(models.Workspace.PASSWORD_STATES), 'description':
+                'type': 'string', 'enum': list(Workspace.PASSWORD_STATES), 'description':
                     '`applied` when the workspace accepts the current database password; '
                     '`pending` while a rotation is still on its way there (the previous '
                     'password works meanwhile).'},
@@ -402,7 +404,7 @@ PATHS = {
                           **errors(400, 401, 404, 429)},
                          ['Handle', 'Limit', 'NextToken'], tag='UserTokens'),
         'post': creating(
-            'userToken_create', f'Create a token (at most {models.TOKEN_LIMIT} per user)',
+            'userToken_create', f'Create a token (at most {credentials.TOKEN_LIMIT} per user)',
             'CreateTokenRequest',
             ('The new token with its secret, `token`, shown this once.', ref('NewToken')),
             'The URL of the new token.', (400, 401, 404, 409, 429), 'UserTokens')},

@@ -12,9 +12,7 @@ from models import (
     DISPLAY_NAME_MAX,
     Avatar,
     AvatarUpload,
-    DatabasePassword,
     Invalid,
-    Workspace,
 )
 from views import (
     is_htmx,
@@ -24,6 +22,7 @@ from views import (
     respond,
     settings_blueprint,
 )
+from workspaces import DatabasePassword, Workspace
 
 bp = settings_blueprint('profile', __name__, 'Profile', 1)
 

@@ -2,7 +2,8 @@
 from flask import abort, request
 from flask_login import current_user
 
-from models import TOKEN_LIMIT, Refused, Token
+from credentials import TOKEN_LIMIT, Token
+from models import Refused
 from views import recent_login_required, respond, settings_blueprint
 
 bp = settings_blueprint('tokens', __name__, 'Tokens', 3)

@@ -10,6 +10,7 @@ import uuid
 
 from playwright.sync_api import expect
 
+import credentials
 import database
 import models
 from tests.helpers import PASSWORD
@@ -86,8 +87,8 @@ def age_the_login(person):
     long_ago = models.utcnow() - datetime.timedelta(hours=2)
     with database.db.connection_context():
         user = models.User.get(models.User.handle == person.handle)
-        models.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
-            models.Session.user == user).execute()
+        credentials.Session.update(authenticated_at=long_ago, created_at=long_ago).where(
+            credentials.Session.user == user).execute()
 
 
 def confirm_password(page, person):

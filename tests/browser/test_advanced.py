@@ -16,13 +16,14 @@ from tests.browser.helpers import (
     settled,
     url_ending,
 )
+from workspaces import Workspace
 
 
 def give_workspaces(person, *handles):
     with database.db.connection_context():
         user = models.User.get(models.User.handle == person.handle)
         for handle in handles:
-            models.Workspace.provision(user, handle)
+            Workspace.provision(user, handle)
 
 
 def host(user_handle, workspace_handle):

@@ -5,6 +5,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+import credentials
 import database
 import models
 from tests.browser.helpers import (
@@ -29,7 +30,7 @@ def account(person):
 
 def issue_token(person):
     with database.db.connection_context():
-        return models.Token.issue(account(person))[1]
+        return credentials.Token.issue(account(person))[1]
 
 
 def write_records(person, count):

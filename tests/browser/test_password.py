@@ -8,6 +8,7 @@ from playwright.sync_api import expect
 
 import database
 import models
+import workspaces
 from tests.browser.helpers import is_same_document, mark_document, settled
 from views.profile import PROPAGATED, ROTATED
 
@@ -21,7 +22,7 @@ def open_profile_with_workspaces(page, person, handles=WORKSPACES):
     with database.db.connection_context():
         user = models.User.get(models.User.handle == person.handle)
         for handle in handles:
-            models.Workspace.provision(user, handle)
+            workspaces.Workspace.provision(user, handle)
     page.goto(person.profile_path)
     expect(password_section(page)).to_be_visible()
     settled(page)
