@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bs4 import BeautifulSoup
 
-import models
+import database
 from tests.conftest import TEST_PASSWORD_KEY
 from tests.helpers import PASSWORD
 
@@ -108,8 +108,8 @@ def stop(process, kill=False):
 
 def prepare_database(path):
     """A migrated SQLite file at `path`."""
-    connection = models.open_database(f'sqlite:///{path}')
-    models.migrate(connection)
+    connection = database.open_database(f'sqlite:///{path}')
+    database.migrate(connection)
     connection.close()
 
 
