@@ -245,7 +245,7 @@ def _init_database(app):
 @login_manager.user_loader
 def load_user(secret):
     session = credentials.Session.lookup(secret, current_app.config['PERMANENT_SESSION_LIFETIME'],
-                                    current_app.config['SESSION_ABSOLUTE_LIFETIME'])
+                                         current_app.config['SESSION_ABSOLUTE_LIFETIME'])
     if session is None:
         return None
     if session.touched:

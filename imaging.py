@@ -207,7 +207,7 @@ def _tile(draw, left, top, step, shape, mirrored, fill):
 
 def _colour(hue, lightness, saturation):
     return tuple(round(channel * 255) for channel in colorsys.hls_to_rgb(hue, lightness,
-                                                                          saturation))
+                                                                         saturation))
 
 
 def _open(data):

@@ -388,7 +388,7 @@ def keyset_page(query, limit, after=None, newest_first=False):
     if after:
         query = query.where(key < Tuple(*after) if newest_first else key > Tuple(*after))
     order = (model.created_at.desc(), model.id.desc()) if newest_first else (model.created_at,
-                                                                                model.id)
+                                                                             model.id)
     rows = list(query.order_by(*order).limit(limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]

@@ -342,7 +342,7 @@ def temporary_token(user):
     """An API credential that leaves both of the user's token slots free."""
     secret = credentials.Token.new_secret('pstt_')
     credentials.TemporaryToken.create(user=user, token_hash=models.sha256(secret),
-                                 expires_at=models.utcnow() + datetime.timedelta(days=1))
+                                      expires_at=models.utcnow() + datetime.timedelta(days=1))
     return secret
 
 

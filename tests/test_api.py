@@ -29,7 +29,7 @@ def test_actor_is_the_user_the_token_belongs_to(api, alice):
 def test_a_temporary_token_authenticates_until_it_expires(app, alice):
     secret = credentials.Token.new_secret('pstt_')
     row = credentials.TemporaryToken.create(user=alice, token_hash=models.sha256(secret),
-                                       expires_at=models.utcnow() + datetime.timedelta(days=1))
+                                            expires_at=models.utcnow() + datetime.timedelta(days=1))
     api = Api(app, secret)
     assert api('GET', '/api/v0/actor').get_json()['handle'] == 'alice'
     credentials.TemporaryToken.update(expires_at=models.utcnow() - datetime.timedelta(seconds=1)) \

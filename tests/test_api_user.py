@@ -82,7 +82,7 @@ def _held_by_someone_else():
 ], ids=['reserved', 'taken', 'taken-any-case', 'held', 'leading-hyphen', 'double-hyphen',
         'underscore', 'too-long', 'empty'])
 def test_a_handle_that_cannot_be_taken_is_a_400_at_body_handle(api, bob, handle, message,
-                                                                prepare):
+                                                               prepare):
     if prepare:
         prepare()
     before = changeable_rows()
@@ -189,7 +189,7 @@ def give_everything(user, client):
     workspaces.DatabasePassword.rotate(user)  # propagation jobs
     secret = credentials.Token.new_secret('pstt_')
     credentials.TemporaryToken.create(user=user, token_hash=models.sha256(secret),
-                                 expires_at=models.utcnow() + datetime.timedelta(days=1))
+                                      expires_at=models.utcnow() + datetime.timedelta(days=1))
     request = credentials.LoginRequest.start('192.0.2.1')
     request.confirm(user)
     models.AvatarUpload.create(user=user, original=b'x', preview=b'x', width=1, height=1,

@@ -57,8 +57,9 @@ def test_workspaces_are_listed_oldest_first_one_page_at_a_time_without_gaps(api,
     for n, workspace in enumerate(opened):  # pairs share a time: pages must break ties on id
         workspaces.Workspace.update(created_at=same_second + datetime.timedelta(seconds=n // 2)) \
             .where(workspaces.Workspace.id == workspace.id).execute()
-    expected = [w.id for w in workspaces.Workspace.select().where(workspaces.Workspace.user == alice)
-                .order_by(workspaces.Workspace.created_at, workspaces.Workspace.id)]
+    Workspace = workspaces.Workspace
+    expected = [w.id for w in Workspace.select().where(Workspace.user == alice)
+                .order_by(Workspace.created_at, Workspace.id)]
     seen, url, pages = [], URL + '?limit=2', 0
     while url:
         body = api('GET', url).get_json()

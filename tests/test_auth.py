@@ -157,7 +157,7 @@ def test_login_follows_a_local_next_but_never_another_host(client, user):
 @pytest.mark.parametrize('target', ['/\t/evil.example', '/\n/evil.example', '\t//evil.example',
                                     ' /\\evil.example', '/\r\n/evil.example'])
 def test_a_next_with_a_tab_or_newline_does_not_lead_to_another_host(app, client, user,
-                                                                     target):
+                                                                    target):
     """A browser drops tabs and newlines (and leading spaces), so these all read as
     //evil.example: each leads home, after a login that made its session."""
     response = client.post('/login', data={'email': 'alice', 'password': PASSWORD,
@@ -215,12 +215,13 @@ def test_a_session_older_than_its_absolute_lifetime_is_refused_however_busy(clie
     lifetime = app.config['SESSION_ABSOLUTE_LIFETIME']
     assert lifetime == datetime.timedelta(days=30)
     with database.db.connection_context():
-        credentials.Session.update(created_at=models.utcnow() - lifetime + datetime.timedelta(hours=1),
-                              last_seen_at=models.utcnow()).execute()
+        credentials.Session.update(created_at=models.utcnow() - lifetime
+                                   + datetime.timedelta(hours=1),
+                                   last_seen_at=models.utcnow()).execute()
     assert client.get('/user/alice/settings/profile').status_code == 200
     with database.db.connection_context():
         credentials.Session.update(created_at=models.utcnow() - datetime.timedelta(days=31),
-                              last_seen_at=models.utcnow()).execute()
+                                   last_seen_at=models.utcnow()).execute()
     response = client.get('/user/alice/settings/profile')
     assert response.status_code == 302 and response.headers['Location'].startswith('/login')
     with database.db.connection_context():
@@ -254,7 +255,7 @@ def test_a_user_agent_with_a_control_character_is_refused_and_makes_no_account(c
     token = csrf_token(client, '/signup')
     client.environ_base['HTTP_USER_AGENT'] = 'Agent\x00/1.0\x1b[31m (X11; Linux)'
     response = client.post('/signup', data={'email': 'alice@example.com', 'handle': 'alice',
-                                             'password': PASSWORD, 'csrf_token': token})
+                                            'password': PASSWORD, 'csrf_token': token})
     assert response.status_code == 400
     assert 'control character (U+0000)' in html(response).get_text()
     with database.db.connection_context():
@@ -292,7 +293,8 @@ def test_session_last_seen_and_the_cookie_are_renewed_at_most_once_a_minute(clie
     assert 'Set-Cookie' not in response.headers  # not re-sent with every answer
     with database.db.connection_context():
         assert credentials.Session.get().last_seen_at == first
-        credentials.Session.update(last_seen_at=first - credentials.SESSION_TOUCH_EVERY * 2).execute()
+        credentials.Session.update(
+            last_seen_at=first - credentials.SESSION_TOUCH_EVERY * 2).execute()
     response = client.get('/user/alice/settings/profile')
     with database.db.connection_context():
         assert credentials.Session.get().last_seen_at > first

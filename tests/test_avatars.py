@@ -379,7 +379,7 @@ def test_an_upload_between_1_and_10_mb_is_taken(client, logged_in):
 def test_other_forms_keep_the_1_mb_body_limit(client, logged_in):
     token = csrf_token(client, PROFILE)
     response = client.post(PROFILE, data={'display_name': 'x' * (2 * 1024 * 1024),
-                                      'csrf_token': token})
+                                          'csrf_token': token})
     assert response.status_code == 413
     assert html(response).find(id='avatar-error') is None  # it was not a file
     assert user_row().display_name is None
@@ -453,7 +453,7 @@ def test_an_expired_upload_is_refused(client, logged_in, headers):
 
 
 def test_an_expired_upload_is_cleared_by_the_next_upload_of_anyone(client, logged_in,
-                                                                  bob_client):
+                                                                   bob_client):
     crop_step(bob_client, BOB_PROFILE)
     with database.db.connection_context():
         models.AvatarUpload.update(

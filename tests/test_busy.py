@@ -102,8 +102,8 @@ def test_a_lock_met_while_the_session_is_being_touched_is_a_503_page_too(
     """The session row is written at most once a minute; when that write meets the lock,
     the busy page does not try to load the user again."""
     with database.db.connection_context():
-        credentials.Session.update(last_seen_at=models.utcnow() - credentials.SESSION_TOUCH_EVERY * 2) \
-            .execute()
+        credentials.Session.update(
+            last_seen_at=models.utcnow() - credentials.SESSION_TOUCH_EVERY * 2).execute()
     with write_lock(database_url):
         response = client.get(PROFILE)
     assert_busy_page(response)

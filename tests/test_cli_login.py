@@ -216,7 +216,7 @@ def test_declining_through_the_api_deletes_the_request(client, logged_in):
 
 
 def test_another_users_verified_request_is_404_to_everyone_else(app, client, logged_in,
-                                                                 other_user):
+                                                                other_user):
     request_id = start(client)['id']
     confirm(client, request_id)
     bob = app.test_client()
@@ -350,7 +350,7 @@ def test_verify_in_a_stale_session_asks_for_the_password_and_confirms_nothing(
 
 
 def test_after_confirming_the_password_the_verify_page_is_back_and_verify_works(client,
-                                                                              logged_in):
+                                                                                logged_in):
     request_id = start(client)['id']
     page = f'/login/token?r={request_id}'
     make_stale(logged_in)
@@ -534,7 +534,7 @@ def test_cli_login_whoami_logout_end_to_end(server, client, logged_in, tmp_path)
 
 
 def test_cli_keeps_its_token_under_the_users_config_directory(server, client, logged_in,
-                                                               tmp_path):
+                                                              tmp_path):
     env = {'XDG_CONFIG_HOME': str(tmp_path / 'xdg'), 'PENSTOCK_CONFIG_DIR': ''}
     login = Login(server, None, env=env)
     status, _, err = login.finish(confirm(client, login.request_id))
@@ -545,7 +545,7 @@ def test_cli_keeps_its_token_under_the_users_config_directory(server, client, lo
 
 
 def test_cli_asks_again_after_a_wrong_code_and_gives_up_after_three(server, client, logged_in,
-                                                                   tmp_path):
+                                                                    tmp_path):
     login = Login(server, tmp_path)
     code = confirm(client, login.request_id)
     status, _, err = login.finish(wrong(code), wrong(code), wrong(code), code)
@@ -581,7 +581,7 @@ def test_cli_login_fails_clearly_when_declined(server, client, logged_in, tmp_pa
 
 
 def test_cli_says_so_when_the_code_is_entered_before_verifying(server, client, logged_in,
-                                                              tmp_path):
+                                                               tmp_path):
     login = Login(server, tmp_path)
     status, _, err = login.finish('123456')  # then stdin ends
     assert status == 1
@@ -590,7 +590,7 @@ def test_cli_says_so_when_the_code_is_entered_before_verifying(server, client, l
 
 
 def test_cli_whoami_after_reset_authentication_says_to_log_in_again(server, client, logged_in,
-                                                                   tmp_path):
+                                                                    tmp_path):
     login = Login(server, tmp_path)
     assert login.finish(confirm(client, login.request_id))[0] == 0
     with database.db.connection_context():

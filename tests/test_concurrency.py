@@ -47,7 +47,7 @@ def log_in(base, handle):
     cookie = headers['Set-Cookie'].split(';', 1)[0]
     csrf = page_csrf(body)
     status, headers, _ = form(base, cookie, '/login', {'email': handle, 'password': PASSWORD,
-                                                        'csrf_token': csrf}, htmx=False)
+                                                       'csrf_token': csrf}, htmx=False)
     assert status == 302, status
     cookie = headers['Set-Cookie'].split(';', 1)[0]
     status, headers, body = call(base, 'GET', f'/user/{handle}/settings/profile',

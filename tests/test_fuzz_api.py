@@ -68,7 +68,7 @@ def test_the_api_answers_fuzzed_requests_as_its_document_says(server, api_token,
     @given(case=strategy)
     def answers_as_documented(case):
         case.call_and_validate(base_url=f'{server}/api/v0', headers=headers, timeout=10,
-                              excluded_checks=NOT_EXPRESSIBLE)
+                               excluded_checks=NOT_EXPRESSIBLE)
 
     answers_as_documented()
 

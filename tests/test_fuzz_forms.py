@@ -202,7 +202,8 @@ class Browser:
                 ids['session_id'] = credentials.Session.sign_in(user, '192.0.2.9', 'Other').id
                 token = credentials.Token.select().where(credentials.Token.user == user).first()
                 ids['token_id'] = token.id if token else credentials.Token.issue(user)[0].id
-                workspace = workspaces.Workspace.select().where(workspaces.Workspace.user == user).first()
+                workspace = workspaces.Workspace.select().where(
+                    workspaces.Workspace.user == user).first()
                 ids['workspace_id'] = workspace.id if workspace else 'w_none'
                 ids['handle'] = user.handle
         return ids

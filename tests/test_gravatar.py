@@ -211,8 +211,8 @@ def test_a_public_avatar_found_at_signup_becomes_the_default(client, fake_gravat
 
 
 def test_a_found_avatar_is_served_by_us_so_browsers_contact_no_third_party(client,
-                                                                          fake_gravatar,
-                                                                          lookups):
+                                                                           fake_gravatar,
+                                                                           lookups):
     fake_gravatar.respond(200, encoded(Image.new('RGB', (300, 300), ORANGE), 'PNG'))
     assert signed_up_with_a_lookup(client, lookups).result(timeout=10) is True
     response = client.get('/user/carol/settings/profile')
@@ -334,7 +334,7 @@ def test_a_lookup_for_an_account_deleted_meanwhile_stores_nothing(gravatar_app, 
 # Turned off
 
 def test_with_lookups_turned_off_gravatar_is_never_asked(client, gravatar_app, fake_gravatar,
-                                                        lookups):
+                                                         lookups):
     gravatar_app.config['GRAVATAR_ENABLED'] = False
     assert sign_up(client).status_code == 302
     assert lookups == [None]

@@ -184,7 +184,7 @@ def test_a_jpeg_whose_sides_reduce_unevenly_is_cropped_inside_it():
     ((150.5, 20.25, 250.5, 120.25), (460, 460), Image.Resampling.LANCZOS),  # enlarged
 ], ids=['avatar', 'working-copy', 'enlarged'])
 def test_an_image_shrunk_band_by_band_is_the_same_as_in_one_piece(monkeypatch, mode, box, size,
-                                                                   resample):
+                                                                  resample):
     upright = quadrants(1200, 800)
     # Detail whose resampling never leaves 0–255: Pillow may run a band's two passes in the
     # other order, and clipping between them would differ in the last bits.

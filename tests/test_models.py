@@ -60,7 +60,8 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url)
         user = models.User.get()
         assert (user.handle, user.avatar_version) == ('old', 1)
         assert workspaces.DatabasePassword.for_user(user).version == 1  # made when first needed
-        assert workspaces.Workspace.provision(user, 'prod').host() == 'old-prod.workspaces.penstock.test'
+        workspace = workspaces.Workspace.provision(user, 'prod')
+        assert workspace.host() == 'old-prod.workspaces.penstock.test'
         token, _ = credentials.Token.issue(user)
         assert token.user.handle == 'old'
         assert models.Avatar.select().count() == 0
@@ -127,24 +128,25 @@ def test_fetch_reads_what_peewee_reads_and_none_when_there_is_nothing(app, user,
 
 def test_fetch_with_join_brings_the_row_it_points_to(app, client, logged_in):
     with database.db.connection_context():
-        stored = credentials.Session.get()
-        session = credentials.Session.prepared_get(credentials.Session.token_hash, stored.token_hash,
-                                       join=credentials.Session.user)
+        Session = credentials.Session
+        stored = Session.get()
+        session = Session.prepared_get(Session.token_hash, stored.token_hash, join=Session.user)
         assert session.__data__ == stored.__data__
         assert session.user.__data__ == models.User.get_by_id(logged_in.id).__data__
         models.User.delete().where(models.User.id == logged_in.id).execute()
-        assert credentials.Session.prepared_get(credentials.Session.token_hash, stored.token_hash,
-                                    join=credentials.Session.user) is None
+        assert Session.prepared_get(Session.token_hash, stored.token_hash,
+                                    join=Session.user) is None
 
 
 def test_add_inserts_as_create_does_and_store_writes_every_column(app, user):
     with database.db.connection_context():
         record = models.AuditRecord.prepared_create(identity=user, identity_handle=user.handle,
-                                        action_type='test.action', actor_ip=None)
+                                                    action_type='test.action', actor_ip=None)
         assert re.fullmatch(r'a_[0-9a-v]{20}', record.id) and record.data == '{}'
         assert columns(models.AuditRecord.get_by_id(record.id)) == columns(record)
         with database.write_transaction():
-            preferences = models.Preferences.prepared_get(models.Preferences.user, user.id, lock=True)
+            preferences = models.Preferences.prepared_get(models.Preferences.user, user.id,
+                                                          lock=True)
             preferences.tips_and_tricks, preferences.version_id = True, 7
             preferences.updated_at = models.utcnow()
             preferences.prepared_save()

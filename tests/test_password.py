@@ -235,7 +235,7 @@ def test_rotate_without_javascript_asks_first_on_the_profile_page(client, logged
 
 
 def test_rotate_with_htmx_asks_first_in_place_and_cancel_puts_the_button_back(client,
-                                                                             logged_in):
+                                                                              logged_in):
     fragment = html(client.get(ROTATE, headers=HTMX))
 
     assert fragment.find('h2') is None and fragment.find('header') is None
@@ -282,7 +282,7 @@ def test_rotating_makes_a_pending_job_per_workspace_and_audits_without_the_passw
 
 
 def test_rotating_with_htmx_swaps_in_the_section_with_every_workspace_pending(client,
-                                                                             logged_in):
+                                                                              logged_in):
     analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
 
     response = rotate(client, HTMX)

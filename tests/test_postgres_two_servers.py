@@ -122,7 +122,7 @@ def test_reset_authentication_on_one_server_ends_sessions_and_tokens_on_the_othe
     advanced = '/user/resetter/settings/advanced'
     status, _ = first.open(advanced + '/reset-authentication',
                            {'csrf_token': first.csrf(advanced)})
-    assert status == 302
+    assert status == 303
 
     assert not shows_settings(second, 'resetter')
     assert not shows_settings(on(a, second), 'resetter')

@@ -92,7 +92,7 @@ def test_a_wrong_password_changes_nothing(client, logged_in, method, path, form)
 
 
 def test_the_right_password_goes_back_to_the_delete_step_and_deleting_works(client,
-                                                                           logged_in):
+                                                                            logged_in):
     make_stale(logged_in)
     location = client.get(URL + '/delete').headers['Location']
 

@@ -213,7 +213,8 @@ def test_no_credential_issued_by_a_request_in_flight_survives_reset_authenticati
         with database.db.connection_context():
             left = credentials_of(user)
             credentials.reset_authentication(user)  # survivors must not spill into the next round
-            credentials.LoginRequest.delete().where(credentials.LoginRequest.id.in_(request_ids)).execute()
+            credentials.LoginRequest.delete().where(
+                credentials.LoginRequest.id.in_(request_ids)).execute()
         if alive or any(left.values()):
             survivors.append((round_number, alive, left))
         faults += race.faults
@@ -312,7 +313,7 @@ def assert_never_confirmed(client, request_id):
     """The request (bound to alice when her browser opened it) went with the reset, without
     a code or a token, and the CLI is told it is gone."""
     with database.db.connection_context():
-        assert credentials.LoginRequest.get_or_none(credentials.LoginRequest.id == request_id) is None
+        assert credentials.LoginRequest.get_or_none(id=request_id) is None
         assert not credentials.TemporaryToken.select().exists()
         assert not models.AuditRecord.select().where(
             models.AuditRecord.action_type == 'login_token.confirm').exists()

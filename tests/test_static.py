@@ -42,7 +42,7 @@ def read(app, name):
 
 
 def test_pages_reference_every_asset_by_a_name_that_carries_its_content_hash(app, client,
-                                                                          logged_in):
+                                                                             logged_in):
     urls = asset_urls(client.get('/user/alice/settings/profile'))
     assert len(urls) == len(ASSETS)
     for digest in hashed_names(urls, ASSETS).values():
@@ -51,7 +51,7 @@ def test_pages_reference_every_asset_by_a_name_that_carries_its_content_hash(app
 
 @pytest.mark.parametrize('headers', [{}, HTMX], ids=['page', 'htmx'])
 def test_the_crop_script_is_named_only_by_the_crop_step_that_needs_it(app, client, logged_in,
-                                                                       headers):
+                                                                      headers):
     profile = asset_urls(client.get('/user/alice/settings/profile', headers=headers))
     assert not [url for url in profile if '/js/crop.' in url]
     _, step = crop_step(client)
@@ -81,7 +81,7 @@ def test_hashed_assets_are_cached_for_a_year_and_serve_the_file_itself(app, clie
 
 
 def test_a_changed_file_gets_a_new_name_and_its_old_name_leads_to_the_new_one(app, client,
-                                                                            tmp_path):
+                                                                              tmp_path):
     app.static_folder = str(tmp_path)
     (tmp_path / 'site.css').write_text('body { color: red }')
     old = client.get('/login')  # any page; the name is made when the URL is
@@ -169,7 +169,7 @@ def test_images_are_never_recompressed(client, logged_in):
 
 
 def test_answers_to_posts_are_never_compressed_so_revealed_secrets_cannot_leak(client,
-                                                                                logged_in):
+                                                                               logged_in):
     # BREACH: a new token's secret (or a revealed password) in a compressed answer
     token = csrf_token(client, '/user/alice/settings/tokens')
     response = client.post('/user/alice/settings/tokens', data={'csrf_token': token},

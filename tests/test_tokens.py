@@ -38,7 +38,8 @@ def new_secret(client):
 
 def tokens():
     with database.db.connection_context():
-        return list(credentials.Token.select().order_by(credentials.Token.created_at, credentials.Token.id))
+        Token = credentials.Token
+        return list(Token.select().order_by(Token.created_at, Token.id))
 
 
 def audit_count(action_type):

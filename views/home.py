@@ -68,7 +68,7 @@ def create():
     handle = request.form.get('handle', '')
     try:
         workspace = Workspace.provision(current_user._get_current_object(), handle,
-                                   request.remote_addr)
+                                        request.remote_addr)
     except Invalid as invalid:
         return _list_changed(422, form={'handle': handle}, errors=invalid.errors)
     except Refused as refused:

@@ -194,7 +194,7 @@ def test_wrong_password_gets_one_error_that_does_not_say_whether_the_account_exi
 
 
 def test_a_next_that_points_elsewhere_leads_home_on_this_site(page, live_server, javascript,
-                                                               person):
+                                                              person):
     """Chromium itself reads each target (it drops the tab, takes the backslash for a
     slash): logging in, Confirm your password and its Cancel link all stay on this site."""
     person.sign_up(page)
@@ -277,7 +277,7 @@ def test_account_menu_opens_from_the_keyboard_and_escape_closes_it(new_page, per
 
 @pytest.mark.parametrize('color_scheme', ['light', 'dark'])
 def test_pages_have_no_serious_accessibility_violations(new_page, axe, person,
-                                                         color_scheme):
+                                                        color_scheme):
     page = new_page(javascript=True, color_scheme=color_scheme)
     audit = axe(page)
 

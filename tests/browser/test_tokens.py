@@ -75,7 +75,7 @@ def test_new_token_asks_for_the_password_when_it_was_typed_long_ago(page, javasc
 
 
 def test_create_reveal_copy_deactivate_and_delete_a_token(page, javascript, person,
-                                                         live_server):
+                                                          live_server):
     if javascript:
         page.context.grant_permissions(['clipboard-read', 'clipboard-write'], origin=live_server)
     open_tokens(page, person)
