@@ -10,15 +10,8 @@ import string
 import unicodedata
 import zlib
 
-from peewee import (
-    CharField,
-    Check,
-    DateTimeField,
-    ForeignKeyField,
-    IntegerField,
-    IntegrityError,
-    TextField,
-)
+from peewee import (CharField, Check, DateTimeField, ForeignKeyField, IntegerField,
+                    IntegrityError, TextField)
 from werkzeug.security import check_password_hash
 
 from database import db, write_transaction
