@@ -15,18 +15,8 @@ from peewee import (CharField, Check, DateTimeField, ForeignKeyField, IntegerFie
 from werkzeug.security import check_password_hash
 
 from database import db, write_transaction
-from models import (
-    AuditRecord,
-    BaseModel,
-    Invalid,
-    Owned,
-    Refused,
-    User,
-    minted,
-    new_id,
-    sha256,
-    utcnow,
-)
+from models import (AuditRecord, BaseModel, Invalid, Owned, Refused, User, minted, new_id,
+                    sha256, utcnow)
 
 
 SESSION_TOUCH_EVERY = datetime.timedelta(minutes=1)
@@ -160,7 +150,7 @@ def _printable(text):
     return ''.join(c for c in text if unicodedata.category(c) != 'Cc')
 
 
-class Token(Owned, BaseModel):
+class Token(Owned):
     """A user's API token. Only a hash of the secret is kept, and its last 4 characters.
 
     Each token sits in one of TOKEN_LIMIT slots, unique per user: the database itself
@@ -171,10 +161,7 @@ class Token(Owned, BaseModel):
     token_hash = CharField(unique=True)
     last4 = CharField()
     status = CharField(default='active', constraints=[Check("status IN ('active', 'inactive')")])
-    created_at = DateTimeField(default=utcnow)
-    updated_at = DateTimeField(null=True)
     last_used_at = DateTimeField(null=True)
-    version_id = IntegerField(default=1)
 
     class Meta:
         indexes = ((('user', 'slot'), True),)

@@ -395,9 +395,14 @@ def keyset_page(query, limit, after=None, newest_first=False):
     return rows, ((rows[-1].created_at, rows[-1].id) if more else None)
 
 
-class Owned:
+class Owned(BaseModel):
     """A model whose rows each belong to one user (`user`), are listed oldest first, and are
-    deleted with an audit record of type DELETED that holds their `audit_data`."""
+    deleted with an audit record of type DELETED that holds their `audit_data`; each row is
+    versioned (`version_id`, for the API's ETags). No table of its own: Token and Workspace
+    inherit its fields."""
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(null=True)
+    version_id = IntegerField(default=1)
 
     @classmethod
     def for_user(cls, user):

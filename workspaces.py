@@ -10,19 +10,8 @@ import string
 from peewee import CharField, Check, DateTimeField, ForeignKeyField, IntegerField, TextField
 
 from database import decrypt, encrypt, skip_locked, write_transaction
-from models import (
-    AuditRecord,
-    BaseModel,
-    Config,
-    Invalid,
-    Owned,
-    Refused,
-    User,
-    minted,
-    new_id,
-    text_problem,
-    utcnow,
-)
+from models import (AuditRecord, BaseModel, Config, Invalid, Owned, Refused, User, minted,
+                    new_id, text_problem, utcnow)
 
 
 WORKSPACE_HANDLE_RE = re.compile(r'^[a-z0-9]{1,23}$')
@@ -95,7 +84,7 @@ class DatabasePassword(BaseModel):
         return cls.get(cls.user == user)
 
 
-class Workspace(Owned, BaseModel):
+class Workspace(Owned):
     """A Postgres endpoint of a user's, reached at `host` with the user's database password."""
     id = CharField(primary_key=True, default=lambda: new_id('w'))
     user = ForeignKeyField(User, backref='workspaces', on_delete='CASCADE')
@@ -103,9 +92,6 @@ class Workspace(Owned, BaseModel):
     database_name = CharField(unique=True)
     password_version = IntegerField(default=0)  # the database password version it accepts
     password_applied_at = DateTimeField(null=True)
-    created_at = DateTimeField(default=utcnow)
-    updated_at = DateTimeField(null=True)
-    version_id = IntegerField(default=1)
 
     class Meta:
         indexes = ((('user', 'handle'), True),)

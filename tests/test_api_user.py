@@ -20,6 +20,7 @@ from tests.helpers import (
     audit,
     changeable_rows,
     errors_at,
+    every_model,
     log_in,
     make_user,
 )
@@ -166,7 +167,7 @@ def rows_of(user_id):
     """How many rows of each table belong to `user_id`: by every foreign key to User, and by
     the columns that name a user by id. Enumerates the models, so a new one is counted."""
     counts = {}
-    for model in models.BaseModel.__subclasses__():
+    for model in every_model():
         conditions = [field == user_id for field in model._meta.sorted_fields
                       if (isinstance(field, ForeignKeyField) and field.rel_model is models.User)
                       or field.name in ('actor_id', 'target_id', 'identity_id')]

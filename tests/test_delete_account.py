@@ -11,7 +11,7 @@ import credentials
 import database
 import models
 import workspaces
-from tests.helpers import HTMX, PASSWORD, csrf_token, html, log_in, make_user
+from tests.helpers import HTMX, PASSWORD, csrf_token, every_model, html, log_in, make_user
 
 URL = '/user/alice/settings/advanced'
 CONFIRM = URL + '/delete'
@@ -32,7 +32,7 @@ def rows_referencing(user_id):
     (so a table added later is counted without anyone remembering to add it here)."""
     counts = {}
     with database.db.connection_context():
-        for model in models.BaseModel.__subclasses__():
+        for model in every_model():
             columns = user_columns(model)
             if columns:
                 condition = columns[0] == user_id

@@ -22,7 +22,7 @@ import credentials
 import database
 import models
 import workspaces
-from tests.helpers import HTMX, PASSWORD, html, log_in, make_user
+from tests.helpers import HTMX, PASSWORD, every_model, html, log_in, make_user
 
 pytestmark = pytest.mark.slow  # hypothesis fuzzing
 
@@ -144,7 +144,7 @@ def snapshot():
         return sorted(map(repr, query.tuples()))
 
     with database.db.connection_context():
-        return {model.__name__: rows(model) for model in models.BaseModel.__subclasses__()
+        return {model.__name__: rows(model) for model in every_model()
                 if model is not credentials.Session}
 
 

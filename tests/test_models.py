@@ -14,7 +14,7 @@ import models
 import workspaces
 from app import create_app
 from tests.conftest import TEST_PASSWORD_KEY, sqlite_only
-from tests.helpers import log_in, make_user
+from tests.helpers import every_model, log_in, make_user
 
 
 def test_migrations_create_every_table_and_rerun_as_a_no_op(make_database_url):
@@ -26,12 +26,12 @@ def test_migrations_create_every_table_and_rerun_as_a_no_op(make_database_url):
             'temporary_token', 'login_request', 'avatar', 'avatar_upload', 'workspace',
             'database_password', 'propagation_job', 'handle_hold'} <= tables
     # Every model's columns are in the migrated schema, so no migration was forgotten.
-    for model in models.BaseModel.__subclasses__():
+    for model in every_model():
         columns = {c.name for c in fresh.get_columns(model._meta.table_name)}
         assert set(model._meta.columns) <= columns, model.__name__
     # ...and a column the model keeps as unbounded text is text there (PostgreSQL refuses
     # more than 255 characters in a varchar(255)).
-    for model in models.BaseModel.__subclasses__():
+    for model in every_model():
         types = {c.name: c.data_type.lower() for c in
                  fresh.get_columns(model._meta.table_name)}
         for name, field in model._meta.columns.items():

@@ -26,6 +26,7 @@ from tests.helpers import (
     UNSAFE,
     build,
     csrf_token,
+    every_model,
     every_row,
     html,
     log_in,
@@ -502,7 +503,7 @@ def unchanged_rows():
     attempts at a password (a refused login may be recorded)."""
     with database.db.connection_context():
         rows = {}
-        for model in models.BaseModel.__subclasses__():
+        for model in every_model():
             fields = [field for field in model._meta.sorted_fields if field.name not in TOUCHED]
             query = model.select(*fields)
             if model is models.AuditRecord:
