@@ -30,9 +30,11 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 import credentials
 import database
 import delivery
+import embedded
 import models
 import propagation
 import views
+import workspace_servers
 import workspaces
 from views import csrf, is_htmx, limiter, login_manager, return_target, settings_menu
 from views.api import (
@@ -109,12 +111,19 @@ def create_app(config=None):
         GRAVATAR_URL=os.environ.get('GRAVATAR_URL', 'https://gravatar.com/avatar/'),
         GRAVATAR_TIMEOUT=float(os.environ.get('GRAVATAR_TIMEOUT', '3')),
         WORKSPACE_DOMAIN=os.environ.get('WORKSPACE_DOMAIN', 'workspaces.penstock.test'),
+        # Admin URLs of the PostgreSQL servers that hold workspaces, comma-separated; unset,
+        # an embedded server under instance/ (started by whatever runs a worker).
+        WORKSPACE_DATABASE_URL=os.environ.get('WORKSPACE_DATABASE_URL', ''),
+        # How a connection string reaches a workspace: `direct` (the server's own port, and
+        # hostaddr= its address) or `dns` (the names resolve, to the servers or a pooler that
+        # routes by name, on WORKSPACE_PORT). See docs/operations.md.
+        WORKSPACE_ROUTING=os.environ.get('WORKSPACE_ROUTING', 'direct'),
+        WORKSPACE_PORT=int(os.environ.get('WORKSPACE_PORT', '9193')),
         # werkzeug's method string for new password hashes: scrypt at its default cost
         # (n=2**15); a check reads the cost from the hash it checks, so it can be raised later.
         PASSWORD_HASH_METHOD=os.environ.get('PASSWORD_HASH_METHOD', 'scrypt'),
         # Comma-separated Fernet keys, newest first; the first encrypts, all decrypt.
         DATABASE_PASSWORD_KEYS=os.environ.get('DATABASE_PASSWORD_KEYS'),
-        PROPAGATION_DELAY=float(os.environ.get('PROPAGATION_DELAY', '20')),
         PROPAGATION_LEASE=float(os.environ.get('PROPAGATION_LEASE', '120')),
         PROPAGATION_POLL=float(os.environ.get('PROPAGATION_POLL', '1')),
         PROPAGATION_WORKER_THREAD=_env_flag('PROPAGATION_WORKER_THREAD', default=False),
@@ -136,6 +145,7 @@ def create_app(config=None):
         app.instance_path, 'database_password_key', lambda: Fernet.generate_key().decode())
     database.use_keys([key.strip() for key in keys.split(',') if key.strip()])
     models.Config.workspace_domain = app.config['WORKSPACE_DOMAIN']
+    models.Config.workspace_servers = _workspace_servers(app)
     models.Config.password_hash_method = app.config['PASSWORD_HASH_METHOD']
     _init_database(app)
     app.before_request(_refuse_control_characters)
@@ -160,6 +170,7 @@ def create_app(config=None):
     app.cli.add_command(demo_command)
     app.cli.add_command(worker_command)
     app.cli.add_command(reencrypt_command)
+    app.cli.add_command(workspaces_group)
     if app.config['PROPAGATION_WORKER_THREAD']:
         app.extensions['propagation_stop'] = propagation.start_thread(app.config)
     _refuse_coroutines(app)
@@ -252,6 +263,21 @@ def _persisted_secret(instance_path, name='secret_key', make=lambda: secrets.tok
         with os.fdopen(fd, 'w') as f:
             f.write(key)
         return key
+
+
+def _workspace_servers(app):
+    """The servers WORKSPACE_DATABASE_URL names, or the embedded one under instance/."""
+    routing = app.config['WORKSPACE_ROUTING']
+    if routing not in ('direct', 'dns'):
+        raise RuntimeError(f'WORKSPACE_ROUTING is {routing!r}: use direct or dns')
+    urls = [url.strip() for url in app.config['WORKSPACE_DATABASE_URL'].split(',')
+            if url.strip()]
+    if urls:
+        servers = [workspace_servers.Server(url) for url in urls]
+    else:
+        servers = [workspace_servers.EmbeddedServer(embedded.EmbeddedPostgres(
+            os.path.join(app.instance_path, 'workspace-postgres')))]
+    return workspace_servers.Servers(servers, routing, app.config['WORKSPACE_PORT'])
 
 
 def _init_database(app):
@@ -392,16 +418,40 @@ def demo_command():
 
 @click.command('worker')
 def worker_command():
-    """Carry rotated database passwords to workspaces until stopped (Ctrl-C, SIGTERM)."""
+    """Carry workspace changes (new and deleted workspaces, rotated passwords, new handles,
+    deleted accounts) to the workspace servers until stopped (Ctrl-C, SIGTERM)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    target, lease, poll = propagation.settings(current_app.config)
+    lease, poll = propagation.settings(current_app.config)
+    servers = propagation.start_servers()
     click.echo('Propagation worker started.')
     try:
-        propagation.run(target, lease, poll, stop)
+        propagation.run(servers, lease, poll, stop)
     except KeyboardInterrupt:
         pass
     click.echo('Propagation worker stopped.')
+
+
+@click.group('workspaces')
+def workspaces_group():
+    """Workspace servers: check them against the metadata."""
+
+
+@workspaces_group.command('check')
+def check_command():
+    """Compare every workspace with its server (database, role, password) and queue a job
+    for whatever differs; a worker then repairs it. Prints what it found."""
+    servers = models.Config.workspace_servers
+    started = [server for server in servers if not server.running]
+    for server in started:  # the embedded server, when no `make run` has it running
+        server.start()
+    try:
+        with database.db.connection_context():
+            for line in propagation.check(servers):
+                click.echo(line)
+    finally:
+        for server in started:
+            server.stop()
 
 
 @click.command('reencrypt-passwords')

@@ -29,6 +29,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 import imaging
 from database import PreparedModel, db, locked, write_transaction
+from workspace_servers import Servers
 
 HANDLE_RE = re.compile(r'^[a-z0-9]([a-z0-9]|-(?=[a-z0-9])){0,38}$')
 HANDLE_RULES = ('1–39 lowercase letters, digits or single hyphens; '
@@ -51,6 +52,8 @@ RESERVED_HANDLES = frozenset({
     'logout', 'mail', 'me', 'new', 'org', 'penstock', 'postgres', 'reauth', 'root', 'security',
     'settings', 'signup', 'static', 'status', 'support', 'system', 'user', 'users', 'workspace',
     'workspaces', 'www',
+    # A handle is a role on the workspace servers: none of the servers' own roles or names.
+    'pg', 'public', 'none', 'template0', 'template1', 'replication', 'superuser',
 })
 # Checked against when the login is unknown, so a miss costs as much as a wrong password.
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16))
@@ -63,6 +66,7 @@ SECRET_OBSERVERS = []
 class Config:
     """What the models need from the app's configuration; create_app sets it."""
     workspace_domain = 'workspaces.penstock.test'
+    workspace_servers = Servers()  # where workspaces are placed; create_app configures them
     password_hash_method = 'scrypt'  # werkzeug's generate_password_hash method
 
 
@@ -241,6 +245,7 @@ class User(BaseModel):
     def change_handle(self, handle, ip=None):
         """Take a new handle (raises Invalid): the old one is held for this user for
         HANDLE_HOLD, every workspace host follows, and `user.update` records both."""
+        import workspaces  # workspaces.py builds on this module
         handle = (handle or '').strip().lower()
         with write_transaction():
             problem = self.handle_change_problem(handle)
@@ -256,6 +261,7 @@ class User(BaseModel):
                 raise Invalid({'handle': TAKEN}) from None
             self.handle, self.updated_at = handle, now
             self.version_id = User.select(User.version_id).where(User.id == self.id).scalar()
+            workspaces.PropagationJob.follow(self, 'user.update')  # the role is renamed
             AuditRecord.write('user.update', self, ip, target=self,
                               data={'handle': {'old': old, 'new': handle}})
 
@@ -272,8 +278,10 @@ class User(BaseModel):
     def delete_account(self):
         """Remove the account and every row that belongs to it, in one transaction. The email
         address is free at once; the handle is held (for nobody) for HANDLE_HOLD."""
+        import workspaces  # workspaces.py builds on this module
         now = utcnow()
         with write_transaction():
+            workspaces.PropagationJob.follow(self, 'user.delete')  # databases and role go
             HandleHold.hold(self.handle, None, now)
             # Foreign keys cascade from the user row; these rows only name the user by id.
             AuditRecord.delete().where((AuditRecord.actor_id == self.id)

@@ -1,65 +1,52 @@
-"""Carries a rotated database password to every workspace, off the request path.
+"""Carries every change a workspace server must follow to it, off the request path.
 
 Jobs live in the database (workspaces.PropagationJob), so they survive restarts; a worker
-leases one at a time, applies the current password through a target, and records it. A
-worker that dies mid-way leaves its lease to expire and the job to be claimed again.
-Applying is idempotent: the target is always given the current password."""
+leases one at a time, brings that user's role, password and databases on that server to
+what the metadata says (workspace_servers.Server.converge), and records it. A worker that
+dies mid-way leaves its lease to expire and the job to be claimed again; a server that is
+down leaves its jobs pending, retried with backoff, until it answers. Converging is
+idempotent and reads the current state, so a job carried out late or twice is harmless."""
+import atexit
 import datetime
 import logging
 import threading
-import time
+
+import psycopg
 
 import database
+import models
+import workspace_servers
 import workspaces
 
 log = logging.getLogger(__name__)
 
 
-class Target:
-    """Where passwords are applied. A real backend would run, on the workspace's server,
-    ALTER ROLE "<user handle>" PASSWORD '<password>' (existing connections stay open)."""
-
-    def apply(self, workspace, role, password):
-        raise NotImplementedError
-
-
-class RecordingTarget(Target):
-    """The default target: takes `delay` seconds, as a real server would, and succeeds; the
-    worker then records the applied version on the workspace."""
-
-    def __init__(self, delay):
-        self.delay = delay
-
-    def apply(self, workspace, role, password):
-        time.sleep(self.delay)
-
-
-def run_once(target, lease):
-    """Claim and carry out one due job; False when none was due."""
+def run_once(servers, lease):
+    """Claim and carry out one due job on `servers` (a workspace_servers.Servers, or a
+    stand-in with the same `[key]`, `holding` and `converge`); False when none was due."""
     job = workspaces.PropagationJob.claim(lease)
     if job is None:
         return False
     try:
-        workspace = workspaces.Workspace.get_or_none(workspaces.Workspace.id == job.workspace_id)
-        if workspace is None:  # deleted meanwhile; its jobs went with it
-            return True
-        password = workspaces.DatabasePassword.for_user(job.user_id)
-        target.apply(workspace, workspace.user.handle, password.password)
-        job.applied(password.version)
+        server = servers[job.server]
+        with server.holding(job.user_id) as connection:
+            ids, desired = job.desired()
+            server.converge(connection, desired)
+        workspaces.PropagationJob.applied(ids, desired)
     except Exception as error:  # noqa: BLE001 - any failure is retried later
-        # Only the error's type is kept and logged: a driver's message could quote the password.
-        log.warning('Password propagation to workspace %s failed (attempt %d): %s',
-                    job.workspace_id, job.attempts, type(error).__name__)
-        job.failed(type(error).__name__)
+        # Only the error's type is kept and logged: a driver's message could quote a statement.
+        log.warning('Propagation to workspace server %s for user %s failed (attempt %d): %s',
+                    job.server, job.user_id, job.attempts, type(error).__name__)
+        job.failed(error)
     return True
 
 
-def run(target, lease, poll, stop):
+def run(servers, lease, poll, stop):
     """Work until `stop` (a threading.Event) is set: every due job, then wait `poll` s."""
     while not stop.is_set():
         try:
             with database.db.connection_context():
-                while not stop.is_set() and run_once(target, lease):
+                while not stop.is_set() and run_once(servers, lease):
                     pass
         except Exception:  # noqa: BLE001 - the database may be briefly away; keep going
             log.exception('The propagation worker hit an error; it goes on.')
@@ -67,17 +54,99 @@ def run(target, lease, poll, stop):
 
 
 def settings(config):
-    """The target, lease and poll interval that `config` (the app's) asks for."""
-    return (RecordingTarget(config['PROPAGATION_DELAY']),
-            datetime.timedelta(seconds=config['PROPAGATION_LEASE']),
+    """The lease and poll interval that `config` (the app's) asks for."""
+    return (datetime.timedelta(seconds=config['PROPAGATION_LEASE']),
             config['PROPAGATION_POLL'])
 
 
+def start_servers():
+    """Start the configured workspace servers that Penstock runs itself (the embedded one),
+    stop them when this process exits, and place workspaces made before workspaces were
+    real. Whatever runs a worker calls this first."""
+    servers = models.Config.workspace_servers
+    servers.start()
+    atexit.register(servers.stop)
+    with database.db.connection_context():
+        placed = workspaces.Workspace.place_unplaced()
+    if placed:
+        log.info('Placed %d workspace(s) on a workspace server.', placed)
+    return servers
+
+
 def start_thread(config):
-    """Run a worker in a daemon thread of this process (what `make run` does); returns the
-    Event that stops it."""
+    """Start the servers and run a worker in a daemon thread of this process (what `make
+    run` does); returns the Event that stops the worker."""
+    servers = start_servers()
     stop = threading.Event()
-    target, lease, poll = settings(config)
-    threading.Thread(target=run, args=(target, lease, poll, stop), name='propagation',
+    lease, poll = settings(config)
+    threading.Thread(target=run, args=(servers, lease, poll, stop), name='propagation',
                      daemon=True).start()
     return stop
+
+
+def check(servers):
+    """Compare every workspace with its server (its database, the user's role and attributes,
+    who may connect, the password's verifier) and everything the servers hold of Penstock
+    users with the workspaces; queue a job for each user and server that differ (unless one
+    is pending already). Yields lines to print, one per finding and one per server."""
+    Workspace, Job = workspaces.Workspace, workspaces.PropagationJob
+    for server in servers:
+        count = Workspace.select().where(Workspace.server == server.key).count()
+        try:
+            with server.connect() as connection:
+                users = server.marked_users(connection) | {
+                    row.user_id for row in Workspace.select(Workspace.user).distinct()
+                    .where(Workspace.server == server.key)}
+                drifted = queued = 0
+                for user_id in sorted(users):
+                    job = Job(user_id=user_id, server=server.key)
+                    _, desired = job.desired()
+                    problems = differences(desired, server.found(connection, user_id),
+                                           server.admin)
+                    if not problems:
+                        continue
+                    drifted += 1
+                    pending = Job.select().where(Job.user_id == user_id, Job.server == server.key,
+                                                 Job.status == 'pending').exists()
+                    if not pending:
+                        with database.write_transaction():
+                            Job.queue(user_id, [server.key], 'workspaces.check')
+                        queued += 1
+                    action = 'a job was pending already' if pending else 'queued a job'
+                    yield f'{server.key}: user {user_id}: {"; ".join(problems)} ({action})'
+        except psycopg.OperationalError as error:
+            yield (f'{server.key}: {count} workspace(s); the server did not answer '
+                   f'({type(error).__name__}); its jobs stay pending')
+            continue
+        yield (f'{server.key}: {count} workspace(s) of {len(users)} user(s); '
+               f'{drifted} differ{"s" if drifted == 1 else ""} from the metadata, '
+               f'{queued} job(s) queued')
+
+
+def differences(desired, found, admin):
+    """How what a server holds (`found`) differs from `desired`, in words; [] when it
+    matches."""
+    wanted = {} if desired.role is None else desired.databases
+    problems = []
+    if wanted and found.role is None:
+        problems.append(f'role {desired.role} missing')
+    elif not wanted and found.role is not None:
+        problems.append(f'role {found.role} left over')
+    elif found.role is not None:
+        if found.role != desired.role:
+            problems.append(f'role is named {found.role}, not {desired.role}')
+        if not workspace_servers.scram_verifier_matches(found.verifier, desired.password):
+            problems.append('password not current')
+        wrong = [name for name, value in found.attributes.items() if value != (name == 'login')]
+        if wrong:
+            problems.append('role attributes wrong: ' + ', '.join(sorted(wrong)))
+    for workspace_id, name in sorted(wanted.items()):
+        if name not in found.databases:
+            problems.append(f'database {name} (workspace {workspace_id}) missing')
+        elif found.connectable[name] - {found.role, admin}:
+            others = ', '.join(sorted(role or 'PUBLIC' for role in
+                                      found.connectable[name] - {found.role, admin}))
+            problems.append(f'database {name} open to {others}')
+    for name in sorted(set(found.databases) - set(wanted.values())):
+        problems.append(f'database {name} left over')
+    return problems

@@ -1,23 +1,25 @@
-"""Workspaces and the database password that reaches them: each workspace is a
-PostgreSQL database reached by a connection string; the password (encrypted at
-rest) is rotated and carried to every workspace by propagation jobs, which
-propagation.py's workers run."""
+"""Workspaces and the database password that reaches them: each workspace is a real
+PostgreSQL database on one of the workspace servers (workspace_servers.py), reached by a
+connection string; the password is encrypted at rest. Every change a server must follow
+(a workspace made or deleted, a rotated password, a new handle, a deleted account) queues a
+propagation job in the same transaction, and propagation.py's workers carry it out."""
 import datetime
 import re
 import secrets
 import string
 
-from peewee import CharField, Check, DateTimeField, ForeignKeyField, IntegerField, TextField
+from peewee import (CharField, Check, DateTimeField, ForeignKeyField, IntegerField, TextField,
+                    fn)
 
 from database import decrypt, encrypt, skip_locked, write_transaction
 from models import (AuditRecord, BaseModel, Config, Invalid, Owned, Refused, User, minted,
                     new_id, text_problem, utcnow)
+from workspace_servers import Desired, Drift
 
 
 WORKSPACE_HANDLE_RE = re.compile(r'^[a-z0-9]{1,23}$')
 WORKSPACE_HANDLE_RULES = '1–23 lowercase letters or digits.'
 WORKSPACE_LIMIT = 10
-WORKSPACE_PORT = 9193
 PROPAGATION_BACKOFF_MAX = 300  # seconds between attempts at most
 
 
@@ -74,23 +76,24 @@ class DatabasePassword(BaseModel):
             version = current.version + 1
             cls.update(id=new_id('d'), ciphertext=encrypt(cls.new_password()),
                        version=version, created_at=now).where(cls.user == user).execute()
-            workspaces = list(Workspace.select(Workspace.id).where(Workspace.user == user))
-            if workspaces:
-                PropagationJob.insert_many(
-                    [dict(user=user, workspace=w.id, password_version=version, status='pending',
-                          run_after=now, created_at=now) for w in workspaces]).execute()
+            count = Workspace.select().where(Workspace.user == user).count()
+            PropagationJob.follow(user, 'user.password.rotate')
             AuditRecord.write('user.password.rotate', user, ip, target=user,
-                              data={'version': version, 'workspaces': len(workspaces)})
+                              data={'version': version, 'workspaces': count})
         return cls.get(cls.user == user)
 
 
 class Workspace(Owned):
-    """A Postgres endpoint of a user's, reached at `host` with the user's database password."""
+    """A user's PostgreSQL database on workspace server `server` (a key of
+    Config.workspace_servers, kept for good), reached at `host` with the user's database
+    password. `password_version` is the version its server accepts: 0 until the database
+    has been made there."""
     id = CharField(primary_key=True, default=lambda: new_id('w'))
     user = ForeignKeyField(User, backref='workspaces', on_delete='CASCADE')
     handle = CharField()
     database_name = CharField(unique=True)
-    password_version = IntegerField(default=0)  # the database password version it accepts
+    server = CharField(null=True)  # None: made before workspaces were real, not placed yet
+    password_version = IntegerField(default=0)
     password_applied_at = DateTimeField(null=True)
 
     class Meta:
@@ -112,10 +115,13 @@ class Workspace(Owned):
         return f'{user_handle or self.user.handle}-{self.handle}.{Config.workspace_domain}'
 
     def connection_string(self, password, user_handle=None):
-        """postgresql://{user handle}:{password}@{host}:9193/{database name}."""
+        """postgresql://{user handle}:{password}@{host}:{port}/{database name}, which libpq
+        (psql, psycopg) connects with as it is: where the host name does not resolve, it
+        carries ?hostaddr= with the server's address (see Servers.endpoint)."""
         user_handle = user_handle or self.user.handle
-        return (f'postgresql://{user_handle}:{password}@{self.host(user_handle)}:'
-                f'{WORKSPACE_PORT}/{self.database_name}')
+        port, address = Config.workspace_servers.endpoint(self.server)
+        return (f'postgresql://{user_handle}:{password}@{self.host(user_handle)}:{port}/'
+                f'{self.database_name}' + (f'?hostaddr={address}' if address else ''))
 
     def password_state(self, current_version):
         """'applied' when the workspace accepts password `current_version`, else 'pending'."""
@@ -135,28 +141,64 @@ class Workspace(Owned):
                 raise Refused(cls.LIMIT_REACHED)
             if cls.select().where(cls.user == user, cls.handle == handle).exists():
                 raise Invalid({'handle': 'You already have a workspace with this handle.'})
-            password = DatabasePassword.for_user(user)
-            now = utcnow()
+            DatabasePassword.for_user(user)
             workspace = cls.create(user=user, handle=handle, database_name=_database_name(),
-                                   password_version=password.version, password_applied_at=now,
-                                   created_at=now)
+                                   server=cls.placement(), created_at=utcnow())
+            PropagationJob.queue(user.id, [workspace.server], 'workspace.create')
             AuditRecord.write('workspace.create', user, ip, target=workspace,
                               data=workspace.audit_data)
         return workspace
 
+    def remove(self, ip=None):
+        """Delete the workspace; its server drops the database (see Owned.remove)."""
+        with write_transaction():
+            super().remove(ip)
+            PropagationJob.queue(self.user_id, [self.server], self.DELETED)
+
+    @classmethod
+    def placement(cls):
+        """The configured server with the fewest workspaces (the first of those tied)."""
+        servers = [server.key for server in Config.workspace_servers]
+        if not servers:
+            raise Refused('No workspace server is configured.')
+        counts = dict(cls.select(cls.server, fn.COUNT(cls.id)).where(cls.server.in_(servers))
+                      .group_by(cls.server).tuples())
+        return min(servers, key=lambda key: counts.get(key, 0))
+
+    @classmethod
+    def place_unplaced(cls):
+        """Put each workspace made before workspaces were real on a server, and queue its
+        making there; returns how many there were."""
+        placed = 0
+        for workspace in cls.select().where(cls.server.is_null()):
+            with write_transaction():
+                if cls.update(server=cls.placement()).where(
+                        cls.id == workspace.id, cls.server.is_null()).execute():
+                    server = cls.get_by_id(workspace.id).server
+                    PropagationJob.queue(workspace.user_id, [server], 'workspace.create')
+                    placed += 1
+        return placed
+
 
 def _database_name():
-    """A short random database name: a letter, then 7 lowercase letters or digits."""
-    return (secrets.choice(string.ascii_lowercase)
-            + ''.join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(7)))
+    """A short random database name: a letter, then 7 lowercase letters or digits (never a
+    server's own database)."""
+    while True:
+        name = (secrets.choice(string.ascii_lowercase) + ''.join(
+            secrets.choice(string.ascii_lowercase + string.digits) for _ in range(7)))
+        if name != 'postgres':
+            return name
 
 
 class PropagationJob(BaseModel):
-    """Bring one workspace to (at least) database password `password_version`. Durable:
-    a worker leases a job, so one that dies mid-way leaves it to be claimed again."""
-    user = ForeignKeyField(User, on_delete='CASCADE')
-    workspace = ForeignKeyField(Workspace, backref='propagation_jobs', on_delete='CASCADE')
-    password_version = IntegerField()
+    """Bring server `server` to hold what the metadata says of user `user_id`: their role,
+    password and databases there (workspace_servers.Server.converge). No foreign keys: a job
+    outlives the workspace or account whose database and role it drops. Durable: a worker
+    leases a job, so one that dies mid-way leaves it to be claimed again; jobs of one user
+    and server are carried out together, by whichever is claimed first."""
+    user_id = CharField()
+    server = CharField()
+    reason = CharField()  # the audit action that queued it: workspace.create, user.delete, …
     status = CharField(default='pending', constraints=[
         Check("status IN ('pending', 'applied')")])
     attempts = IntegerField(default=0)
@@ -167,24 +209,40 @@ class PropagationJob(BaseModel):
     applied_at = DateTimeField(null=True)
 
     class Meta:
-        indexes = ((('status', 'run_after'), False),)
+        indexes = ((('status', 'run_after'), False), (('user_id', 'server', 'status'), False))
+
+    @classmethod
+    def queue(cls, user_id, servers, reason):
+        """A job for each of `servers` (keys; None, an unplaced workspace's, is skipped)."""
+        now = utcnow()
+        rows = [dict(user_id=user_id, server=server, reason=reason, status='pending',
+                     run_after=now, created_at=now) for server in sorted(set(servers) - {None})]
+        if rows:
+            cls.insert_many(rows).execute()
+
+    @classmethod
+    def follow(cls, user, reason):
+        """Queue a job for every server that holds one of `user`'s workspaces (a rotated
+        password, a new handle, a deleted account); inside the change's transaction."""
+        servers = Workspace.select(Workspace.server).where(Workspace.user == user).distinct()
+        cls.queue(user.id, [row.server for row in servers], reason)
 
     @classmethod
     def claim(cls, lease):
-        """Lease the next due job for `lease` (a timedelta), or None. A workspace never has
-        two jobs leased at once, so passwords reach it in order."""
+        """Lease the next due job for `lease` (a timedelta), or None. A user's jobs on one
+        server are not leased twice at once (workers would only wait for each other)."""
         now = utcnow()
         with write_transaction(exclusive=False):  # on PostgreSQL: FOR UPDATE SKIP LOCKED
-            busy = (cls.select(cls.workspace)
-                    .where(cls.status == 'pending', cls.locked_until > now))
+            leased = cls.alias()
+            busy = leased.select().where(leased.user_id == cls.user_id,
+                                         leased.server == cls.server, leased.status == 'pending',
+                                         leased.locked_until > now)
             query = (cls.select().where(cls.status == 'pending', cls.run_after <= now,
                                         cls.locked_until.is_null() | (cls.locked_until <= now),
-                                        cls.workspace.not_in(busy))
+                                        ~fn.EXISTS(busy))
                      .order_by(cls.run_after, cls.id).limit(1))
-            # Workers on other hosts skip what is being claimed rather than wait. The
-            # workspace row is locked too: `busy` cannot see a lease not yet committed,
-            # and a second worker must not take that workspace's next job meanwhile.
-            job = skip_locked(query.join(Workspace)).first()
+            # Workers on other hosts skip what is being claimed rather than wait.
+            job = skip_locked(query).first()
             if job is None:
                 return None
             job.locked_until, job.attempts = now + lease, job.attempts + 1
@@ -192,24 +250,42 @@ class PropagationJob(BaseModel):
                 cls.id == job.id).execute()
         return job
 
-    def applied(self, version):
-        """The workspace now accepts password `version`: record it, and finish this job and
-        every older one of the workspace (a newer password supersedes them)."""
+    def desired(self):
+        """(ids of the user's pending jobs on this server, what the server should hold).
+        Read in that order, after the server's lock is taken: every change whose job is in
+        the list is in what was read, and a job queued later stays pending and runs again."""
+        cls = PropagationJob
+        ids = [row.id for row in cls.select(cls.id).where(
+            cls.user_id == self.user_id, cls.server == self.server, cls.status == 'pending')]
+        desired = Desired(self.user_id)
+        user = User.get_or_none(User.id == self.user_id)
+        password = user and DatabasePassword.get_or_none(DatabasePassword.user == user)
+        if user is not None and password is not None:
+            desired.role, desired.password = user.handle, password.password
+            desired.version = password.version
+            desired.databases = dict(Workspace.select(Workspace.id, Workspace.database_name)
+                                     .where(Workspace.user == user,
+                                            Workspace.server == self.server).tuples())
+        return ids, desired
+
+    @staticmethod
+    def applied(ids, desired):
+        """The server now holds `desired`: its workspaces accept password `desired.version`,
+        and jobs `ids` are done."""
         now = utcnow()
         with write_transaction():
-            Workspace.update(password_version=version, password_applied_at=now).where(
-                Workspace.id == self.workspace_id, Workspace.password_version < version
-            ).execute()
+            Workspace.update(password_version=desired.version, password_applied_at=now).where(
+                Workspace.id.in_(list(desired.databases)),
+                Workspace.password_version < desired.version).execute()
             PropagationJob.update(status='applied', applied_at=now, locked_until=None,
-                                  last_error=None).where(
-                PropagationJob.workspace == self.workspace_id,
-                PropagationJob.status == 'pending',
-                PropagationJob.password_version <= version).execute()
+                                  last_error=None).where(PropagationJob.id.in_(ids)).execute()
 
     def failed(self, error):
         """Try again later: 2, 4, 8 … seconds after this attempt, at most
-        PROPAGATION_BACKOFF_MAX."""
+        PROPAGATION_BACKOFF_MAX. Only the error's type is kept (a driver's message could
+        quote a statement), or a Drift's own words (names, never a secret)."""
         delay = min(2 ** self.attempts, PROPAGATION_BACKOFF_MAX)
-        PropagationJob.update(locked_until=None, last_error=str(error)[:500],
+        kept = f'Drift: {error}' if isinstance(error, Drift) else type(error).__name__
+        PropagationJob.update(locked_until=None, last_error=kept[:500],
                               run_after=utcnow() + datetime.timedelta(seconds=delay)).where(
             PropagationJob.id == self.id).execute()

@@ -14,12 +14,15 @@ import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 from cryptography.fernet import Fernet
+from psycopg import sql
 from werkzeug.serving import make_server
 
 import credentials
 import database
+import embedded
 import models
 from app import create_app
 from tests.helpers import PASSWORD, Api, log_in, make_user
@@ -96,10 +99,9 @@ def _close_databases(monkeypatch):
         getattr(each, 'close_all', each.close)()
 
 
-def postgres_admin(sql):
-    import psycopg  # only a PostgreSQL run needs the driver
+def postgres_admin(statement):
     with psycopg.connect(TEST_DATABASE, autocommit=True) as connection:
-        connection.execute(sql)
+        connection.execute(statement)
 
 
 def postgres_url(database):
@@ -150,6 +152,62 @@ def database_url(make_database_url):
     return make_database_url()
 
 
+@pytest.fixture(scope='session', autouse=True)
+def workspace_server(tmp_path_factory):
+    """A real PostgreSQL server for workspaces for the whole run: embedded.py's, the one
+    `make run` starts, durability off. Every app (and every server a test starts as a
+    subprocess) is given it by WORKSPACE_DATABASE_URL."""
+    server = embedded.EmbeddedPostgres(tmp_path_factory.mktemp('workspace-postgres'),
+                                       durable=False)
+    with server:
+        os.environ['WORKSPACE_DATABASE_URL'] = server.url
+        try:
+            with psycopg.connect(server.url, autocommit=True) as connection:
+                yield WorkspaceServer(server, connection)
+        finally:
+            del os.environ['WORKSPACE_DATABASE_URL']
+
+
+class WorkspaceServer:
+    """The run's workspace server, with an admin connection to look into its catalogs."""
+
+    def __init__(self, embedded, connection):
+        self.embedded, self.connection = embedded, connection
+        self.url, self.port = embedded.url, embedded.port
+
+    def query(self, statement, params=None):
+        return self.connection.execute(statement, params).fetchall()
+
+    def marked(self):
+        """How many roles and databases of Penstock users the server holds."""
+        return self.query("SELECT count(*) FROM pg_shdescription "
+                          "WHERE description LIKE 'penstock user %'")[0][0]
+
+    def clear(self):
+        """Drop every database and role of a Penstock user: each test starts with none (the
+        next test's alice is another user, and her role's name would be taken)."""
+        for (name,) in self.query(
+                "SELECT d.datname FROM pg_database d JOIN pg_shdescription s "
+                "ON s.objoid = d.oid AND s.classoid = 'pg_database'::regclass "
+                "WHERE s.description LIKE 'penstock user %'"):
+            self.connection.execute(sql.SQL('DROP DATABASE {} WITH (FORCE)')
+                                    .format(sql.Identifier(name)))
+        for (name,) in self.query(
+                "SELECT r.rolname FROM pg_roles r JOIN pg_shdescription s "
+                "ON s.objoid = r.oid AND s.classoid = 'pg_authid'::regclass "
+                "WHERE s.description LIKE 'penstock user %'"):
+            self.connection.execute(sql.SQL('DROP ROLE {}').format(sql.Identifier(name)))
+
+
+@pytest.fixture(autouse=True)
+def _clear_workspace_server(workspace_server):
+    """After each test that made something on the workspace server, drop it (one cheap
+    query for the others)."""
+    yield
+    if workspace_server.marked():
+        workspace_server.clear()
+
+
 @pytest.fixture
 def app(database_url):
     app = create_app({
@@ -158,7 +216,6 @@ def app(database_url):
         'DATABASE_URL': database_url,
         'GRAVATAR_ENABLED': False,  # tests that look avatars up start their own server
         'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
-        'PROPAGATION_DELAY': 0,
         'PASSWORD_HASH_METHOD': QUICK_PASSWORD_HASH,
     })
     database.migrate(database.db.obj)

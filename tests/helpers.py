@@ -24,6 +24,7 @@ import credentials
 import database
 import imaging
 import models
+import propagation
 from tests.images import encoded, quadrants
 from views.openapi import DOCUMENT
 from workspaces import DatabasePassword, PropagationJob, Workspace
@@ -347,6 +348,16 @@ def temporary_token(user):
 
 
 LEASE = datetime.timedelta(seconds=30)  # how long a propagation worker holds a job it took
+
+
+def run_jobs(servers=None):
+    """Carry out every due propagation job, as a worker would, on the configured workspace
+    servers (the run's real one) or on `servers`; returns how many it took on."""
+    taken = 0
+    with database.db.connection_context():
+        while propagation.run_once(servers or models.Config.workspace_servers, LEASE):
+            taken += 1
+    return taken
 
 
 def provision_and_rotate(user, *handles, rotations=1):

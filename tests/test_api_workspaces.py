@@ -10,11 +10,10 @@ import pytest
 import credentials
 import database
 import models
-import propagation
 import workspaces
 from app import create_app
 from tests.conftest import TEST_PASSWORD_KEY
-from tests.helpers import Api, errors_at, make_user
+from tests.helpers import Api, errors_at, make_user, run_jobs
 
 URL = '/api/v0/user/alice/workspace'
 
@@ -91,9 +90,7 @@ def test_a_rotation_shows_pending_until_the_worker_applies_it(api, alice):
     new = workspaces.DatabasePassword.for_user(alice)
     assert all(new.masked in item['connection_string'] for item in listed)
 
-    target = propagation.RecordingTarget(0)
-    while propagation.run_once(target, datetime.timedelta(seconds=30)):
-        pass
+    run_jobs()
     listed = items(api('GET', URL))
     assert [item['password_status'] for item in listed] == ['applied', 'applied']
     assert all(item['password_applied_at'] > before[item['id']] for item in listed)

@@ -10,10 +10,9 @@ from cryptography.fernet import Fernet, InvalidToken
 import credentials
 import database
 import models
-import propagation
 import workspaces
 from tests.conftest import ON_POSTGRES, TEST_PASSWORD_KEY, database_dump
-from tests.helpers import HTMX, PASSWORD, csrf_token, html
+from tests.helpers import HTMX, LEASE, PASSWORD, csrf_token, html, run_jobs
 from views.profile import PROPAGATED, ROTATED
 
 URL = '/user/alice/settings/profile'
@@ -45,14 +44,6 @@ def rotations(user):
         return list(models.AuditRecord.select()
                     .where(models.AuditRecord.identity == user.id,
                            models.AuditRecord.action_type == 'user.password.rotate'))
-
-
-def run_worker():
-    """Carry out every due propagation job, as the worker would (the app's delay is 0)."""
-    with database.db.connection_context():
-        while propagation.run_once(propagation.RecordingTarget(0),
-                                   datetime.timedelta(seconds=30)):
-            pass
 
 
 def section_of(response):
@@ -322,7 +313,7 @@ def test_the_state_goes_from_pending_to_applied_and_the_polling_stops(client, lo
         'true'}
     assert fragment.find(id='flash') is None  # the live region hears nothing while it waits
 
-    run_worker()
+    run_jobs()
 
     applied = html(client.get(STATUS, headers=HTMX))
     assert poller(applied) is not None and not poller(applied).has_attr('hx-trigger')
@@ -342,8 +333,7 @@ def test_one_workspace_applied_and_one_pending_keeps_the_polling_going(client, l
     analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
     rotate(client)
     with database.db.connection_context():
-        assert propagation.run_once(propagation.RecordingTarget(0),
-                                    datetime.timedelta(seconds=30))
+        assert propagation.run_once(models.Config.workspace_servers, LEASE)
 
     fragment = html(client.get(STATUS, headers=HTMX))
 

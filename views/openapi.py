@@ -8,7 +8,7 @@ import credentials
 import imaging
 import models
 from views.api import PAGE_DEFAULT, PAGE_MAX, PREFERENCE_FIELDS, SWITCH
-from workspaces import WORKSPACE_HANDLE_RE, WORKSPACE_PORT, Workspace
+from workspaces import WORKSPACE_HANDLE_RE, Workspace
 
 bp = Blueprint('openapi', __name__, url_prefix='/api/v0')
 
@@ -231,9 +231,11 @@ SCHEMAS = {
                 'type': 'string', 'examples': [
                     'postgresql://alice:ab**-****-****-**yz@alice-analytics.workspaces.'
                     'penstock.test:9193/k3x9q2mz'],
-                'description': '`postgresql://{user handle}:{password}@{host}:'
-                               f'{WORKSPACE_PORT}/{{database name}}` with the password '
-                               'masked: read it from `GET /user/{handle}/password`.'},
+                'description': '`postgresql://{user handle}:{password}@{host}:{port}/'
+                               '{database name}` with the password masked: read it from '
+                               '`GET /user/{handle}/password`. Where the host name does not '
+                               "resolve (a local server) it ends in `?hostaddr=` and the "
+                               "server's address, so that libpq connects as it is."},
             'password_status': {
                 'type': 'string', 'enum': list(Workspace.PASSWORD_STATES), 'description':
                     '`applied` when the workspace accepts the current database password; '

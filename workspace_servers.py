@@ -1,0 +1,326 @@
+"""The PostgreSQL servers that hold workspaces, and how one is brought to match the metadata.
+
+Each server is reached through an admin URL (WORKSPACE_DATABASE_URL, comma-separated; unset,
+the embedded server of embedded.py under instance/). A user's workspaces on a server are
+databases reached by one login role named after the user's handle, whose password is the
+user's Database Password. What the server holds for a user is found by comments, not names:
+the role carries `penstock user <user id>` and each database `penstock user <user id>
+workspace <workspace id>`, so a renamed handle or a deleted workspace row still leads to
+what must be renamed or dropped.
+
+`Server.converge` makes a server hold exactly what the metadata says of one user: it drops
+the databases no workspace names any more (and the role with the last one), creates the
+role and the missing databases, renames the role after a handle change, and sets its
+password. It runs under an advisory lock of that user on that server, taken before the
+metadata is read, so two workers never interleave and the later one always applies the
+newer state. The password travels as a SCRAM verifier made here (never in plain text in a
+statement, a server log or pg_stat_activity)."""
+import base64
+import contextlib
+import hashlib
+import hmac
+import socket
+import threading
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg import sql
+
+CONNECT_TIMEOUT = 5  # seconds: a server that is down leaves jobs pending, retried later
+LOCK_NAMESPACE = 0x5057  # the first key of every advisory lock taken here ("PW")
+# What a role may never be: it reaches its own databases and nothing else.
+ROLE_ATTRIBUTES = ('LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS '
+                   'INHERIT CONNECTION LIMIT -1')
+# Databases of the server itself that no workspace role may connect to.
+SERVER_DATABASES = ('postgres', 'template1')
+
+
+def role_mark(user_id):
+    return f'penstock user {user_id}'
+
+
+def database_mark(user_id, workspace_id):
+    return f'{role_mark(user_id)} workspace {workspace_id}'
+
+
+class Drift(Exception):
+    """The server holds something in the way that this code will not touch by itself (a
+    role of the wanted name that is not this user's); the job is retried later."""
+
+
+@dataclass
+class Desired:
+    """What a server should hold for one user, read from the metadata: the role's name (the
+    handle; None once the account is gone), the password and its version, and the user's
+    databases on this server by workspace id."""
+    user_id: str
+    role: str | None = None
+    password: str | None = None
+    version: int = 0
+    databases: dict = field(default_factory=dict)
+
+
+@dataclass
+class Found:
+    """What a server holds for one user: the role's name (None: no role), its SCRAM verifier
+    and attributes, and the user's databases by name (each with its workspace id) and the
+    roles that may connect to each."""
+    role: str | None = None
+    verifier: str | None = None
+    attributes: dict = field(default_factory=dict)
+    databases: dict = field(default_factory=dict)
+    connectable: dict = field(default_factory=dict)
+
+
+def scram_verifier_matches(verifier, password):
+    """Whether `verifier` (pg_authid.rolpassword, SCRAM-SHA-256$iter:salt$stored:server) was
+    made from `password` (RFC 5802/7677: StoredKey = H(HMAC(SaltedPassword, "Client Key")))."""
+    try:
+        method, rest = verifier.split('$', 1)
+        parameters, keys = rest.split('$', 1)
+        iterations, salt = parameters.split(':', 1)
+        stored_key = keys.split(':', 1)[0]
+        if method != 'SCRAM-SHA-256':
+            return False
+        salted = hashlib.pbkdf2_hmac('sha256', password.encode(), base64.b64decode(salt),
+                                     int(iterations))
+    except (AttributeError, ValueError):
+        return False
+    client_key = hmac.new(salted, b'Client Key', hashlib.sha256).digest()
+    return hmac.compare_digest(hashlib.sha256(client_key).digest(),
+                               base64.b64decode(stored_key))
+
+
+class Server:
+    """A PostgreSQL server that holds workspaces, administered through `url` (a superuser, or
+    a role with CREATEROLE and CREATEDB). `key` names it in the metadata (workspace.server):
+    the URL's host:port unless given."""
+
+    def __init__(self, url, key=None):
+        parts = urlsplit(url)
+        self.url = url
+        self.host = parts.hostname or '127.0.0.1'
+        self.port = parts.port or 5432
+        self.admin = unquote(parts.username or '')
+        self.key = key or f'{self.host}:{self.port}'
+        self._address = None
+        self._prepared = False
+        self._prepare_lock = threading.Lock()
+
+    def __repr__(self):
+        return f'<Server {self.key}>'  # never the URL: it holds the admin password
+
+    @property
+    def address(self):
+        """The server's IP address, for a connection string's hostaddr= (libpq connects
+        there and keeps the workspace's DNS name as host)."""
+        if self._address is None:
+            info = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            self._address = info[0][4][0]
+        return self._address
+
+    def connect(self, database=None):
+        """An autocommit admin connection, to `database` or the URL's own."""
+        options = {'dbname': database} if database else {}
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                               application_name='penstock', **options)
+
+    running = True  # as far as Penstock knows: it neither starts nor stops this one
+
+    def start(self):
+        """Nothing to start: the server runs by itself (EmbeddedServer starts its own)."""
+
+    def stop(self):
+        """Nothing to stop (see start)."""
+
+    def _prepare(self, connection):
+        """Once per process: no role but the admin may connect to the server's own databases
+        (a new database is closed to PUBLIC when it is made, see _create_database)."""
+        with self._prepare_lock:
+            if self._prepared:
+                return
+            for name in SERVER_DATABASES:
+                connection.execute(sql.SQL('REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC')
+                                   .format(sql.Identifier(name)))
+            self._prepared = True
+
+    @contextlib.contextmanager
+    def holding(self, user_id):
+        """An admin connection holding the advisory lock of `user_id` on this server: one
+        converge at a time per user and server, however many workers there are."""
+        with self.connect() as connection:
+            self._prepare(connection)
+            connection.execute('SELECT pg_advisory_lock(%s, hashtext(%s))',
+                               (LOCK_NAMESPACE, user_id))
+            yield connection  # closing the connection releases the lock
+
+    def found(self, connection, user_id):
+        """What this server holds for `user_id`."""
+        found = Found()
+        row = connection.execute(
+            "SELECT r.rolname, r.rolpassword, r.rolsuper, r.rolcreatedb, r.rolcreaterole, "
+            "r.rolreplication, r.rolbypassrls, r.rolcanlogin FROM pg_authid r "
+            "JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass "
+            "WHERE d.description = %s", (role_mark(user_id),)).fetchone()
+        if row:
+            found.role, found.verifier = row[0], row[1]
+            found.attributes = dict(zip(('superuser', 'createdb', 'createrole', 'replication',
+                                         'bypassrls', 'login'), row[2:]))
+        prefix = role_mark(user_id) + ' workspace '
+        for name, description, acl in connection.execute(
+                "SELECT d.datname, s.description, d.datacl::text[] FROM pg_database d "
+                "JOIN pg_shdescription s ON s.objoid = d.oid "
+                "AND s.classoid = 'pg_database'::regclass WHERE s.description LIKE %s",
+                (prefix.replace('_', r'\_') + '%',)):
+            found.databases[name] = description.removeprefix(prefix)
+            found.connectable[name] = _connecting_roles(acl or [])
+        return found
+
+    def converge(self, connection, desired):
+        """Make this server hold `desired` and nothing else of that user (see the module's
+        docstring). `connection` is holding()'s. Idempotent: after a crash anywhere in it,
+        running it again finishes the job."""
+        found = self.found(connection, desired.user_id)
+        wanted = {} if desired.role is None else desired.databases
+        for name in set(found.databases) - set(wanted.values()):
+            # The one place where terminating connections is right: the database goes.
+            connection.execute(sql.SQL('DROP DATABASE IF EXISTS {} WITH (FORCE)')
+                               .format(sql.Identifier(name)))
+        if not wanted:
+            if found.role is not None:
+                connection.execute(sql.SQL('DROP ROLE IF EXISTS {}')
+                                   .format(sql.Identifier(found.role)))
+            return
+        role = sql.Identifier(desired.role)
+        if found.role is None:
+            self._create_role(connection, desired)
+        else:
+            if found.role != desired.role:
+                self._check_free(connection, desired.role)
+                connection.execute(sql.SQL('ALTER ROLE {} RENAME TO {}').format(
+                    sql.Identifier(found.role), role))
+            if not scram_verifier_matches(found.verifier, desired.password):
+                connection.execute(sql.SQL('ALTER ROLE {} PASSWORD {}').format(
+                    role, sql.Literal(self._verifier(connection, desired))))
+            connection.execute(sql.SQL('ALTER ROLE {} ' + ROLE_ATTRIBUTES).format(role))
+        for workspace_id, name in wanted.items():
+            if name not in found.databases:
+                self._create_database(connection, desired, workspace_id, name)
+
+    @staticmethod
+    def _verifier(connection, desired):
+        """A SCRAM-SHA-256 verifier of the password, made by libpq on this side: the server
+        (its statement log, pg_stat_activity) only ever sees the verifier."""
+        return connection.pgconn.encrypt_password(
+            desired.password.encode(), desired.role.encode(), b'scram-sha-256').decode()
+
+    @staticmethod
+    def _check_free(connection, name):
+        if connection.execute('SELECT 1 FROM pg_roles WHERE rolname = %s', (name,)).fetchone():
+            raise Drift(f'a role named {name} exists on the server and is not this user\'s')
+
+    def _create_role(self, connection, desired):
+        self._check_free(connection, desired.role)
+        role = sql.Identifier(desired.role)
+        with connection.transaction():  # the role and its mark, or neither
+            connection.execute(sql.SQL('CREATE ROLE {} ' + ROLE_ATTRIBUTES + ' PASSWORD {}')
+                               .format(role, sql.Literal(self._verifier(connection, desired))))
+            connection.execute(sql.SQL('COMMENT ON ROLE {} IS {}').format(
+                role, sql.Literal(role_mark(desired.user_id))))
+
+    def _create_database(self, connection, desired, workspace_id, name):
+        """The workspace's database: owned by the admin, CONNECT for the user's role alone,
+        its `public` schema the role's. CREATE DATABASE cannot run in a transaction, so a
+        crash can leave one unmarked: the next run finds it by name and goes on."""
+        database, role = sql.Identifier(name), sql.Identifier(desired.role)
+        try:
+            connection.execute(sql.SQL('CREATE DATABASE {}').format(database))
+        except psycopg.errors.DuplicateDatabase:
+            mark = connection.execute(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                "WHERE datname = %s", (name,)).fetchone()
+            if mark and mark[0] is not None:
+                raise Drift(f'a database named {name} exists and is not this workspace\'s')
+        connection.execute(sql.SQL('REVOKE ALL ON DATABASE {} FROM PUBLIC').format(database))
+        connection.execute(sql.SQL('GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}')
+                           .format(database, role))
+        with self.connect(name) as inside:
+            inside.execute(sql.SQL('ALTER SCHEMA public OWNER TO {}').format(role))
+            inside.execute('REVOKE ALL ON SCHEMA public FROM PUBLIC')
+        # Marked last: a database is found (and so dropped or kept) once it is complete.
+        connection.execute(sql.SQL('COMMENT ON DATABASE {} IS {}').format(
+            database, sql.Literal(database_mark(desired.user_id, workspace_id))))
+
+    def marked_users(self, connection):
+        """The ids of every user this server holds a role or a database of."""
+        rows = connection.execute(
+            "SELECT description FROM pg_shdescription "
+            "WHERE classoid IN ('pg_authid'::regclass, 'pg_database'::regclass) "
+            "AND description LIKE 'penstock user %'")
+        return {description.split()[2] for (description,) in rows}
+
+
+def _connecting_roles(acl):
+    """The roles an ACL (aclitem[] as text) gives CONNECT (`c`); '' is PUBLIC."""
+    roles = set()
+    for item in acl:
+        grantee, _, rest = item.partition('=')
+        if 'c' in rest.split('/', 1)[0]:
+            roles.add(grantee.strip('"'))
+    return roles
+
+
+class EmbeddedServer(Server):
+    """The server Penstock starts for itself when WORKSPACE_DATABASE_URL is unset
+    (embedded.EmbeddedPostgres under instance/), key `embedded`. Its URL and port are read
+    from it each time: a start may move it to another port when its own was taken."""
+
+    def __init__(self, embedded):
+        self.embedded = embedded
+        self.key, self.host, self.admin = 'embedded', '127.0.0.1', 'penstock'
+        self._address, self._prepared, self._prepare_lock = '127.0.0.1', False, threading.Lock()
+
+    url = property(lambda self: self.embedded.url)
+    port = property(lambda self: self.embedded.port)
+    running = property(lambda self: self.embedded.running)
+
+    def start(self):
+        self.embedded.start()
+
+    def stop(self):
+        self.embedded.stop()
+
+
+class Servers:
+    """The configured servers by key, in configuration order (placement's tie-break)."""
+
+    def __init__(self, servers=(), routing='direct', public_port=9193):
+        self.by_key = {server.key: server for server in servers}
+        self.routing, self.public_port = routing, public_port
+
+    def __getitem__(self, key):
+        try:
+            return self.by_key[key]
+        except KeyError:
+            raise Drift(f'no configured server is {key}') from None
+
+    def __iter__(self):
+        return iter(self.by_key.values())
+
+    def endpoint(self, key):
+        """(port, hostaddr or None) of a connection string to a workspace on server `key`:
+        with routing `dns` the workspace names resolve (to the servers or a pooler routing by
+        name) on `public_port`; with `direct`, the server's own port and address."""
+        server = self.by_key.get(key)
+        if self.routing == 'dns' or server is None:
+            return self.public_port, None
+        return server.port, server.address
+
+    def start(self):
+        for server in self:
+            server.start()
+
+    def stop(self):
+        for server in self:
+            server.stop()
