@@ -59,14 +59,18 @@ def test_rotating_answers_201_with_a_new_password_and_id(api, alice):
     assert_conforms(new, REFERENCE, jsonschema.Draft4Validator)
 
 
-def test_rotating_makes_one_pending_job_per_workspace(api, alice, bob):
-    workspaces = {Workspace.provision(alice, handle).id for handle in ('analytics', 'staging')}
+def test_rotating_makes_one_pending_job_per_server_of_the_users_workspaces(api, alice, bob):
+    """A job brings one user's role on one server up to date: two workspaces on one server
+    make one job, a workspace on another server another."""
+    analytics, staging, reports = (Workspace.provision(alice, handle)
+                                   for handle in ('analytics', 'staging', 'reports'))
     Workspace.provision(bob, 'elsewhere')
+    Workspace.update(server='other.example:5432').where(Workspace.id == reports.id).execute()
     api('POST', URL, {})
-    jobs = list(PropagationJob.select())
-    assert {job.workspace_id for job in jobs} == workspaces and len(jobs) == 2
-    assert {(job.user_id, job.password_version, job.status) for job in jobs} == \
-        {(alice.id, 2, 'pending')}
+    jobs = PropagationJob.select().where(PropagationJob.reason == 'user.password.rotate')
+    assert sorted((job.user_id, job.server, job.status) for job in jobs) == sorted(
+        [(alice.id, analytics.server, 'pending'), (alice.id, 'other.example:5432', 'pending')])
+    assert analytics.server == staging.server != 'other.example:5432'
 
 
 def test_rotating_is_audited_once_without_the_password(api, alice):
@@ -88,10 +92,11 @@ def test_rotating_is_audited_once_without_the_password(api, alice):
 def test_a_rotation_with_a_body_is_a_400_and_changes_nothing(api, alice, body, locations):
     Workspace.provision(alice, 'analytics')
     before = api('GET', URL).get_json()
+    jobs = list(PropagationJob.select().tuples())  # the new workspace's
     response = api('POST', URL, body)
     assert response.status_code == 400 and errors_at(response) == locations
     assert api('GET', URL).get_json() == before
-    assert PropagationJob.select().count() == 0
+    assert list(PropagationJob.select().tuples()) == jobs
     assert audit('user.password.rotate') == []
 
 

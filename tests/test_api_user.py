@@ -23,6 +23,7 @@ from tests.helpers import (
     every_model,
     log_in,
     make_user,
+    run_jobs,
 )
 
 STEAMPIPE_USER = 'urn:reference#/components/schemas/User'
@@ -170,7 +171,7 @@ def rows_of(user_id):
     for model in every_model():
         conditions = [field == user_id for field in model._meta.sorted_fields
                       if (isinstance(field, ForeignKeyField) and field.rel_model is models.User)
-                      or field.name in ('actor_id', 'target_id', 'identity_id')]
+                      or field.name in ('actor_id', 'target_id', 'identity_id', 'user_id')]
         if model is models.User:
             conditions.append(models.User.id == user_id)
         if conditions:
@@ -208,24 +209,52 @@ def test_deleting_the_account_answers_with_the_user_as_it_was(api, alice):
     assert_conforms(response.get_json(), STEAMPIPE_USER, jsonschema.Draft4Validator)
 
 
-def test_after_deletion_the_token_is_401_and_no_row_of_the_account_is_left(api, alice, bob,
-                                                                           client):
+def test_after_deletion_the_token_is_401_and_no_row_of_the_account_is_left(
+        api, alice, bob, client, workspace_server):
+    """Every row of the account goes at once but its `user.delete` propagation jobs: they
+    outlive it to drop its databases and role, and once a worker has carried them out the
+    server holds nothing of it either."""
     give_everything(alice, client)
     credentials.Token.issue(bob)
+    run_jobs()
+    databases = sorted(row.database_name for row in alice.workspaces)
+    assert named_on_server(workspace_server, 'alice', databases) == (['alice'], databases)
     counts = rows_of(alice.id)
     assert set(counts) >= {'User', 'Session', 'Token', 'TemporaryToken', 'LoginRequest',
                            'Preferences', 'Avatar', 'AvatarUpload', 'Workspace',
                            'DatabasePassword', 'PropagationJob', 'AuditRecord', 'HandleHold'}
     assert all(counts.values()), counts
     bobs_before = rows_of(bob.id)
+    Job = workspaces.PropagationJob
+    before = {job.id for job in Job.select()}
 
     assert api('DELETE', '/api/v0/user/alice').status_code == 200
-    assert rows_of(alice.id) == dict.fromkeys(counts, 0)
+    deleting = list(Job.select().where(Job.id.not_in(before)))
+    assert [(job.user_id, job.reason, job.status) for job in deleting] == [
+        (alice.id, 'user.delete', 'pending')]
+    jobs = counts['PropagationJob'] + 1  # the jobs she had, and the new one
+    assert rows_of(alice.id) == dict(dict.fromkeys(counts, 0), PropagationJob=jobs)
+    assert {job.reason for job in Job.select().where(Job.user_id == alice.id,
+                                                     Job.status == 'pending')} == {'user.delete'}
     assert rows_of(bob.id) == bobs_before
     response = api('GET', '/api/v0/actor')
     assert response.status_code == 401 and response.headers['WWW-Authenticate'] == 'Bearer'
     assert api('DELETE', '/api/v0/user/alice').status_code == 401
     assert client.get('/user/alice/settings/profile').status_code == 302  # logged out there too
+
+    run_jobs()
+    assert named_on_server(workspace_server, 'alice', databases) == ([], [])
+    assert workspace_server.query("SELECT count(*) FROM pg_shdescription WHERE description "
+                                  "LIKE %s", (f'penstock user {alice.id}%',)) == [(0,)]
+    assert Job.get_by_id(deleting[0].id).status == 'applied'
+
+
+def named_on_server(workspace_server, role, databases):
+    """(the role `role` if the server has it, those of `databases` it has)."""
+    roles = workspace_server.query('SELECT rolname FROM pg_roles WHERE rolname = %s', (role,))
+    found = workspace_server.query('SELECT datname FROM pg_database WHERE datname = ANY(%s)',
+                                   (databases,))
+    return [name for (name,) in roles], sorted(name for (name,) in found)
 
 
 def test_after_deletion_the_email_is_free_and_the_handle_is_held(api):
