@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
+import psycopg
 from bs4 import BeautifulSoup
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4, DRAFT202012
@@ -358,6 +359,13 @@ def run_jobs(servers=None):
         while propagation.run_once(servers or models.Config.workspace_servers, LEASE):
             taken += 1
     return taken
+
+
+def logged_in_as(connection_string):
+    """(user, database) that `connection_string` logs in to the workspace server as, with
+    psycopg as it is (host name, port, hostaddr= and all)."""
+    with psycopg.connect(connection_string, connect_timeout=5) as connection:
+        return connection.execute('SELECT current_user, current_database()').fetchone()
 
 
 def provision_and_rotate(user, *handles, rotations=1):

@@ -13,7 +13,7 @@ import models
 import workspaces
 from app import create_app
 from tests.conftest import TEST_PASSWORD_KEY
-from tests.helpers import Api, errors_at, make_user, run_jobs
+from tests.helpers import Api, errors_at, logged_in_as, make_user, run_jobs
 
 URL = '/api/v0/user/alice/workspace'
 
@@ -29,7 +29,8 @@ def test_a_user_without_workspaces_gets_an_empty_last_page(api):
     assert workspaces.DatabasePassword.select().count() == 0  # made with the first workspace
 
 
-def test_each_workspace_has_its_host_database_and_a_masked_connection_string(api, alice):
+def test_each_workspace_has_its_host_database_and_a_masked_connection_string(
+        api, alice, workspace_server):
     analytics = workspaces.Workspace.provision(alice, 'analytics')
     password = workspaces.DatabasePassword.for_user(alice)
     response = api('GET', URL)
@@ -39,15 +40,23 @@ def test_each_workspace_has_its_host_database_and_a_masked_connection_string(api
     assert item['host'] == 'alice-analytics.workspaces.penstock.test'
     assert item['database_name'] == analytics.database_name
     assert item['connection_string'] == (
-        f'postgresql://alice:{password.masked}@alice-analytics.workspaces.penstock.test:9193/'
-        f'{analytics.database_name}')
+        f'postgresql://alice:{password.masked}@alice-analytics.workspaces.penstock.test:'
+        f'{workspace_server.port}/{analytics.database_name}?hostaddr=127.0.0.1')
     assert '*' in item['connection_string']
     assert password.password not in response.get_data(as_text=True)
-    assert item['password_status'] == 'applied'
-    assert item['password_applied_at'] == analytics.password_applied_at.isoformat(
-        timespec='milliseconds') + 'Z'
+    # Pending until a worker has made its database; the API leaves out a time it lacks.
+    assert item['password_status'] == 'pending' and 'password_applied_at' not in item
     assert item['version_id'] == 1 and 'updated_at' not in item  # never changed: left out
     assert 'next_token' not in response.get_json()
+
+    run_jobs()
+    [item] = items(api('GET', URL))
+    applied = workspaces.Workspace.get_by_id(analytics.id).password_applied_at
+    assert item['password_status'] == 'applied'
+    assert item['password_applied_at'] == applied.isoformat(timespec='milliseconds') + 'Z'
+    revealed = api('GET', '/api/v0/user/alice/password').get_json()['$password']
+    connection_string = item['connection_string'].replace(password.masked, revealed)
+    assert logged_in_as(connection_string) == ('alice', analytics.database_name)
 
 
 def test_workspaces_are_listed_oldest_first_one_page_at_a_time_without_gaps(api, alice):
@@ -82,6 +91,7 @@ def test_a_bad_limit_or_next_token_is_a_400(api, query, location):
 def test_a_rotation_shows_pending_until_the_worker_applies_it(api, alice):
     for handle in ('analytics', 'staging'):
         workspaces.Workspace.provision(alice, handle)
+    run_jobs()  # their databases are made
     before = {item['id']: item['password_applied_at'] for item in items(api('GET', URL))}
     assert api('POST', '/api/v0/user/alice/password').status_code == 201
     listed = items(api('GET', URL))
@@ -115,7 +125,7 @@ def test_hosts_and_connection_strings_follow_a_handle_change(api, alice):
         'postgresql://alicia:') and '@alicia-analytics.' in item['connection_string']
 
 
-def test_hosts_use_the_configured_workspace_domain(database_url):
+def test_hosts_use_the_configured_workspace_domain(database_url, workspace_server):
     app = create_app({'TESTING': True, 'SECRET_KEY': 'x', 'GRAVATAR_ENABLED': False,
                       'DATABASE_URL': database_url,
                       'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
@@ -128,7 +138,8 @@ def test_hosts_use_the_configured_workspace_domain(database_url):
             _, secret = credentials.Token.issue(user)
         [item] = items(Api(app, secret)('GET', URL))
         assert item['host'] == 'alice-analytics.db.example.net'
-        assert '@alice-analytics.db.example.net:9193/' in item['connection_string']
+        assert f'@alice-analytics.db.example.net:{workspace_server.port}/' in \
+            item['connection_string']
     finally:
         database.db.close()
         models.Config.workspace_domain = 'workspaces.penstock.test'
