@@ -10,7 +10,7 @@ import database
 import models
 from app import create_app
 from tests.conftest import SESSION_COOKIE, TEST_PASSWORD_KEY
-from tests.helpers import HTMX, csrf_token, html, log_in, make_user
+from tests.helpers import HTMX, csrf_token, html, log_in, logged_in_as, make_user, run_jobs
 from workspaces import DatabasePassword, Workspace
 
 RULES = '1–23 lowercase letters or digits.'
@@ -100,7 +100,7 @@ def test_home_is_a_full_page_with_the_create_form_and_an_empty_state(client, log
 
 
 def test_home_lists_each_workspace_with_host_database_created_and_masked_connection(
-        client, logged_in):
+        client, logged_in, workspace_server):
     analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
     password = password_of(logged_in)
     response = client.get('/')
@@ -117,8 +117,9 @@ def test_home_lists_each_workspace_with_host_database_created_and_masked_connect
     assert created['datetime'] == analytics.created_at.isoformat(timespec='seconds') + 'Z'
     masked = DatabasePassword.mask(password)
     field = connection_field(row, analytics)
-    assert field['value'] == (f'postgresql://alice:{masked}@alice-analytics.'
-                              f'workspaces.penstock.test:9193/{analytics.database_name}')
+    assert field['value'] == (f'postgresql://alice:{masked}@alice-analytics.workspaces.'
+                              f'penstock.test:{workspace_server.port}/'
+                              f'{analytics.database_name}?hostaddr=127.0.0.1')
     assert field['type'] == 'text' and field.has_attr('readonly')
     label = row.find('label', attrs={'for': field['id']})
     assert label.get_text(' ', strip=True) == 'Connection string of analytics'
@@ -142,7 +143,7 @@ def test_home_is_only_the_panel_for_htmx(client, logged_in):
     assert password_of(logged_in) not in response.get_data(as_text=True)
 
 
-def test_host_uses_the_configured_domain_and_the_user_handle(database_url):
+def test_host_uses_the_configured_domain_and_the_user_handle(database_url, workspace_server):
     app = create_app({'TESTING': True, 'SECRET_KEY': 'k', 'GRAVATAR_ENABLED': False,
                       'DATABASE_URL': database_url,
                       'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
@@ -155,7 +156,8 @@ def test_host_uses_the_configured_domain_and_the_user_handle(database_url):
         [workspace] = open_workspaces(user, 'w1')
         row = row_of(html(client.get('/')), workspace)
         assert facts(row)['Host'] == 'zoe-2-w1.db.example.net'
-        assert '@zoe-2-w1.db.example.net:9193/' in connection_field(row, workspace)['value']
+        assert f'@zoe-2-w1.db.example.net:{workspace_server.port}/' in \
+            connection_field(row, workspace)['value']
         assert connection_field(row, workspace)['value'].startswith('postgresql://zoe-2:')
     finally:
         models.Config.workspace_domain = 'workspaces.penstock.test'
@@ -409,7 +411,8 @@ def test_every_workspace_form_needs_the_csrf_token(client, logged_in, path):
 
 # Reveal, hide and copy
 
-def test_reveal_without_javascript_shows_the_home_page_with_that_password(client, logged_in):
+def test_reveal_without_javascript_shows_the_home_page_with_that_password(client, logged_in,
+                                                                          workspace_server):
     analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
     password = password_of(logged_in)
     page = html(client.get('/'))
@@ -422,8 +425,9 @@ def test_reveal_without_javascript_shows_the_home_page_with_that_password(client
     revealed = page.find(id=f'connection-{analytics.id}')
     assert revealed['hx-history'] == 'false'
     field = connection_field(page, analytics)
-    assert field['value'] == (f'postgresql://alice:{password}@alice-analytics.'
-                              f'workspaces.penstock.test:9193/{analytics.database_name}')
+    assert field['value'] == (f'postgresql://alice:{password}@alice-analytics.workspaces.'
+                              f'penstock.test:{workspace_server.port}/'
+                              f'{analytics.database_name}?hostaddr=127.0.0.1')
     assert field.has_attr('autofocus')
     hide = revealed.find('a', string='Hide password')
     assert hide['href'] == '/' and hide['hx-get'] == f'/workspaces/{analytics.id}/connection'
@@ -458,7 +462,8 @@ def test_reveal_for_htmx_swaps_in_the_connection_string_kept_out_of_history(clie
     assert response.status_code == 303 and response.headers['Location'] == '/'
 
 
-def test_copy_answers_the_real_connection_string_as_plain_text(client, logged_in):
+def test_copy_answers_the_real_connection_string_as_plain_text(client, logged_in,
+                                                               workspace_server):
     [analytics] = open_workspaces(logged_in, 'analytics')
     password = password_of(logged_in)
     page = html(client.get('/'))
@@ -472,8 +477,10 @@ def test_copy_answers_the_real_connection_string_as_plain_text(client, logged_in
     assert response.mimetype == 'text/plain'
     assert response.headers['Cache-Control'] == 'no-store'
     assert response.get_data(as_text=True) == (
-        f'postgresql://alice:{password}@alice-analytics.workspaces.penstock.test:9193/'
-        f'{analytics.database_name}')
+        f'postgresql://alice:{password}@alice-analytics.workspaces.penstock.test:'
+        f'{workspace_server.port}/{analytics.database_name}?hostaddr=127.0.0.1')
+    run_jobs()  # a worker makes the database: what was copied then logs in as it is
+    assert logged_in_as(response.get_data(as_text=True)) == ('alice', analytics.database_name)
 
 
 def test_the_password_is_in_no_url_or_cookie_after_revealing(app, client, logged_in):
@@ -488,7 +495,8 @@ def test_the_password_is_in_no_url_or_cookie_after_revealing(app, client, logged
         str(tag.get(attr, '')) for tag in page.find_all(True) for attr in ('href', 'action'))
 
 
-def test_the_connection_partial_takes_another_user_handle_for_previews(app, logged_in):
+def test_the_connection_partial_takes_another_user_handle_for_previews(app, logged_in,
+                                                                       workspace_server):
     [analytics] = open_workspaces(logged_in, 'analytics')
     with app.test_request_context(), database.db.connection_context():
         password = DatabasePassword.for_user(logged_in.id)
@@ -498,5 +506,5 @@ def test_the_connection_partial_takes_another_user_handle_for_previews(app, logg
             user_handle='alicia'), 'html.parser')
     value = fragment.find('input', id=f'connection-{analytics.id}-string')['value']
     assert value.startswith('postgresql://alicia:')
-    assert '@alicia-analytics.workspaces.penstock.test:9193/' in value
+    assert f'@alicia-analytics.workspaces.penstock.test:{workspace_server.port}/' in value
     assert password_of(logged_in) not in value
