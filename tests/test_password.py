@@ -3,6 +3,7 @@ after a confirmation (and a recent login), and each workspace's propagation stat
 import datetime
 import json
 import os
+import socket
 
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
@@ -10,9 +11,10 @@ from cryptography.fernet import Fernet, InvalidToken
 import credentials
 import database
 import models
+import workspace_servers
 import workspaces
 from tests.conftest import ON_POSTGRES, TEST_PASSWORD_KEY, database_dump
-from tests.helpers import HTMX, LEASE, PASSWORD, csrf_token, html, run_jobs
+from tests.helpers import HTMX, PASSWORD, csrf_token, html, logged_in_as, run_jobs
 from views.profile import PROPAGATED, ROTATED
 
 URL = '/user/alice/settings/profile'
@@ -33,10 +35,15 @@ def current_password(user):
 
 
 def jobs(user):
+    """The user's propagation jobs, oldest first: (reason, server, status, attempts)."""
+    Job = workspaces.PropagationJob
     with database.db.connection_context():
-        return list(workspaces.PropagationJob.select()
-                    .where(workspaces.PropagationJob.user == user.id)
-                    .order_by(workspaces.PropagationJob.id))
+        return list(Job.select(Job.reason, Job.server, Job.status, Job.attempts)
+                    .where(Job.user_id == user.id).order_by(Job.id).tuples())
+
+
+def rotation_jobs(user):
+    return [job for job in jobs(user) if job[0] == 'user.password.rotate']
 
 
 def rotations(user):
@@ -56,6 +63,13 @@ def states(section_or_fragment):
     """{workspace id: the words its state says}."""
     return {span['id'].removeprefix('password-state-'): span.get_text(' ', strip=True)
             for span in section_or_fragment.find_all(class_='password-state')}
+
+
+def closed_port():
+    """A loopback port nothing listens on (free when asked)."""
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
 
 
 def poller(soup):
@@ -139,6 +153,7 @@ def test_profile_shows_each_connection_string_masked_never_the_password(client, 
                                                                         headers):
     analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
     password = current_password(logged_in)
+    run_jobs()  # their databases are made: Applied
 
     response = client.get(URL, headers=headers or {})
 
@@ -154,6 +169,8 @@ def test_profile_shows_each_connection_string_masked_never_the_password(client, 
     strings = [field['value'] for field in section.find_all('input', class_='connection-string')]
     assert strings == [workspace.connection_string(password.masked, 'alice')
                        for workspace in (analytics, staging)]
+    assert logged_in_as(strings[0].replace(password.masked, password.password)) == (
+        'alice', analytics.database_name)
     assert section.find('button', string='Reveal password') is not None
     assert [h.get_text(strip=True) for h in section.find_all('h4')] == ['analytics', 'staging']
     shown = states(section)
@@ -186,12 +203,13 @@ def test_the_section_url_is_the_profile_page_or_the_section_for_htmx(client, log
 def test_another_users_password_pages_are_404_and_their_password_is_untouched(
         client, logged_in, other_user):
     open_workspaces(other_user, 'prod')
+    bobs = jobs(other_user)  # the one that makes the database
     token = csrf_token(client, URL)
     for url in (SECTION, STATUS, ROTATE):
         assert client.get(url.replace('/alice/', '/bob/')).status_code == 404
     response = client.post(ROTATE.replace('/alice/', '/bob/'), data={'csrf_token': token})
     assert response.status_code == 404
-    assert current_password(other_user).version == 1 and jobs(other_user) == []
+    assert current_password(other_user).version == 1 and jobs(other_user) == bobs
 
 
 def test_the_password_pages_need_login(client, user):
@@ -206,6 +224,7 @@ def test_the_password_pages_need_login(client, user):
 
 def test_rotate_without_javascript_asks_first_on_the_profile_page(client, logged_in):
     open_workspaces(logged_in, 'analytics')
+    before = jobs(logged_in)
 
     response = client.get(ROTATE)
 
@@ -222,7 +241,7 @@ def test_rotate_without_javascript_asks_first_on_the_profile_page(client, logged
     assert form.find('input', attrs={'name': 'csrf_token'}) is not None
     assert form.find('button').get_text(strip=True) == 'Rotate Password'
     assert section.find('a', string='Cancel')['href'] == URL + '#database-password'
-    assert current_password(logged_in).version == 1 and jobs(logged_in) == []
+    assert current_password(logged_in).version == 1 and jobs(logged_in) == before
 
 
 def test_rotate_with_htmx_asks_first_in_place_and_cancel_puts_the_button_back(client,
@@ -243,8 +262,10 @@ def test_rotate_with_htmx_asks_first_in_place_and_cancel_puts_the_button_back(cl
     assert current_password(logged_in).version == 1
 
 
-def test_rotating_makes_a_pending_job_per_workspace_and_audits_without_the_password(
+def test_rotating_makes_a_pending_job_per_server_and_audits_without_the_password(
         client, logged_in):
+    """One job brings the user's role on a server up to date, for all their workspaces
+    there."""
     analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
     old = current_password(logged_in)
 
@@ -254,10 +275,9 @@ def test_rotating_makes_a_pending_job_per_workspace_and_audits_without_the_passw
     assert response.headers['Location'] == URL + '#database-password'
     new = current_password(logged_in)
     assert new.version == 2 and new.password != old.password and new.id != old.id
-    made = jobs(logged_in)
-    assert sorted(job.workspace_id for job in made) == sorted([analytics.id, staging.id])
-    assert {(job.status, job.password_version, job.attempts) for job in made} == {
-        ('pending', 2, 0)}
+    assert analytics.server == staging.server
+    assert rotation_jobs(logged_in) == [
+        ('user.password.rotate', analytics.server, 'pending', 0)]
     [record] = rotations(logged_in)
     assert json.loads(record.data) == {'version': 2, 'workspaces': 2}
     for password in (old.password, new.password):
@@ -288,7 +308,7 @@ def test_rotating_with_htmx_swaps_in_the_section_with_every_workspace_pending(cl
     assert section.find('button', string='Rotate Password').find_parent('form')['method'] == 'get'
     flash = fragment.find(id='flash')
     assert flash['hx-swap-oob'] == 'innerHTML' and flash.get_text(strip=True) == ROTATED
-    assert current_password(logged_in).version == 2 and len(jobs(logged_in)) == 2
+    assert current_password(logged_in).version == 2 and len(rotation_jobs(logged_in)) == 1
     assert current_password(logged_in).password not in response.get_data(as_text=True)
 
 
@@ -322,7 +342,7 @@ def test_the_state_goes_from_pending_to_applied_and_the_polling_stops(client, lo
     assert all(words.startswith('Applied ') for words in shown.values())
     flash = applied.find(id='flash')
     assert flash['hx-swap-oob'] == 'innerHTML' and flash.get_text(strip=True) == PROPAGATED
-    assert {job.status for job in jobs(logged_in)} == {'applied'}
+    assert {status for _, _, status, _ in jobs(logged_in)} == {'applied'}
 
     section = section_of(client.get(URL))  # without JavaScript: a reload shows it
     assert all(words.startswith('Applied ') for words in states(section).values())
@@ -330,10 +350,20 @@ def test_the_state_goes_from_pending_to_applied_and_the_polling_stops(client, lo
 
 
 def test_one_workspace_applied_and_one_pending_keeps_the_polling_going(client, logged_in):
+    """Staging's server does not answer (nothing listens at its address): its job stays
+    pending while analytics's server applies the password."""
     analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
-    rotate(client)
+    down = workspace_servers.Server(f'postgresql://penstock@127.0.0.1:{closed_port()}/postgres')
     with database.db.connection_context():
-        assert propagation.run_once(models.Config.workspace_servers, LEASE)
+        workspaces.Workspace.update(server=down.key).where(
+            workspaces.Workspace.id == staging.id).execute()
+    rotate(client)
+    servers = workspace_servers.Servers([*models.Config.workspace_servers, down])
+    # One converge on analytics's server (both creations and the rotation), one attempt on
+    # staging's.
+    assert run_jobs(servers) == 2
+    assert sorted(job[1:3] for job in rotation_jobs(logged_in)) == sorted(
+        [(analytics.server, 'applied'), (down.key, 'pending')])
 
     fragment = html(client.get(STATUS, headers=HTMX))
 
@@ -354,10 +384,11 @@ def test_the_status_url_without_htmx_is_the_profile_page(client, logged_in):
 
 def test_rotating_without_the_csrf_token_changes_nothing(client, logged_in):
     open_workspaces(logged_in, 'analytics')
+    before = jobs(logged_in)
     response = client.post(ROTATE)
     assert response.status_code == 400
     assert current_password(logged_in).version == 1
-    assert jobs(logged_in) == [] and rotations(logged_in) == []
+    assert jobs(logged_in) == before and rotations(logged_in) == []
 
 
 # Re-authentication
@@ -377,6 +408,7 @@ def test_a_stale_session_is_asked_for_its_password_before_the_confirmation(clien
 
 def test_a_stale_session_cannot_rotate_until_the_right_password_is_typed(client, logged_in):
     open_workspaces(logged_in, 'analytics')
+    before = jobs(logged_in)
     token = csrf_token(client, URL)
     make_stale(logged_in)
 
@@ -392,7 +424,7 @@ def test_a_stale_session_cannot_rotate_until_the_right_password_is_typed(client,
         'That password is not right. Try again.')
     assert client.get(ROTATE).headers['Location'] == f'/reauth?next={ROTATE}'
     assert current_password(logged_in).version == 1
-    assert jobs(logged_in) == [] and rotations(logged_in) == []
+    assert jobs(logged_in) == before and rotations(logged_in) == []
 
     right = client.post('/reauth', data={'password': PASSWORD, 'next': ROTATE,
                                          'csrf_token': token})
@@ -401,4 +433,4 @@ def test_a_stale_session_cannot_rotate_until_the_right_password_is_typed(client,
     assert confirm.status_code == 200
     assert section_of(confirm).find(id='rotate-password-question') is not None
     assert rotate(client).status_code == 303
-    assert current_password(logged_in).version == 2 and len(jobs(logged_in)) == 1
+    assert current_password(logged_in).version == 2 and len(rotation_jobs(logged_in)) == 1
