@@ -14,13 +14,14 @@ import models
 import workspaces
 from app import create_app
 from tests.conftest import TEST_PASSWORD_KEY, sqlite_only
-from tests.helpers import every_model, log_in, make_user
+from tests.helpers import every_model, log_in, logged_in_as, make_user, run_jobs
 
 
 def test_migrations_create_every_table_and_rerun_as_a_no_op(make_database_url):
     fresh = database.open_database(make_database_url('fresh', empty=True))
     assert database.migrate(fresh) == ['0001_initial', '0002_tokens', '0003_avatars',
-                                       '0004_workspaces', '0005_session_user_agent_text']
+                                       '0004_workspaces', '0005_session_user_agent_text',
+                                       '0006_real_workspaces']
     tables = set(fresh.get_tables())
     assert {'user', 'preferences', 'session', 'audit_record', 'schema_migration', 'token',
             'temporary_token', 'login_request', 'avatar', 'avatar_upload', 'workspace',
@@ -42,24 +43,52 @@ def test_migrations_create_every_table_and_rerun_as_a_no_op(make_database_url):
 
 
 def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url):
+    """A user of 0001; a workspace and a propagation job of 0004, when a workspace was a
+    row and a job named it: after 0006 the workspace is unplaced and pending, the job gone,
+    and a worker's start places it and has its database made."""
     url = make_database_url('old', empty=True)
     keys = {'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY}
     create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url, **keys})
-    Runner(database.db.obj, database.MIGRATIONS).up(target='0001_initial')
+    runner = Runner(database.db.obj, database.MIGRATIONS)
+    runner.up(target='0001_initial')
+    now = models.utcnow()
     with database.db.connection_context():
         # The User model of today has columns the old table lacks: insert as 0001 would.
-        database.db.execute_sql(
-            'INSERT INTO "user" (id, email, handle, password_hash, status, created_at, '
-            'version_id) VALUES (' + ', '.join([database.db.obj.param] * 7) + ')',
-            ('u_old', 'old@example.com', 'old', 'x', 'accepted', models.utcnow(), 1))
+        insert('user', id='u_old', email='old@example.com', handle='old', password_hash='x',
+               status='accepted', created_at=now, version_id=1)
+    assert runner.up(target='0005_session_user_agent_text') == [
+        '0002_tokens', '0003_avatars', '0004_workspaces', '0005_session_user_agent_text']
+    with database.db.connection_context():
+        insert('workspace', id='w_old', user_id='u_old', handle='legacy',
+               database_name='legacy00', password_version=1, password_applied_at=now,
+               created_at=now, version_id=1)
+        insert('propagation_job', user_id='u_old', workspace_id='w_old', password_version=1,
+               status='pending', attempts=0, run_after=now, created_at=now)
     database.db.close()
     app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url, **keys})
-    assert database.migrate(database.db.obj) == [
-        '0002_tokens', '0003_avatars', '0004_workspaces', '0005_session_user_agent_text']
+    assert database.migrate(database.db.obj) == ['0006_real_workspaces']
     with database.db.connection_context():
         user = models.User.get()
         assert (user.handle, user.avatar_version) == ('old', 1)
         assert workspaces.DatabasePassword.for_user(user).version == 1  # made when first needed
+        legacy = workspaces.Workspace.get_by_id('w_old')
+        assert (legacy.server, legacy.password_version, legacy.password_applied_at) == (
+            None, 0, None)
+        assert legacy.password_state(1) == 'pending'
+        assert workspaces.PropagationJob.select().count() == 0  # of the old shape: dropped
+        assert workspaces.Workspace.place_unplaced() == 1
+        assert workspaces.Workspace.place_unplaced() == 0
+        [server] = models.Config.workspace_servers
+        assert workspaces.Workspace.get_by_id('w_old').server == server.key
+        assert [(job.user_id, job.server, job.reason, job.status) for job in
+                workspaces.PropagationJob.select()] == [
+            ('u_old', server.key, 'workspace.create', 'pending')]
+    run_jobs()
+    with database.db.connection_context():
+        legacy = workspaces.Workspace.get_by_id('w_old')
+        assert legacy.password_state(1) == 'applied'
+        password = workspaces.DatabasePassword.for_user(user).password
+        assert logged_in_as(legacy.connection_string(password)) == ('old', 'legacy00')
         workspace = workspaces.Workspace.provision(user, 'prod')
         assert workspace.host() == 'old-prod.workspaces.penstock.test'
         token, _ = credentials.Token.issue(user)
@@ -72,6 +101,14 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url)
         assert response.get_data() == imaging.generated(avatar.seed)[0]
     assert database.migrate(database.db.obj) == []
     database.db.close()
+
+
+def insert(table, **columns):
+    """A row written as the migrations of its time left the table (today's models may have
+    other columns)."""
+    database.db.execute_sql(
+        f'INSERT INTO "{table}" ({", ".join(columns)}) VALUES ('
+        + ', '.join([database.db.obj.param] * len(columns)) + ')', tuple(columns.values()))
 
 
 @sqlite_only
