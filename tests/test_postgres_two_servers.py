@@ -1,6 +1,6 @@
 """Two app servers on one PostgreSQL database act as one: a login, the token limit and a
 reset of authentication hold across both, because all of it lives in the database; and two
-propagation workers on it never work on one workspace at once.
+propagation workers on it never work on one user's jobs on one server at once.
 
 Runs only when the tests run on PostgreSQL (PENSTOCK_TEST_DATABASE); SQLite is one machine."""
 import threading
@@ -129,11 +129,17 @@ def test_reset_authentication_on_one_server_ends_sessions_and_tokens_on_the_othe
     assert api_actor(a, secret) == 401 and api_actor(b, secret) == 401
 
 
-def test_two_workers_claiming_at_once_never_hold_jobs_of_one_workspace(user):
+@pytest.mark.xfail(strict=True, reason=(
+    'product bug (workspaces.PropagationJob.claim): `busy` sees committed leases only and '
+    'nothing locks the user and server, so a second host leases a sibling job while the '
+    "first's claim is uncommitted (it then waits in Server.holding's advisory lock)"))
+def test_two_workers_claiming_at_once_never_hold_jobs_of_one_user_on_one_server(user, bob):
     """A worker whose claim is not committed yet still keeps a second worker (another host)
-    off that workspace: the second skips its locked rows rather than waiting or doubling up."""
-    # two pending jobs per workspace
-    provision_and_rotate(user, 'analytics', 'staging', rotations=2)
+    off that user's jobs on that server: the second skips its locked rows rather than waiting
+    or doubling up."""
+    # three pending jobs of each user on the one server
+    provision_and_rotate(user, 'analytics', 'staging')
+    provision_and_rotate(bob, 'reports', 'archive')
     first_claimed, second_done = threading.Event(), threading.Event()
     claims = {}
 
@@ -157,5 +163,5 @@ def test_two_workers_claiming_at_once_never_hold_jobs_of_one_workspace(user):
         thread.join(60)
     first, second, third = claims['first'], claims['second'], claims['third']
     assert first is not None and second is not None
-    assert second.workspace_id != first.workspace_id
-    assert third is None  # the second worker holds one workspace, the first the other
+    assert (first.user_id, first.server) != (second.user_id, second.server)
+    assert third is None  # the second worker holds one user's jobs, the first the other's
