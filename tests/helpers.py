@@ -26,6 +26,7 @@ import database
 import imaging
 import models
 import propagation
+import workspace_servers
 from tests.images import encoded, quadrants
 from views.openapi import DOCUMENT
 from workspaces import DatabasePassword, PropagationJob, Workspace
@@ -366,6 +367,25 @@ def logged_in_as(connection_string):
     psycopg as it is (host name, port, hostaddr= and all)."""
     with psycopg.connect(connection_string, connect_timeout=5) as connection:
         return connection.execute('SELECT current_user, current_database()').fetchone()
+
+
+@contextlib.contextmanager
+def user_locked(url, user_id):
+    """Hold `user_id`'s lock on the workspace server at admin URL `url` (the one
+    Server.holding takes) from a connection of its own: a worker that takes the user's job
+    waits in the middle of it, before reading what to converge, until this ends."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute('SELECT pg_advisory_lock(%s, hashtext(%s))',
+                           (workspace_servers.LOCK_NAMESPACE, user_id))
+        yield
+
+
+def waiting_for_a_user_lock(url):
+    """Whether a session on the workspace server at `url` waits for a user's lock."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        return connection.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND classid = %s", (workspace_servers.LOCK_NAMESPACE,)).fetchone()[0] > 0
 
 
 def provision_and_rotate(user, *handles, rotations=1):

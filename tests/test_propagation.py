@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
 import database
@@ -20,7 +19,13 @@ import models
 import propagation
 import workspace_servers
 from tests.conftest import TEST_PASSWORD_KEY
-from tests.helpers import LEASE, provision_and_rotate, run_jobs
+from tests.helpers import (
+    LEASE,
+    provision_and_rotate,
+    run_jobs,
+    user_locked,
+    waiting_for_a_user_lock,
+)
 from workspaces import PROPAGATION_BACKOFF_MAX, DatabasePassword, PropagationJob, Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -381,40 +386,6 @@ def workers(app):
         process.communicate(timeout=10)
 
 
-@pytest.fixture
-def user_lock(workspace_server):
-    """Hold a user's lock on the workspace server (the one Server.holding takes) from
-    another connection, so a worker that takes the user's job waits in the middle of it:
-    `hold(user_id)`, `release()`."""
-    connection = psycopg.connect(workspace_server.url, autocommit=True)
-    held = []
-
-    class Lock:
-        @staticmethod
-        def hold(user_id):
-            connection.execute('SELECT pg_advisory_lock(%s, hashtext(%s))',
-                               (workspace_servers.LOCK_NAMESPACE, user_id))
-            held.append(user_id)
-
-        @staticmethod
-        def release():
-            while held:
-                connection.execute('SELECT pg_advisory_unlock(%s, hashtext(%s))',
-                                   (workspace_servers.LOCK_NAMESPACE, held.pop()))
-
-        @staticmethod
-        def waited_for():
-            """Whether a session waits for a lock of this namespace."""
-            return workspace_server.query(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                "AND classid = %s", (workspace_servers.LOCK_NAMESPACE,))[0][0] > 0
-
-    try:
-        yield Lock
-    finally:
-        connection.close()
-
-
 def wait_until(condition, process, what, timeout=30):
     """Poll the database until `condition()` is true, while `process` is alive (bounded)."""
     deadline = time.monotonic() + timeout
@@ -451,20 +422,20 @@ def stop(process):
 
 @pytest.mark.slow  # worker processes killed with SIGKILL
 def test_a_worker_killed_mid_way_leaves_its_job_to_the_next_one(
-        user, workers, user_lock, workspace_server):
+        user, workers, workspace_server):
     made = provision_and_rotate(user, 'analytics', 'staging', 'reports')
     version, password = password_of(user)
-    user_lock.hold(user.id)
 
-    first = workers()  # waits in the middle of its first job, for the lock, until killed
-    held = wait_until(leased_job, first, 'a job is leased')
-    wait_until(user_lock.waited_for, first, 'the worker waits for the user\'s lock')
-    first.kill()  # kill -9: no chance to clean up
-    first.communicate(timeout=10)
+    with user_locked(workspace_server.url, user.id):
+        first = workers()  # waits in the middle of its first job, for the lock, until killed
+        held = wait_until(leased_job, first, 'a job is leased')
+        wait_until(lambda: waiting_for_a_user_lock(workspace_server.url), first,
+                   "the worker waits for the user's lock")
+        first.kill()  # kill -9: no chance to clean up
+        first.communicate(timeout=10)
     [job] = jobs(id=held.id)
     assert job.status == 'pending' and job.attempts == 1 and job.locked_until is not None
     assert {workspace(ws.id).password_version for ws in made} == {0}
-    user_lock.release()
 
     second = workers()
     wait_until(all_applied, second, 'every job is applied')
@@ -480,16 +451,15 @@ def test_a_worker_killed_mid_way_leaves_its_job_to_the_next_one(
 
 @pytest.mark.slow  # a worker process stopped with SIGTERM
 def test_the_worker_command_finishes_the_job_in_hand_and_stops_on_sigterm(
-        user, workers, user_lock, workspace_server):
+        user, workers, workspace_server):
     analytics, staging = provision_and_rotate(user, 'analytics', 'staging')
-    user_lock.hold(user.id)
-    process = workers(lease=60)
-    held = wait_until(leased_job, process, 'a job is leased')
-    wait_until(user_lock.waited_for, process, 'the worker waits for the user\'s lock')
-
-    process.send_signal(signal.SIGTERM)
-    user_lock.release()  # the job in hand goes on
-    output, _ = process.communicate(timeout=20)
+    with user_locked(workspace_server.url, user.id):
+        process = workers(lease=60)
+        held = wait_until(leased_job, process, 'a job is leased')
+        wait_until(lambda: waiting_for_a_user_lock(workspace_server.url), process,
+                   "the worker waits for the user's lock")
+        process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=20)  # the lock is free: the job in hand goes on
 
     assert process.returncode == 0
     assert output.splitlines()[0] == 'Propagation worker started.'
