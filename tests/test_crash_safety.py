@@ -1,10 +1,14 @@
 """kill -9 in the middle of avatar saves, token creations and password rotations: the SQLite
 file stays sound, nothing is half-written, what was acknowledged is kept, and the propagation
-jobs left behind are carried out once a worker runs again.
+jobs left behind are carried out on the workspace server once a worker runs again.
 
 Each round starts gunicorn (2 workers) and a propagation worker, keeps clients writing through
 the API until every kind of write has been acknowledged a few times, and then kills both
-servers' whole process groups with SIGKILL while requests are still in flight."""
+servers' whole process groups with SIGKILL while requests are still in flight. The worker
+converges the run's real workspace server as the rotations come; in the last round it is held
+in the middle of one user's job (that user's lock on the server), so the kill always leaves
+jobs pending."""
+import contextlib
 import http.client
 import io
 import json
@@ -26,9 +30,10 @@ import credentials
 import database
 import imaging
 import models
+import workspace_servers
 import workspaces
 from tests.conftest import TEST_PASSWORD_KEY
-from tests.helpers import PASSWORD, temporary_token
+from tests.helpers import PASSWORD, logged_in_as, temporary_token, user_locked
 from tests.servers import ROOT, api, call, gunicorn, prepare_database, server_env, stop
 
 pytestmark = pytest.mark.slow  # gunicorn servers killed with SIGKILL
@@ -38,8 +43,7 @@ ROUNDS = 3
 ACKNOWLEDGED_PER_ROUND = 3  # of each kind of write, before the kill
 ROUND_DEADLINE = 30  # seconds: a round that gets nowhere fails rather than hangs
 WORKSPACES = ('alpha', 'beta', 'gamma')
-# The worker is slower than the rotations, so the kills always leave jobs pending.
-WORKER_ENV = {'PROPAGATION_DELAY': '0.3', 'PROPAGATION_LEASE': '1', 'PROPAGATION_POLL': '0.05'}
+WORKER_ENV = {'PROPAGATION_LEASE': '1', 'PROPAGATION_POLL': '0.05'}
 
 
 def picture():
@@ -157,24 +161,30 @@ def crash_round(tmp_path, path, users, image):
         kill_all(worker)
 
 
-def test_kill_9_mid_write_leaves_nothing_half_done_and_pending_jobs_resume(tmp_path):
+def test_kill_9_mid_write_leaves_nothing_half_done_and_pending_jobs_resume(
+        tmp_path, monkeypatch, workspace_server):
     path = tmp_path / 'penstock.db'
     prepare_database(path)
     database.use_keys([TEST_PASSWORD_KEY])  # as the servers are
+    monkeypatch.setattr(models.Config, 'workspace_servers', workspace_servers.Servers(
+        [workspace_servers.Server(workspace_server.url)]))  # theirs, from the environment
     database.db.initialize(database.open_database(f'sqlite:///{path}'))
-    users = {}
+    users, ids = {}, {}
     with database.db.connection_context():
         for handle in ('ada', 'bea'):
             user = models.User.sign_up(f'{handle}@example.com', handle, PASSWORD)
             for workspace in WORKSPACES:
                 workspaces.Workspace.provision(user, workspace)
-            users[handle] = temporary_token(user)
+            users[handle], ids[handle] = temporary_token(user), user.id
     database.db.close()
     image = picture()
 
     writers = []
-    for _ in range(ROUNDS):
-        writers += crash_round(tmp_path, path, users, image)
+    for round in range(ROUNDS):
+        held = (user_locked(workspace_server.url, ids['ada']) if round == ROUNDS - 1
+                else contextlib.nullcontext())
+        with held:
+            writers += crash_round(tmp_path, path, users, image)
     assert [refusal for w in writers for refusal in w.refused] == []
 
     with closing(sqlite3.connect(path)) as db:
@@ -215,13 +225,16 @@ def test_kill_9_mid_write_leaves_nothing_half_done_and_pending_jobs_resume(tmp_p
             for _, gone in (a for w in mine for a in w.acknowledged if a[0] == 'delete'):
                 assert credentials.Token.get_or_none(credentials.Token.id == gone['id']) is None
 
-            # Passwords: every rotation stored has its audit record and a job per workspace.
+            # Passwords: every rotation stored has its audit record and a job (the user's
+            # workspaces are on one server), beside each workspace's creation's.
             password = workspaces.DatabasePassword.get(workspaces.DatabasePassword.user == user)
             assert password.password  # decrypts
             rotations = password.version - 1
             assert audited['user.password.rotate'] == rotations >= acknowledged['rotation']
-            jobs = workspaces.PropagationJob.select().where(workspaces.PropagationJob.user == user)
-            assert jobs.count() == rotations * len(WORKSPACES)
+            Job = workspaces.PropagationJob
+            jobs = Counter(job.reason for job in Job.select().where(Job.user_id == user.id))
+            assert jobs == {'workspace.create': len(WORKSPACES),
+                            'user.password.rotate': rotations}
         pending = workspaces.PropagationJob.select().where(
             workspaces.PropagationJob.status == 'pending').count()
     database.db.close()
@@ -247,6 +260,14 @@ def test_kill_9_mid_write_leaves_nothing_half_done_and_pending_jobs_resume(tmp_p
                     break
                 assert time.monotonic() < deadline, statuses
                 time.sleep(0.1)  # polling the API until the worker has caught up
+            for handle, secret in users.items():  # each string logs in with the newest password
+                password = json.loads(api(base, secret, 'GET', f'/user/{handle}/password')[2])
+                password = password['$password']
+                for item in json.loads(api(base, secret, 'GET',
+                                           f'/user/{handle}/workspace')[2])['items']:
+                    shown = item['connection_string'].replace(
+                        workspaces.DatabasePassword.mask(password), password)
+                    assert logged_in_as(shown) == (handle, item['database_name'])
     finally:
         kill_all(worker)
 
