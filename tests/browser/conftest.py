@@ -13,6 +13,7 @@ import propagation
 from app import create_app
 from tests.browser.helpers import Person
 from tests.conftest import ON_POSTGRES, TEST_PASSWORD_KEY, postgres_admin, postgres_url
+from tests.helpers import run_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE_SOURCE = ROOT / 'node_modules' / 'axe-core' / 'axe.min.js'
@@ -73,9 +74,47 @@ def live_database_url(tmp_path_factory, _postgres_template):
     postgres_admin(f'DROP DATABASE IF EXISTS {name} WITH (FORCE)')
 
 
+class LiveWorker:
+    """The live server's propagation worker: a thread of its process, as `make run` has it,
+    carrying changes to the run's real workspace server, where they take milliseconds. A
+    test that must see a change Pending pauses it first and resumes it after; pause()
+    returns once the job in hand is done, and no other is taken until resume()."""
+
+    def __init__(self, config):
+        self.servers = propagation.start_servers()
+        self.lease, self.poll = propagation.settings(config)
+        self.stop, self.thread = threading.Event(), None
+        self.resume()
+
+    def resume(self):
+        if self.thread is None:
+            self.stop = threading.Event()
+            self.thread = threading.Thread(
+                target=propagation.run, args=(self.servers, self.lease, self.poll, self.stop),
+                name='propagation', daemon=True)
+            self.thread.start()
+
+    def pause(self):
+        if self.thread is not None:
+            self.stop.set()
+            self.thread.join(10)  # it ends once the job in hand is done
+            assert not self.thread.is_alive(), 'the propagation worker did not stop'
+            self.thread = None
+
+    def finish(self):
+        """Carry out every due job now, in this thread (the worker paused meanwhile), for a
+        test that needs them done before it looks."""
+        running = self.thread is not None
+        self.pause()
+        run_jobs(self.servers)
+        if running:
+            self.resume()
+
+
 @pytest.fixture(scope='module')
-def live_server(live_database_url):
-    """Penstock served over real HTTP on loopback, with its own fresh database.
+def _live(live_database_url):
+    """Penstock served over real HTTP on loopback, with its own fresh database, and its
+    propagation worker: (base URL, LiveWorker).
 
     database.db is one global proxy, so this app must be the only one while the module's
     browser tests run; module scope keeps them from interleaving with other app fixtures.
@@ -86,26 +125,46 @@ def live_server(live_database_url):
         'SESSION_COOKIE_SECURE': False,  # plain http on 127.0.0.1
         'GRAVATAR_ENABLED': False,  # signups here must not reach the internet
         'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
-        'PROPAGATION_DELAY': 1.0,  # long enough to see "pending", short enough to wait for
         'PROPAGATION_POLL': 0.2,
     })
     opened = database.db.obj
     database.migrate(opened)
     database.db.close()
-    stop_worker = propagation.start_thread(app.config)  # as make run has, once tables exist
+    worker = LiveWorker(app.config)  # as make run has, once tables exist
     server = make_server('127.0.0.1', 0, buffered(app), threaded=True)
     thread = threading.Thread(target=server.serve_forever, name='penstock-live-server')
     thread.start()
     try:
-        yield f'http://127.0.0.1:{server.server_port}'
+        yield f'http://127.0.0.1:{server.server_port}', worker
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
-        stop_worker.set()
-        for worker in [t for t in threading.enumerate() if t.name == 'propagation']:
-            worker.join(10)  # it ends at its next poll, and must not find its database gone
+        worker.pause()  # it must not find its database gone
         opened.close_all()  # the pool's connections, before the database is dropped
+
+
+@pytest.fixture(scope='module')
+def live_server(_live):
+    return _live[0]
+
+
+@pytest.fixture
+def live_worker(_live):
+    return _live[1]
+
+
+@pytest.fixture(autouse=True)
+def _live_jobs_finished(request):
+    """After a test on the live server, its jobs are done and its worker runs again (a test
+    may have paused it), before the workspace server is cleared (tests/conftest.py): a
+    worker dropping a database meanwhile would race the clearing."""
+    live = 'live_server' in request.fixturenames
+    worker = request.getfixturevalue('live_worker') if live else None
+    yield
+    if worker is not None:
+        worker.finish()
+        worker.resume()
 
 
 @pytest.fixture

@@ -16,13 +16,15 @@ WORKSPACES = ('analytics', 'staging')
 QUESTION = 'Rotate the database password now?'
 
 
-def open_profile_with_workspaces(page, person, handles=WORKSPACES):
-    """Sign up, give the new account workspaces (in the live server's database), open Profile."""
+def open_profile_with_workspaces(page, person, live_worker, handles=WORKSPACES):
+    """Sign up, give the new account workspaces (in the live server's database) and have
+    their databases made, open Profile."""
     person.sign_up(page)
     with database.db.connection_context():
         user = models.User.get(models.User.handle == person.handle)
         for handle in handles:
             workspaces.Workspace.provision(user, handle)
+    live_worker.finish()
     page.goto(person.profile_path)
     expect(password_section(page)).to_be_visible()
     settled(page)
@@ -86,8 +88,10 @@ def confirm_rotation(page, javascript, person):
     return before
 
 
-def test_rotate_password_and_watch_every_workspace_reach_applied(page, javascript, person):
-    open_profile_with_workspaces(page, person)
+def test_rotate_password_and_watch_every_workspace_reach_applied(
+        page, javascript, person, live_worker):
+    open_profile_with_workspaces(page, person, live_worker)
+    live_worker.pause()  # the server would have the new password before Pending is seen
 
     before = confirm_rotation(page, javascript, person)
 
@@ -105,6 +109,7 @@ def test_rotate_password_and_watch_every_workspace_reach_applied(page, javascrip
         expect(revealed).to_be_focused()  # htmx's autofocus has run, so it cannot move focus later
         rotate = password_section(page).get_by_role('button', name='Rotate Password')
         rotate.focus()
+        live_worker.resume()
         expect_state(page, 'Applied', timeout=20_000)
         assert is_same_document(page), 'the states arrived without a reload'
         expect(rotate).to_be_focused()
@@ -113,13 +118,14 @@ def test_rotate_password_and_watch_every_workspace_reach_applied(page, javascrip
         expect(page.locator('#password-poll[hx-trigger]')).to_have_count(0)  # polling stopped
     else:
         expect(page).to_have_url(re.compile(re.escape(person.profile_path) + '#database-password$'))
+        live_worker.resume()
         reload_until_applied(page)
     for handle in WORKSPACES:  # Applied says when
         expect(workspace_item(page, handle).locator('time')).to_have_count(1)
 
 
-def test_cancel_leaves_the_password_as_it_was(page, javascript, person):
-    open_profile_with_workspaces(page, person, handles=('analytics',))
+def test_cancel_leaves_the_password_as_it_was(page, javascript, person, live_worker):
+    open_profile_with_workspaces(page, person, live_worker, handles=('analytics',))
     before = page.get_by_label('Connection string of analytics').input_value()
     password_section(page).get_by_role('button', name='Rotate Password').click()
     expect(page.get_by_text(QUESTION)).to_be_visible()
@@ -138,17 +144,19 @@ def test_cancel_leaves_the_password_as_it_was(page, javascript, person):
 
 @pytest.mark.parametrize('color_scheme', ['light', 'dark'])
 def test_database_password_section_has_no_serious_accessibility_violations(
-        new_page, axe, person, color_scheme):
+        new_page, axe, person, color_scheme, live_worker):
     page = new_page(javascript=True, color_scheme=color_scheme)
     audit = axe(page)
 
-    open_profile_with_workspaces(page, person)
+    open_profile_with_workspaces(page, person, live_worker)
     audit('applied')
     password_section(page).get_by_role('button', name='Rotate Password').click()
     expect(page.get_by_text(QUESTION)).to_be_visible()
     audit('confirmation')
+    live_worker.pause()  # resumed after the test
     password_section(page).get_by_role('button', name='Rotate Password').click()
     expect(page.get_by_role('status').filter(has_text=ROTATED)).to_be_visible()
+    expect_state(page, 'Pending')
     audit('pending')
 
     audit.assert_clean(f'{color_scheme} scheme')

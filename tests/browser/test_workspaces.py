@@ -1,10 +1,12 @@
 """The console home in a real Chromium: create, reveal, copy and delete workspaces; JS on/off."""
 import re
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.helpers import is_same_document, mark_document, settled, url_ending
+from tests.helpers import logged_in_as
 
 RULE_ERROR = 'A workspace handle is 1–23 lowercase letters or digits.'
 PASSWORD = r'[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}'
@@ -29,10 +31,11 @@ def connection_field(page, handle):
     return page.get_by_label(f'Connection string of {handle}', exact=True)
 
 
-def connection_pattern(person, handle, password):
+def connection_pattern(person, handle, password, port):
+    """The string as shown: the workspace server's own port, and hostaddr= its address."""
     return re.compile(rf'postgresql://{re.escape(person.handle)}:{password}@'
-                      rf'{re.escape(person.handle)}-{handle}\.workspaces\.penstock\.test:9193/'
-                      r'[a-z][a-z0-9]{7}$')
+                      rf'{re.escape(person.handle)}-{handle}\.workspaces\.penstock\.test:{port}/'
+                      r'[a-z][a-z0-9]{7}\?hostaddr=127\.0\.0\.1$')
 
 
 def create_workspace(page, handle):
@@ -40,7 +43,9 @@ def create_workspace(page, handle):
     page.get_by_role('button', name='Create workspace').click()
 
 
-def test_create_reveal_copy_and_delete_a_workspace(page, javascript, person, live_server):
+def test_create_reveal_copy_and_delete_a_workspace(page, javascript, person, live_server,
+                                                   live_worker, workspace_server):
+    port = workspace_server.port
     if javascript:
         page.context.grant_permissions(['clipboard-read', 'clipboard-write'], origin=live_server)
     open_home(page, person)
@@ -72,7 +77,7 @@ def test_create_reveal_copy_and_delete_a_workspace(page, javascript, person, liv
     if javascript:
         expect(row.get_by_role('heading', name='analytics')).to_be_focused()
     connection = connection_field(page, 'analytics')
-    expect(connection).to_have_value(connection_pattern(person, 'analytics', MASKED))
+    expect(connection).to_have_value(connection_pattern(person, 'analytics', MASKED, port))
     expect(connection).not_to_be_editable()
     settled(page)
 
@@ -81,22 +86,24 @@ def test_create_reveal_copy_and_delete_a_workspace(page, javascript, person, liv
         copy.click()
         expect(row.get_by_role('status')).to_have_text('Copied')
         copied = page.evaluate('navigator.clipboard.readText()')
-        assert connection_pattern(person, 'analytics', PASSWORD).match(copied)
+        assert connection_pattern(person, 'analytics', PASSWORD, port).match(copied)
         assert copied not in page.content()
     else:
         expect(copy).to_be_hidden()
 
     mark_document(page)
     row.get_by_role('button', name='Reveal password').click()
-    expect(connection).to_have_value(connection_pattern(person, 'analytics', PASSWORD))
+    expect(connection).to_have_value(connection_pattern(person, 'analytics', PASSWORD, port))
     revealed = connection.input_value()
+    live_worker.finish()  # its database is made: the string logs in as it is
+    assert logged_in_as(revealed) == (person.handle, urlsplit(revealed).path.lstrip('/'))
     assert is_same_document(page) is javascript
     if javascript:
         assert revealed == copied
         expect(connection).to_be_focused()
     settled(page)
     row.get_by_role('link', name='Hide password').click()
-    expect(connection).to_have_value(connection_pattern(person, 'analytics', MASKED))
+    expect(connection).to_have_value(connection_pattern(person, 'analytics', MASKED, port))
     expect(page).to_have_url(url_ending('/'))
     assert revealed not in page.content()
     if javascript:
