@@ -34,7 +34,7 @@ SERVER_USER = 'penstock-postgres'
 # Durable servers keep PostgreSQL's defaults; throwaway ones (tests, benchmarks) skip the
 # flushes that only matter after a crash of the machine.
 NOT_DURABLE = {'fsync': 'off', 'synchronous_commit': 'off', 'full_page_writes': 'off'}
-HBA = ('# Written by Penstock (embedded.py) at every start: a SCRAM password for every connection.\n'
+HBA = ('# Written by Penstock (embedded.py) at every start: SCRAM passwords, nothing else.\n'
        'local all all scram-sha-256\n'
        f'host all all {ADDRESS}/32 scram-sha-256\n')
 
