@@ -137,7 +137,12 @@ class EmbeddedPostgres:
         self.directory.chmod(0o711)
         _let_others_traverse(self.directory.parent)
         if 'WORKSPACE_POSTGRES_BIN' not in os.environ:
-            _let_others_use(self.bin.parent)
+            # pginstall, and the libraries auditwheel moved beside the package (the binaries'
+            # RPATH points there)
+            package = self.bin.parents[1]
+            for tree in (package / 'pginstall', package.with_name(f'{package.name}.libs')):
+                if tree.is_dir():
+                    _let_others_use(tree)
 
     def _initialize(self):
         """initdb into a scratch directory, renamed into place once complete, so a run killed
@@ -325,15 +330,18 @@ def _let_others_traverse(path):
             directory.chmod(mode | 0o001)
 
 
-def _let_others_use(install):
-    """Let the server user read and run the wheel's binaries, libraries and shared files
-    (a root umask of 077 at pip install time leaves them to root)."""
-    _let_others_traverse(install.parent)
-    for root, directories, files in os.walk(install):
+def _let_others_use(tree):
+    """Let the server user read and run what the wheel installed in `tree` (a root umask of
+    077 at pip install time leaves it to root)."""
+    _let_others_traverse(tree.parent)
+    opened = 0
+    for root, directories, files in os.walk(tree):
         for path in [root, *(os.path.join(root, name) for name in files)]:
             mode = os.stat(path).st_mode
             wanted = mode | 0o004 | (0o001 if mode & 0o100 else 0)
             if wanted != mode:
-                log.info('letting %s read %s (o+r%s)', SERVER_USER, path,
-                         'x' if mode & 0o100 else '')
                 os.chmod(path, wanted)
+                opened += 1
+    if opened:
+        log.info('let %s read (and run) %d files and directories under %s',
+                 SERVER_USER, opened, tree)
