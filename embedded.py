@@ -15,6 +15,7 @@ a file only root can read.
 The settings are Penstock's, rewritten at every start: loopback only (127.0.0.1), a port chosen
 once and kept, SCRAM passwords for every connection (no trust anywhere), and no statement text
 in the server log, so a statement that carries a password cannot leak there."""
+import fcntl
 import importlib.util
 import logging
 import os
@@ -81,6 +82,8 @@ class EmbeddedPostgres:
     @property
     def url(self):
         """The admin URL (superuser `penstock`); token_urlsafe passwords need no quoting."""
+        if self._password is None:
+            raise RuntimeError('the admin URL is known once start() has run')
         return f'postgresql://{ADMIN_ROLE}:{self._password}@{ADDRESS}:{self._port}/postgres'
 
     @property
@@ -97,8 +100,14 @@ class EmbeddedPostgres:
     def start(self):
         """Create the cluster on first use, then start the server and wait until it accepts
         connections. A server still running on this data (a previous run killed with -9) is
-        stopped first: this process owns the server it starts."""
+        stopped first: this process owns the server it starts. Two processes starting one
+        directory take turns (a lock file), so neither sees the other's half-made cluster."""
         self._prepare_directory()
+        with open(self.directory / 'lock', 'a') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._start()
+
+    def _start(self):
         if not self._data.exists():
             self._initialize()
         if not self._password_file.exists():
@@ -176,8 +185,10 @@ class EmbeddedPostgres:
         scratch.rename(self._data)
 
     def _clear_stale_server(self):
-        """Stop a server left running on this data; drop a lock file whose pid now belongs to
-        another process, which PostgreSQL would take for a running server."""
+        """Stop a server left running on this data. With none running, a process its lock
+        files name is another one (a reused pid, or a killed postmaster not yet reaped) that
+        PostgreSQL would take for a live server: those files go, and so does whatever is left
+        in the socket directory, which is this server's alone."""
         if self.running:
             log.warning('stopping the PostgreSQL server left running in %s', self._data)
             self.stop()
@@ -185,6 +196,8 @@ class EmbeddedPostgres:
         pid = self._lock_pid()
         if pid is not None and _alive(pid):
             (self._data / 'postmaster.pid').unlink()
+        for leftover in self._sockets.glob('.s.PGSQL.*'):
+            leftover.unlink()
 
     def _usable_port(self, port):
         """The kept port, or a new free one (kept from now on) when something else took it."""

@@ -2,8 +2,11 @@
 directories, reached the way a workspace's connection string reaches them."""
 import os
 import pwd
+import signal
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -12,6 +15,7 @@ import pytest
 from embedded import SERVER_USER, EmbeddedPostgres
 
 DEBIAN_BIN = Path('/usr/lib/postgresql/15/bin')
+ROOT_DIRECTORY = Path(__file__).resolve().parents[1]
 ROOT = os.geteuid() == 0
 
 
@@ -154,6 +158,25 @@ def test_a_server_left_running_on_the_directory_is_replaced_by_the_new_start(tmp
         assert query(new.url, 'SELECT pg_postmaster_start_time()') != old_start
         assert len(postmasters(tmp_path / 'data')) == 1
     assert not left.running
+
+
+def test_a_server_killed_with_9_starts_again_with_its_data(tmp_path):
+    server = EmbeddedPostgres(tmp_path).start()
+    query(server.url, 'CREATE TABLE kept (x int)')
+    os.kill(int(postmasters(tmp_path / 'data')[0]), signal.SIGKILL)
+    with EmbeddedPostgres(tmp_path) as again:
+        assert query(again.url, 'SELECT count(*) FROM kept') == [(0,)]
+
+
+def test_two_processes_starting_one_new_directory_take_turns(tmp_path):
+    start = ('import sys; from embedded import EmbeddedPostgres; '
+             'EmbeddedPostgres(sys.argv[1], durable=False).start()')
+    starters = [subprocess.Popen([sys.executable, '-c', start, tmp_path], cwd=ROOT_DIRECTORY)
+                for _ in range(2)]
+    assert [starter.wait(timeout=60) for starter in starters] == [0, 0]
+    assert len(postmasters(tmp_path / 'data')) == 1
+    with EmbeddedPostgres(tmp_path, durable=False) as server:
+        assert query(server.url, 'SELECT 1') == [(1,)]
 
 
 def postmasters(data):
