@@ -54,7 +54,8 @@ def binary_directory():
 
 
 class EmbeddedPostgres:
-    """A PostgreSQL server whose data, settings, socket and log live in `directory`.
+    """A PostgreSQL server whose data, settings, socket and log live in `directory`, a
+    directory of its own (made private: 0700, or 0711 under root).
 
     `durable=False` (tests, benchmarks) turns off fsync and friends: faster, and the data may
     not survive a crash of the machine. `url`, `port` are known once start() has run."""
@@ -225,8 +226,7 @@ class EmbeddedPostgres:
         }
         if not self.durable:
             settings.update(NOT_DURABLE)
-        conf = ''.join(f"{name} = '{str(value).replace(chr(39), chr(39) * 2)}'\n"
-                       for name, value in settings.items())
+        conf = ''.join(f'{name} = {_literal(value)}\n' for name, value in settings.items())
         for name, text in (('penstock.conf', conf), ('pg_hba.conf', HBA)):
             _write_private(self._data / name, text)
             self._give_to_server(self._data / name)
@@ -294,6 +294,11 @@ class EmbeddedPostgres:
             return ''.join(self._log.read_text(errors='replace').splitlines(True)[-lines:])
         except FileNotFoundError:
             return ''
+
+
+def _literal(value):
+    """A postgresql.conf string (every setting accepts one), quotes doubled."""
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _write_private(path, text):
