@@ -58,7 +58,8 @@ class EmbeddedPostgres:
     directory of its own (made private: 0700, or 0711 under root).
 
     `durable=False` (tests, benchmarks) turns off fsync and friends: faster, and the data may
-    not survive a crash of the machine. `url`, `port` are known once start() has run."""
+    not survive a crash of the machine. `url` is known once start() has run here, `port`
+    once a first start has chosen it."""
 
     def __init__(self, directory, durable=True):
         self.directory = Path(directory).absolute()
@@ -78,6 +79,10 @@ class EmbeddedPostgres:
 
     @property
     def port(self):
+        """The port it serves on, or (not started in this process) the port it keeps; None
+        before its first start."""
+        if self._port is None and self._port_file.exists():
+            return int(self._port_file.read_text())
         return self._port
 
     @property

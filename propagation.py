@@ -9,6 +9,7 @@ idempotent and reads the current state, so a job carried out late or twice is ha
 import atexit
 import datetime
 import logging
+import signal
 import threading
 
 import psycopg
@@ -75,13 +76,21 @@ def start_servers():
 
 def start_thread(config):
     """Start the servers and run a worker in a daemon thread of this process (what `make
-    run` does); returns the Event that stops the worker."""
+    run` does); returns the Event that stops the worker. A SIGTERM then exits through
+    atexit, so the embedded server stops with the process (Ctrl-C does already)."""
     servers = start_servers()
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _exit)
     stop = threading.Event()
     lease, poll = settings(config)
     threading.Thread(target=run, args=(servers, lease, poll, stop), name='propagation',
                      daemon=True).start()
     return stop
+
+
+def _exit(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def check(servers):

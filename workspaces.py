@@ -123,6 +123,11 @@ class Workspace(Owned):
         return (f'postgresql://{user_handle}:{password}@{self.host(user_handle)}:{port}/'
                 f'{self.database_name}' + (f'?hostaddr={address}' if address else ''))
 
+    @property
+    def ready(self):
+        """Whether the workspace's database exists on its server yet."""
+        return self.password_version > 0
+
     def password_state(self, current_version):
         """'applied' when the workspace accepts password `current_version`, else 'pending'."""
         pending, applied = self.PASSWORD_STATES
