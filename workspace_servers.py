@@ -107,6 +107,7 @@ class Server:
         self._address = None
         self._prepared = False
         self._prepare_lock = threading.Lock()
+        self._roles = 'pg_authid'
 
     def __repr__(self):
         return f'<Server {self.key}>'  # never the URL: it holds the admin password
@@ -136,10 +137,15 @@ class Server:
 
     def _prepare(self, connection):
         """Once per process: no role but the admin may connect to the server's own databases
-        (a new database is closed to PUBLIC when it is made, see _create_database)."""
+        (a new database is closed to PUBLIC when it is made, see _create_database). An admin
+        that is not a superuser cannot read password verifiers: then every converge sets the
+        password, whether or not it is current."""
         with self._prepare_lock:
             if self._prepared:
                 return
+            readable = connection.execute(
+                "SELECT has_table_privilege('pg_authid', 'SELECT')").fetchone()[0]
+            self._roles = 'pg_authid' if readable else 'pg_roles'
             for name in SERVER_DATABASES:
                 connection.execute(sql.SQL('REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC')
                                    .format(sql.Identifier(name)))
@@ -150,17 +156,17 @@ class Server:
         """An admin connection holding the advisory lock of `user_id` on this server: one
         converge at a time per user and server, however many workers there are."""
         with self.connect() as connection:
-            self._prepare(connection)
             connection.execute('SELECT pg_advisory_lock(%s, hashtext(%s))',
                                (LOCK_NAMESPACE, user_id))
             yield connection  # closing the connection releases the lock
 
     def found(self, connection, user_id):
         """What this server holds for `user_id`."""
+        self._prepare(connection)
         found = Found()
         row = connection.execute(
             "SELECT r.rolname, r.rolpassword, r.rolsuper, r.rolcreatedb, r.rolcreaterole, "
-            "r.rolreplication, r.rolbypassrls, r.rolcanlogin FROM pg_authid r "
+            f"r.rolreplication, r.rolbypassrls, r.rolcanlogin FROM {self._roles} r "
             "JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass "
             "WHERE d.description = %s", (role_mark(user_id),)).fetchone()
         if row:
@@ -280,6 +286,7 @@ class EmbeddedServer(Server):
         self.embedded = embedded
         self.key, self.host, self.admin = 'embedded', '127.0.0.1', 'penstock'
         self._address, self._prepared, self._prepare_lock = '127.0.0.1', False, threading.Lock()
+        self._roles = 'pg_authid'
 
     url = property(lambda self: self.embedded.url)
     port = property(lambda self: self.embedded.port)
