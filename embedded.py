@@ -36,7 +36,6 @@ SERVER_USER = 'penstock-postgres'
 # flushes that only matter after a crash of the machine.
 NOT_DURABLE = {'fsync': 'off', 'synchronous_commit': 'off', 'full_page_writes': 'off'}
 HBA = ('# Written by Penstock (embedded.py) at every start: SCRAM passwords, nothing else.\n'
-       'local all all scram-sha-256\n'
        f'host all all {ADDRESS}/32 scram-sha-256\n')
 
 
@@ -54,7 +53,7 @@ def binary_directory():
 
 
 class EmbeddedPostgres:
-    """A PostgreSQL server whose data, settings, socket and log live in `directory`, a
+    """A PostgreSQL server whose data, settings and log live in `directory`, a
     directory of its own (made private: 0700, or 0711 under root).
 
     `durable=False` (tests, benchmarks) turns off fsync and friends: faster, and the data may
@@ -66,7 +65,6 @@ class EmbeddedPostgres:
         self.durable = durable
         self.bin = binary_directory()
         self._data = self.directory / 'data'
-        self._sockets = self.directory / 'socket'
         self._log = self.directory / 'server.log'
         self._password_file = self.directory / 'admin-password'
         self._port_file = self.directory / 'port'
@@ -88,9 +86,11 @@ class EmbeddedPostgres:
     @property
     def url(self):
         """The admin URL (superuser `penstock`); token_urlsafe passwords need no quoting."""
-        if self._password is None:
-            raise RuntimeError('the admin URL is known once start() has run')
-        return f'postgresql://{ADMIN_ROLE}:{self._password}@{ADDRESS}:{self._port}/postgres'
+        if self._password is None:  # started by another process (make run) or not yet
+            if not self._password_file.exists():
+                raise RuntimeError('the admin URL is known once start() has made the server')
+            self._password = self._password_file.read_text().strip()
+        return f'postgresql://{ADMIN_ROLE}:{self._password}@{ADDRESS}:{self.port}/postgres'
 
     @property
     def running(self):
@@ -144,7 +144,7 @@ class EmbeddedPostgres:
         """Create the directory; as root, let the server user reach its data and binaries.
 
         Root keeps the directory (traversable, not listable, by others) and the admin password;
-        the server user owns the data, the socket directory and the log."""
+        the server user owns the data and the log."""
         self.directory.mkdir(parents=True, exist_ok=True)
         if self._server_user() is None:
             self.directory.chmod(0o700)
@@ -193,8 +193,7 @@ class EmbeddedPostgres:
     def _clear_stale_server(self):
         """Stop a server left running on this data. With none running, a process its lock
         files name is another one (a reused pid, or a killed postmaster not yet reaped) that
-        PostgreSQL would take for a live server: those files go, and so does whatever is left
-        in the socket directory, which is this server's alone."""
+        PostgreSQL would take for a live server: those files go."""
         if self.running:
             log.warning('stopping the PostgreSQL server left running in %s', self._data)
             self.stop()
@@ -202,8 +201,6 @@ class EmbeddedPostgres:
         pid = self._lock_pid()
         if pid is not None and _alive(pid):
             (self._data / 'postmaster.pid').unlink()
-        for leftover in self._sockets.glob('.s.PGSQL.*'):
-            leftover.unlink()
 
     def _usable_port(self, port):
         """The kept port, or a new free one (kept from now on) when something else took it."""
@@ -217,11 +214,12 @@ class EmbeddedPostgres:
 
     def _write_settings(self):
         """penstock.conf (included by postgresql.conf) and pg_hba.conf, from scratch."""
-        self._own_directory(self._sockets)
         settings = {
             'listen_addresses': ADDRESS,
             'port': self._port,
-            'unix_socket_directories': self._sockets,
+            # No unix socket: everything connects over TCP, and a socket's path has a length
+            # limit (107 bytes) that a deep instance directory would pass.
+            'unix_socket_directories': '',
             'password_encryption': 'scram-sha-256',
             'max_connections': 100,
             'log_statement': 'none',

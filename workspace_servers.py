@@ -31,7 +31,11 @@ CONNECT_TIMEOUT = 5  # seconds: a server that is down leaves jobs pending, retri
 LOCK_NAMESPACE = 0x5057  # the first key of every advisory lock taken here ("PW")
 # What a role may never be: it reaches its own databases and nothing else.
 ROLE_ATTRIBUTES = ('LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS '
-                   'INHERIT CONNECTION LIMIT -1')
+                   "INHERIT CONNECTION LIMIT -1 VALID UNTIL 'infinity'")
+# What `Found.attributes` holds for a role with exactly ROLE_ATTRIBUTES.
+EXPECTED_ATTRIBUTES = {'superuser': False, 'createdb': False, 'createrole': False,
+                       'replication': False, 'bypassrls': False, 'login': True,
+                       'connection limit': -1, 'expires': None}
 # Databases of the server itself that no workspace role may connect to.
 SERVER_DATABASES = ('postgres', 'template1')
 
@@ -166,13 +170,14 @@ class Server:
         found = Found()
         row = connection.execute(
             "SELECT r.rolname, r.rolpassword, r.rolsuper, r.rolcreatedb, r.rolcreaterole, "
-            f"r.rolreplication, r.rolbypassrls, r.rolcanlogin FROM {self._roles} r "
+            "r.rolreplication, r.rolbypassrls, r.rolcanlogin, r.rolconnlimit, "
+            "CASE WHEN r.rolvaliduntil = 'infinity' THEN NULL ELSE r.rolvaliduntil END "
+            f"FROM {self._roles} r "
             "JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass "
             "WHERE d.description = %s", (role_mark(user_id),)).fetchone()
         if row:
             found.role, found.verifier = row[0], row[1]
-            found.attributes = dict(zip(('superuser', 'createdb', 'createrole', 'replication',
-                                         'bypassrls', 'login'), row[2:]))
+            found.attributes = dict(zip(EXPECTED_ATTRIBUTES, row[2:]))
         prefix = role_mark(user_id) + ' workspace '
         for name, description, acl in connection.execute(
                 "SELECT d.datname, s.description, d.datacl::text[] FROM pg_database d "
@@ -213,6 +218,12 @@ class Server:
         for workspace_id, name in wanted.items():
             if name not in found.databases:
                 self._create_database(connection, desired, workspace_id, name)
+                continue
+            # An ACL names roles by oid: a role renamed above is listed by its new name now.
+            connecting = {desired.role if each == found.role else each
+                          for each in found.connectable[name]}
+            if connecting - {self.admin} != {desired.role}:
+                self._open_to(connection, name, desired.role, connecting)
 
     @staticmethod
     def _verifier(connection, desired):
@@ -248,15 +259,24 @@ class Server:
                 "WHERE datname = %s", (name,)).fetchone()
             if mark and mark[0] is not None:
                 raise Drift(f'a database named {name} exists and is not this workspace\'s')
-        connection.execute(sql.SQL('REVOKE ALL ON DATABASE {} FROM PUBLIC').format(database))
-        connection.execute(sql.SQL('GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}')
-                           .format(database, role))
+        self._open_to(connection, name, desired.role)
         with self.connect(name) as inside:
             inside.execute(sql.SQL('ALTER SCHEMA public OWNER TO {}').format(role))
             inside.execute('REVOKE ALL ON SCHEMA public FROM PUBLIC')
         # Marked last: a database is found (and so dropped or kept) once it is complete.
         connection.execute(sql.SQL('COMMENT ON DATABASE {} IS {}').format(
             database, sql.Literal(database_mark(desired.user_id, workspace_id))))
+
+    def _open_to(self, connection, name, role, connecting=()):
+        """Database `name` open to `role` alone (and the admin): CONNECT and TEMPORARY taken
+        from PUBLIC and from each other role in `connecting`, given to `role`."""
+        database = sql.Identifier(name)
+        others = [sql.SQL('PUBLIC') if grantee == '' else sql.Identifier(grantee)
+                  for grantee in sorted(set(connecting) - {role, self.admin})]
+        connection.execute(sql.SQL('REVOKE ALL ON DATABASE {} FROM {}').format(
+            database, sql.SQL(', ').join([sql.SQL('PUBLIC'), *others])))
+        connection.execute(sql.SQL('GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}')
+                           .format(database, sql.Identifier(role)))
 
     def marked_users(self, connection):
         """The ids of every user this server holds a role or a database of."""
