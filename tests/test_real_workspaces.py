@@ -15,7 +15,7 @@ import database
 import models
 import propagation
 import workspace_servers
-from tests.helpers import LEASE, csrf_token, html, run_jobs
+from tests.helpers import LEASE, csrf_token, html, make_user, run_jobs
 from workspaces import DatabasePassword, PropagationJob, Workspace
 
 PROFILE = '/user/alice/settings/profile'
@@ -77,6 +77,11 @@ def shown(workspace):
     with database.db.connection_context():
         workspace = Workspace.get_by_id(workspace.id)
         return workspace.connection_string(DatabasePassword.for_user(workspace.user_id).password)
+
+
+def password_of(user):
+    with database.db.connection_context():
+        return DatabasePassword.for_user(user.id).password
 
 
 def rotate(user):
@@ -220,9 +225,7 @@ def test_another_users_role_cannot_connect_to_a_workspace(app, user, other_user)
     [alices], [bobs] = provision(user, 'analytics'), provision(other_user, 'analytics')
     run_jobs()
     alice, bob = shown(alices), shown(bobs)
-    with database.db.connection_context():
-        alice_password = DatabasePassword.for_user(user.id).password
-        bob_password = DatabasePassword.for_user(other_user.id).password
+    alice_password, bob_password = password_of(user), password_of(other_user)
     assert who(bob) == ('bob', bobs.database_name)
     assert NO_CONNECT in refusal(alice, user='bob', password=bob_password)
     assert NO_CONNECT in refusal(bob, user='alice', password=alice_password)
@@ -375,8 +378,8 @@ def test_two_rotations_in_a_row_leave_the_newest_password_everywhere(app, user):
     assert who(shown(staging)) == ('alice', staging.database_name)
 
 
-def test_a_rotation_and_a_handle_change_queued_together_end_in_both(app, user,
-                                                                   workspace_server):
+def test_a_rotation_and_a_handle_change_queued_together_end_in_both(
+        app, user, workspace_server):
     analytics, staging = provision(user, 'analytics', 'staging')
     run_jobs()
     old = shown(analytics)
@@ -575,3 +578,39 @@ def test_check_finds_the_role_and_databases_of_a_deleted_account_whose_job_was_l
     assert check(app) == summary(workspace_server, 0, 0, 0, 0)
     assert 'alice' not in roles(workspace_server) and marks(workspace_server, user) == []
 
+
+# Names and secrets as the server sees them
+
+@pytest.mark.parametrize('handle', ['select', 'all', 'current-user', 'x-y', '0day'])
+def test_a_handle_that_is_an_sql_word_or_has_hyphens_is_a_role_that_connects(app, handle):
+    person = make_user(f'{handle}@example.com', handle)
+    [analytics] = provision(person, 'analytics')
+    run_jobs()
+    assert who(shown(analytics)) == (handle, analytics.database_name)
+    change_handle(person, handle + '2')
+    run_jobs()
+    assert who(shown(analytics)) == (handle + '2', analytics.database_name)
+
+
+def test_the_server_is_sent_a_verifier_never_the_password(app, user, workspace_server):
+    """With every statement logged, a workspace made, a rotation and a new handle leave
+    SCRAM verifiers in the server's log and neither password."""
+    log = workspace_server.embedded.directory / 'server.log'
+    start = log.stat().st_size
+    workspace_server.connection.execute("ALTER SYSTEM SET log_statement = 'all'")
+    workspace_server.connection.execute('SELECT pg_reload_conf()')
+    try:
+        provision(user, 'analytics')
+        run_jobs()
+        passwords = [password_of(user), rotate(user)]
+        change_handle(user, 'alicia')
+        run_jobs()
+    finally:
+        workspace_server.connection.execute('ALTER SYSTEM RESET log_statement')
+        workspace_server.connection.execute('SELECT pg_reload_conf()')
+    with open(log, errors='replace') as text:
+        text.seek(start)
+        logged = text.read()
+    assert 'CREATE ROLE "alice"' in logged and 'ALTER ROLE "alice" RENAME TO "alicia"' in logged
+    assert logged.count("PASSWORD 'SCRAM-SHA-256$") == 2, 'made, then rotated'
+    assert not [password for password in passwords if password in logged]
