@@ -302,11 +302,12 @@ def test_a_handle_changed_on_the_advanced_page_renames_the_role(
     assert 'alice' not in roles(workspace_server) and 'alicia' in roles(workspace_server)
 
 
-def test_a_handle_change_renames_the_role_that_reaches_every_workspace(app, user,
-                                                                       workspace_server):
+def test_a_handle_change_renames_the_role_that_reaches_every_workspace_and_open_sessions_stay(
+        app, user, workspace_server):
     analytics, staging = provision(user, 'analytics', 'staging')
     run_jobs()
     old = shown(staging)
+    opened = connect(old)
     change_handle(user, 'alicia')
     run_jobs()
     assert who(shown(analytics)) == ('alicia', analytics.database_name)
@@ -314,6 +315,32 @@ def test_a_handle_change_renames_the_role_that_reaches_every_workspace(app, user
     assert WRONG_PASSWORD in refusal(old)
     assert connecting(workspace_server, staging.database_name) == {'alicia', 'penstock'}
     assert 'alice' not in roles(workspace_server)
+    with opened:
+        assert opened.execute('SELECT current_user').fetchone() == ('alicia',)
+
+
+def test_a_new_handle_taken_by_a_role_penstock_does_not_own_waits_for_it_to_go(
+        app, user, workspace_server):
+    """A role of that name made on the server by someone else is left alone: the job stays
+    pending with the reason, and goes through once the role is gone."""
+    [analytics] = provision(user, 'analytics')
+    run_jobs()
+    workspace_server.connection.execute('CREATE ROLE alicia')
+    try:
+        change_handle(user, 'alicia')
+        run_jobs()
+        [job] = pending_jobs()
+        assert job.last_error == ("Drift: a role named alicia exists on the server and is not "
+                                  "this user's")
+        assert who(shown(analytics), user='alice') == ('alice', analytics.database_name)
+        assert 'role is named alice, not alicia (a job was pending already)' in check(app)
+    finally:
+        workspace_server.connection.execute('DROP ROLE alicia')
+    with database.db.connection_context():
+        PropagationJob.update(run_after=models.utcnow()).execute()
+    assert run_jobs() == 1
+    assert pending_jobs() == []
+    assert who(shown(analytics)) == ('alicia', analytics.database_name)
 
 
 # Deletion
@@ -358,6 +385,19 @@ def test_deleting_the_account_drops_its_databases_and_role(
     assert pending_jobs() == []
     with pytest.raises(psycopg.OperationalError), opened:
         opened.execute('SELECT 1')
+
+
+def test_a_database_left_unmarked_by_a_crash_is_taken_up_by_the_next_run(
+        app, user, workspace_server):
+    """CREATE DATABASE cannot share a transaction with the rest: a worker that died right
+    after it left the database unmarked, and the next run finishes it."""
+    [analytics] = provision(user, 'analytics')
+    workspace_server.connection.execute(sql.SQL('CREATE DATABASE {}').format(
+        sql.Identifier(analytics.database_name)))
+    assert run_jobs() == 1
+    assert who(shown(analytics)) == ('alice', analytics.database_name)
+    assert connecting(workspace_server, analytics.database_name) == {'alice', 'penstock'}
+    assert (f'penstock user {user.id} workspace {analytics.id}',) in marks(workspace_server, user)
 
 
 # Concurrency

@@ -187,6 +187,12 @@ def test_a_server_stopped_mid_rotation_keeps_its_job_and_converges_once_back(
     [job] = jobs(status='pending')
     assert job.attempts == 2 and job.last_error == 'OperationalError'
     assert job.run_after >= models.utcnow() + datetime.timedelta(seconds=3), 'backs off more'
+    result = two.test_cli_runner().invoke(args=['workspaces', 'check'])
+    assert result.output.splitlines() == [
+        f'{key(workspace_server)}: 1 workspace(s) of 1 user(s); 0 differ from the metadata, '
+        '0 job(s) queued',
+        f'{key(second)}: 1 workspace(s); the server did not answer (OperationalError); its jobs '
+        'stay pending']
 
     port = second.port
     second.start()
