@@ -619,6 +619,34 @@ def test_check_finds_the_role_and_databases_of_a_deleted_account_whose_job_was_l
     assert 'alice' not in roles(workspace_server) and marks(workspace_server, user) == []
 
 
+def unseen(what):
+    return pytest.mark.xfail(strict=True, reason=(
+        f'{what}: the workspace no longer connects, yet propagation.differences finds nothing '
+        '(check prints "0 differ" and queues no job)'))
+
+
+@pytest.mark.parametrize('breakage', [
+    'ALTER ROLE alice NOLOGIN',
+    pytest.param('REVOKE CONNECT ON DATABASE {database} FROM alice', id='connect-revoked',
+                 marks=unseen('CONNECT revoked from the role (and Server.converge does not '
+                              'grant it again on a database that exists)')),
+    pytest.param("ALTER ROLE alice VALID UNTIL '2000-01-01'", id='expired',
+                 marks=unseen('the role\'s password expired (rolvaliduntil; and '
+                              'ROLE_ATTRIBUTES does not reset VALID UNTIL)')),
+    pytest.param('ALTER ROLE alice CONNECTION LIMIT 0', id='no-connections',
+                 marks=unseen('CONNECTION LIMIT 0 (rolconnlimit is not compared)')),
+])
+def test_a_workspace_that_stopped_connecting_is_found_by_check_and_repaired(
+        app, user, workspace_server, breakage):
+    [analytics] = provision(user, 'analytics')
+    run_jobs()
+    workspace_server.connection.execute(breakage.format(database=analytics.database_name))
+    refusal(shown(analytics))
+    assert check(app).endswith(summary(workspace_server, 1, 1, 1, 1))
+    assert run_jobs() == 1
+    assert who(shown(analytics)) == ('alice', analytics.database_name)
+
+
 # Names and secrets as the server sees them
 
 @pytest.mark.parametrize('handle', ['select', 'all', 'current-user', 'x-y', '0day'])
