@@ -302,6 +302,21 @@ def test_a_handle_changed_on_the_advanced_page_renames_the_role(
     assert 'alice' not in roles(workspace_server) and 'alicia' in roles(workspace_server)
 
 
+def test_a_handle_changed_through_the_api_renames_the_role(
+        client, logged_in, api, workspace_server):
+    analytics = create(client, 'analytics')
+    run_jobs()
+    [(_, old)] = from_api(api).values()
+    answer = api('PATCH', '/api/v0/user/alice', {'handle': 'alicia', 'display_name': 'Alicia'})
+    assert answer.status_code == 200
+    [(_, new)] = from_api(api, 'alicia').values()
+    assert new.startswith('postgresql://alicia:') and '@alicia-analytics.' in new
+    run_jobs()
+    assert who(new) == ('alicia', analytics.database_name)
+    assert WRONG_PASSWORD in refusal(old)
+    assert 'alice' not in roles(workspace_server)
+
+
 def test_a_handle_change_renames_the_role_that_reaches_every_workspace_and_open_sessions_stay(
         app, user, workspace_server):
     analytics, staging = provision(user, 'analytics', 'staging')
