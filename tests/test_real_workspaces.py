@@ -3,7 +3,8 @@ Copy and the API show connects as it is; rotations, handle changes and deletions
 server's catalogs once the worker has run; a role reaches its own databases and nothing else;
 and `flask --app app workspaces check` names drift made behind Penstock's back and has it
 repaired. Nothing of PostgreSQL is stood in for: every check is a real connection or a query
-of the server's catalogs."""
+of the server's catalogs. tests/test_workspace_servers_two.py (slow: servers of its own)
+shares the helpers here."""
 import threading
 import time
 

@@ -4,7 +4,6 @@ the middle of a rotation and started again, and the embedded server the app star
 when WORKSPACE_DATABASE_URL is unset. Each test starts (and stops) a real server of its own."""
 import datetime
 
-import psycopg
 import pytest
 
 import app as app_module
@@ -16,11 +15,11 @@ import workspace_servers
 from app import create_app
 from tests.conftest import QUICK_PASSWORD_HASH, TEST_PASSWORD_KEY
 from tests.helpers import make_user, run_jobs
-from workspaces import DatabasePassword, PropagationJob, Workspace
+from tests.test_real_workspaces import (WRONG_PASSWORD, connect, pending_jobs, provision,
+                                        refusal, rotate, shown, states, who)
+from workspaces import DatabasePassword, PropagationJob
 
 pytestmark = pytest.mark.slow
-
-WRONG_PASSWORD = 'password authentication failed'
 
 
 def make_app(database_url, workspace_database_url):
@@ -53,53 +52,6 @@ def two(database_url, workspace_server, second):
 
 def key(server):
     return f'127.0.0.1:{server.port}'
-
-
-def provision(user, *handles):
-    with database.db.connection_context():
-        owner = models.User.get_by_id(user.id)
-        return [Workspace.provision(owner, handle) for handle in handles]
-
-
-def shown(workspace):
-    """The workspace's connection string as Copy gives it, with the current password."""
-    with database.db.connection_context():
-        workspace = Workspace.get_by_id(workspace.id)
-        return workspace.connection_string(DatabasePassword.for_user(workspace.user_id).password)
-
-
-def rotate(user):
-    with database.db.connection_context():
-        DatabasePassword.rotate(models.User.get_by_id(user.id))
-
-
-def states(user):
-    with database.db.connection_context():
-        version = DatabasePassword.for_user(user.id).version
-        return {w.handle: w.password_state(version) for w in Workspace.for_user(user.id)}
-
-
-def jobs(**where):
-    with database.db.connection_context():
-        query = PropagationJob.select().order_by(PropagationJob.id)
-        for field, value in where.items():
-            query = query.where(getattr(PropagationJob, field) == value)
-        return list(query)
-
-
-def connect(conninfo, **options):
-    return psycopg.connect(conninfo, autocommit=True, connect_timeout=5, **options)
-
-
-def who(conninfo, **options):
-    with connect(conninfo, **options) as connection:
-        return connection.execute('SELECT current_user, current_database()').fetchone()
-
-
-def refusal(conninfo, **options):
-    with pytest.raises(psycopg.OperationalError) as refused:
-        connect(conninfo, **options).close()
-    return str(refused.value)
 
 
 def database_names(server):
@@ -138,7 +90,7 @@ def test_a_rotation_converges_on_both_servers(two, workspace_server, second):
     run_jobs()
     old = {w.handle: shown(w) for w in (on_first, on_second)}
     rotate(user)
-    assert sorted(job.server for job in jobs(status='pending')) == sorted(
+    assert sorted(job.server for job in pending_jobs()) == sorted(
         [key(workspace_server), key(second)])
     assert run_jobs() == 2
     assert states(user) == {'analytics': 'applied', 'staging': 'applied'}
@@ -175,7 +127,7 @@ def test_a_server_stopped_mid_rotation_keeps_its_job_and_converges_once_back(
     assert not second.running
     assert states(user) == {'analytics': 'applied', 'staging': 'pending'}
     assert who(shown(on_first)) == ('alice', on_first.database_name)
-    [job] = jobs(status='pending')
+    [job] = pending_jobs()
     assert job.server == key(second) and job.attempts == 1
     assert job.last_error and password not in job.last_error
     assert job.run_after >= started + datetime.timedelta(seconds=2), 'backs off'
@@ -184,7 +136,7 @@ def test_a_server_stopped_mid_rotation_keeps_its_job_and_converges_once_back(
     with database.db.connection_context():  # due again, while the server is still down
         PropagationJob.update(run_after=models.utcnow()).execute()
     assert run_jobs() == 1
-    [job] = jobs(status='pending')
+    [job] = pending_jobs()
     assert job.attempts == 2 and job.last_error == 'OperationalError'
     assert job.run_after >= models.utcnow() + datetime.timedelta(seconds=3), 'backs off more'
     result = two.test_cli_runner().invoke(args=['workspaces', 'check'])
@@ -200,7 +152,7 @@ def test_a_server_stopped_mid_rotation_keeps_its_job_and_converges_once_back(
     with database.db.connection_context():
         PropagationJob.update(run_after=models.utcnow()).execute()
     assert run_jobs() == 1
-    assert jobs(status='pending') == []
+    assert pending_jobs() == []
     assert states(user) == {'analytics': 'applied', 'staging': 'applied'}
     assert WRONG_PASSWORD in refusal(old)
     with connect(shown(on_second)) as connection:
