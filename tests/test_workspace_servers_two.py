@@ -204,3 +204,33 @@ def test_the_embedded_server_starts_in_a_deep_instance_directory(tmp_path):
         with connect(server.url) as connection:
             assert connection.execute('SELECT 1').fetchone() == (1,)
     assert not server.running
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    'EmbeddedPostgres.port and .url are set by start() alone: a process that finds the server '
+    'running (started by `make run` or `flask worker`) shows connection strings with port None, '
+    'and `flask workspaces check` (which starts nothing, the server running) says it did not '
+    'answer'))
+def test_a_process_that_did_not_start_the_embedded_server_still_reaches_it(
+        database_url, tmp_path_factory, monkeypatch):
+    """As `flask --app app workspaces check` (or a web process) beside `make run`, whose
+    process started the server and runs the worker."""
+    monkeypatch.delenv('WORKSPACE_DATABASE_URL')
+    instance = tmp_path_factory.mktemp('app') / 'instance'
+    monkeypatch.setattr(app_module.Penstock, 'auto_find_instance_path',
+                        lambda self: str(instance))
+    with embedded.EmbeddedPostgres(instance / 'workspace-postgres', durable=False) as running:
+        app = make_app(database_url, '')
+        try:
+            user = make_user()
+            [analytics] = provision(user, 'analytics')
+            run_jobs(workspace_servers.Servers([workspace_servers.EmbeddedServer(running)]))
+            string = shown(analytics)
+            result = app.test_cli_runner().invoke(args=['workspaces', 'check'])
+        finally:
+            database.db.close()
+        assert running.running, 'the check left it running'
+        assert f'@alice-analytics.workspaces.penstock.test:{running.port}/' in string
+        assert who(string) == ('alice', analytics.database_name)
+        assert result.output == ('embedded: 1 workspace(s) of 1 user(s); 0 differ from the '
+                                 'metadata, 0 job(s) queued\n')
