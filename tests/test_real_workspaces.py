@@ -178,6 +178,22 @@ def test_each_workspace_string_reaches_its_own_database(client, logged_in):
     assert analytics.database_name != staging.database_name
 
 
+def test_a_workspace_made_before_workspaces_were_real_is_placed_and_made_at_start(
+        app, user, workspace_server):
+    [analytics] = provision(user, 'analytics')
+    with database.db.connection_context():  # as migration 0006 leaves an older row
+        Workspace.update(server=None).execute()
+        PropagationJob.delete().execute()
+    assert shown(analytics).endswith(f':9193/{analytics.database_name}'), 'nowhere yet'
+    propagation.start_servers()
+    with database.db.connection_context():
+        assert Workspace.get_by_id(analytics.id).server == f'127.0.0.1:{workspace_server.port}'
+    assert states(user) == {'analytics': 'pending'}
+    assert run_jobs() == 1
+    assert states(user) == {'analytics': 'applied'}
+    assert who(shown(analytics)) == ('alice', analytics.database_name)
+
+
 # Rotate Password
 
 def test_a_rotation_reaches_the_server_once_applied_and_open_sessions_survive(
