@@ -175,6 +175,16 @@ def skip_locked(query):
     return query.for_update('FOR UPDATE SKIP LOCKED')
 
 
+def try_lock(name):
+    """Whether this transaction now holds the lock called `name` (a string), until it ends;
+    False when another transaction holds it. On PostgreSQL a transaction-level advisory
+    lock; on SQLite always True: write_transaction() holds the one write lock."""
+    if isinstance(db.obj, SqliteDatabase):
+        return True
+    return db.execute_sql('SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))',
+                          (WRITE_LOCK, name)).fetchone()[0]
+
+
 class CredentialRevoked(Exception):
     """The session or token this request acts by was revoked (or ran out) after it was
     checked at the start of the request; the write it was about to authorize was undone.

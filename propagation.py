@@ -9,6 +9,7 @@ idempotent and reads the current state, so a job carried out late or twice is ha
 import atexit
 import datetime
 import logging
+import signal
 import threading
 
 import psycopg
@@ -75,13 +76,21 @@ def start_servers():
 
 def start_thread(config):
     """Start the servers and run a worker in a daemon thread of this process (what `make
-    run` does); returns the Event that stops the worker."""
+    run` does); returns the Event that stops the worker. A SIGTERM then exits through
+    atexit, so the embedded server stops with the process (Ctrl-C does already)."""
     servers = start_servers()
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, _exit)
     stop = threading.Event()
     lease, poll = settings(config)
     threading.Thread(target=run, args=(servers, lease, poll, stop), name='propagation',
                      daemon=True).start()
     return stop
+
+
+def _exit(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def check(servers):
@@ -137,16 +146,20 @@ def differences(desired, found, admin):
             problems.append(f'role is named {found.role}, not {desired.role}')
         if not workspace_servers.scram_verifier_matches(found.verifier, desired.password):
             problems.append('password not current')
-        wrong = [name for name, value in found.attributes.items() if value != (name == 'login')]
+        wrong = [name for name, value in found.attributes.items()
+                 if value != workspace_servers.EXPECTED_ATTRIBUTES[name]]
         if wrong:
             problems.append('role attributes wrong: ' + ', '.join(sorted(wrong)))
     for workspace_id, name in sorted(wanted.items()):
         if name not in found.databases:
             problems.append(f'database {name} (workspace {workspace_id}) missing')
-        elif found.connectable[name] - {found.role, admin}:
-            others = ', '.join(sorted(role or 'PUBLIC' for role in
-                                      found.connectable[name] - {found.role, admin}))
-            problems.append(f'database {name} open to {others}')
+        else:
+            others = found.connectable[name] - {found.role, admin}
+            if others:
+                problems.append(f'database {name} open to ' + ', '.join(
+                    sorted(role or 'PUBLIC' for role in others)))
+            if found.role is not None and found.role not in found.connectable[name]:
+                problems.append(f'database {name} closed to role {found.role}')
     for name in sorted(set(found.databases) - set(wanted.values())):
         problems.append(f'database {name} left over')
     return problems

@@ -31,7 +31,11 @@ CONNECT_TIMEOUT = 5  # seconds: a server that is down leaves jobs pending, retri
 LOCK_NAMESPACE = 0x5057  # the first key of every advisory lock taken here ("PW")
 # What a role may never be: it reaches its own databases and nothing else.
 ROLE_ATTRIBUTES = ('LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS '
-                   'INHERIT CONNECTION LIMIT -1')
+                   "INHERIT CONNECTION LIMIT -1 VALID UNTIL 'infinity'")
+# What `Found.attributes` holds for a role with exactly ROLE_ATTRIBUTES.
+EXPECTED_ATTRIBUTES = {'superuser': False, 'createdb': False, 'createrole': False,
+                       'replication': False, 'bypassrls': False, 'login': True,
+                       'connection limit': -1, 'expires': None}
 # Databases of the server itself that no workspace role may connect to.
 SERVER_DATABASES = ('postgres', 'template1')
 
@@ -107,6 +111,7 @@ class Server:
         self._address = None
         self._prepared = False
         self._prepare_lock = threading.Lock()
+        self._roles = 'pg_authid'
 
     def __repr__(self):
         return f'<Server {self.key}>'  # never the URL: it holds the admin password
@@ -136,10 +141,15 @@ class Server:
 
     def _prepare(self, connection):
         """Once per process: no role but the admin may connect to the server's own databases
-        (a new database is closed to PUBLIC when it is made, see _create_database)."""
+        (a new database is closed to PUBLIC when it is made, see _create_database). An admin
+        that is not a superuser cannot read password verifiers: then every converge sets the
+        password, whether or not it is current."""
         with self._prepare_lock:
             if self._prepared:
                 return
+            readable = connection.execute(
+                "SELECT has_table_privilege('pg_authid', 'SELECT')").fetchone()[0]
+            self._roles = 'pg_authid' if readable else 'pg_roles'
             for name in SERVER_DATABASES:
                 connection.execute(sql.SQL('REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC')
                                    .format(sql.Identifier(name)))
@@ -150,23 +160,24 @@ class Server:
         """An admin connection holding the advisory lock of `user_id` on this server: one
         converge at a time per user and server, however many workers there are."""
         with self.connect() as connection:
-            self._prepare(connection)
             connection.execute('SELECT pg_advisory_lock(%s, hashtext(%s))',
                                (LOCK_NAMESPACE, user_id))
             yield connection  # closing the connection releases the lock
 
     def found(self, connection, user_id):
         """What this server holds for `user_id`."""
+        self._prepare(connection)
         found = Found()
         row = connection.execute(
             "SELECT r.rolname, r.rolpassword, r.rolsuper, r.rolcreatedb, r.rolcreaterole, "
-            "r.rolreplication, r.rolbypassrls, r.rolcanlogin FROM pg_authid r "
+            "r.rolreplication, r.rolbypassrls, r.rolcanlogin, r.rolconnlimit, "
+            "CASE WHEN r.rolvaliduntil = 'infinity' THEN NULL ELSE r.rolvaliduntil END "
+            f"FROM {self._roles} r "
             "JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass "
             "WHERE d.description = %s", (role_mark(user_id),)).fetchone()
         if row:
             found.role, found.verifier = row[0], row[1]
-            found.attributes = dict(zip(('superuser', 'createdb', 'createrole', 'replication',
-                                         'bypassrls', 'login'), row[2:]))
+            found.attributes = dict(zip(EXPECTED_ATTRIBUTES, row[2:]))
         prefix = role_mark(user_id) + ' workspace '
         for name, description, acl in connection.execute(
                 "SELECT d.datname, s.description, d.datacl::text[] FROM pg_database d "
@@ -207,6 +218,12 @@ class Server:
         for workspace_id, name in wanted.items():
             if name not in found.databases:
                 self._create_database(connection, desired, workspace_id, name)
+                continue
+            # An ACL names roles by oid: a role renamed above is listed by its new name now.
+            connecting = {desired.role if each == found.role else each
+                          for each in found.connectable[name]}
+            if connecting - {self.admin} != {desired.role}:
+                self._open_to(connection, name, desired.role, connecting)
 
     @staticmethod
     def _verifier(connection, desired):
@@ -242,15 +259,24 @@ class Server:
                 "WHERE datname = %s", (name,)).fetchone()
             if mark and mark[0] is not None:
                 raise Drift(f'a database named {name} exists and is not this workspace\'s')
-        connection.execute(sql.SQL('REVOKE ALL ON DATABASE {} FROM PUBLIC').format(database))
-        connection.execute(sql.SQL('GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}')
-                           .format(database, role))
+        self._open_to(connection, name, desired.role)
         with self.connect(name) as inside:
             inside.execute(sql.SQL('ALTER SCHEMA public OWNER TO {}').format(role))
             inside.execute('REVOKE ALL ON SCHEMA public FROM PUBLIC')
         # Marked last: a database is found (and so dropped or kept) once it is complete.
         connection.execute(sql.SQL('COMMENT ON DATABASE {} IS {}').format(
             database, sql.Literal(database_mark(desired.user_id, workspace_id))))
+
+    def _open_to(self, connection, name, role, connecting=()):
+        """Database `name` open to `role` alone (and the admin): CONNECT and TEMPORARY taken
+        from PUBLIC and from each other role in `connecting`, given to `role`."""
+        database = sql.Identifier(name)
+        others = [sql.SQL('PUBLIC') if grantee == '' else sql.Identifier(grantee)
+                  for grantee in sorted(set(connecting) - {role, self.admin})]
+        connection.execute(sql.SQL('REVOKE ALL ON DATABASE {} FROM {}').format(
+            database, sql.SQL(', ').join([sql.SQL('PUBLIC'), *others])))
+        connection.execute(sql.SQL('GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}')
+                           .format(database, sql.Identifier(role)))
 
     def marked_users(self, connection):
         """The ids of every user this server holds a role or a database of."""
@@ -280,6 +306,7 @@ class EmbeddedServer(Server):
         self.embedded = embedded
         self.key, self.host, self.admin = 'embedded', '127.0.0.1', 'penstock'
         self._address, self._prepared, self._prepare_lock = '127.0.0.1', False, threading.Lock()
+        self._roles = 'pg_authid'
 
     url = property(lambda self: self.embedded.url)
     port = property(lambda self: self.embedded.port)

@@ -11,7 +11,7 @@ import string
 from peewee import (CharField, Check, DateTimeField, ForeignKeyField, IntegerField, TextField,
                     fn)
 
-from database import decrypt, encrypt, skip_locked, write_transaction
+from database import decrypt, encrypt, skip_locked, try_lock, write_transaction
 from models import (AuditRecord, BaseModel, Config, Invalid, Owned, Refused, User, minted,
                     new_id, text_problem, utcnow)
 from workspace_servers import Desired, Drift
@@ -123,6 +123,11 @@ class Workspace(Owned):
         return (f'postgresql://{user_handle}:{password}@{self.host(user_handle)}:{port}/'
                 f'{self.database_name}' + (f'?hostaddr={address}' if address else ''))
 
+    @property
+    def ready(self):
+        """Whether the workspace's database exists on its server yet."""
+        return self.password_version > 0
+
     def password_state(self, current_version):
         """'applied' when the workspace accepts password `current_version`, else 'pending'."""
         pending, applied = self.PASSWORD_STATES
@@ -230,25 +235,35 @@ class PropagationJob(BaseModel):
     @classmethod
     def claim(cls, lease):
         """Lease the next due job for `lease` (a timedelta), or None. A user's jobs on one
-        server are not leased twice at once (workers would only wait for each other)."""
+        server are never leased twice at once (workers would only wait for each other)."""
         now = utcnow()
         with write_transaction(exclusive=False):  # on PostgreSQL: FOR UPDATE SKIP LOCKED
-            leased = cls.alias()
-            busy = leased.select().where(leased.user_id == cls.user_id,
-                                         leased.server == cls.server, leased.status == 'pending',
-                                         leased.locked_until > now)
             query = (cls.select().where(cls.status == 'pending', cls.run_after <= now,
                                         cls.locked_until.is_null() | (cls.locked_until <= now),
-                                        ~fn.EXISTS(busy))
+                                        ~fn.EXISTS(cls._leased(now)))
                      .order_by(cls.run_after, cls.id).limit(1))
-            # Workers on other hosts skip what is being claimed rather than wait.
+            # Workers on other hosts skip what is being claimed rather than wait. `_leased`
+            # sees committed leases only: the lock of the user and server keeps two workers
+            # from claiming two of its jobs at once, and once it is held, a lease another
+            # worker committed meanwhile is visible.
             job = skip_locked(query).first()
-            if job is None:
+            if job is None or not try_lock(f'propagation {job.user_id} {job.server}'):
+                return None
+            if cls._leased(now, job).exists():
                 return None
             job.locked_until, job.attempts = now + lease, job.attempts + 1
             cls.update(locked_until=job.locked_until, attempts=job.attempts).where(
                 cls.id == job.id).execute()
         return job
+
+    @classmethod
+    def _leased(cls, now, of=None):
+        """A condition: a job of the same user and server as `of` (default: the row the
+        outer query reads) is leased."""
+        leased = cls.alias()
+        of = of or cls
+        return leased.select().where(leased.user_id == of.user_id, leased.server == of.server,
+                                     leased.status == 'pending', leased.locked_until > now)
 
     def desired(self):
         """(ids of the user's pending jobs on this server, what the server should hold).

@@ -160,6 +160,7 @@ def workspace_server(tmp_path_factory):
     server = embedded.EmbeddedPostgres(tmp_path_factory.mktemp('workspace-postgres'),
                                        durable=False)
     with server:
+        MADE_SECRETS.add(urlsplit(server.url).password)  # no log line may hold it either
         os.environ['WORKSPACE_DATABASE_URL'] = server.url
         try:
             with psycopg.connect(server.url, autocommit=True) as connection:

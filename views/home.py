@@ -85,6 +85,12 @@ def row(workspace_id):
                    user_handle=current_user.handle)
 
 
+@bp.get('/workspaces/<workspace_id>/status')
+def status(workspace_id):
+    """Whether the workspace's database exists yet, for the row's polling."""
+    return respond('home/_status.html', then='.index', workspace=_own_workspace(workspace_id))
+
+
 @bp.get('/workspaces/<workspace_id>/delete')
 def confirm_delete(workspace_id):
     """Ask before deleting: in the row for htmx, as a page of its own without JavaScript."""

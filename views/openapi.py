@@ -239,11 +239,13 @@ SCHEMAS = {
             'password_status': {
                 'type': 'string', 'enum': list(Workspace.PASSWORD_STATES), 'description':
                     '`applied` when the workspace accepts the current database password; '
-                    '`pending` while a rotation is still on its way there (the previous '
-                    'password works meanwhile).'},
+                    '`pending` while a rotation is still on its way to its server (the '
+                    'previous password works meanwhile), or while a new workspace\'s '
+                    'database is being made.'},
             'password_applied_at': {**TIME, 'description':
                                     'When the workspace took the password it accepts now '
-                                    '(while `pending`, the previous one).'},
+                                    '(while `pending`, the previous one); absent while a new '
+                                    "workspace's database is being made."},
             'created_at': TIME,
             'updated_at': {**TIME, 'description': 'Absent until the first change.'},
             'version_id': {'type': 'integer', 'minimum': 1}}},
