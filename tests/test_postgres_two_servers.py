@@ -129,10 +129,6 @@ def test_reset_authentication_on_one_server_ends_sessions_and_tokens_on_the_othe
     assert api_actor(a, secret) == 401 and api_actor(b, secret) == 401
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'product bug (workspaces.PropagationJob.claim): `busy` sees committed leases only and '
-    'nothing locks the user and server, so a second host leases a sibling job while the '
-    "first's claim is uncommitted (it then waits in Server.holding's advisory lock)"))
 def test_two_workers_claiming_at_once_never_hold_jobs_of_one_user_on_one_server(user, bob):
     """A worker whose claim is not committed yet still keeps a second worker (another host)
     off that user's jobs on that server: the second skips its locked rows rather than waiting
@@ -162,6 +158,11 @@ def test_two_workers_claiming_at_once_never_hold_jobs_of_one_user_on_one_server(
     for thread in threads:
         thread.join(60)
     first, second, third = claims['first'], claims['second'], claims['third']
-    assert first is not None and second is not None
-    assert (first.user_id, first.server) != (second.user_id, second.server)
-    assert third is None  # the second worker holds one user's jobs, the first the other's
+    assert first is not None and first.user_id == user.id
+    # The next due jobs are Alice's too: the second worker passed them over, and did not wait
+    # (it was done while the first one's claim was still uncommitted).
+    assert second is None and third is None
+    with database.db.connection_context():  # the first claim is committed: Bob's turn
+        fourth = workspaces.PropagationJob.claim(LEASE)
+        assert fourth is not None and fourth.user_id == bob.id
+        assert workspaces.PropagationJob.claim(LEASE) is None
