@@ -601,14 +601,9 @@ def _stray(server, user, staging):
     return 'database stray left over'
 
 
-OPEN_STAYS_OPEN = pytest.mark.xfail(strict=True, reason=(
-    'Server.converge never touches the ACL of a database that exists: a CONNECT granted to '
-    'PUBLIC or another role stays (another user can connect), and every check names it again'))
-
-
 @pytest.mark.parametrize('drift', [
     _password, _dropped, _createdb, _workspace_gone, _stray,
-    pytest.param(_public, marks=OPEN_STAYS_OPEN), pytest.param(_bob, marks=OPEN_STAYS_OPEN),
+    _public, _bob,
 ], ids=lambda drift: drift.__name__.strip('_'))
 def test_check_names_drift_queues_a_job_and_the_worker_repairs_it(
         app, user, other_user, workspace_server, drift):
@@ -660,22 +655,11 @@ def test_check_finds_the_role_and_databases_of_a_deleted_account_whose_job_was_l
     assert 'alice' not in roles(workspace_server) and marks(workspace_server, user) == []
 
 
-def unseen(what):
-    return pytest.mark.xfail(strict=True, reason=(
-        f'{what}: the workspace no longer connects, yet propagation.differences finds nothing '
-        '(check prints "0 differ" and queues no job)'))
-
-
 @pytest.mark.parametrize('breakage', [
     'ALTER ROLE alice NOLOGIN',
-    pytest.param('REVOKE CONNECT ON DATABASE {database} FROM alice', id='connect-revoked',
-                 marks=unseen('CONNECT revoked from the role (and Server.converge does not '
-                              'grant it again on a database that exists)')),
-    pytest.param("ALTER ROLE alice VALID UNTIL '2000-01-01'", id='expired',
-                 marks=unseen('the role\'s password expired (rolvaliduntil; and '
-                              'ROLE_ATTRIBUTES does not reset VALID UNTIL)')),
-    pytest.param('ALTER ROLE alice CONNECTION LIMIT 0', id='no-connections',
-                 marks=unseen('CONNECTION LIMIT 0 (rolconnlimit is not compared)')),
+    pytest.param('REVOKE CONNECT ON DATABASE {database} FROM alice', id='connect-revoked'),
+    pytest.param("ALTER ROLE alice VALID UNTIL '2000-01-01'", id='expired'),
+    pytest.param('ALTER ROLE alice CONNECTION LIMIT 0', id='no-connections'),
 ])
 def test_a_workspace_that_stopped_connecting_is_found_by_check_and_repaired(
         app, user, workspace_server, breakage):

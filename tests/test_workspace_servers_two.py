@@ -191,9 +191,6 @@ def test_unset_the_app_starts_its_own_server_under_instance_and_stops_it(
     assert 'Connection refused' in refusal(string)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'embedded.py puts the unix socket in <instance>/workspace-postgres/socket: past 107 bytes '
-    'PostgreSQL cannot create it and refuses to start (only TCP is used)'))
 def test_the_embedded_server_starts_in_a_deep_instance_directory(tmp_path):
     """A clone at /home/someone/src/github.com/some-organization/penstock-account-settings
     is enough to make the socket's path too long for PostgreSQL."""
@@ -207,11 +204,6 @@ def test_the_embedded_server_starts_in_a_deep_instance_directory(tmp_path):
     assert not server.running
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'EmbeddedPostgres.port and .url are set by start() alone: a process that finds the server '
-    'running (started by `make run` or `flask worker`) shows connection strings with port None, '
-    'and `flask workspaces check` (which starts nothing, the server running) says it did not '
-    'answer'))
 def test_a_process_that_did_not_start_the_embedded_server_still_reaches_it(
         database_url, tmp_path_factory, monkeypatch):
     """As `flask --app app workspaces check` (or a web process) beside `make run`, whose
