@@ -297,10 +297,16 @@ class PropagationJob(BaseModel):
 
     def failed(self, error):
         """Try again later: 2, 4, 8 … seconds after this attempt, at most
-        PROPAGATION_BACKOFF_MAX. Only the error's type is kept (a driver's message could
+        PROPAGATION_BACKOFF_MAX; the user's other jobs on that server wait as long (they
+        would meet the same server). Only the error's type is kept (a driver's message could
         quote a statement), or a Drift's own words (names, never a secret)."""
+        cls = PropagationJob
         delay = min(2 ** self.attempts, PROPAGATION_BACKOFF_MAX)
+        run_after = utcnow() + datetime.timedelta(seconds=delay)
         kept = f'Drift: {error}' if isinstance(error, Drift) else type(error).__name__
-        PropagationJob.update(locked_until=None, last_error=kept[:500],
-                              run_after=utcnow() + datetime.timedelta(seconds=delay)).where(
-            PropagationJob.id == self.id).execute()
+        with write_transaction():
+            cls.update(locked_until=None, last_error=kept[:500], run_after=run_after).where(
+                cls.id == self.id).execute()
+            cls.update(run_after=run_after).where(
+                cls.user_id == self.user_id, cls.server == self.server, cls.status == 'pending',
+                cls.run_after < run_after).execute()
