@@ -127,6 +127,10 @@ def check(servers):
             yield (f'{server.key}: {count} workspace(s); the server did not answer '
                    f'({type(error).__name__}); its jobs stay pending')
             continue
+        except psycopg.Error as error:  # e.g. an admin that may not read a catalog
+            yield (f'{server.key}: {count} workspace(s); could not be checked '
+                   f'({type(error).__name__}: {error.diag.message_primary})')
+            continue
         yield (f'{server.key}: {count} workspace(s) of {len(users)} user(s); '
                f'{drifted} differ{"s" if drifted == 1 else ""} from the metadata, '
                f'{queued} job(s) queued')
@@ -144,10 +148,11 @@ def differences(desired, found, admin):
     elif found.role is not None:
         if found.role != desired.role:
             problems.append(f'role is named {found.role}, not {desired.role}')
-        if not workspace_servers.scram_verifier_matches(found.verifier, desired.password):
+        if found.verifier_readable and not workspace_servers.scram_verifier_matches(
+                found.verifier, desired.password):
             problems.append('password not current')
         wrong = [name for name, value in found.attributes.items()
-                 if value != workspace_servers.EXPECTED_ATTRIBUTES[name]]
+                 if value != workspace_servers.ROLE_CLAUSES[name][0]]
         if wrong:
             problems.append('role attributes wrong: ' + ', '.join(sorted(wrong)))
     for workspace_id, name in sorted(wanted.items()):

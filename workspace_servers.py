@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import hmac
 import socket
+import logging
 import threading
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -27,15 +28,19 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 from psycopg import sql
 
+log = logging.getLogger(__name__)
+
 CONNECT_TIMEOUT = 5  # seconds: a server that is down leaves jobs pending, retried later
 LOCK_NAMESPACE = 0x5057  # the first key of every advisory lock taken here ("PW")
-# What a role may never be: it reaches its own databases and nothing else.
-ROLE_ATTRIBUTES = ('LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS '
-                   "INHERIT CONNECTION LIMIT -1 VALID UNTIL 'infinity'")
-# What `Found.attributes` holds for a role with exactly ROLE_ATTRIBUTES.
-EXPECTED_ATTRIBUTES = {'superuser': False, 'createdb': False, 'createrole': False,
-                       'replication': False, 'bypassrls': False, 'login': True,
-                       'connection limit': -1, 'expires': None}
+# A workspace role's attributes as Found reads them: the value each must have (it reaches its
+# own databases and nothing else), and the clause of CREATE/ALTER ROLE that sets it.
+ROLE_CLAUSES = {
+    'superuser': (False, 'NOSUPERUSER'), 'createdb': (False, 'NOCREATEDB'),
+    'createrole': (False, 'NOCREATEROLE'), 'replication': (False, 'NOREPLICATION'),
+    'bypassrls': (False, 'NOBYPASSRLS'), 'login': (True, 'LOGIN'),
+    'connection limit': (-1, 'CONNECTION LIMIT -1'), 'expires': (None, "VALID UNTIL 'infinity'"),
+}
+ROLE_ATTRIBUTES = ' '.join(clause for _, clause in ROLE_CLAUSES.values())
 # Databases of the server itself that no workspace role may connect to.
 SERVER_DATABASES = ('postgres', 'template1')
 
@@ -68,10 +73,12 @@ class Desired:
 @dataclass
 class Found:
     """What a server holds for one user: the role's name (None: no role), its SCRAM verifier
-    and attributes, and the user's databases by name (each with its workspace id) and the
-    roles that may connect to each."""
+    (unless `verifier_readable` is False: an admin that may not read pg_authid) and
+    attributes, and the user's databases by name (each with its workspace id) and the roles
+    that may connect to each."""
     role: str | None = None
     verifier: str | None = None
+    verifier_readable: bool = True
     attributes: dict = field(default_factory=dict)
     databases: dict = field(default_factory=dict)
     connectable: dict = field(default_factory=dict)
@@ -151,8 +158,13 @@ class Server:
                 "SELECT has_table_privilege('pg_authid', 'SELECT')").fetchone()[0]
             self._roles = 'pg_authid' if readable else 'pg_roles'
             for name in SERVER_DATABASES:
-                connection.execute(sql.SQL('REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC')
-                                   .format(sql.Identifier(name)))
+                try:
+                    connection.execute(sql.SQL('REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM '
+                                               'PUBLIC').format(sql.Identifier(name)))
+                except psycopg.errors.InsufficientPrivilege:
+                    log.warning('The admin of workspace server %s may not close database %s '
+                                'to PUBLIC: do it as a superuser (docs/operations.md).',
+                                self.key, name)
             self._prepared = True
 
     @contextlib.contextmanager
@@ -176,8 +188,11 @@ class Server:
             "JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass "
             "WHERE d.description = %s", (role_mark(user_id),)).fetchone()
         if row:
-            found.role, found.verifier = row[0], row[1]
-            found.attributes = dict(zip(EXPECTED_ATTRIBUTES, row[2:]))
+            # pg_roles shows every password as ********: then it is not known to be current.
+            found.role = row[0]
+            found.verifier = row[1] if self._roles == 'pg_authid' else None
+            found.verifier_readable = self._roles == 'pg_authid'
+            found.attributes = dict(zip(ROLE_CLAUSES, row[2:]))
         prefix = role_mark(user_id) + ' workspace '
         for name, description, acl in connection.execute(
                 "SELECT d.datname, s.description, d.datacl::text[] FROM pg_database d "
@@ -214,7 +229,10 @@ class Server:
             if not scram_verifier_matches(found.verifier, desired.password):
                 connection.execute(sql.SQL('ALTER ROLE {} PASSWORD {}').format(
                     role, sql.Literal(self._verifier(connection, desired))))
-            connection.execute(sql.SQL('ALTER ROLE {} ' + ROLE_ATTRIBUTES).format(role))
+            wrong = [ROLE_CLAUSES[name][1] for name, value in found.attributes.items()
+                     if value != ROLE_CLAUSES[name][0]]
+            if wrong:  # only those: an admin that is no superuser may not restate SUPERUSER
+                connection.execute(sql.SQL('ALTER ROLE {} ' + ' '.join(wrong)).format(role))
         for workspace_id, name in wanted.items():
             if name not in found.databases:
                 self._create_database(connection, desired, workspace_id, name)

@@ -707,3 +707,59 @@ def test_the_server_is_sent_a_verifier_never_the_password(app, user, workspace_s
     assert 'CREATE ROLE "alice"' in logged and 'ALTER ROLE "alice" RENAME TO "alicia"' in logged
     assert logged.count("PASSWORD 'SCRAM-SHA-256$") == 2, 'made, then rotated'
     assert not [password for password in passwords if password in logged]
+
+
+# An admin that is not a superuser (docs/operations.md's recipe)
+
+@pytest.fixture
+def limited_admin(workspace_server):
+    """Servers reaching the run's server as `penstock_limited`: CREATEROLE and CREATEDB, no
+    superuser, and (with `verifiers`) SELECT on pg_authid."""
+    password = 'limited-admin-password'
+    statements = [
+        f"CREATE ROLE penstock_limited LOGIN CREATEROLE CREATEDB PASSWORD '{password}'",
+        "ALTER ROLE penstock_limited SET createrole_self_grant = 'set, inherit'",
+        'GRANT CONNECT ON DATABASE postgres, template1 TO penstock_limited']
+    for statement in statements:
+        workspace_server.connection.execute(statement)
+    url = f'postgresql://penstock_limited:{password}@127.0.0.1:{workspace_server.port}/postgres'
+
+    def servers(verifiers):
+        grant = 'GRANT' if verifiers else 'REVOKE'
+        workspace_server.connection.execute(
+            f'{grant} SELECT ON pg_authid {"TO" if verifiers else "FROM"} penstock_limited')
+        return workspace_servers.Servers([workspace_servers.Server(url)])
+
+    yield servers
+    workspace_server.clear()  # its roles and databases first: it is a member of each role
+    workspace_server.connection.execute('DROP OWNED BY penstock_limited')
+    workspace_server.connection.execute('DROP ROLE penstock_limited')
+
+
+@pytest.mark.parametrize('verifiers', [True, False], ids=['reads-verifiers', 'no-verifiers'])
+def test_an_admin_that_is_no_superuser_makes_rotates_renames_and_drops(
+        app, user, limited_admin, workspace_server, verifiers):
+    servers = limited_admin(verifiers)
+    [analytics] = provision(user, 'analytics')
+    run_jobs(servers)
+    assert who(shown(analytics)) == ('alice', analytics.database_name)
+    old = shown(analytics)
+    with database.db.connection_context():
+        DatabasePassword.rotate(models.User.get_by_id(user.id))
+    change_handle(user, 'alice2')
+    [second] = provision(user, 'staging')
+    run_jobs(servers)
+    assert WRONG_PASSWORD in refusal(old)
+    assert who(shown(analytics)) == ('alice2', analytics.database_name)
+    assert who(shown(second)) == ('alice2', second.database_name)
+    with database.db.connection_context():
+        problems = [propagation.differences(job.desired()[1], found, 'penstock_limited')
+                    for job in [PropagationJob(user_id=user.id, server=analytics.server)]
+                    for found in [servers[analytics.server].found(
+                        workspace_server.connection, user.id)]]
+    assert problems == [[]]  # an admin that cannot read verifiers does not see drift in them
+
+    with database.db.connection_context():
+        models.User.get_by_id(user.id).delete_account()
+    run_jobs(servers)
+    assert 'alice2' not in roles(workspace_server) and marks(workspace_server, user) == []
