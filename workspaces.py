@@ -86,8 +86,8 @@ class DatabasePassword(BaseModel):
 class Workspace(Owned):
     """A user's PostgreSQL database on workspace server `server` (a key of
     Config.workspace_servers, kept for good), reached at `host` with the user's database
-    password. `password_version` is the version its server accepts: 0 until the database
-    has been made there."""
+    password. `password_version` is the version its server accepts (0 until the database
+    has been made there), and `role` the name it accepts it for."""
     id = CharField(primary_key=True, default=lambda: new_id('w'))
     user = ForeignKeyField(User, backref='workspaces', on_delete='CASCADE')
     handle = CharField()
@@ -95,6 +95,7 @@ class Workspace(Owned):
     server = CharField(null=True)  # None: made before workspaces were real, not placed yet
     password_version = IntegerField(default=0)
     password_applied_at = DateTimeField(null=True)
+    role = CharField(null=True)  # the name its server's role had when it was last applied
 
     class Meta:
         indexes = ((('user', 'handle'), True),)
@@ -128,10 +129,12 @@ class Workspace(Owned):
         """Whether the workspace's database exists on its server yet."""
         return self.password_version > 0
 
-    def password_state(self, current_version):
-        """'applied' when the workspace accepts password `current_version`, else 'pending'."""
+    def password_state(self, current_version, user_handle):
+        """'applied' when the workspace's server lets role `user_handle` in with password
+        `current_version`, else 'pending' (a rotation or a handle change on its way)."""
         pending, applied = self.PASSWORD_STATES
-        return applied if self.password_version >= current_version else pending
+        current = self.password_version >= current_version and self.role == user_handle
+        return applied if current else pending
 
     @classmethod
     def provision(cls, user, handle, ip=None):
@@ -289,9 +292,11 @@ class PropagationJob(BaseModel):
         and jobs `ids` are done."""
         now = utcnow()
         with write_transaction():
-            Workspace.update(password_version=desired.version, password_applied_at=now).where(
+            Workspace.update(password_version=desired.version, role=desired.role,
+                             password_applied_at=now).where(
                 Workspace.id.in_(list(desired.databases)),
-                Workspace.password_version < desired.version).execute()
+                (Workspace.password_version < desired.version)
+                | Workspace.role.is_null() | (Workspace.role != desired.role)).execute()
             PropagationJob.update(status='applied', applied_at=now, locked_until=None,
                                   last_error=None).where(PropagationJob.id.in_(ids)).execute()
 

@@ -74,7 +74,7 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url)
         legacy = workspaces.Workspace.get_by_id('w_old')
         assert (legacy.server, legacy.password_version, legacy.password_applied_at) == (
             None, 0, None)
-        assert legacy.password_state(1) == 'pending'
+        assert legacy.password_state(1, 'old') == 'pending'
         assert workspaces.PropagationJob.select().count() == 0  # of the old shape: dropped
         assert workspaces.Workspace.place_unplaced() == 1
         assert workspaces.Workspace.place_unplaced() == 0
@@ -86,7 +86,7 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url)
     run_jobs()
     with database.db.connection_context():
         legacy = workspaces.Workspace.get_by_id('w_old')
-        assert legacy.password_state(1) == 'applied'
+        assert legacy.password_state(1, 'old') == 'applied'
         password = workspaces.DatabasePassword.for_user(user).password
         assert logged_in_as(legacy.connection_string(password)) == ('old', 'legacy00')
         workspace = workspaces.Workspace.provision(user, 'prod')

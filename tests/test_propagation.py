@@ -119,7 +119,7 @@ def test_the_worker_carries_out_every_job_on_the_server(user, workspace_server):
     for ws in (analytics, staging):
         after = workspace(ws.id)
         assert after.password_version == version == 2
-        assert after.password_state(version) == 'applied'
+        assert after.password_state(version, user.handle) == 'applied'
         assert after.password_applied_at is not None
     assert {(job.status, job.locked_until, job.last_error) for job in jobs()} == {
         ('applied', None, None)}

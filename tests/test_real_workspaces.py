@@ -99,7 +99,8 @@ def states(user):
     """{workspace handle: 'pending' or 'applied'} against the current password."""
     with database.db.connection_context():
         version = DatabasePassword.for_user(user.id).version
-        return {w.handle: w.password_state(version) for w in Workspace.for_user(user.id)}
+        handle = models.User.get_by_id(user.id).handle
+        return {w.handle: w.password_state(version, handle) for w in Workspace.for_user(user.id)}
 
 
 def pending_jobs():
@@ -341,7 +342,10 @@ def test_a_handle_change_renames_the_role_that_reaches_every_workspace_and_open_
     old = shown(staging)
     opened = connect(old)
     change_handle(user, 'alicia')
+    # Until the role is renamed, the new string does not connect: the workspaces say so.
+    assert states(user) == {'analytics': 'pending', 'staging': 'pending'}
     run_jobs()
+    assert states(user) == {'analytics': 'applied', 'staging': 'applied'}
     assert who(shown(analytics)) == ('alicia', analytics.database_name)
     assert who(shown(staging)) == ('alicia', staging.database_name)
     assert WRONG_PASSWORD in refusal(old)

@@ -243,7 +243,7 @@ def workspace_json(workspace, user, password, masked):
         'id': workspace.id, 'identity_id': user.id, 'handle': workspace.handle,
         'host': workspace.host(user.handle), 'database_name': workspace.database_name,
         'connection_string': workspace.connection_string(masked, user.handle),
-        'password_status': workspace.password_state(password.version),
+        'password_status': workspace.password_state(password.version, user.handle),
         'password_applied_at': timestamp(workspace.password_applied_at),
         'created_at': timestamp(workspace.created_at),
         'updated_at': timestamp(workspace.updated_at), 'version_id': workspace.version_id})

@@ -240,8 +240,9 @@ SCHEMAS = {
                 'type': 'string', 'enum': list(Workspace.PASSWORD_STATES), 'description':
                     '`applied` when the workspace accepts the current database password; '
                     '`pending` while a rotation is still on its way to its server (the '
-                    'previous password works meanwhile), or while a new workspace\'s '
-                    'database is being made.'},
+                    'previous password works meanwhile), while a new handle is (the role '
+                    'still has the old name), or while a new workspace\'s database is '
+                    'being made.'},
             'password_applied_at': {**TIME, 'description':
                                     'When the workspace took the password it accepts now '
                                     '(while `pending`, the previous one); absent while a new '

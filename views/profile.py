@@ -57,7 +57,8 @@ def _password_section():
     whether a rotated password is still on its way to any of them."""
     password = DatabasePassword.for_user(current_user.id)
     workspaces = Workspace.for_user(current_user.id)
-    pending = [w for w in workspaces if w.password_state(password.version) == 'pending']
+    pending = [w for w in workspaces
+               if w.password_state(password.version, current_user.handle) == 'pending']
     return dict(password=password, workspaces=workspaces, pending=bool(pending))
 
 
