@@ -156,6 +156,7 @@ class User(BaseModel):
     updated_at = DateTimeField(null=True)
     version_id = IntegerField(default=1)
     avatar_version = IntegerField(default=1)  # in the avatar's URL, so a new one busts caches
+    email_undeliverable_at = DateTimeField(null=True)  # when mail to `email` failed for good
 
     session = None  # the Session this request is authenticated by, set by the login loader
 
