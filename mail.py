@@ -153,6 +153,6 @@ def render(email):
                    when=datetime.datetime.fromisoformat(values['at']).strftime(
                        '%Y-%m-%d %H:%M UTC'))
     text = _templates.get_template(f'email/{email.kind}.txt').make_module(context)
-    html = _templates.get_template(f'email/{email.kind}.html').render(context,
-                                                                       subject=text.subject)
+    html = _templates.get_template(f'email/{email.kind}.html').render(
+        context, subject=text.subject)
     return text.subject, str(text), html, dict(SYSTEM_HEADERS)

@@ -28,8 +28,8 @@ EVENTS = {
     'user.password.rotate': lambda alice: workspaces.DatabasePassword.rotate(alice, IP),
     'user.handle.change': lambda alice: alice.change_handle('alicia', IP),
     'user.authentication.reset': lambda alice: credentials.reset_authentication(alice, IP),
-    'login_token.confirm': lambda alice: credentials.LoginRequest.start(CLI_IP).confirm(alice,
-                                                                                         IP),
+    'login_token.confirm': lambda alice: credentials.LoginRequest.start(CLI_IP).confirm(
+        alice, IP),
     'user.delete': lambda alice: alice.delete_account(IP),
 }
 
