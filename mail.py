@@ -27,6 +27,7 @@ SYSTEM_EMAILS = ('token.create', 'user.password.rotate', 'user.handle.change',
 class Config:
     """What the outbox needs from the app's configuration; create_app sets it."""
     domain = 'penstock.test'  # the right-hand side of every Message-ID
+    public_url = 'http://127.0.0.1:5000'  # PUBLIC_URL: where the links in a message lead
 
 
 class Email(BaseModel):
