@@ -5,7 +5,7 @@ only shows a page with an Unsubscribe button, since mail scanners fetch every li
 turns the topic off, whether it comes from that button or from a mail provider's one-click
 (RFC 8058 §3.2: a POST with List-Unsubscribe=One-Click, no cookies, no CSRF token; hence
 exempt from CSRF)."""
-from flask import Blueprint, current_app, make_response, render_template, request
+from flask import Blueprint, abort, current_app, make_response, render_template, request
 
 import announcements
 from views import csrf, limiter
@@ -33,21 +33,22 @@ def _page(status=200, **context):
     return response
 
 
-def _not_valid():
-    response = make_response(render_template('error.html', title='Link not valid',
-                                             message=NOT_VALID), 404)
-    response.headers['Cache-Control'] = 'no-store'
-    return response
+def _subscription(token):
+    """(the user, the topic) the token was made for; else a 404 page."""
+    found = announcements.subscription(token)
+    if found is None:
+        response = make_response(render_template('error.html', title='Link not valid',
+                                                 message=NOT_VALID), 404)
+        response.headers['Cache-Control'] = 'no-store'
+        abort(response)
+    return found
 
 
 @bp.get('/unsubscribe/<token>')
 @limited
 def page(token):
     """Ask before unsubscribing: show the topic and an Unsubscribe button."""
-    found = announcements.subscription(token)
-    if found is None:
-        return _not_valid()
-    user, topic = found
+    user, topic = _subscription(token)
     label = announcements.TOPICS[topic]
     if announcements.subscribed(user, topic):
         return _page(token=token, topic=label, subscribed=True)
@@ -60,10 +61,7 @@ def page(token):
 @limited
 def unsubscribe(token):
     """Turn the token's topic off for its user (the button, or a one-click POST)."""
-    found = announcements.subscription(token)
-    if found is None:
-        return _not_valid()
-    user, topic = found
+    user, topic = _subscription(token)
     announcements.unsubscribe(user, topic, request.remote_addr)
     label = announcements.TOPICS[topic]
     return _page(topic=label, done=True, messages=[
