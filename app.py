@@ -481,12 +481,17 @@ def reencrypt_command():
 def announce_command(topic, subject, body_file, dry_run):
     """Queue an announcement to every user who has TOPIC on, and print how many. Running it
     again with the same topic, subject and body queues it only to those not queued before."""
-    subject, body = subject.strip(), body_file.read().strip()
+    subject = subject.strip()
     if not subject or len(subject) > announcements.SUBJECT_MAX or models.text_problem(subject):
         raise click.BadParameter(f'one line of 1–{announcements.SUBJECT_MAX} characters, '
                                  'without control characters', param_hint='--subject')
-    if not body:
-        raise click.BadParameter('the file is empty', param_hint='--body-file')
+    try:
+        body = body_file.read().replace('\r\n', '\n').strip()
+    except UnicodeDecodeError:
+        raise click.BadParameter('the file is not UTF-8 text', param_hint='--body-file') from None
+    problem = models.text_problem(body.replace('\n', '').replace('\t', ''))
+    if not body or problem:
+        raise click.BadParameter(problem or 'the file is empty', param_hint='--body-file')
     with database.db.connection_context():
         count = announcements.announce(topic, subject, body, dry_run)
     plural = 's' if count != 1 else ''

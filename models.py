@@ -279,7 +279,8 @@ class User(BaseModel):
     def delete_account(self):
         """Remove the account and every row that belongs to it, in one transaction. The email
         address is free at once; the handle is held (for nobody) for HANDLE_HOLD."""
-        import workspaces  # workspaces.py builds on this module
+        import mail  # mail.py and workspaces.py build on this module
+        import workspaces
         now = utcnow()
         with write_transaction():
             workspaces.PropagationJob.follow(self, 'user.delete')  # databases and role go
@@ -287,6 +288,8 @@ class User(BaseModel):
             # Foreign keys cascade from the user row; these rows only name the user by id.
             AuditRecord.delete().where((AuditRecord.actor_id == self.id)
                                        | (AuditRecord.target_id == self.id)).execute()
+            mail.Email.delete().where(mail.Email.user_id == self.id,
+                                      mail.Email.kind == 'announcement').execute()
             User.delete().where(User.id == self.id).execute()
 
     def set_display_name(self, value, ip=None):

@@ -32,7 +32,7 @@ def people(app):
 
 def announce(app, topic, *extra, subject='News', body=BODY, tmp_path):
     path = tmp_path / 'body.txt'
-    path.write_text(body, encoding='utf-8')
+    path.write_bytes(body if isinstance(body, bytes) else body.encode())
     return app.test_cli_runner().invoke(args=['announce', '--topic', topic, '--subject',
                                               subject, '--body-file', str(path), *extra])
 
@@ -134,7 +134,9 @@ def test_an_address_that_bounced_for_good_is_not_sent_announcements(app, people,
     (['--subject', 'Two\nlines'], '--subject'),
     (['--subject', 'x' * 201], '--subject'),
     (['--subject', '  '], '--subject'),
-    (['--body', ''], '--body-file'),
+    (['--body', ' \n\n '], '--body-file'),
+    (['--body', 'Hello\x00there'], '--body-file'),
+    (['--body', b'caf\xe9 latin-1'], '--body-file'),
 ])
 def test_the_command_refuses_bad_input_and_queues_nothing(app, people, tmp_path, args, where):
     options = {'--topic': 'product_updates', '--subject': 'News', '--body': BODY}
@@ -145,6 +147,15 @@ def test_the_command_refuses_bad_input_and_queues_nothing(app, people, tmp_path,
                       tmp_path=tmp_path)
     assert result.exit_code == 2 and where in result.output
     assert every_row() == before
+
+
+def test_a_deleted_accounts_announcements_go_with_it(app, people, tmp_path):
+    announce(app, 'product_updates', tmp_path=tmp_path)
+    announce(app, 'tips_and_tricks', tmp_path=tmp_path)
+    with database.db.connection_context():
+        models.User.get_by_id(people['bob'].id).delete_account()
+        assert not mail.Email.select().where(mail.Email.user_id == people['bob'].id).exists()
+    assert queued() == set()
 
 
 def test_an_announcement_has_both_parts_and_the_one_click_headers(app, people, tmp_path):
