@@ -151,12 +151,14 @@ def content(email):
     """(subject, plain text, HTML) of an announcement's message: its body as written, and
     why it came and how to stop it, with the unsubscribe link."""
     announcement = Announcement.get_by_id(email.announcement_id)
+    handle = User.select(User.handle).where(User.id == email.user_id).scalar()
     context = {'announcement': announcement, 'topic': TOPICS[announcement.topic],
                'paragraphs': [paragraph.strip().split('\n') for paragraph in
                               announcement.body.replace('\r\n', '\n').split('\n\n')
                               if paragraph.strip()],
                'unsubscribe_url': unsubscribe_url(email.user_id, announcement.topic),
-               'settings_url': mail.Config.public_url.rstrip('/') + '/settings'}
+               'settings_url': (f'{mail.Config.public_url.rstrip("/")}/user/{handle}'
+                                '/settings/notifications')}
     return (announcement.subject,
             TEMPLATES.get_template('email/announcement.txt').render(context),
             TEMPLATES.get_template('email/announcement.html').render(context))

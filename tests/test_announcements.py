@@ -5,13 +5,14 @@ import json
 from urllib.parse import urlsplit
 
 import pytest
+from bs4 import BeautifulSoup
 from itsdangerous import URLSafeSerializer
 
 import announcements
 import database
 import mail
 import models
-from tests.helpers import every_row, html, make_user
+from tests.helpers import every_row, html, log_in, make_user
 
 BODY = 'Penstock now speaks PostgreSQL 18.\nUpgrade when you like.\n\nThanks for reading <3'
 
@@ -169,18 +170,18 @@ def test_an_announcement_has_both_parts_and_the_one_click_headers(app, people, t
     link = headers['List-Unsubscribe'][1:-1]
     assert 'Penstock now speaks PostgreSQL 18.\nUpgrade when you like.\n\n' in text
     assert link in text and 'Community Updates' in text
-    document = html_of(page)
+    document = BeautifulSoup(page, 'html.parser')
     assert document.find('h1').get_text() == 'Meetup <Berlin>'
     paragraphs = [p.get_text() for p in document.find_all('p')]
     assert 'Penstock now speaks PostgreSQL 18.Upgrade when you like.' in paragraphs
     assert 'Thanks for reading <3' in paragraphs  # escaped in the HTML, shown as written
     assert '<3' not in page and '&lt;3' in page
     assert document.find('a', string='Unsubscribe from Community Updates')['href'] == link
-
-
-def html_of(page):
-    from bs4 import BeautifulSoup
-    return BeautifulSoup(page, 'html.parser')
+    settings = document.find('a', string='Notification settings')['href']
+    assert settings in text
+    client = app.test_client()
+    log_in(client, 'alice')
+    assert html(client.get(urlsplit(settings).path)).find('form', id='notifications-form')
 
 
 def test_a_one_click_post_turns_the_topic_off_without_a_login(app, people, tmp_path):
