@@ -140,6 +140,14 @@ def subscribed(user, topic):
     return getattr(Preferences.for_user(user.id), topic)
 
 
+def withdraw(user, topics):
+    """Drop `user`'s announcements of `topics` that are still to be sent: they were turned
+    off (Preferences.change calls this in the same transaction)."""
+    Email.delete().where(Email.user_id == user.id, Email.status == 'pending',
+                         Email.announcement_id.in_(Announcement.select(Announcement.id).where(
+                             Announcement.topic.in_(topics)))).execute()
+
+
 def unsubscribe(user, topic, ip):
     """Turn `topic` off for `user`, who followed a link in an email (audited as theirs)."""
     Preferences.change(user, {topic: False}, ip, via='email')

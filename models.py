@@ -388,6 +388,10 @@ class Preferences(BaseModel):
                 if via:
                     data['via'] = via
                 AuditRecord.write('user.preferences.update', user, ip, target=user, data=data)
+                off = [name for name, diff in changed.items() if not diff['new']]
+                if off:
+                    import announcements  # announcements.py builds on this module
+                    announcements.withdraw(user, off)
         return current
 
 

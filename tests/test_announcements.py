@@ -150,6 +150,22 @@ def test_the_command_refuses_bad_input_and_queues_nothing(app, people, tmp_path,
     assert every_row() == before
 
 
+def test_a_topic_turned_off_before_sending_withdraws_its_announcements(app, people, tmp_path):
+    announce(app, 'product_updates', tmp_path=tmp_path)
+    announce(app, 'tips_and_tricks', tmp_path=tmp_path)
+    with database.db.connection_context():
+        product = mail.Email.get(mail.Email.user_id == people['bob'].id,
+                                 mail.Email.announcement_id == announcements.Announcement.id_of(
+                                     'product_updates', 'News', BODY))
+        product.sent()
+    path = f"/unsubscribe/{announcements.unsubscribe_token(people['bob'].id, 'tips_and_tricks')}"
+    assert app.test_client().post(path).status_code == 200
+    with database.db.connection_context():
+        models.Preferences.change(people['bob'], {'product_updates': False})
+        left = [(email.id, email.status) for email in mail.Email.select()]
+    assert left == [(product.id, 'sent')]  # what was sent stays
+
+
 def test_a_deleted_accounts_announcements_go_with_it(app, people, tmp_path):
     announce(app, 'product_updates', tmp_path=tmp_path)
     announce(app, 'tips_and_tricks', tmp_path=tmp_path)
