@@ -109,7 +109,7 @@ def create_app(config=None):
         SIGNUPS_PER_IP='60 per minute',
         MAX_CONTENT_LENGTH=1024 * 1024,  # views that take uploads allow more, see _body_limit
         AVATAR_UPLOADS_PER_USER='10 per minute',  # the page's and the API's together
-        # Unsubscribe links that are not valid, per IP (valid ones are never limited).
+        # Unsubscribe links that are not valid, per IP (valid ones are not counted).
         UNSUBSCRIBE_FAILURES_PER_IP='30 per minute',
         PUBLIC_URL=os.environ.get('PUBLIC_URL', 'http://127.0.0.1:5000'),  # links in mail
         GRAVATAR_ENABLED=_env_flag('GRAVATAR_ENABLED', default=True),

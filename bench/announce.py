@@ -8,7 +8,6 @@ memory (VmHWM: the app imported, the database open, every batch queued) is the q
 and not the filling's. Prints the figures; exits 0 either way, unless the count is wrong.
 Quick mode (BENCH_QUICK=1, see _common.py): 10,000 opted-in users.
 """
-import datetime
 import json
 import os
 import subprocess
