@@ -1,6 +1,6 @@
 """Issue 15's benchmark: queuing an announcement to 100,000 opted-in users (and past 10,000
-who are not), as `flask --app app announce` does it: time, and the peak memory of the process
-that queues. Target: within 10 s and 100 MB.
+more who have its topic off), as `flask --app app announce` does it: time, and the peak memory
+of the process that queues. Target: within 10 s and 100 MB.
 
 Users and their preferences are written in bulk (executemany) straight into a throwaway SQLite
 database. The queuing runs in a fresh process (this script with --queue), so its peak resident
