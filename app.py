@@ -27,6 +27,7 @@ from peewee import OperationalError
 from werkzeug.exceptions import NotFound, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import announcements
 import credentials
 import database
 import delivery
@@ -108,6 +109,9 @@ def create_app(config=None):
         SIGNUPS_PER_IP='60 per minute',
         MAX_CONTENT_LENGTH=1024 * 1024,  # views that take uploads allow more, see _body_limit
         AVATAR_UPLOADS_PER_USER='10 per minute',  # the page's and the API's together
+        # Unsubscribe links that are not valid, per IP (valid ones are not counted).
+        UNSUBSCRIBE_FAILURES_PER_IP='30 per minute',
+        PUBLIC_URL=os.environ.get('PUBLIC_URL', 'http://127.0.0.1:5000'),  # links in mail
         GRAVATAR_ENABLED=_env_flag('GRAVATAR_ENABLED', default=True),
         GRAVATAR_URL=os.environ.get('GRAVATAR_URL', 'https://gravatar.com/avatar/'),
         GRAVATAR_TIMEOUT=float(os.environ.get('GRAVATAR_TIMEOUT', '3')),
@@ -148,6 +152,8 @@ def create_app(config=None):
     models.Config.workspace_domain = app.config['WORKSPACE_DOMAIN']
     models.Config.workspace_servers = _workspace_servers(app)
     models.Config.password_hash_method = app.config['PASSWORD_HASH_METHOD']
+    mail.Config.public_url = app.config['PUBLIC_URL']
+    announcements.Config.secret_key = app.config['SECRET_KEY']
     _init_database(app)
     app.before_request(_refuse_control_characters)
     app.before_request(_body_limit)  # before CSRF's check, which reads the body
@@ -172,6 +178,7 @@ def create_app(config=None):
     app.cli.add_command(demo_command)
     app.cli.add_command(worker_command)
     app.cli.add_command(reencrypt_command)
+    app.cli.add_command(announce_command)
     app.cli.add_command(workspaces_group)
     if app.config['PROPAGATION_WORKER_THREAD']:
         app.extensions['propagation_stop'] = propagation.start_thread(app.config)
@@ -463,3 +470,31 @@ def reencrypt_command():
         count = database.reencrypt(workspaces.DatabasePassword.ciphertext)
     click.echo(f'Re-encrypted {count} database password{"s" if count != 1 else ""} with the '
                'first key.')
+
+
+@click.command('announce')
+@click.option('--topic', required=True, type=click.Choice(list(announcements.TOPICS)),
+              help='Who gets it: every user with this topic on.')
+@click.option('--subject', required=True, help='The subject line.')
+@click.option('--body-file', required=True, type=click.File(encoding='utf-8'),
+              help='The message, as plain text (paragraphs apart by a blank line).')
+@click.option('--dry-run', is_flag=True, help='Count who would get it; queue nothing.')
+def announce_command(topic, subject, body_file, dry_run):
+    """Queue an announcement to every user who has TOPIC on, and print how many. Running it
+    again with the same topic, subject and body queues it only to those not queued before."""
+    subject = subject.strip()
+    if not subject or len(subject) > announcements.SUBJECT_MAX or models.text_problem(subject):
+        raise click.BadParameter(f'one line of 1–{announcements.SUBJECT_MAX} characters, '
+                                 'without control characters', param_hint='--subject')
+    try:
+        body = body_file.read().replace('\r\n', '\n').strip()
+    except UnicodeDecodeError:
+        raise click.BadParameter('the file is not UTF-8 text', param_hint='--body-file') from None
+    problem = models.text_problem(body.replace('\n', '').replace('\t', ''))
+    if not body or problem:
+        raise click.BadParameter(problem or 'the file is empty', param_hint='--body-file')
+    with database.db.connection_context():
+        count = announcements.announce(topic, subject, body, dry_run)
+    plural = 's' if count != 1 else ''
+    click.echo(f'Would queue {count} message{plural} (dry run).' if dry_run
+               else f'Queued {count} message{plural}.')

@@ -374,9 +374,10 @@ class Preferences(BaseModel):
         return preferences
 
     @classmethod
-    def change(cls, user, values, ip=None):
-        """Set each named switch of `user`'s preferences and audit what changed; returns the
-        preferences as stored now.
+    def change(cls, user, values, ip=None, via=None):
+        """Set each named switch of `user`'s preferences and audit what changed (`via`:
+        how, when not the Notifications page or the API: 'email' for an unsubscribe link);
+        returns the preferences as stored now.
 
         The row is read under the write lock and changed from what it holds then, so a
         switch changed meanwhile by another request keeps its new value."""
@@ -390,9 +391,15 @@ class Preferences(BaseModel):
                 current.updated_at = utcnow()
                 current.version_id += 1
                 current.prepared_save()
-                AuditRecord.write('user.preferences.update', user, ip, target=user,
-                                  data={'communication_' + n: 'enabled' if d['new'] else
-                                        'disabled' for n, d in changed.items()})
+                data = {'communication_' + n: 'enabled' if d['new'] else 'disabled'
+                        for n, d in changed.items()}
+                if via:
+                    data['via'] = via
+                AuditRecord.write('user.preferences.update', user, ip, target=user, data=data)
+                off = [name for name, diff in changed.items() if not diff['new']]
+                if off:
+                    import announcements  # announcements.py builds on this module
+                    announcements.withdraw(user, off)
         return current
 
 
@@ -485,7 +492,8 @@ AUDIT_ACTIONS = {action.name: action for action in (
         'display_name.new': 'changed their display name to “{display_name[new]}”',
         'handle.new': 'changed their handle from {handle[old]} to {handle[new]}'}),
     AuditAction('user.preferences.update', 'Notification preferences changed',
-                'changed their notification preferences'),
+                'changed their notification preferences',
+                {'via=email': 'unsubscribed with the link in an email'}),
     AuditAction('user.avatar.update', 'Avatar uploaded', 'uploaded a new avatar'),
     AuditAction('user.avatar.delete', 'Avatar reset', 'reset their avatar'),
     AuditAction('user.password.rotate', 'Database password rotated',

@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 from peewee import ForeignKeyField
 
+import announcements
 import credentials
 import database
 import mail
@@ -199,6 +200,7 @@ def give_everything(user, client):
                                preview_width=1, preview_height=1,
                                expires_at=models.utcnow() + datetime.timedelta(hours=1))
     models.Avatar.for_user(user.id)
+    announcements.announce('product_updates', 'News', 'Something new.')  # an email
     log_in(client, user.handle)  # a session
 
 

@@ -120,6 +120,8 @@ SENTENCES = [
      'alice changed their handle from alice to alicia'),
     ('user.preferences.update', {'communication_tips_and_tricks': 'enabled'},
      'alice changed their notification preferences'),
+    ('user.preferences.update', {'communication_tips_and_tricks': 'disabled', 'via': 'email'},
+     'alice unsubscribed with the link in an email'),
     ('token.create', {'token_id': 't_1', 'last4': 'a1b2'}, 'alice created token pst_…a1b2'),
     ('token.update', {'token_id': 't_1', 'last4': 'a1b2',
                       'status': {'old': 'active', 'new': 'inactive'}},

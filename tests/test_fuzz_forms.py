@@ -18,6 +18,7 @@ from PIL import Image
 from werkzeug.datastructures import MultiDict
 from werkzeug.test import EnvironBuilder
 
+import announcements
 import credentials
 import database
 import models
@@ -27,7 +28,8 @@ from tests.helpers import HTMX, PASSWORD, every_model, html, log_in, make_user
 pytestmark = pytest.mark.slow  # hypothesis fuzzing
 
 EXAMPLES = 20
-ANONYMOUS = {'auth.login', 'auth.signup'}  # forms for visitors, fuzzed logged out
+# Forms for visitors, fuzzed logged out (unsubscribe: the link in an email).
+ANONYMOUS = {'auth.login', 'auth.signup', 'unsubscribe.unsubscribe'}
 FORM_ENDPOINTS = sorted(ANONYMOUS | {
     'advanced.change_handle', 'advanced.delete_account', 'advanced.reset',
     'advanced.revoke_session', 'auth.logout', 'auth.reauthenticate', 'cli_login.decline',
@@ -198,6 +200,9 @@ class Browser:
         with database.db.connection_context():
             user = models.User.get_by_id(self.user.id) if self.user else None
             ids = {'request_id': credentials.LoginRequest.start('192.0.2.1').id}
+            someone = models.User.select().first()
+            if someone:  # an unsubscribe link works for whoever holds it
+                ids['token'] = announcements.unsubscribe_token(someone.id, 'product_updates')
             if user:
                 ids['session_id'] = credentials.Session.sign_in(user, '192.0.2.9', 'Other').id
                 token = credentials.Token.select().where(credentials.Token.user == user).first()

@@ -28,11 +28,15 @@ API = '/api/v0/'
 API_WITHOUT_AUTH = {('POST', '/api/v0/login/token')}  # a CLI starts a login: by design
 API_WITH_COOKIES = {('PATCH', '/api/v0/login/token/<request_id>'),  # the browser side of
                     ('DELETE', '/api/v0/login/token/<request_id>')}  # CLI login: CSRF applies
+# RFC 8058 one-click unsubscribe: a mail provider POSTs with no cookie and no CSRF token; the
+# signed token in the URL is the credential (tests/test_announcements.py forges it).
+WITHOUT_CSRF = {('POST', '/unsubscribe/<token>')}
 FORGED = ({}, HTMX, {'X-CSRFToken': 'forged'})
 # Everything else outside the API needs a logged-in browser.
 PUBLIC = {('GET', '/login'), ('POST', '/login'), ('GET', '/signup'), ('POST', '/signup'),
           ('GET', '/goodbye'), ('GET', '/static/<path:filename>'),
-          ('GET', '/avatars/<user_id>/<int:version>/<int:size>.webp')}
+          ('GET', '/avatars/<user_id>/<int:version>/<int:size>.webp'),
+          ('GET', '/unsubscribe/<token>'), *WITHOUT_CSRF}
 
 
 def test_there_are_state_changing_routes_to_check(app):
@@ -43,7 +47,8 @@ def test_there_are_state_changing_routes_to_check(app):
     assert ('POST', '/workspaces') in routes and ('DELETE', '/api/v0/user/alice') in routes
     assert ('POST', '/user/alice/settings/advanced/delete') in routes
     rules = {(method, rule) for method, rule, _ in state_changing_routes(app)}
-    assert API_WITHOUT_AUTH | API_WITH_COOKIES <= rules  # the exceptions cannot go stale
+    # The exceptions cannot go stale.
+    assert API_WITHOUT_AUTH | API_WITH_COOKIES | WITHOUT_CSRF <= rules
     every = {(method, rule) for method, rule, _ in routes_of(app, {'GET', 'POST'})}
     assert PUBLIC <= every
 
@@ -62,7 +67,9 @@ def test_every_state_changing_route_refuses_a_request_without_csrf(app, user, an
             continue  # cookies do not work there at all: see the next test
         for headers in FORGED:
             response = client.open(url, method=method, data=form, headers=headers)
-            if rule.startswith(API):  # no session is a 401; a session without CSRF, 400
+            if (method, rule) in WITHOUT_CSRF:  # the forged token is what is refused
+                assert response.status_code == 404, (method, url)
+            elif rule.startswith(API):  # no session is a 401; a session without CSRF, 400
                 assert response.status_code == (401 if anonymous else 400), (method, url)
                 assert response.get_json()['status'] == response.status_code
             else:
