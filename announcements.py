@@ -8,9 +8,7 @@ Queuing is INSERT … SELECT in batches of BATCH users: no user is loaded into m
 batch is a short transaction of its own, so the app's other writes wait for none long."""
 import hashlib
 import json
-import os
 
-import jinja2
 from itsdangerous import BadSignature, URLSafeSerializer
 from peewee import CharField, DateTimeField, IntegerField, JOIN, TextField, Value, fn
 
@@ -22,10 +20,6 @@ from models import BaseModel, Preferences, User, utcnow
 TOPICS = {name: label for name, label, _ in Preferences.CHOICES}
 BATCH = 5_000  # users looked at per transaction
 SUBJECT_MAX = 200
-TEMPLATES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), 'templates')),
-    autoescape=jinja2.select_autoescape(['html']), undefined=jinja2.StrictUndefined)
-
 
 class Config:
     """What unsubscribe links need from the app's configuration; create_app sets it."""
@@ -165,11 +159,10 @@ def content(email):
                               announcement.body.replace('\r\n', '\n').split('\n\n')
                               if paragraph.strip()],
                'unsubscribe_url': unsubscribe_url(email.user_id, announcement.topic),
-               'settings_url': (f'{mail.Config.public_url.rstrip("/")}/user/{handle}'
-                                '/settings/notifications')}
+               'settings_url': mail.link('notifications.page', handle=handle)}
     return (announcement.subject,
-            TEMPLATES.get_template('email/announcement.txt').render(context),
-            TEMPLATES.get_template('email/announcement.html').render(context))
+            mail.templates.get_template('email/announcement.txt').render(context),
+            mail.templates.get_template('email/announcement.html').render(context))
 
 
 def headers(email):

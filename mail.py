@@ -126,7 +126,8 @@ class Email(BaseModel):
         return final
 
 
-_templates = jinja2.Environment(
+# The one environment every message is rendered in (a worker renders with no request).
+templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(['html']),
     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     keep_trailing_newline=True)
@@ -152,7 +153,7 @@ def render(email):
                    audit_url=link('audit.page', handle=handle),
                    when=datetime.datetime.fromisoformat(values['at']).strftime(
                        '%Y-%m-%d %H:%M UTC'))
-    text = _templates.get_template(f'email/{email.kind}.txt').make_module(context)
-    html = _templates.get_template(f'email/{email.kind}.html').render(
+    text = templates.get_template(f'email/{email.kind}.txt').make_module(context)
+    html = templates.get_template(f'email/{email.kind}.html').render(
         context, subject=text.subject)
     return text.subject, str(text), html, dict(SYSTEM_HEADERS)
