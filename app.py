@@ -31,6 +31,7 @@ import credentials
 import database
 import delivery
 import embedded
+import mail
 import models
 import postman
 import propagation
@@ -168,6 +169,7 @@ def create_app(config=None):
     for module in _view_modules():
         app.register_blueprint(module.bp)
     _limits_in_views_only(app)  # once every view module (and any limit it declares) is loaded
+    mail.Config.url_map = app.url_map  # for the links in messages, which need no request
     app.jinja_env.globals.update(settings_menu=settings_menu, avatar_url=avatar_url)
 
     app.after_request(_security_headers)

@@ -14,7 +14,8 @@ from peewee import (CharField, Check, DateTimeField, ForeignKeyField, IntegerFie
                     IntegrityError, TextField)
 from werkzeug.security import check_password_hash
 
-from database import db, write_transaction
+from database import acting, db, write_transaction
+from mail import Email
 from models import (AuditRecord, BaseModel, Invalid, Owned, Refused, User, minted, new_id,
                     sha256, utcnow)
 
@@ -28,6 +29,37 @@ LOGIN_REQUEST_LIFETIME = datetime.timedelta(minutes=15)
 LOGIN_CODE_ATTEMPTS = 3
 # Dangerous actions need a password typed this recently in the session.
 RECENT_LOGIN = datetime.timedelta(minutes=15)
+
+
+# (pattern, name) in the order they must be tried: Edge and Opera also say "Chrome", Chrome
+# also says "Safari", and so on.
+BROWSERS = [
+    (r'\bEdg(e|A|iOS)?/', 'Edge'), (r'\b(OPR|Opera)/', 'Opera'),
+    (r'\bSamsungBrowser/', 'Samsung Internet'), (r'\bVivaldi/', 'Vivaldi'),
+    (r'\b(Firefox|FxiOS)/', 'Firefox'), (r'\bHeadlessChrome/', 'Headless Chrome'),
+    (r'\b(Chrome|CriOS)/', 'Chrome'), (r'\bChromium/', 'Chromium'),
+    (r'\bVersion/[\d.]+.*\bSafari/', 'Safari'), (r'^curl/', 'curl'),
+    (r'^python-(requests|urllib)', 'Python'), (r'^Werkzeug/', 'Werkzeug'),
+]
+SYSTEMS = [
+    (r'\b(iPhone|iPad|iPod)\b', 'iOS'), (r'\bAndroid\b', 'Android'), (r'\bCrOS\b', 'ChromeOS'),
+    (r'\bWindows\b', 'Windows'), (r'\bMac OS X\b|\bMacintosh\b', 'macOS'),
+    (r'\bLinux\b|\bX11\b', 'Linux'),
+]
+
+
+def device(user_agent):
+    """A short readable name for the browser a user agent string belongs to, such as
+    'Chrome on Linux'; no library, since a rough name is all a person needs to recognise it."""
+    user_agent = user_agent or ''
+    browser = next((name for pattern, name in BROWSERS if re.search(pattern, user_agent)),
+                   None)
+    system = next((name for pattern, name in SYSTEMS if re.search(pattern, user_agent)), None)
+    if browser and system:
+        return f'{browser} on {system}'
+    if browser or system:
+        return browser or f'A browser on {system}'
+    return 'Unknown device'
 
 
 class NotVerified(Refused):
@@ -60,6 +92,11 @@ class Session(BaseModel):
         """True: requests may act by a session while its row is there (see database.act_as);
         its idle and age limits are checked once a request, by lookup()."""
         return True
+
+    @property
+    def described(self):
+        """What a System email says an event came from when it acted by this session."""
+        return device(self.user_agent)
 
     @property
     def recently_authenticated(self):
@@ -225,6 +262,7 @@ class Token(Owned):
                 token = cls.create(user=user, slot=free[0], token_hash=sha256(secret),
                                    last4=secret[-4:])
                 AuditRecord.write('token.create', user, ip, target=token, data=token.audit_data)
+                Email.tell('token.create', user, ip, last4=token.last4)
         except IntegrityError:
             raise Refused(cls.LIMIT_REACHED) from None
         return token, secret
@@ -250,6 +288,11 @@ class Token(Owned):
         """True while requests may act by this token (see database.act_as)."""
         return self.status == 'active'
 
+    @property
+    def described(self):
+        """What a System email says an event came from when it acted by this token."""
+        return f'API token {self.masked}'
+
 
 class TemporaryToken(BaseModel):
     """A token issued by CLI login; expires on its own. Only a hash of the secret is kept."""
@@ -263,6 +306,11 @@ class TemporaryToken(BaseModel):
     def works(self):
         """True until the token expires (see database.act_as)."""
         return self.expires_at > utcnow()
+
+    @property
+    def described(self):
+        """What a System email says an event came from when it acted by this token."""
+        return 'A CLI login token'
 
 
 def bearer(secret):
@@ -345,6 +393,7 @@ class LoginRequest(BaseModel):
                 raise Refused('This login request was already answered.')
             AuditRecord.write('login_token.confirm', user, ip, target=user,
                               data={'login_request_id': self.id, 'requested_from': self.ip})
+            Email.tell('login_token.confirm', user, ip, requested_from=self.ip)
         return code
 
     def decline(self, user, ip=None):
@@ -393,6 +442,7 @@ class LoginRequest(BaseModel):
 def reset_authentication(user, ip=None):
     """End every way in: browser sessions, temporary and user tokens, pending CLI logins."""
     with write_transaction():
+        credential = acting()  # named in the email, which is queued once it is gone
         counts = {
             'sessions': Session.delete().where(Session.user == user).execute(),
             'temporary_tokens': TemporaryToken.delete()
@@ -401,4 +451,6 @@ def reset_authentication(user, ip=None):
         }
         LoginRequest.delete().where(LoginRequest.user == user).execute()
         AuditRecord.write('user.authentication.reset', user, ip, target=user, data=counts)
+        Email.tell('user.authentication.reset', user, ip,
+                   device=credential.described if credential else None, **counts)
     return counts

@@ -207,6 +207,15 @@ def act_as(credential):
     _acting.set(None if credential is None else (type(credential), credential.id))
 
 
+def acting():
+    """The credential this request acts by, read again (None: none, or it is gone)."""
+    acting = _acting.get()
+    if acting is None:
+        return None
+    model, key = acting
+    return model.prepared_get(model.id, key)
+
+
 def _check_acting(acting, lock):
     """Raise CredentialRevoked unless the (model, id) credential is still there and works.
     Called with the write lock held, so a reset cannot commit between this read and the write

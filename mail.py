@@ -8,13 +8,18 @@ so two workers never send one message. Its Message-ID is fixed when it is queued
 retry after a send that was not acknowledged is the same message to the receiver.
 
 System emails (SYSTEM_EMAILS) go to the account's address whatever its preferences; an
-announcement goes to each user who has its topic on when it is queued."""
+announcement goes to each user who has its topic on when it is queued. Each System email is
+queued by Email.tell where its event's audit record is written (credentials.py for tokens,
+CLI logins and Reset authentication, workspaces.py for the database password, models.py for
+the handle and account deletion), and rendered by render() from templates/email/."""
 import datetime
 import json
+import os
 
+import jinja2
 from peewee import CharField, Check, DateTimeField, IntegerField, TextField
 
-from database import skip_locked, write_transaction
+from database import acting, skip_locked, write_transaction
 from models import BaseModel, new_id, utcnow
 
 MAIL_BACKOFF_MAX = 3600  # seconds between attempts at most
@@ -24,9 +29,17 @@ SYSTEM_EMAILS = ('token.create', 'user.password.rotate', 'user.handle.change',
                  'user.authentication.reset', 'login_token.confirm', 'user.delete')
 
 
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
+# A System email says nothing of itself in its headers but that a program sent it (RFC 3834:
+# no auto-replies to it); it has no List-Unsubscribe, since it cannot be turned off.
+SYSTEM_HEADERS = {'Auto-Submitted': 'auto-generated'}
+
+
 class Config:
     """What the outbox needs from the app's configuration; create_app sets it."""
     domain = 'penstock.test'  # the right-hand side of every Message-ID
+    public_url = 'http://127.0.0.1:5000'  # where the links in messages lead (PUBLIC_URL)
+    url_map = None  # the app's URL map: links are built without a request
 
 
 class Email(BaseModel):
@@ -70,6 +83,18 @@ class Email(BaseModel):
                           data=json.dumps(data, sort_keys=True, default=str))
 
     @classmethod
+    def tell(cls, kind, user, ip, device=None, **data):
+        """Queue System email `kind` to `user` about an event of theirs happening now, with
+        `data` (its facts), when it happened, its IP, the device it came from (the credential
+        this request acts by, as it describes itself; pass `device` when the event ends that
+        credential first) and the user's handle (for links)."""
+        if device is None:
+            credential = acting()
+            device = credential.described if credential else None
+        return cls.queue(kind, user, at=utcnow().isoformat(timespec='seconds'), ip=ip,
+                         device=device, handle=user.handle, **data)
+
+    @classmethod
     def claim(cls, lease):
         """Lease the next due message for `lease` (a timedelta), or None."""
         now = utcnow()
@@ -99,3 +124,35 @@ class Email(BaseModel):
                      last_error=str(error)[:500], run_after=utcnow() + delay).where(
             Email.id == self.id).execute()
         return final
+
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(['html']),
+    undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    keep_trailing_newline=True)
+
+
+def link(endpoint, **values):
+    """The absolute URL of `endpoint` with `values`, under Config.public_url."""
+    return Config.public_url.rstrip('/') + Config.url_map.bind('').build(endpoint, values)
+
+
+def render(email):
+    """What `email` says: (subject, plain text, HTML, extra headers). A System email's come
+    from templates/email/<kind>.txt (which sets `subject`) and <kind>.html, around the
+    layouts there; an announcement's from announcements.py. A plain Jinja environment, not
+    the app's: a worker renders with no request."""
+    if email.kind == 'announcement':
+        import announcements  # it builds on this module
+        return (*announcements.content(email), announcements.headers(email))
+    values = email.values
+    handle = values['handle']
+    context = dict(values, to_address=email.to_address, signup_url=link('auth.signup'),
+                   reset_url=link('advanced.confirm_reset', handle=handle),
+                   audit_url=link('audit.page', handle=handle),
+                   when=datetime.datetime.fromisoformat(values['at']).strftime(
+                       '%Y-%m-%d %H:%M UTC'))
+    text = _templates.get_template(f'email/{email.kind}.txt').make_module(context)
+    html = _templates.get_template(f'email/{email.kind}.html').render(
+        context, subject=text.subject)
+    return text.subject, str(text), html, dict(SYSTEM_HEADERS)

@@ -245,8 +245,10 @@ class User(BaseModel):
 
     def change_handle(self, handle, ip=None):
         """Take a new handle (raises Invalid): the old one is held for this user for
-        HANDLE_HOLD, every workspace host follows, and `user.update` records both."""
-        import workspaces  # workspaces.py builds on this module
+        HANDLE_HOLD, every workspace host follows, `user.update` records both, and a System
+        email tells the user which hosts changed."""
+        import mail  # mail.py and workspaces.py build on this module
+        import workspaces
         handle = (handle or '').strip().lower()
         with write_transaction():
             problem = self.handle_change_problem(handle)
@@ -265,6 +267,9 @@ class User(BaseModel):
             workspaces.PropagationJob.follow(self, 'user.update')  # the role is renamed
             AuditRecord.write('user.update', self, ip, target=self,
                               data={'handle': {'old': old, 'new': handle}})
+            hosts = [(workspace.host(old), workspace.host(handle))
+                     for workspace in workspaces.Workspace.for_user(self.id)]
+            mail.Email.tell('user.handle.change', self, ip, old=old, new=handle, hosts=hosts)
 
     def update_profile(self, display_name=None, handle=None, ip=None):
         """Set the display name and the handle, each unless None, in one transaction: both
@@ -276,13 +281,19 @@ class User(BaseModel):
             if handle is not None and handle.strip().lower() != self.handle:
                 self.change_handle(handle, ip)
 
-    def delete_account(self):
-        """Remove the account and every row that belongs to it, in one transaction. The email
-        address is free at once; the handle is held (for nobody) for HANDLE_HOLD."""
-        import workspaces  # workspaces.py builds on this module
+    def delete_account(self, ip=None):
+        """Remove the account and every row that belongs to it, in one transaction, but the
+        System email that tells its address so (its other messages, sent or not, go). The
+        email address is free at once; the handle is held (for nobody) for HANDLE_HOLD."""
+        import mail  # mail.py and workspaces.py build on this module
+        import workspaces
         now = utcnow()
         with write_transaction():
             workspaces.PropagationJob.follow(self, 'user.delete')  # databases and role go
+            mail.Email.delete().where(mail.Email.user_id == self.id).execute()
+            # Queued while the session or token it acts by is there to be named.
+            mail.Email.tell('user.delete', self, ip, workspaces=workspaces.Workspace.select()
+                            .where(workspaces.Workspace.user == self.id).count())
             HandleHold.hold(self.handle, None, now)
             # Foreign keys cascade from the user row; these rows only name the user by id.
             AuditRecord.delete().where((AuditRecord.actor_id == self.id)

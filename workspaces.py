@@ -12,6 +12,7 @@ from peewee import (CharField, Check, DateTimeField, ForeignKeyField, IntegerFie
                     fn)
 
 from database import decrypt, encrypt, skip_locked, try_lock, write_transaction
+from mail import Email
 from models import (AuditRecord, BaseModel, Config, Invalid, Owned, Refused, User, minted,
                     new_id, text_problem, utcnow)
 from workspace_servers import Desired, Drift
@@ -80,6 +81,7 @@ class DatabasePassword(BaseModel):
             PropagationJob.follow(user, 'user.password.rotate')
             AuditRecord.write('user.password.rotate', user, ip, target=user,
                               data={'version': version, 'workspaces': count})
+            Email.tell('user.password.rotate', user, ip, version=version, workspaces=count)
         return cls.get(cls.user == user)
 
 

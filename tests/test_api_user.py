@@ -11,6 +11,7 @@ from peewee import ForeignKeyField
 
 import credentials
 import database
+import mail
 import models
 import workspaces
 from tests.helpers import (
@@ -211,9 +212,9 @@ def test_deleting_the_account_answers_with_the_user_as_it_was(api, alice):
 
 def test_after_deletion_the_token_is_401_and_no_row_of_the_account_is_left(
         api, alice, bob, client, workspace_server):
-    """Every row of the account goes at once but its `user.delete` propagation jobs: they
-    outlive it to drop its databases and role, and once a worker has carried them out the
-    server holds nothing of it either."""
+    """Every row of the account goes at once but its `user.delete` propagation jobs, which
+    outlive it to drop its databases and role (once a worker has carried them out the server
+    holds nothing of it either), and the one System email that tells its address so."""
     give_everything(alice, client)
     credentials.Token.issue(bob)
     run_jobs()
@@ -222,7 +223,8 @@ def test_after_deletion_the_token_is_401_and_no_row_of_the_account_is_left(
     counts = rows_of(alice.id)
     assert set(counts) >= {'User', 'Session', 'Token', 'TemporaryToken', 'LoginRequest',
                            'Preferences', 'Avatar', 'AvatarUpload', 'Workspace',
-                           'DatabasePassword', 'PropagationJob', 'AuditRecord', 'HandleHold'}
+                           'DatabasePassword', 'PropagationJob', 'AuditRecord', 'HandleHold',
+                           'Email'}
     assert all(counts.values()), counts
     bobs_before = rows_of(bob.id)
     Job = workspaces.PropagationJob
@@ -233,7 +235,10 @@ def test_after_deletion_the_token_is_401_and_no_row_of_the_account_is_left(
     assert [(job.user_id, job.reason, job.status) for job in deleting] == [
         (alice.id, 'user.delete', 'pending')]
     jobs = counts['PropagationJob'] + 1  # the jobs she had, and the new one
-    assert rows_of(alice.id) == dict(dict.fromkeys(counts, 0), PropagationJob=jobs)
+    assert rows_of(alice.id) == dict(dict.fromkeys(counts, 0), PropagationJob=jobs, Email=1)
+    assert [(email.kind, email.to_address) for email in
+            mail.Email.select().where(mail.Email.user_id == alice.id)] == [
+        ('user.delete', 'alice@example.com')]
     assert {job.reason for job in Job.select().where(Job.user_id == alice.id,
                                                      Job.status == 'pending')} == {'user.delete'}
     assert rows_of(bob.id) == bobs_before

@@ -4,8 +4,8 @@ import pytest
 import credentials
 import database
 import models
+from credentials import device
 from tests.helpers import HTMX, csrf_token, html, log_in
-from views.advanced import device
 
 URL = '/user/alice/settings/advanced'
 CHROME_LINUX = ('Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) '

@@ -1,11 +1,9 @@
 """Settings → Advanced: account-wide actions, one section each: Sessions, Handle, Reset
 authentication and Delete Personal Account."""
-import re
-
 from flask import abort, flash, request, session, url_for
 from flask_login import current_user, logout_user
 
-from credentials import Session, reset_authentication
+from credentials import Session, device, reset_authentication
 from models import HANDLE_HOLD, HANDLE_RULES, Invalid
 from views import go_to, recent_login_required, respond, settings_blueprint
 from workspaces import Workspace
@@ -25,36 +23,6 @@ SECTIONS = {
     'reset-authentication': 'advanced/_reset.html',
     'delete-account': 'advanced/_delete.html',
 }
-
-# (pattern, name) in the order they must be tried: Edge and Opera also say "Chrome", Chrome
-# also says "Safari", and so on.
-BROWSERS = [
-    (r'\bEdg(e|A|iOS)?/', 'Edge'), (r'\b(OPR|Opera)/', 'Opera'),
-    (r'\bSamsungBrowser/', 'Samsung Internet'), (r'\bVivaldi/', 'Vivaldi'),
-    (r'\b(Firefox|FxiOS)/', 'Firefox'), (r'\bHeadlessChrome/', 'Headless Chrome'),
-    (r'\b(Chrome|CriOS)/', 'Chrome'), (r'\bChromium/', 'Chromium'),
-    (r'\bVersion/[\d.]+.*\bSafari/', 'Safari'), (r'^curl/', 'curl'),
-    (r'^python-(requests|urllib)', 'Python'), (r'^Werkzeug/', 'Werkzeug'),
-]
-SYSTEMS = [
-    (r'\b(iPhone|iPad|iPod)\b', 'iOS'), (r'\bAndroid\b', 'Android'), (r'\bCrOS\b', 'ChromeOS'),
-    (r'\bWindows\b', 'Windows'), (r'\bMac OS X\b|\bMacintosh\b', 'macOS'),
-    (r'\bLinux\b|\bX11\b', 'Linux'),
-]
-
-
-def device(user_agent):
-    """A short readable name for the browser a user agent string belongs to, such as
-    'Chrome on Linux'; no library, since a rough name is all a person needs to recognise it."""
-    user_agent = user_agent or ''
-    browser = next((name for pattern, name in BROWSERS if re.search(pattern, user_agent)),
-                   None)
-    system = next((name for pattern, name in SYSTEMS if re.search(pattern, user_agent)), None)
-    if browser and system:
-        return f'{browser} on {system}'
-    if browser or system:
-        return browser or f'A browser on {system}'
-    return 'Unknown device'
 
 
 def _context(**context):
@@ -163,7 +131,7 @@ def delete_account():
     if typed.strip() != user.handle:
         return _section('delete-account', 422, confirming='delete-account', confirm_value=typed,
                         confirm_error=WRONG_CONFIRMATION)
-    user.delete_account()
+    user.delete_account(request.remote_addr)
     logout_user()
     session.clear()
     return go_to(url_for('auth.goodbye'))

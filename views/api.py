@@ -300,7 +300,7 @@ def delete_user(handle):
     """Delete the account and everything it owns; answers with the user as it was."""
     own_handle(handle)
     body = user_json(g.api_user)
-    g.api_user.delete_account()
+    g.api_user.delete_account(request.remote_addr)
     return jsonify(body)
 
 
