@@ -12,7 +12,6 @@ Without SMTP_URL the transport is the outbox directory (instance/outbox/): one .
 message, named by its Message-ID, and a log line with the recipient and subject (never the
 body), so `make run` needs no mail server and loses nothing."""
 import datetime
-import html
 import logging
 import os
 import re
@@ -59,7 +58,7 @@ def configure(config):
 def build(email):
     """The message for `email` (a mail.Email): From, To, Subject, Date (when it was queued),
     its fixed Message-ID, the headers its kind adds, and plain-text and HTML alternatives."""
-    subject, text, html_text, headers = _render(email)
+    subject, text, html, headers = mail.render(email)
     message = EmailMessage()
     message['From'] = Config.mail_from
     message['To'] = email.to_address
@@ -69,17 +68,8 @@ def build(email):
     for name, value in headers.items():
         message[name] = value
     message.set_content(text)
-    message.add_alternative(html_text, subtype='html')
+    message.add_alternative(html, subtype='html')
     return message
-
-
-def _render(email):
-    """(subject, text, html, headers) of `email`, until mail.render (templates/email/)
-    replaces this: the kind and its data as they are."""
-    lines = [f'{name}: {value}' for name, value in sorted(email.values.items())]
-    text = '\n'.join([f'Penstock: {email.kind}', ''] + lines) + '\n'
-    return (f'Penstock: {email.kind}', text,
-            f'<pre>{html.escape(text)}</pre>', {})
 
 
 class SMTPTransport:

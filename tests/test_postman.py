@@ -30,11 +30,11 @@ LEASE = datetime.timedelta(seconds=30)
 PROFILE = '/user/alice/settings/profile'
 
 
-def queue(user, kind='token.create', **data):
-    """Queue System email `kind` to `user` in a transaction of its own, as an event would."""
-    data = data or {'token': '…abcd', 'ip': '203.0.113.9'}
+def queue(user, ip='203.0.113.9', last4='abcd'):
+    """Queue a new-token System email to `user` in a transaction of its own, as the event
+    would."""
     with database.db.connection_context(), database.write_transaction():
-        return mail.Email.queue(kind, user, **data)
+        return mail.Email.tell('token.create', user, ip, last4=last4)
 
 
 def deliver(sender):
@@ -217,7 +217,7 @@ def test_550_fails_for_good_marks_the_account_audits_it_and_profile_says_so(
 
 def test_mail_to_a_deleted_account_that_fails_for_good_is_recorded_on_the_message(
         user, smtp_server):
-    queue(user, 'user.delete', handle='alice')
+    queue(user)
     with database.db.connection_context():
         models.User.delete().where(models.User.id == user.id).execute()
     smtp_server.refuse('550 5.1.1 No such user here')
@@ -228,7 +228,7 @@ def test_mail_to_a_deleted_account_that_fails_for_good_is_recorded_on_the_messag
 def test_a_rolled_back_event_queues_nothing(user, smtp_server):
     with pytest.raises(RuntimeError):
         with database.db.connection_context(), database.write_transaction():
-            mail.Email.queue('token.create', user, token='…abcd')
+            mail.Email.tell('token.create', user, '203.0.113.9', last4='abcd')
             raise RuntimeError('the event failed after its mail was queued')
     assert emails() == []
     assert deliver(postman.SMTPTransport(smtp_server.url)) == 0
@@ -238,8 +238,7 @@ def test_a_rolled_back_event_queues_nothing(user, smtp_server):
 def test_no_secret_reaches_a_message_an_error_or_a_log(user, smtp_server, caplog):
     caplog.set_level('INFO')
     with database.db.connection_context():
-        token, secret = credentials.Token.issue(user)
-    queue(user, token='…' + secret[-4:], ip='203.0.113.9')
+        token, secret = credentials.Token.issue(user)  # which queues its System email
     # aiosmtpd offers no AUTH over plain text: logging in fails, and must not show the password
     with_login = postman.SMTPTransport(
         f'smtp://penstock:smtp-password-0f3c@127.0.0.1:{smtp_server.port}')
