@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAIL_FROM = 'Penstock <no-reply@penstock.test>'
 SMTP_PORTS = {'smtp': 25, 'smtp+starttls': 587, 'smtps': 465}
 SMTP_TIMEOUT = 30  # seconds for each step of a conversation (MAIL_LEASE covers all of them)
+CLAIM_BATCH = 10  # messages a worker leases at once
 
 
 class Config:
@@ -182,10 +183,22 @@ def transport(config, instance_path):
 
 
 def run_once(sender, lease):
-    """Claim and send one due message with `sender` (a transport); False when none was due."""
-    email = mail.Email.claim(lease)
-    if email is None:
-        return False
+    """Claim up to CLAIM_BATCH due messages and send them with `sender` (a transport), one
+    by one, each recorded as it goes; how many were taken on (0 when none was due). Once half
+    the lease is spent, the rest are given back rather than sent so late that another worker
+    might take them too."""
+    emails = mail.Email.claim(lease, CLAIM_BATCH)
+    deadline = emails[0].locked_until - lease / 2 if emails else None
+    for number, email in enumerate(emails):
+        if number and models.utcnow() > deadline:
+            for rest in emails[number:]:
+                rest.release()
+            return number
+        _send(sender, email)
+    return len(emails)
+
+
+def _send(sender, email):
     try:
         sender.send(build(email))
     except Exception as error:  # noqa: BLE001 - every failure is recorded and retried or final
@@ -197,7 +210,6 @@ def run_once(sender, lease):
             User.update(email_undeliverable_at=None).where(
                 User.id == email.user_id, User.email == email.to_address,
                 User.email_undeliverable_at.is_null(False)).execute()
-    return True
 
 
 def _refusal(error):

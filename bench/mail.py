@@ -95,8 +95,8 @@ def worker(port):
     sender = postman.SMTPTransport(f'smtp://127.0.0.1:{port}')
     begin = time.perf_counter()
     sent = 0
-    while postman.run_once(sender, LEASE):
-        sent += 1
+    while taken := postman.run_once(sender, LEASE):
+        sent += taken
     sender.close()
     elapsed = time.perf_counter() - begin
     assert sent == MESSAGES, sent

@@ -41,8 +41,8 @@ def deliver(sender):
     """Send every due message with `sender`, as a worker would; how many it took on."""
     taken = 0
     with database.db.connection_context():
-        while postman.run_once(sender, LEASE):
-            taken += 1
+        while taken_now := postman.run_once(sender, LEASE):
+            taken += taken_now
     sender.close()
     return taken
 
@@ -223,6 +223,28 @@ def test_mail_to_a_deleted_account_that_fails_for_good_is_recorded_on_the_messag
     smtp_server.refuse('550 5.1.1 No such user here')
     assert deliver(postman.SMTPTransport(smtp_server.url)) == 1
     assert emails()[0].status == 'failed'
+
+
+def test_a_worker_leases_a_batch_that_no_other_worker_takes(user):
+    queued = {queue(user).id for _ in range(3)}
+    with database.db.connection_context():
+        first = mail.Email.claim(LEASE, limit=2)
+        second = mail.Email.claim(LEASE, limit=10)
+        third = mail.Email.claim(LEASE, limit=10)
+    assert len(first) == 2 and len(second) == 1 and third == []
+    assert {email.id for email in first + second} == queued
+
+
+def test_a_batch_whose_lease_is_half_spent_gives_the_rest_back_untried(user, smtp_server):
+    queued = [queue(user) for _ in range(3)]
+    sender = postman.SMTPTransport(smtp_server.url)
+    with database.db.connection_context():  # a lease over as soon as it starts
+        assert postman.run_once(sender, datetime.timedelta(0)) == 1
+    sender.close()
+    assert len(smtp_server.wait_for(1)) == 1
+    rest = [each for each in emails() if each.status == 'pending']
+    assert len(rest) == 2 and len(queued) == 3
+    assert all(each.attempts == 0 and each.locked_until is None for each in rest)
 
 
 def test_a_rolled_back_event_queues_nothing(user, smtp_server):
