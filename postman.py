@@ -259,16 +259,8 @@ def _failed(email, error):
 def run(sender, lease, poll, stop):
     """Work until `stop` (a threading.Event) is set: every due message, then wait `poll` s
     (the SMTP connection is closed while there is nothing to send)."""
-    while not stop.is_set():
-        try:
-            with database.db.connection_context():
-                while not stop.is_set() and run_once(sender, lease):
-                    pass
-        except Exception:  # noqa: BLE001 - the database may be briefly away; keep going
-            log.exception('The mail worker hit an error; it goes on.')
-        finally:
-            sender.close()
-        stop.wait(poll)
+    database.work_until(stop, poll, lambda: run_once(sender, lease), log, 'mail worker',
+                        idle=sender.close)
 
 
 def settings(config):
