@@ -3,6 +3,7 @@
 # every test but the slow system tests and the browser tests (pytest marks `slow`, `browser`).
 # make bench: run every benchmark in bench/ (each prints its figures and which targets are met).
 PORT ?= 5000
+PUBLIC_URL ?= http://127.0.0.1:$(PORT)
 VENV := .venv
 PY := $(VENV)/bin/python
 HTMX := static/vendor/htmx.min.js
@@ -13,7 +14,7 @@ run: $(VENV)/.runtime $(HTMX)
 	$(VENV)/bin/flask --app app migrate
 	$(VENV)/bin/flask --app app demo
 	@echo "Penstock is serving on http://127.0.0.1:$(PORT)  (Ctrl-C to stop)"
-	SECURE_COOKIES=0 PROPAGATION_WORKER_THREAD=1 $(VENV)/bin/flask --app app run --host 127.0.0.1 --port $(PORT)
+	SECURE_COOKIES=0 PROPAGATION_WORKER_THREAD=1 MAIL_WORKER_THREAD=1 PUBLIC_URL=$(PUBLIC_URL) $(VENV)/bin/flask --app app run --host 127.0.0.1 --port $(PORT)
 
 test: $(VENV)/.dev $(HTMX) chromium redis-server
 	$(PY) -m pytest

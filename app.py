@@ -34,6 +34,7 @@ import delivery
 import embedded
 import mail
 import models
+import postman
 import propagation
 import views
 import workspace_servers
@@ -111,7 +112,6 @@ def create_app(config=None):
         AVATAR_UPLOADS_PER_USER='10 per minute',  # the page's and the API's together
         # Unsubscribe links that are not valid, per IP (valid ones are not counted).
         UNSUBSCRIBE_FAILURES_PER_IP='30 per minute',
-        PUBLIC_URL=os.environ.get('PUBLIC_URL', 'http://127.0.0.1:5000'),  # links in mail
         GRAVATAR_ENABLED=_env_flag('GRAVATAR_ENABLED', default=True),
         GRAVATAR_URL=os.environ.get('GRAVATAR_URL', 'https://gravatar.com/avatar/'),
         GRAVATAR_TIMEOUT=float(os.environ.get('GRAVATAR_TIMEOUT', '3')),
@@ -132,6 +132,14 @@ def create_app(config=None):
         PROPAGATION_LEASE=float(os.environ.get('PROPAGATION_LEASE', '120')),
         PROPAGATION_POLL=float(os.environ.get('PROPAGATION_POLL', '1')),
         PROPAGATION_WORKER_THREAD=_env_flag('PROPAGATION_WORKER_THREAD', default=False),
+        # Mail (postman.py): SMTP_URL unset keeps each message in instance/outbox/ instead.
+        SMTP_URL=os.environ.get('SMTP_URL', ''),
+        MAIL_FROM=os.environ.get('MAIL_FROM', postman.DEFAULT_MAIL_FROM),
+        PUBLIC_URL=os.environ.get('PUBLIC_URL', 'http://127.0.0.1:5000'),  # links in mail
+        # A worker holds a message this long (longer than an SMTP conversation can take).
+        MAIL_LEASE=float(os.environ.get('MAIL_LEASE', '300')),
+        MAIL_POLL=float(os.environ.get('MAIL_POLL', '1')),
+        MAIL_WORKER_THREAD=_env_flag('MAIL_WORKER_THREAD', default=False),
     )
     if config:
         app.config.update(config)
@@ -152,7 +160,7 @@ def create_app(config=None):
     models.Config.workspace_domain = app.config['WORKSPACE_DOMAIN']
     models.Config.workspace_servers = _workspace_servers(app)
     models.Config.password_hash_method = app.config['PASSWORD_HASH_METHOD']
-    mail.Config.public_url = app.config['PUBLIC_URL']
+    postman.configure(app.config)
     announcements.Config.secret_key = app.config['SECRET_KEY']
     _init_database(app)
     app.before_request(_refuse_control_characters)
@@ -182,6 +190,8 @@ def create_app(config=None):
     app.cli.add_command(workspaces_group)
     if app.config['PROPAGATION_WORKER_THREAD']:
         app.extensions['propagation_stop'] = propagation.start_thread(app.config)
+    if app.config['MAIL_WORKER_THREAD']:
+        app.extensions['mail_stop'] = postman.start_thread(app.config, app.instance_path)
     _refuse_coroutines(app)
     return app
 
@@ -428,16 +438,25 @@ def demo_command():
 @click.command('worker')
 def worker_command():
     """Carry workspace changes (new and deleted workspaces, rotated passwords, new handles,
-    deleted accounts) to the workspace servers until stopped (Ctrl-C, SIGTERM)."""
+    deleted accounts) to the workspace servers, and send the outbox's mail, until stopped
+    (Ctrl-C, SIGTERM): one thread each, each finishing what it has in hand."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     lease, poll = propagation.settings(current_app.config)
     servers = propagation.start_servers()
+    sender = postman.transport(current_app.config, current_app.instance_path)
+    mail_lease, mail_poll = postman.settings(current_app.config)
+    mailing = threading.Thread(target=postman.run, name='postman',
+                               args=(sender, mail_lease, mail_poll, stop))
     click.echo('Propagation worker started.')
+    mailing.start()
+    click.echo(f'Mail worker started: sending to {sender}.')
     try:
         propagation.run(servers, lease, poll, stop)
     except KeyboardInterrupt:
-        pass
+        stop.set()
+    mailing.join()
+    click.echo('Mail worker stopped.')
     click.echo('Propagation worker stopped.')
 
 

@@ -257,6 +257,25 @@ def write_transaction(exclusive=True):
     return _checked_transaction(transaction, acting, lock=not (sqlite or exclusive))
 
 
+
+def work_until(stop, poll, step, log, what, idle=None):
+    """A worker's loop, in a database connection of this thread's own: `step()` until it
+    finds nothing to do, then `idle()` (if given) and a wait of `poll` seconds, until `stop`
+    (a threading.Event) is set. An error is written to `log` as the `what`'s, and the loop
+    goes on: the database may be briefly away."""
+    while not stop.is_set():
+        try:
+            with db.connection_context():
+                while not stop.is_set() and step():
+                    pass
+        except Exception:  # noqa: BLE001 - keep working
+            log.exception('The %s hit an error; it goes on.', what)
+        finally:
+            if idle is not None:
+                idle()
+        stop.wait(poll)
+
+
 _PREPARED = {}
 
 

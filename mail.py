@@ -95,20 +95,27 @@ class Email(BaseModel):
                          device=device, handle=user.handle, **data)
 
     @classmethod
-    def claim(cls, lease):
-        """Lease the next due message for `lease` (a timedelta), or None."""
+    def claim(cls, lease, limit=1):
+        """Lease the next due messages, at most `limit`, for `lease` (a timedelta); [] when
+        none is due. Several at once spare a worker a transaction per message."""
         now = utcnow()
         with write_transaction(exclusive=False):  # on PostgreSQL: FOR UPDATE SKIP LOCKED
             query = (cls.select().where(cls.status == 'pending', cls.run_after <= now,
                                         cls.locked_until.is_null() | (cls.locked_until <= now))
-                     .order_by(cls.run_after, cls.id).limit(1))
-            email = skip_locked(query).first()
-            if email is None:
-                return None
+                     .order_by(cls.run_after, cls.id).limit(limit))
+            emails = list(skip_locked(query))
+            if not emails:
+                return []
+            cls.update(locked_until=now + lease, attempts=cls.attempts + 1).where(
+                cls.id.in_([email.id for email in emails])).execute()
+        for email in emails:
             email.locked_until, email.attempts = now + lease, email.attempts + 1
-            cls.update(locked_until=email.locked_until, attempts=email.attempts).where(
-                cls.id == email.id).execute()
-        return email
+        return emails
+
+    def release(self):
+        """Give back a leased message not yet tried: due again now, the attempt not counted."""
+        Email.update(locked_until=None, attempts=Email.attempts - 1).where(
+            Email.id == self.id, Email.locked_until == self.locked_until).execute()
 
     def sent(self):
         Email.update(status='sent', sent_at=utcnow(), locked_until=None, last_error=None).where(

@@ -514,6 +514,8 @@ AUDIT_ACTIONS = {action.name: action for action in (
                 {'requested_from': 'declined a CLI login request from {requested_from}'}),
     AuditAction('login_token.create', 'CLI login completed',
                 'logged in with the CLI (a temporary token was issued)'),
+    AuditAction('email.failed', 'Email undeliverable', 'could not be sent an email', {
+        'code': 'could not be sent an email (their mail server answered {code})'}),
 )}
 
 

@@ -44,14 +44,8 @@ def run_once(servers, lease):
 
 def run(servers, lease, poll, stop):
     """Work until `stop` (a threading.Event) is set: every due job, then wait `poll` s."""
-    while not stop.is_set():
-        try:
-            with database.db.connection_context():
-                while not stop.is_set() and run_once(servers, lease):
-                    pass
-        except Exception:  # noqa: BLE001 - the database may be briefly away; keep going
-            log.exception('The propagation worker hit an error; it goes on.')
-        stop.wait(poll)
+    database.work_until(stop, poll, lambda: run_once(servers, lease), log,
+                        'propagation worker')
 
 
 def settings(config):

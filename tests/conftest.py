@@ -3,6 +3,10 @@
 The database is SQLite unless PENSTOCK_TEST_DATABASE names a PostgreSQL server (a
 postgresql:// URL of a database the tests may create and drop databases from); then every
 test gets fresh databases of its own there."""
+import asyncio
+import collections
+import email.parser
+import email.policy
 import logging
 import os
 import queue
@@ -16,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from aiosmtpd.controller import Controller
 from cryptography.fernet import Fernet
 from psycopg import sql
 from werkzeug.serving import make_server
@@ -377,3 +382,87 @@ def token(alice):
 def api(app, token):
     """Alice's API client, sending her first token."""
     return Api(app, token[1])
+
+
+# A real SMTP server on loopback (aiosmtpd) for the mail tests.
+
+class SMTPServer:
+    """aiosmtpd on a loopback port, keeping what it is sent as parsed messages (`received`,
+    email.message.EmailMessage). `refuse(*answers)` answers the next RCPTs with those (e.g.
+    '451 4.3.0 Try again later', '550 5.1.1 No such user'), one each, then accepts again;
+    `hold()` makes it take the next message in but not answer until `release()`;
+    `down()` and `up()` stop and restart it on the same port."""
+
+    def __init__(self, port):
+        self.port, self.url = port, f'smtp://127.0.0.1:{port}'
+        self.received, self.answers = [], collections.deque()
+        self.arrived = threading.Condition()
+        self.holding, self.released = False, threading.Event()
+        self.controller = None
+
+    def up(self):
+        self.controller = Controller(_SMTPHandler(self), hostname='127.0.0.1', port=self.port)
+        self.controller.start()
+
+    def down(self):
+        self.controller.stop()
+        self.controller = None
+
+    def refuse(self, *answers):
+        self.answers.extend(answers)
+
+    def hold(self):
+        self.holding = True
+        self.released.clear()
+
+    def release(self):
+        self.holding = False
+        self.released.set()
+
+    def wait_for(self, count, timeout=30):
+        """The messages received once there are `count` of them (fails after `timeout` s)."""
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: len(self.received) >= count, timeout):
+                pytest.fail(f'the SMTP server received {len(self.received)} message(s), '
+                            f'not {count}, within {timeout} s')
+            return list(self.received)
+
+
+class _SMTPHandler:
+    def __init__(self, server):
+        self.server = server
+
+    async def handle_RCPT(self, smtp, session, envelope, address, rcpt_options):
+        if self.server.answers:
+            return self.server.answers.popleft()
+        envelope.rcpt_tos.append(address)
+        return '250 OK'
+
+    async def handle_DATA(self, smtp, session, envelope):
+        message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
+            envelope.original_content)
+        with self.server.arrived:
+            self.server.received.append(message)
+            self.server.arrived.notify_all()
+        if self.server.holding:  # taken in, not yet acknowledged: the sender waits
+            await asyncio.get_running_loop().run_in_executor(None, self.server.released.wait)
+        return '250 Message accepted for delivery'
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server on a free loopback port for this test (see SMTPServer)."""
+    server = SMTPServer(_free_port())
+    server.up()
+    try:
+        yield server
+    finally:
+        server.release()
+        if server.controller is not None:
+            server.down()
+
+
+@pytest.fixture
+def smtp_url(smtp_server):
+    """SMTP_URL for this test's SMTP server."""
+    return smtp_server.url

@@ -148,6 +148,9 @@ SENTENCES = [
      'alice created workspace analytics'),
     ('workspace.delete', {'workspace_id': 'w_1', 'handle': 'analytics'},
      'alice deleted workspace analytics'),
+    ('email.failed', {'kind': 'token.create', 'code': None}, 'alice could not be sent an email'),
+    ('email.failed', {'kind': 'token.create', 'code': 550},
+     'alice could not be sent an email (their mail server answered 550)'),
     ('workspace.frobnicate', {'x': 1}, 'alice did workspace.frobnicate'),
 ]
 
