@@ -23,7 +23,9 @@ from database import acting, skip_locked, write_transaction
 from models import BaseModel, new_id, utcnow
 
 MAIL_BACKOFF_MAX = 3600  # seconds between attempts at most
-MAIL_ATTEMPTS_MAX = 12  # then a temporary failure counts as permanent (about 6 hours in all)
+# Then a temporary failure counts as permanent: 2, 4 … 2048 s apart, then hourly, the last
+# attempt about a day after the first (mail servers retry for days; a console's notices age).
+MAIL_ATTEMPTS_MAX = 35
 # The events that send a System email, by audit action (user.update only for a handle).
 SYSTEM_EMAILS = ('token.create', 'user.password.rotate', 'user.handle.change',
                  'user.authentication.reset', 'login_token.confirm', 'user.delete')
