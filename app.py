@@ -2,6 +2,7 @@
 import datetime
 import importlib
 import inspect
+import logging
 import os
 import pkgutil
 import secrets
@@ -188,12 +189,29 @@ def create_app(config=None):
     app.cli.add_command(reencrypt_command)
     app.cli.add_command(announce_command)
     app.cli.add_command(workspaces_group)
+    if app.config['PROPAGATION_WORKER_THREAD'] or app.config['MAIL_WORKER_THREAD']:
+        _show_worker_log()
     if app.config['PROPAGATION_WORKER_THREAD']:
         app.extensions['propagation_stop'] = propagation.start_thread(app.config)
     if app.config['MAIL_WORKER_THREAD']:
         app.extensions['mail_stop'] = postman.start_thread(app.config, app.instance_path)
     _refuse_coroutines(app)
     return app
+
+
+def _show_worker_log():
+    """Print the workers' INFO lines (a message kept in the outbox: its recipient and
+    subject; workspaces placed) on stderr, as the server's log, unless logging is configured
+    already (a deployment's own, or the test runner's)."""
+    if logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter('%(asctime)s %(name)s: %(message)s'))
+    for name in ('postman', 'propagation'):
+        logger = logging.getLogger(name)
+        if not logger.handlers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
 
 
 def _refuse_coroutines(app):
@@ -442,6 +460,7 @@ def worker_command():
     (Ctrl-C, SIGTERM): one thread each, each finishing what it has in hand."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    _show_worker_log()
     lease, poll = propagation.settings(current_app.config)
     servers = propagation.start_servers()
     sender = postman.transport(current_app.config, current_app.instance_path)
