@@ -21,6 +21,7 @@ TOPICS = {name: label for name, label, _ in Preferences.CHOICES}
 BATCH = 5_000  # users looked at per transaction
 SUBJECT_MAX = 200
 
+
 class Config:
     """What unsubscribe links need from the app's configuration; create_app sets it."""
     secret_key = None  # SECRET_KEY: the links are signed with it (salt 'unsubscribe')

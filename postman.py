@@ -19,6 +19,7 @@ import smtplib
 import ssl
 import tempfile
 import threading
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from urllib.parse import unquote, urlsplit
@@ -33,6 +34,10 @@ DEFAULT_MAIL_FROM = 'Penstock <no-reply@penstock.test>'
 SMTP_PORTS = {'smtp': 25, 'smtp+starttls': 587, 'smtps': 465}
 SMTP_TIMEOUT = 30  # seconds for each step of a conversation (MAIL_LEASE covers all of them)
 CLAIM_BATCH = 10  # messages a worker leases at once
+# Lines up to RFC 5322's limit of 998: a header with a long unbreakable value (an announcement's
+# List-Unsubscribe URL) must go as it is, where the default (78) would make it an RFC 2047
+# encoded word that no mail client reads as a URL.
+POLICY = policy.default.clone(max_line_length=998)
 
 
 class Config:
@@ -60,7 +65,7 @@ def build(email):
     """The message for `email` (a mail.Email): From, To, Subject, Date (when it was queued),
     its fixed Message-ID, the headers its kind adds, and plain-text and HTML alternatives."""
     subject, text, html, headers = mail.render(email)
-    message = EmailMessage()
+    message = EmailMessage(policy=POLICY)
     message['From'] = Config.mail_from
     message['To'] = email.to_address
     message['Subject'] = subject

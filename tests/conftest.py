@@ -396,6 +396,7 @@ class SMTPServer:
     def __init__(self, port):
         self.port, self.url = port, f'smtp://127.0.0.1:{port}'
         self.received, self.answers = [], collections.deque()
+        self.raw = []  # each message's bytes as they came
         self.arrived = threading.Condition()
         self.holding, self.released = False, threading.Event()
         self.controller = None
@@ -442,6 +443,7 @@ class _SMTPHandler:
         message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
             envelope.original_content)
         with self.server.arrived:
+            self.server.raw.append(envelope.original_content)
             self.server.received.append(message)
             self.server.arrived.notify_all()
         if self.server.holding:  # taken in, not yet acknowledged: the sender waits

@@ -65,6 +65,8 @@ def test_an_announcement_arrives_and_its_one_click_unsubscribe_turns_the_topic_o
     assert message['List-Unsubscribe-Post'] == 'List-Unsubscribe=One-Click'
     url = message['List-Unsubscribe'].strip('<>')
     assert url.startswith(app.config['PUBLIC_URL'] + '/unsubscribe/')
+    # As it came over the wire: the URL itself (no encoded word), on one line.
+    assert f'\r\nList-Unsubscribe: <{url}>\r\n'.encode() in smtp_server.raw[0]
     assert url in parts(message)['text/plain']
 
     path = url.removeprefix(app.config['PUBLIC_URL'])
