@@ -257,7 +257,6 @@ def write_transaction(exclusive=True):
     return _checked_transaction(transaction, acting, lock=not (sqlite or exclusive))
 
 
-
 def work_until(stop, poll, step, log, what, idle=None):
     """A worker's loop, in a database connection of this thread's own: `step()` until it
     finds nothing to do, then `idle()` (if given) and a wait of `poll` seconds, until `stop`

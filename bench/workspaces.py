@@ -311,10 +311,10 @@ def main():
 def print_figures(setup, placed, rotations, alters, provisions, creates, polled, poll):
     print('Workspace benchmarks (bench/workspaces.py): two embedded PostgreSQL servers '
           '(durability off), SQLite metadata, one worker')
+    placements = ', '.join(f'{count} on {key}' for key, count in sorted(placed.items()))
     print(f'{os.cpu_count()} CPUs, load average ' + '{:.2f} {:.2f} {:.2f}'.format(
         *os.getloadavg()) + f'; servers started and {WORKSPACES} workspaces made in '
-          f'{setup:.1f} s, placed ' + ', '.join(f'{count} on {key}'
-                                               for key, count in sorted(placed.items())))
+        f'{setup:.1f} s, placed {placements}')
     print(f'Figures: the median of {ROUNDS} rounds after a warm-up (and the spread); a round '
           'measures Penstock and its baseline one after the other.')
     print()

@@ -8,6 +8,7 @@ from views import recent_login_required, respond, settings_blueprint
 
 bp = settings_blueprint('tokens', __name__, 'Tokens', 3)
 
+
 def _tokens_context(**context):
     """What the Tokens panel and its fragments need: the tokens and whether one more fits."""
     tokens = Token.for_user(current_user.id)
