@@ -40,7 +40,8 @@ import propagation
 import views
 import workspace_servers
 import workspaces
-from views import csrf, is_htmx, limiter, login_manager, return_target, settings_menu
+from views import (breakable, csrf, is_htmx, limiter, login_manager, return_target,
+                   settings_menu)
 from views.api import (
     api_error,
     http_error as api_http_error,
@@ -176,6 +177,7 @@ def create_app(config=None):
     _limits_in_views_only(app)  # once every view module (and any limit it declares) is loaded
     mail.Config.url_map = app.url_map  # for the links in messages, which need no request
     app.jinja_env.globals.update(settings_menu=settings_menu, avatar_url=avatar_url)
+    app.jinja_env.filters.update(day=models.day, breakable=breakable)
 
     app.after_request(_security_headers)
     app.register_error_handler(429, _too_many_requests)

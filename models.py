@@ -75,6 +75,11 @@ def utcnow():
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
+def day(value):
+    """A date as the console writes dates ("Jan 1, 2027"), not ISO."""
+    return f'{value:%b} {value.day}, {value.year}'
+
+
 def new_id(prefix):
     """A public id that cannot be guessed: prefix, underscore, 20 base32 characters (100
     random bits, in ID_ALPHABET)."""
@@ -343,7 +348,7 @@ def handle_problem(handle, user=None):
     hold = HandleHold.get_or_none(HandleHold.handle == handle, HandleHold.until > utcnow())
     if hold is not None and (user is None or hold.user_id != user.id):
         return ('This handle was in use until recently and cannot be taken until '
-                f'{hold.until:%Y-%m-%d}. Choose another.')
+                f'{day(hold.until)}. Choose another.')
     return None
 
 

@@ -45,7 +45,7 @@ def test_advanced_page_is_a_full_page_normally_and_the_panel_for_htmx(client, lo
     nav = page.find('nav', attrs={'aria-label': 'Settings'})
     assert nav.find(attrs={'aria-current': 'page'}).get_text(strip=True) == 'Advanced'
     section = page.find('section', id='reset-authentication')
-    assert section.find('h3').get_text() == 'Reset authentication'
+    assert section.find('h4').get_text() == 'Reset authentication'
     assert 'temporary and user tokens' in section.get_text()
     form = section.find('button', string='Reset authentication').find_parent('form')
     assert form['method'] == 'get' and form['action'] == CONFIRM  # a step, not the reset
@@ -56,6 +56,20 @@ def test_advanced_page_is_a_full_page_normally_and_the_panel_for_htmx(client, lo
     assert fragment.find('header') is None
     assert fragment.find('h2', id='panel-heading').get_text() == 'Advanced'
     assert fragment.find('section', id='reset-authentication') is not None
+
+
+def test_reset_and_delete_stand_apart_in_the_danger_zone(client, logged_in):
+    page = html(client.get(URL))
+    zone = page.find('h3', string='Danger zone').find_parent('section')
+    assert zone['aria-labelledby'] == zone.h3['id']
+    assert [s['id'] for s in zone.find_all('section')] == ['reset-authentication',
+                                                            'delete-account']
+    assert page.find('section', id='sessions') not in zone.find_all('section')
+    for name in ('Reset authentication', 'Delete Personal Account'):
+        button = zone.find('button', string=name)
+        assert button['class'] == ['danger-outline']  # outlined; the confirmation's is solid
+        # Without JavaScript the step's address reads /…?step=confirm, not a bare "…?".
+        assert (button['name'], button['value']) == ('step', 'confirm')
 
 
 def test_confirmation_without_javascript_is_the_advanced_page_asking_first(client, logged_in):
@@ -69,7 +83,9 @@ def test_confirmation_without_javascript_is_the_advanced_page_asking_first(clien
     assert form['action'] == CONFIRM
     assert form.find('input', attrs={'name': 'csrf_token'}) is not None
     assert form.find('button').get_text() == 'Reset authentication'
-    assert section.find('a', string='Cancel')['href'] == URL
+    assert form.find('button')['class'] == ['danger']
+    cancel = section.find('a', string='Cancel')
+    assert cancel['href'] == URL and cancel['class'] == ['button', 'secondary']
     assert counts(logged_in)['Session'] == 1  # asking changed nothing
 
 

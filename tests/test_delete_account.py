@@ -86,7 +86,7 @@ def exists(user):
 def test_delete_personal_account_opens_a_confirmation_on_the_page_without_javascript(
         client, logged_in):
     section = html(client.get(URL)).find('section', id='delete-account')
-    assert section.find('h3').get_text() == 'Delete Personal Account'
+    assert section.find('h4').get_text() == 'Delete Personal Account'
     form = section.find('button', string='Delete Personal Account').find_parent('form')
     assert (form['method'], form['action']) == ('get', CONFIRM)
     assert form['hx-target'] == '#delete-account'

@@ -117,7 +117,26 @@ def test_preview_of_the_current_or_no_handle_goes_back_to_the_hint(client, logge
                                                                    workspaces, handle):
     fragment = html(client.get(PREVIEW, query_string={'handle': handle}, headers=HTMX))
     assert fragment.find(id='handle-preview').get_text(strip=True) == (
-        'Before anything is saved, Save shows which workspace DNS names change.')
+        'Type a new handle to see which workspace DNS names change. '
+        'Nothing changes until you confirm.')
+
+
+@pytest.mark.parametrize('count, sentence', [
+    (1, 'With the handle carol, the DNS name of your workspace changes:'),
+    (2, 'With the handle carol, the DNS names of both your workspaces change:'),
+    (3, 'With the handle carol, the DNS names of all 3 of your workspaces change:')])
+def test_preview_counts_the_workspaces_in_words(client, logged_in, count, sentence):
+    with database.db.connection_context():
+        alice = models.User.get_by_id(logged_in.id)
+        for handle in ('analytics', 'staging', 'prod')[:count]:
+            Workspace.provision(alice, handle)
+    fragment = html(client.get(PREVIEW, query_string={'handle': 'carol'}, headers=HTMX))
+    assert ' '.join(fragment.find(id='handle-preview').p.get_text().split()) == sentence
+    assert len(host_changes(fragment)) == count
+    # A phone wraps a long host name after a dot, not in the middle of a word.
+    new_host = fragment.find('code', class_='new-host')
+    assert [str(part) for part in new_host.contents] == [
+        'carol-analytics.', '<wbr/>', 'workspaces.', '<wbr/>', 'penstock.', '<wbr/>', 'test']
 
 
 def test_preview_without_workspaces_says_no_names_change(client, logged_in):
@@ -145,8 +164,9 @@ def test_without_javascript_the_first_save_previews_and_the_second_saves(
     form = section.find('form', method='post')
     hidden = {i['name']: i['value'] for i in form.find_all('input', type='hidden')}
     assert hidden['handle'] == 'carol' and hidden['previewed'] == '1'
-    assert form.find('button').get_text() == 'Save'
-    assert section.find('a', string='Cancel')['href'] == URL
+    assert form.find('button').get_text() == 'Change handle'
+    cancel = section.find('a', string='Cancel')
+    assert cancel['href'] == URL and 'button' in cancel['class']
     assert handle_of(logged_in) == 'alice'  # the preview changed nothing
 
     response = client.post(form['action'], data=hidden)
@@ -227,7 +247,7 @@ def test_a_released_handle_is_held_for_its_old_owner_for_30_days(
     assert response.status_code == 422
     assert field_error(html(response)) == (
         'This handle was in use until recently and cannot be taken until '
-        f'{hold.until:%Y-%m-%d}. Choose another.')
+        f'{hold.until:%b} {hold.until.day}, {hold.until.year}. Choose another.')
     assert handle_of(logged_in) == 'alice'
 
     bob = app.test_client()

@@ -50,7 +50,7 @@ def row_of(page, workspace):
 
 
 def facts(row):
-    return {dt.get_text(strip=True): dd.get_text(' ', strip=True)
+    return {dt.get_text(strip=True): ' '.join(dd.get_text().split())
             for dt, dd in zip(row.find('dl').find_all('dt'), row.find('dl').find_all('dd'))}
 
 

@@ -17,7 +17,7 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFProtect
 from itsdangerous import BadSignature, URLSafeSerializer
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from models import HandleHold
 from views.avatars import avatar_url
@@ -161,6 +161,11 @@ def go_to(target):
 
 # The settings menu, in SPEC order: (position, endpoint, label), filled by settings_blueprint.
 SETTINGS_MENU = []
+
+
+def breakable(host):
+    """A host name that a narrow screen wraps after its dots, not in the middle of a word."""
+    return Markup('<wbr>').join(escape(part) for part in re.split(r'(?<=\.)', host))
 
 
 def settings_menu():

@@ -72,7 +72,7 @@ def test_change_the_handle_after_seeing_which_hosts_change(page, javascript, per
                                                          host(new, 'staging')])
     assert is_same_document(page) is javascript
     settled(page)
-    section.get_by_role('button', name='Save').click()
+    section.get_by_role('button', name='Change handle').click()
 
     expect(page).to_have_url(url_ending(f'/user/{new}/settings/advanced'))
     expect(page.get_by_role('status')).to_have_text(f'Handle changed to {new}.')
