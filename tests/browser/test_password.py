@@ -80,8 +80,8 @@ def confirm_rotation(page, javascript, person):
         assert is_same_document(page), 'the confirmation is swapped into the section'
         expect(page.locator(':focus')).to_contain_text(QUESTION)
     else:
-        expect(page).to_have_url(  # a GET form with no fields: the URL ends in '?'
-            re.compile(re.escape(person.profile_path + '/password/rotate') + r'\??$'))
+        expect(page).to_have_url(  # the step's button names it: no bare '?'
+            re.compile(re.escape(person.profile_path + '/password/rotate?step=confirm') + '$'))
     settled(page)
     password_section(page).get_by_role('button', name='Rotate Password').click()
     expect(page.get_by_role('status').filter(has_text=ROTATED)).to_be_visible()
