@@ -98,6 +98,33 @@ def test_saved_display_name_shows_in_the_header_at_once(page, javascript, person
     expect(page.get_by_role('status')).to_be_hidden()
 
 
+
+def test_clearing_the_display_name_shows_the_handle_again(page, javascript, person):
+    person.sign_up(page)
+    banner = page.get_by_role('banner')
+    name_field = page.get_by_label('Display Name')
+    expect(name_field).to_have_accessible_description(
+        re.compile('leave it empty to show your handle'))
+    name_field.fill('Ada Lovelace')
+    page.get_by_role('button', name='Save').click()
+    expect(banner).to_contain_text('Ada Lovelace', use_inner_text=True)
+    page.wait_for_load_state()
+    settled(page)
+
+    mark_document(page)
+    name_field.fill('   ')
+    page.get_by_role('button', name='Save').click()
+
+    expect(page.get_by_role('status')).to_have_text(
+        'Display name cleared: the console shows your handle.')
+    expect(banner).not_to_contain_text('Ada Lovelace', use_inner_text=True)
+    expect(banner.locator('.account-name')).to_have_text(person.handle)
+    expect(name_field).to_have_value('')
+    expect(name_field).not_to_have_attribute('aria-invalid', 'true')
+    assert is_same_document(page) is javascript
+    open_account_menu(page)
+    expect(page.locator('.account .menu-heading strong')).to_have_text(person.handle)
+
 def test_too_long_display_name_is_refused_in_place_and_header_keeps_old_name(
         page, javascript, person):
     person.sign_up(page)
