@@ -128,7 +128,6 @@ def test_a_refused_handle_leaves_the_display_name_unchanged_too(api, bob):
     assert changeable_rows() == before
 
 
-
 # Clearing the display name
 
 @pytest.mark.parametrize('cleared', [None, '', '  \t '], ids=['null', 'empty', 'blank'])

@@ -98,7 +98,6 @@ def test_saved_display_name_shows_in_the_header_at_once(page, javascript, person
     expect(page.get_by_role('status')).to_be_hidden()
 
 
-
 def test_clearing_the_display_name_shows_the_handle_again(page, javascript, person):
     person.sign_up(page)
     banner = page.get_by_role('banner')
@@ -124,6 +123,7 @@ def test_clearing_the_display_name_shows_the_handle_again(page, javascript, pers
     assert is_same_document(page) is javascript
     open_account_menu(page)
     expect(page.locator('.account .menu-heading strong')).to_have_text(person.handle)
+
 
 def test_too_long_display_name_is_refused_in_place_and_header_keeps_old_name(
         page, javascript, person):
