@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 
 from tests.browser.helpers import (
     GENERIC_LOGIN_ERROR,
+    call,
     is_same_document,
     mark_document,
     panel_heading,
@@ -335,3 +336,33 @@ def test_pages_have_no_serious_accessibility_violations(new_page, axe, person,
     audit('notifications')
 
     audit.assert_clean(f'{color_scheme} scheme')
+
+
+def test_signing_up_from_a_cli_login_link_comes_back_to_verify_it(
+        page, javascript, person, live_server):
+    """Logged out, a CLI login link leads to log in, saying why; a new user follows Sign up
+    (which says the same) and, signed up, is on the verify page and can verify."""
+    status, started = call(f'{live_server}/api/v0/login/token', method='POST')
+    assert status == 201
+    page.goto(started['url'])
+    expect(page).to_have_url(re.compile(r'/login\?next='))
+    expect(page.get_by_text('Log in to verify the CLI login request.')).to_be_visible()
+    page.get_by_role('link', name='Sign up').click()
+
+    expect(page).to_have_url(re.compile(r'/signup\?next='))
+    expect(page.get_by_text('Sign up to verify the CLI login request.')).to_be_visible()
+    page.get_by_label('Email', exact=True).fill(person.email)
+    page.get_by_label('Handle', exact=True).fill(person.handle)
+    page.get_by_label('Password', exact=True).fill(person.password)
+    page.get_by_role('button', name='Sign up').click()
+
+    expect(page.get_by_role('heading', level=1, name='Verify login request')).to_be_visible()
+    expect(page).to_have_url(started['url'])
+    expect(page.locator('#login-request')).to_contain_text(person.handle)
+    settled(page)
+    page.get_by_role('button', name='Verify').click()
+    code = page.get_by_label('Verification code')
+    expect(code).to_have_value(re.compile(r'^[0-9]{6}$'))
+    status, body = call(f'{live_server}/api/v0/login/token/{started["id"]}'
+                        f'?code={code.input_value()}')
+    assert status == 200 and body['token'].startswith('pstt_')
