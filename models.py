@@ -276,13 +276,14 @@ class User(BaseModel):
                      for workspace in workspaces.Workspace.for_user(self.id)]
             mail.Email.tell('user.handle.change', self, ip, old=old, new=handle, hosts=hosts)
 
-    def update_profile(self, display_name=None, handle=None, ip=None):
-        """Set the display name and the handle, each unless None, in one transaction: both
-        change or neither (raises Invalid for the first one refused). The current handle
-        changes nothing."""
+    def update_profile(self, changes, ip=None):
+        """Set the display name and the handle, each if `changes` names it (a display name
+        of None or blank clears it), in one transaction: both change or neither (raises
+        Invalid for the first one refused). The current handle changes nothing."""
         with write_transaction():
-            if display_name is not None:
-                self.set_display_name(display_name, ip)
+            if 'display_name' in changes:
+                self.set_display_name(changes['display_name'], ip)
+            handle = changes.get('handle')
             if handle is not None and handle.strip().lower() != self.handle:
                 self.change_handle(handle, ip)
 
@@ -306,14 +307,13 @@ class User(BaseModel):
             User.delete().where(User.id == self.id).execute()
 
     def set_display_name(self, value, ip=None):
-        """Validate and save a new display name, writing `user.update` when it changes."""
-        value = (value or '').strip()
-        if not value:
-            raise Invalid({'display_name': 'Enter a display name.'})
-        if len(value) > DISPLAY_NAME_MAX:
+        """Validate and save a new display name, writing `user.update` when it changes. An
+        empty or blank one (or None) clears it: the console shows the handle instead."""
+        value = (value or '').strip() or None
+        if value is not None and len(value) > DISPLAY_NAME_MAX:
             raise Invalid({'display_name':
                            f'Use at most {DISPLAY_NAME_MAX} characters (this is {len(value)}).'})
-        if problem := text_problem(value):
+        if value is not None and (problem := text_problem(value)):
             raise Invalid({'display_name': problem})
         if value == self.display_name:
             return False
@@ -495,6 +495,7 @@ AUDIT_ACTIONS = {action.name: action for action in (
     AuditAction('user.logout', 'Logged out', 'logged out'),
     AuditAction('user.update', 'Profile changed', 'updated their profile', {
         'display_name.new': 'changed their display name to “{display_name[new]}”',
+        'display_name.old': 'cleared their display name',
         'handle.new': 'changed their handle from {handle[old]} to {handle[new]}'}),
     AuditAction('user.preferences.update', 'Notification preferences changed',
                 'changed their notification preferences',

@@ -122,15 +122,15 @@ def test_the_current_handle_is_accepted_and_changes_nothing(api, alice):
 
 
 @pytest.mark.parametrize('body, locations', [
-    ({'display_name': ''}, ['body.display_name']),
     ({'display_name': 'x' * 101}, ['body.display_name']),
     ({'display_name': 'two\nlines'}, ['body.display_name']),
     ({'display_name': 5}, ['body.display_name']),
-    ({'display_name': None, 'handle': ['alice']}, ['body.display_name', 'body.handle']),
+    ({'display_name': [], 'handle': ['alice']}, ['body.display_name', 'body.handle']),
+    ({'display_name': 'Al', 'handle': None}, ['body.handle']),
     ({'display_name': 'Al', 'email': 'al@example.com'}, ['body.email']),
     ([{'display_name': 'Al'}], ['body']),
     ('Al', ['body']),
-], ids=['empty', 'too-long', 'control-characters', 'number', 'null-and-list',
+], ids=['too-long', 'control-characters', 'number', 'list-and-list', 'null-handle',
         'unknown-field', 'array', 'string'])
 def test_an_invalid_user_patch_is_a_400_and_changes_nothing(api, body, locations):
     before = changeable_rows()

@@ -23,6 +23,7 @@ from tests.helpers import (
     changeable_rows,
     errors_at,
     every_model,
+    html,
     log_in,
     make_user,
     run_jobs,
@@ -125,6 +126,42 @@ def test_a_refused_handle_leaves_the_display_name_unchanged_too(api, bob):
     response = api('PATCH', '/api/v0/user/alice', {'display_name': 'Alicia', 'handle': 'bob'})
     assert response.status_code == 400 and errors_at(response) == ['body.handle']
     assert changeable_rows() == before
+
+
+# Clearing the display name
+
+@pytest.mark.parametrize('cleared', [None, '', '  \t '], ids=['null', 'empty', 'blank'])
+def test_a_null_or_blank_display_name_clears_it_and_the_console_shows_the_handle(
+        api, alice, client, cleared):
+    api('PATCH', '/api/v0/user/alice', {'display_name': 'Alicia'})
+    response = api('PATCH', '/api/v0/user/alice', {'display_name': cleared})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert (body['display_name'], body['version_id']) == ('', 3)
+    assert_conforms(body, STEAMPIPE_USER, jsonschema.Draft4Validator)
+    assert models.User.get_by_id(alice.id).display_name is None
+    assert api('GET', '/api/v0/actor').get_json()['display_name'] == ''
+    assert [json.loads(r.data) for r in audit('user.update')] == [
+        {'display_name': {'old': None, 'new': 'Alicia'}},
+        {'display_name': {'old': 'Alicia', 'new': None}}]
+    log_in(client, 'alice')
+    page = html(client.get('/'))
+    assert page.find(class_='account-name').get_text(strip=True) == 'alice'
+
+
+def test_clearing_a_display_name_that_is_not_set_changes_nothing(api):
+    before = changeable_rows()
+    response = api('PATCH', '/api/v0/user/alice', {'display_name': None})
+    assert response.status_code == 200 and response.get_json()['version_id'] == 1
+    assert changeable_rows() == before
+
+
+def test_a_cleared_display_name_and_a_new_handle_change_together(api, alice):
+    api('PATCH', '/api/v0/user/alice', {'display_name': 'Alicia'})
+    body = api('PATCH', '/api/v0/user/alice', {'display_name': None, 'handle': 'alicia'}
+               ).get_json()
+    assert (body['display_name'], body['handle']) == ('', 'alicia')
+    assert models.User.get_by_id(alice.id).display_name is None
 
 
 # Malformed input

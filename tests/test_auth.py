@@ -1,5 +1,7 @@
 """Signing up, logging in, logging out and throttling."""
 import datetime
+import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from peewee import OperationalError
@@ -28,6 +30,82 @@ def test_signup_form_has_the_spec_fields(client):
         assert page.find('label', attrs={'for': name}).get_text(strip=True) == label
         assert page.find('input', id=name)
     assert page.find('button', string='Sign up')
+
+
+# Carrying the way back (`next`) through sign-up (SPEC §12, §13)
+
+def link_next(page, name):
+    """The `next` the page's link named `name` carries, and the path it leads to."""
+    href = page.find('a', string=name)['href']
+    return urlsplit(href).path, parse_qs(urlsplit(href).query).get('next')
+
+
+def reason(page):
+    """The sentence that says why the visitor is asked to log in or sign up, or None."""
+    card = page.find(class_='auth')
+    found = card.find('p', string=re.compile('^(Log in|Sign up) to '))
+    return found.get_text() if found else None
+
+
+def test_login_and_signup_without_next_link_to_each_other_bare_and_give_no_reason(client):
+    login = html(client.get('/login'))
+    assert link_next(login, 'Sign up') == ('/signup', None) and reason(login) is None
+    signup = html(client.get('/signup'))
+    assert link_next(signup, 'Log in') == ('/login', None) and reason(signup) is None
+    assert signup.find('input', attrs={'name': 'next'})['value'] == '/'
+
+
+@pytest.mark.parametrize('target, why', [
+    ('/login/token?r=l_abc', 'to verify the CLI login request'),
+    ('/user/alice/settings/tokens', 'to continue to Settings → Tokens'),
+    ('/user/alice/settings/audit', 'to continue to Settings → Audit Log'),
+    ('/user/alice/settings/advanced#sessions', 'to continue to Settings → Advanced'),
+    ('/no/such/page', None),
+    ('/logout', None),  # not a page one is sent to log in for
+])
+def test_login_and_signup_carry_next_to_each_other_and_say_why(client, target, why):
+    login = html(client.get('/login', query_string={'next': target}))
+    assert link_next(login, 'Sign up') == ('/signup', [target])
+    assert reason(login) == (f'Log in {why}.' if why else None)
+    signup = html(client.get('/signup', query_string={'next': target}))
+    assert signup.find('form', action='/signup').find(
+        'input', attrs={'name': 'next'})['value'] == target
+    assert link_next(signup, 'Log in') == ('/login', [target])
+    assert reason(signup) == (f'Sign up {why}.' if why else None)
+
+
+@pytest.mark.parametrize('target', ['//evil.example', '/\\evil.example', 'https://evil.example',
+                                    '/\t/evil.example', 'javascript:alert(1)'])
+def test_a_hostile_next_is_not_carried_to_signup_and_signing_up_goes_home(client, app, target):
+    login = html(client.get('/login', query_string={'next': target}))
+    assert link_next(login, 'Sign up') == ('/signup', None) and reason(login) is None
+    signup = html(client.get('/signup', query_string={'next': target}))
+    assert signup.find('input', attrs={'name': 'next'})['value'] == '/'
+    token = csrf_token(client, '/signup')
+    response = client.post('/signup', data={'email': 'carol@example.com', 'handle': 'carol',
+                                            'password': PASSWORD, 'csrf_token': token,
+                                            'next': target})
+    assert response.status_code == 302 and response.headers['Location'] == '/'
+
+
+def test_signing_up_with_next_goes_there_and_a_refused_form_keeps_it(client, app):
+    target = '/user/carol/settings/tokens?x=1'
+    token = csrf_token(client, '/signup')
+    form = {'email': 'not-an-email', 'handle': 'carol', 'password': PASSWORD,
+            'csrf_token': token, 'next': target}
+    refused = client.post('/signup', data=form)
+    assert refused.status_code == 422
+    page = html(refused)
+    assert page.find('input', attrs={'name': 'next'})['value'] == target
+    assert link_next(page, 'Log in') == ('/login', [target])
+    assert reason(page) == 'Sign up to continue to Settings → Tokens.'
+    response = client.post('/signup', data={**form, 'email': 'carol@example.com'})
+    assert response.status_code == 302 and response.headers['Location'] == target
+    assert client.get(target).status_code == 200
+    # Signed in already, the sign-up page leads to `next` too.
+    again = client.get('/signup', query_string={'next': '/user/carol/settings/profile'})
+    assert again.status_code == 302
+    assert again.headers['Location'] == '/user/carol/settings/profile'
 
 
 def test_signup_creates_the_account_and_logs_in(client, app):

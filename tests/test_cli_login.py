@@ -379,6 +379,35 @@ def test_the_verify_page_needs_login_and_leads_back(client, user):
     assert response.headers['Location'] == page
 
 
+def test_signing_up_from_the_verify_link_comes_back_to_the_verify_page(client):
+    """A new user sent to log in by a CLI login link follows Sign up, and after signing up is
+    on the verify page, not the console home (SPEC §13)."""
+    request_id = start(client)['id']
+    page = f'/login/token?r={request_id}'
+    login_page = html(client.get(client.get(page).headers['Location']))
+    assert login_page.find('p', string='Log in to verify the CLI login request.') is not None
+    signup_link = login_page.find('a', string='Sign up')['href']
+    assert urlsplit(signup_link).path == '/signup'
+    assert parse_qs(urlsplit(signup_link).query)['next'] == [page]
+
+    signup_page = html(client.get(signup_link))
+    assert signup_page.find('p', string='Sign up to verify the CLI login request.') is not None
+    form = signup_page.find('form', action='/signup')
+    fields = {field['name']: field.get('value', '') for field in form.find_all('input')}
+    assert fields['next'] == page
+    fields.update(email='carol@example.com', handle='carol', password=PASSWORD)
+    response = client.post('/signup', data=fields)
+    assert response.status_code == 302 and response.headers['Location'] == page
+
+    verify = html(client.get(page))
+    assert verify.find('h1').get_text() == 'Verify login request'
+    assert verify.find('button', string='Verify') is not None
+    row = stored(request_id)
+    assert row.status == 'pending' and row.user_id is not None
+    with database.db.connection_context():
+        assert models.User.get_by_id(row.user_id).handle == 'carol'
+
+
 def test_the_verify_page_names_the_ip_and_handle_and_offers_verify_and_decline(
         client, logged_in):
     request_id = start(client, ip='198.51.100.77')['id']

@@ -250,7 +250,7 @@ def check_nothing_half_saved(endpoint, form, response, user_id, before, after):
     for account in users_after.values():
         assert not refused_character_in(' '.join(filter(None, account))), (endpoint, account)
     if endpoint == 'profile.save_name' and ok:
-        assert users_after[user_id][0] == form.get('display_name', '').strip()
+        assert (users_after[user_id][0] or '') == form.get('display_name', '').strip()
     if endpoint == 'advanced.change_handle' and ok and users_after[user_id][1] != users[user_id][1]:
         new = users_after[user_id][1]
         assert new == form.get('handle', '').strip().lower()

@@ -2,6 +2,7 @@
 import copy
 import re
 
+import jsonschema
 import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
@@ -194,3 +195,20 @@ def test_cli_login_answers_match_the_document(app, client, user):
     stale_id = call(cli, 'POST', '/api/v0/login/token').get_json()['id']
     assert call(client, 'PATCH', f'/api/v0/login/token/{stale_id}',
                 headers=csrf).status_code == 403
+
+
+def test_the_user_patch_body_lets_the_display_name_be_cleared(document):
+    """null, "" and a blank name clear the display name (the console then shows the handle);
+    the document must say so, and still refuse what the API refuses."""
+    body = document['paths']['/user/{handle}']['patch']['requestBody']['content'][
+        'application/json']['schema']
+    assert body == {'$ref': '#/components/schemas/UpdateUserRequest'}
+    schema = document['components']['schemas']['UpdateUserRequest']
+    validator = jsonschema.Draft202012Validator(schema)
+    for accepted in [{'display_name': None}, {'display_name': ''}, {'display_name': '  '},
+                     {'display_name': 'Alice'}, {'handle': 'alicia'}]:
+        assert validator.is_valid(accepted), accepted
+    for refused in [{'display_name': 5}, {'display_name': 'x' * 101}, {'handle': None},
+                    {'email': 'a@example.com'}]:
+        assert not validator.is_valid(refused), refused
+    assert 'clears' in schema['properties']['display_name']['description']

@@ -166,7 +166,7 @@ def test_profile_shows_each_connection_string_masked_never_the_password(client, 
     assert (soup.find('header', id='topbar') is None) is bool(headers)
     section = section_of(response)
     assert section.find('h3').get_text(strip=True) == 'Database Password'
-    strings = [field['value'] for field in section.find_all('input', class_='connection-string')]
+    strings = [code.get_text() for code in section.find_all('code', class_='connection-string')]
     assert strings == [workspace.connection_string(password.masked, 'alice')
                        for workspace in (analytics, staging)]
     assert logged_in_as(strings[0].replace(password.masked, password.password)) == (

@@ -1,4 +1,4 @@
-"""Settings → Profile: the display name."""
+"""Settings → Profile: the display name (set, cleared, refused)."""
 import json
 from unicodedata import unidata_version
 
@@ -64,8 +64,6 @@ def test_display_name_is_escaped_everywhere(client, logged_in):
 
 
 @pytest.mark.parametrize('value,message', [
-    ('', 'Enter a display name.'),
-    ('   ', 'Enter a display name.'),
     ('x' * 101, 'Use at most 100 characters (this is 101).'),
     ('Alice\nLiddell', 'Remove line breaks and other control characters (U+000A).'),
     ('Alice\x00', 'Remove line breaks and other control characters (U+0000).'),
@@ -123,3 +121,63 @@ def test_a_name_change_is_audited_once_with_old_and_new(client, logged_in):
     assert json.loads(records[0].data) == {'display_name': {'old': None, 'new': 'Alice'}}
     assert records[0].actor_ip == '127.0.0.1' and records[0].target_id == user.id
     assert user.version_id == 2 and user.updated_at is not None
+
+
+def test_the_name_field_may_be_left_empty_and_the_hint_says_so(client, logged_in):
+    form = html(client.get(URL)).find('form', id='display-name-form')
+    field = form.find('input', id='display_name')
+    assert not field.has_attr('required')
+    hint = form.find(id=field['aria-describedby'].split()[0]).get_text(' ', strip=True)
+    assert 'leave it empty to show your handle' in hint
+
+
+def shown_names(page):
+    """Where the console names the user: the top bar, and the account menu's heading."""
+    topbar = page.find('header', id='topbar')
+    return (topbar.find(class_='account-name').get_text(strip=True),
+            topbar.find('summary', attrs={'aria-label': 'Account menu'}).parent
+            .find(class_='menu-heading').find('strong').get_text(strip=True))
+
+
+@pytest.mark.parametrize('value', ['', '   ', '\t \u3000'], ids=['empty', 'spaces', 'blank'])
+def test_clearing_the_name_without_javascript_shows_the_handle_again(client, logged_in, value):
+    save_name(client, 'Alice Liddell')
+    assert shown_names(html(client.get(URL))) == ('Alice Liddell', 'Alice Liddell')
+    response = save_name(client, value)
+    assert response.status_code == 303 and response.headers['Location'] == URL
+    assert stored_name() is None
+    page = html(client.get(URL))
+    assert page.find(id='flash').get_text(strip=True) == \
+        'Display name cleared: the console shows your handle.'
+    assert shown_names(page) == ('alice', 'alice')
+    assert page.find('input', id='display_name')['value'] == ''
+
+
+def test_clearing_the_name_with_htmx_swaps_the_header_to_the_handle(client, logged_in):
+    save_name(client, 'Alice Liddell')
+    response = save_name(client, '  ', HTMX)
+    assert response.status_code == 200
+    fragment = html(response)
+    assert fragment.find('form', id='display-name-form').find(
+        'input', id='display_name')['value'] == ''
+    assert fragment.find('header', id='topbar')['hx-swap-oob'] == 'true'
+    assert shown_names(fragment) == ('alice', 'alice')
+    assert fragment.find(id='flash').get_text(strip=True) == \
+        'Display name cleared: the console shows your handle.'
+    assert stored_name() is None
+
+
+def test_clearing_the_name_is_audited_as_cleared_once(client, logged_in):
+    save_name(client, 'Alice')
+    save_name(client, '')
+    save_name(client, ' ')  # already cleared: nothing changes, nothing is written
+    with database.db.connection_context():
+        records = list(models.AuditRecord.select().where(
+            models.AuditRecord.action_type == 'user.update').order_by(
+                models.AuditRecord.created_at))
+    assert [json.loads(record.data) for record in records] == [
+        {'display_name': {'old': None, 'new': 'Alice'}},
+        {'display_name': {'old': 'Alice', 'new': None}}]
+    log = html(client.get('/user/alice/settings/audit')).find(id='panel').get_text(' ', strip=True)
+    assert 'cleared their display name' in log
+    assert 'changed their display name to “Alice”' in log

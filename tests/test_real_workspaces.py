@@ -49,7 +49,7 @@ def revealed(client, workspace):
     response = client.post(f'/workspaces/{workspace.id}/connection',
                            data={'csrf_token': csrf_token(client, '/')})
     assert response.status_code == 200
-    return html(response).find('input', id=f'connection-{workspace.id}-string')['value']
+    return html(response).find('code', id=f'connection-{workspace.id}-string').get_text()
 
 
 def from_api(api, handle='alice'):

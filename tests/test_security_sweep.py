@@ -316,7 +316,8 @@ class Site:
     def throttled(self):
         """A browser refused further logins and one refused further re-authentication."""
         handle = self.user()
-        browsers = {'/login': self.browser(), '/reauth': self.browser(handle, stale=True)}
+        browsers = {'/login': self.browser(), '/reauth': self.browser(handle, stale=True),
+                    '/signup': self.browser()}
         for url, browser in browsers.items():
             token = csrf_token(browser, url)
             for _ in range(200):
@@ -324,7 +325,7 @@ class Site:
                                                    'password': 'wrong password'})
                 if response.status_code == 429:
                     break
-                assert response.status_code == 401
+                assert response.status_code == (422 if url == '/signup' else 401)
             assert response.status_code == 429, url
         return handle, browsers
 
@@ -339,6 +340,7 @@ def probe_login(site, target, expected):
     wrong = client.post('/login', data={**form, 'password': 'wrong password'})
     assert wrong.status_code == 401
     assert sent_on(wrong, ('POST /login, wrong', target))['next'] == [expected]
+    assert carried_to(wrong, 'Sign up', '/signup') == expected
     right = client.post('/login', data={**form, 'password': PASSWORD})
     assert right.status_code == 302
     assert sent_on(right, ('POST /login', target))['Location'] == expected
@@ -349,6 +351,38 @@ def probe_login(site, target, expected):
     assert client.get(f'/user/{handle}/settings/profile').status_code == 200
     again = client.get('/login', query_string={'next': target})
     sent = led(again, target, ('GET /login, logged in', target))
+    assert sent is None or (again.status_code == 302 and sent['Location'] == expected)
+
+
+def carried_to(response, link, path):
+    """The return target the page's link named `link` (to `path`) carries on: the console
+    home when it carries none."""
+    return next_of(html(response).find('a', string=link)['href'], path) or HOME
+
+
+def probe_signup(site, target, expected):
+    """GET and POST /signup: the form's `next`, the Log in link's, and where signing up
+    leads; the login page's Sign up link carries no other target."""
+    client = site.browser()
+    page = client.get('/signup', query_string={'next': target})
+    if led(page, target, ('GET /signup', target)) is not None:
+        assert sent_on(page, ('GET /signup', target))['next'] == [expected]
+        assert carried_to(page, 'Log in', '/login') == expected
+        login = client.get('/login', query_string={'next': target})
+        assert carried_to(login, 'Sign up', '/signup') == expected
+    handle = f'newcomer{next(site.made)}'
+    form = {'email': 'not an email', 'handle': handle, 'password': PASSWORD, 'next': target,
+            'csrf_token': csrf_token(client, '/signup')}
+    refused = client.post('/signup', data=form)
+    assert refused.status_code == 422
+    assert sent_on(refused, ('POST /signup, refused', target))['next'] == [expected]
+    assert carried_to(refused, 'Log in', '/login') == expected
+    right = client.post('/signup', data={**form, 'email': f'{handle}@example.com'})
+    assert right.status_code == 302
+    assert sent_on(right, ('POST /signup', target))['Location'] == expected
+    assert site.sessions_of(handle) == 1 and not client.get_cookie('evil')
+    again = client.get('/signup', query_string={'next': target})
+    sent = led(again, target, ('GET /signup, logged in', target))
     assert sent is None or (again.status_code == 302 and sent['Location'] == expected)
 
 
@@ -371,7 +405,8 @@ def probe_reauthenticate(site, target, expected):
 
 
 def probe_too_many_attempts(site, target, expected):
-    """Throttled, the login and re-authentication pages still carry only a local `next`."""
+    """Throttled, the login, sign-up and re-authentication pages still carry only a local
+    `next`."""
     handle, browsers = site.throttled
     for url, browser in browsers.items():
         response = browser.post(url, data={'email': handle, 'password': 'wrong password',
@@ -379,6 +414,9 @@ def probe_too_many_attempts(site, target, expected):
                                            'next': target})
         assert response.status_code == 429
         assert sent_on(response, (url, 'throttled', target))['next'] == [expected]
+        if url != '/reauth':
+            other = {'/login': ('Sign up', '/signup'), '/signup': ('Log in', '/login')}[url]
+            assert carried_to(response, *other) == expected
 
 
 def probe_unauthorized(site, target, expected):
@@ -425,6 +463,7 @@ def probe_recent_login_required(site, target, expected):
 # module.function that reads a return target -> the probe that sends it every target above.
 PROBES = {
     'views.auth.login': probe_login,
+    'views.auth.signup': probe_signup,
     'views.auth.reauthenticate': probe_reauthenticate,
     'views.auth.too_many_attempts': probe_too_many_attempts,
     'app.unauthorized': probe_unauthorized,

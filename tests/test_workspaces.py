@@ -55,7 +55,8 @@ def facts(row):
 
 
 def connection_field(page, workspace):
-    return page.find('input', id=f'connection-{workspace.id}-string')
+    """The block that shows the workspace's connection string."""
+    return page.find('code', id=f'connection-{workspace.id}-string')
 
 
 def post_form(client, page, action_url, headers=None):
@@ -117,15 +118,16 @@ def test_home_lists_each_workspace_with_host_database_created_and_masked_connect
     assert created['datetime'] == analytics.created_at.isoformat(timespec='seconds') + 'Z'
     masked = DatabasePassword.mask(password)
     field = connection_field(row, analytics)
-    assert field['value'] == (f'postgresql://alice:{masked}@alice-analytics.workspaces.'
-                              f'penstock.test:{workspace_server.port}/'
-                              f'{analytics.database_name}?hostaddr=127.0.0.1')
-    assert field['type'] == 'text' and field.has_attr('readonly')
-    label = row.find('label', attrs={'for': field['id']})
+    assert field.get_text() == (f'postgresql://alice:{masked}@alice-analytics.workspaces.'
+                                f'penstock.test:{workspace_server.port}/'
+                                f'{analytics.database_name}?hostaddr=127.0.0.1')
+    group = field.find_parent(id=f'connection-{analytics.id}')
+    assert group['role'] == 'group' and 'connection-string' in field['class']
+    label = row.find(id=group['aria-labelledby'])
     assert label.get_text(' ', strip=True) == 'Connection string of analytics'
     assert re.fullmatch(r'[a-z0-9]{2}\*\*-\*{4}-\*{4}-\*\*[a-z0-9]{2}', masked)
     assert row.find(attrs={'hx-history': 'false'}) is None
-    assert connection_field(page, staging)['value'].startswith(f'postgresql://alice:{masked}@')
+    assert connection_field(page, staging).get_text().startswith(f'postgresql://alice:{masked}@')
 
 
 def test_home_is_only_the_panel_for_htmx(client, logged_in):
@@ -157,8 +159,8 @@ def test_host_uses_the_configured_domain_and_the_user_handle(database_url, works
         row = row_of(html(client.get('/')), workspace)
         assert facts(row)['Host'] == 'zoe-2-w1.db.example.net'
         assert f'@zoe-2-w1.db.example.net:{workspace_server.port}/' in \
-            connection_field(row, workspace)['value']
-        assert connection_field(row, workspace)['value'].startswith('postgresql://zoe-2:')
+            connection_field(row, workspace).get_text()
+        assert connection_field(row, workspace).get_text().startswith('postgresql://zoe-2:')
     finally:
         models.Config.workspace_domain = 'workspaces.penstock.test'
         database.db.close()
@@ -425,14 +427,18 @@ def test_reveal_without_javascript_shows_the_home_page_with_that_password(client
     revealed = page.find(id=f'connection-{analytics.id}')
     assert revealed['hx-history'] == 'false'
     field = connection_field(page, analytics)
-    assert field['value'] == (f'postgresql://alice:{password}@alice-analytics.workspaces.'
-                              f'penstock.test:{workspace_server.port}/'
-                              f'{analytics.database_name}?hostaddr=127.0.0.1')
+    assert field.get_text() == (f'postgresql://alice:{password}@alice-analytics.workspaces.'
+                                f'penstock.test:{workspace_server.port}/'
+                                f'{analytics.database_name}?hostaddr=127.0.0.1')
     assert field.has_attr('autofocus')
-    hide = revealed.find('a', string='Hide password')
-    assert hide['href'] == '/' and hide['hx-get'] == f'/workspaces/{analytics.id}/connection'
+    hide = revealed.find('button', string='Hide password')
+    assert hide['type'] == 'submit' and 'reveal-toggle' in hide['class']
+    form = hide.find_parent('form')
+    assert form['method'] == 'get' and form['action'] == f'/workspaces/{analytics.id}/connection'
+    assert form['hx-get'] == form['action'] and form['hx-target'] == f'#connection-{analytics.id}'
+    assert revealed.find('a', string='Hide password') is None
     assert revealed.find('button', string='Reveal password') is None
-    assert password not in connection_field(page, staging)['value'], 'only the one asked for'
+    assert password not in connection_field(page, staging).get_text(), 'only the one asked for'
     assert page.find(id=f'connection-{staging.id}').get('hx-history') is None
 
 
@@ -450,7 +456,7 @@ def test_reveal_for_htmx_swaps_in_the_connection_string_kept_out_of_history(clie
     assert fragment.find('html') is None and fragment.find('header') is None
     root = fragment.find('div', id=f'connection-{analytics.id}')
     assert root['hx-history'] == 'false'
-    assert password in connection_field(root, analytics)['value']
+    assert password in connection_field(root, analytics).get_text()
 
     hidden = client.get(f'/workspaces/{analytics.id}/connection', headers=HTMX)
     assert hidden.status_code == 200
@@ -462,13 +468,47 @@ def test_reveal_for_htmx_swaps_in_the_connection_string_kept_out_of_history(clie
     assert response.status_code == 303 and response.headers['Location'] == '/'
 
 
+def toggle_of(connection):
+    """The connection's Reveal password or Hide password control: (tag, type, classes,
+    name, its form's method)."""
+    [button] = connection.find('div', class_='connection-actions').find_all('button')
+    return (button.name, button['type'], button['class'], button.get_text(strip=True),
+            button.find_parent('form')['method'])
+
+
+@pytest.mark.parametrize('headers', [None, HTMX], ids=['page', 'htmx'])
+def test_a_connection_string_is_a_block_with_copy_and_one_kind_of_reveal_control(
+        client, logged_in, headers):
+    [analytics] = open_workspaces(logged_in, 'analytics')
+    password = password_of(logged_in)
+    page = html(client.get('/'))
+    masked = page.find('div', id=f'connection-{analytics.id}')
+    assert masked.find('input', attrs={'name': None}) is None, 'no field to cut it off'
+    block = connection_field(masked, analytics)
+    assert block.find_parent(class_='connection-box').find(
+        'button', attrs={'aria-label': 'Copy connection string'}) is not None
+    assert toggle_of(masked) == ('button', 'submit', ['secondary', 'reveal-toggle'],
+                                 'Reveal password', 'post')
+
+    response = post_form(client, page, f'/workspaces/{analytics.id}/connection', headers)
+    revealed = html(response).find('div', id=f'connection-{analytics.id}')
+    assert toggle_of(revealed) == ('button', 'submit', ['secondary', 'reveal-toggle'],
+                                   'Hide password', 'get')
+    shown = connection_field(revealed, analytics).get_text()
+    assert password in shown
+    # The mask is as long as the password: the block keeps its lines when revealed.
+    assert len(shown) == len(block.get_text()) and password not in block.get_text()
+
+
 def test_copy_answers_the_real_connection_string_as_plain_text(client, logged_in,
                                                                workspace_server):
     [analytics] = open_workspaces(logged_in, 'analytics')
     password = password_of(logged_in)
     page = html(client.get('/'))
     copy = page.find('button', attrs={'aria-label': 'Copy connection string'})
-    assert copy['type'] == 'button' and copy.get_text(strip=True) == 'Copy'
+    assert copy['type'] == 'button' and copy.get_text(strip=True) == ''  # an icon
+    assert copy.find('svg')['aria-hidden'] == 'true'
+    assert copy['title'] == 'Copy connection string'
     assert copy['data-copy-url'] == f'/workspaces/{analytics.id}/connection/copy'
     assert page.find(id=copy['data-copy-status'])['role'] == 'status'
     response = client.post(copy['data-copy-url'],
@@ -504,7 +544,7 @@ def test_the_connection_partial_takes_another_user_handle_for_previews(app, logg
         fragment = BeautifulSoup(render_template(
             'home/_connection.html', workspace=workspace, password=password,
             user_handle='alicia'), 'html.parser')
-    value = fragment.find('input', id=f'connection-{analytics.id}-string')['value']
+    value = fragment.find('code', id=f'connection-{analytics.id}-string').get_text()
     assert value.startswith('postgresql://alicia:')
     assert f'@alicia-analytics.workspaces.penstock.test:{workspace_server.port}/' in value
     assert password_of(logged_in) not in value

@@ -279,16 +279,16 @@ def actor():
 @bp.patch('/user/<handle>')
 @bearer_required
 def update_user(handle):
-    """Change the display name and/or the handle; afterwards only the new handle's paths exist."""
+    """Change the display name (null or "" clears it) and/or the handle; afterwards only the
+    new handle's paths exist."""
     own_handle(handle)
     body = json_body({'display_name', 'handle'})
     wrong = {field: 'must be a string' for field, value in body.items()
-             if not isinstance(value, str)}
+             if not isinstance(value, str) and not (field == 'display_name' and value is None)}
     if wrong:
         raise invalid(wrong)
     try:
-        g.api_user.update_profile(body.get('display_name'), body.get('handle'),
-                                  request.remote_addr)
+        g.api_user.update_profile(body, request.remote_addr)
     except models.Invalid as error:
         raise invalid(error.errors) from None
     return jsonify(user_json(g.api_user))

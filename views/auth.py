@@ -1,4 +1,6 @@
 """Signing up, logging in and logging out."""
+from urllib.parse import unquote, urlsplit
+
 from flask import (
     Blueprint,
     current_app,
@@ -11,12 +13,13 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required, login_user, logout_user
+from werkzeug.exceptions import HTTPException
 
 import gravatar
 import throttle
 from credentials import Session
 from models import HANDLE_HOLD, HANDLE_RULES, PASSWORD_MAX, PASSWORD_MIN, Invalid, User
-from views import return_target
+from views import SETTINGS_MENU, return_target
 
 bp = Blueprint('auth', __name__)
 
@@ -38,23 +41,58 @@ def _start_session(user, opened=None):
 @bp.route('/signup', methods=['GET', 'POST'])
 @throttle.counted(throttle.signup_counters)
 def signup():
-    """Create an account and log it in."""
+    """Create an account and log it in, then go on to `next` (the console home by default)."""
+    next_url = return_target(request.values.get('next'))
     if current_user.is_authenticated:
-        return redirect(url_for('home.index'))
+        return redirect(next_url)
     if request.method == 'GET':
-        return render_template('auth/signup.html', form={}, rules=_rules())
+        return _signup_page(next_url)
     try:
         opened = Session.sign_up(
             request.form.get('email'), request.form.get('handle'), request.form.get('password'),
             request.remote_addr, request.user_agent.string)
     except Invalid as invalid:
-        return render_template('auth/signup.html', form=request.form, errors=invalid.errors,
-                               rules=_rules()), 422
+        return _signup_page(next_url, 422, form=request.form, errors=invalid.errors)
     user = opened.user
     gravatar.look_up_later(current_app._get_current_object(), user)
     _start_session(user, opened)
     flash(f'Welcome to Penstock, {user.handle}.')
-    return redirect(url_for('home.index'))
+    return redirect(next_url)
+
+
+def _signup_page(next_url, status=200, **context):
+    context.setdefault('form', {})
+    return render_template('auth/signup.html', rules=_rules(), **_way_back(next_url),
+                           **context), status
+
+
+def _login_page(next_url, status=200, **context):
+    context.setdefault('form', {})
+    return render_template('auth/login.html', **_way_back(next_url), **context), status
+
+
+def _way_back(next_url):
+    """What the login and sign-up pages need of their return target: `next` for the form,
+    `carried` for the link to the other page (None when it is the console home, which both
+    lead to anyway) and `reason`, why the visitor was sent here (None when not known)."""
+    carried = None if next_url == url_for('home.index') else next_url
+    return {'next': next_url, 'carried': carried, 'reason': carried and _reason(carried)}
+
+
+def _reason(target):
+    """Why a visitor sent to log in with `target` (a path on this site) is asked to: the
+    words after "Log in" or "Sign up", for the pages that say what they are; else None."""
+    try:
+        endpoint, _ = current_app.url_map.bind(request.host).match(
+            unquote(urlsplit(target).path), 'GET')
+    except HTTPException:  # not a page (a redirect or a 404 and so on): nothing to say
+        return None
+    if endpoint == 'cli_login.verify_page':
+        return 'to verify the CLI login request'
+    for _, settings_endpoint, label in SETTINGS_MENU:
+        if endpoint.partition('.')[0] == settings_endpoint.partition('.')[0]:
+            return f'to continue to Settings → {label}'
+    return None
 
 
 def _rules():
@@ -70,13 +108,13 @@ def login():
     if current_user.is_authenticated:
         return redirect(next_url)
     if request.method == 'GET':
-        return render_template('auth/login.html', form={}, next=next_url)
+        return _login_page(next_url)
     user = User.authenticate(request.form.get('email'), request.form.get('password'),
                              ip=request.remote_addr)
     if user is None:
-        return render_template('auth/login.html', form=request.form, next=next_url,
-                               error='That email or handle and password do not match. '
-                                     'Check them and try again.'), 401
+        return _login_page(next_url, 401, form=request.form,
+                           error='That email or handle and password do not match. '
+                                 'Check them and try again.')
     _start_session(user)
     return redirect(next_url)
 
@@ -103,14 +141,13 @@ def _reauth_page(next_url, status=200, **context):
 def too_many_attempts(error):
     """Throttled: the same form, saying plainly when to try again (and Retry-After when)."""
     message = 'Too many attempts. Wait a few minutes, then try again.'
+    next_url = return_target(request.values.get('next'))
     if request.endpoint == 'auth.signup':
-        page = render_template('auth/signup.html', form=request.form, error=message,
-                               rules=_rules()), 429
+        page = _signup_page(next_url, 429, form=request.form, error=message)
     elif request.endpoint == 'auth.reauthenticate':
-        page = _reauth_page(return_target(request.values.get('next')), 429, error=message)
+        page = _reauth_page(next_url, 429, error=message)
     else:
-        page = render_template('auth/login.html', form=request.form, error=message,
-                               next=return_target(request.values.get('next'))), 429
+        page = _login_page(next_url, 429, form=request.form, error=message)
     response = make_response(page)
     if getattr(error, 'retry_after', None):
         response.headers['Retry-After'] = str(error.retry_after)

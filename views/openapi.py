@@ -103,7 +103,7 @@ SCHEMAS = {
             'id': public_id('u'),
             'handle': {'type': 'string', 'pattern': models.HANDLE_RE.pattern},
             'display_name': {'type': 'string', 'maxLength': models.DISPLAY_NAME_MAX,
-                             'description': 'Empty when the user has not set one.'},
+                             'description': 'Empty when the user has not set one or cleared it.'},
             'avatar_url': ref('AvatarUrl'),
             'status': {'type': 'string', 'enum': [models.User.status.default]},
             'created_at': TIME,
@@ -112,9 +112,10 @@ SCHEMAS = {
     'UpdateUserRequest': {
         'type': 'object', 'additionalProperties': False,
         'properties': {
-            'display_name': {'type': 'string', 'minLength': 1,
-                             'maxLength': models.DISPLAY_NAME_MAX,
-                             'description': 'No line breaks or other control characters.'},
+            'display_name': {'type': ['string', 'null'], 'maxLength': models.DISPLAY_NAME_MAX,
+                             'description': 'No line breaks or other control characters. '
+                             'Leading and trailing spaces are dropped; null, an empty or a '
+                             'blank name clears it, and the console shows the handle instead.'},
             'handle': {'type': 'string', 'description':
                        'A new handle: ' + models.HANDLE_RULES + ' Compared without regard '
                        'to case and stored in lowercase. Not reserved, not another user\'s, '

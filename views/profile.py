@@ -30,6 +30,8 @@ TOO_LARGE = 'The file is larger than 10 MB. Choose a smaller image.'
 GONE = 'This upload is no longer available. Choose the image again.'
 TOO_MANY_UPLOADS = 'You have sent many images in a short time. Wait a minute, then try again.'
 
+CLEARED = 'Display name cleared: the console shows your handle.'
+
 CARD = 'profile/_card.html'
 NAME = 'profile/_name_form.html'
 PASSWORD = 'profile/_password.html'
@@ -134,13 +136,15 @@ def page():
 
 @bp.post('/profile')
 def save_name():
-    """Save the display name: inline for htmx, POST/redirect/GET otherwise."""
+    """Save the display name (an empty one clears it): inline for htmx, POST/redirect/GET
+    otherwise."""
     value = request.form.get('display_name', '')
     try:
         current_user.set_display_name(value, request.remote_addr)
     except Invalid as invalid:
         return respond(NAME, 422, errors=invalid.errors, value=value)
-    return respond(NAME, oob=[HEADER], said='Display name saved.', then='.page')
+    said = 'Display name saved.' if current_user.display_name else CLEARED
+    return respond(NAME, oob=[HEADER], said=said, then='.page')
 
 
 @bp.post('/profile/avatar')

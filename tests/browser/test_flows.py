@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 
 from tests.browser.helpers import (
     GENERIC_LOGIN_ERROR,
+    call,
     is_same_document,
     mark_document,
     panel_heading,
@@ -96,6 +97,33 @@ def test_saved_display_name_shows_in_the_header_at_once(page, javascript, person
     page.reload()
     expect(banner).to_contain_text('Ada Lovelace', use_inner_text=True)
     expect(page.get_by_role('status')).to_be_hidden()
+
+
+def test_clearing_the_display_name_shows_the_handle_again(page, javascript, person):
+    person.sign_up(page)
+    banner = page.get_by_role('banner')
+    name_field = page.get_by_label('Display Name')
+    expect(name_field).to_have_accessible_description(
+        re.compile('leave it empty to show your handle'))
+    name_field.fill('Ada Lovelace')
+    page.get_by_role('button', name='Save').click()
+    expect(banner).to_contain_text('Ada Lovelace', use_inner_text=True)
+    page.wait_for_load_state()
+    settled(page)
+
+    mark_document(page)
+    name_field.fill('   ')
+    page.get_by_role('button', name='Save').click()
+
+    expect(page.get_by_role('status')).to_have_text(
+        'Display name cleared: the console shows your handle.')
+    expect(banner).not_to_contain_text('Ada Lovelace', use_inner_text=True)
+    expect(banner.locator('.account-name')).to_have_text(person.handle)
+    expect(name_field).to_have_value('')
+    expect(name_field).not_to_have_attribute('aria-invalid', 'true')
+    assert is_same_document(page) is javascript
+    open_account_menu(page)
+    expect(page.locator('.account .menu-heading strong')).to_have_text(person.handle)
 
 
 def test_too_long_display_name_is_refused_in_place_and_header_keeps_old_name(
@@ -308,3 +336,33 @@ def test_pages_have_no_serious_accessibility_violations(new_page, axe, person,
     audit('notifications')
 
     audit.assert_clean(f'{color_scheme} scheme')
+
+
+def test_signing_up_from_a_cli_login_link_comes_back_to_verify_it(
+        page, javascript, person, live_server):
+    """Logged out, a CLI login link leads to log in, saying why; a new user follows Sign up
+    (which says the same) and, signed up, is on the verify page and can verify."""
+    status, started = call(f'{live_server}/api/v0/login/token', method='POST')
+    assert status == 201
+    page.goto(started['url'])
+    expect(page).to_have_url(re.compile(r'/login\?next='))
+    expect(page.get_by_text('Log in to verify the CLI login request.')).to_be_visible()
+    page.get_by_role('link', name='Sign up').click()
+
+    expect(page).to_have_url(re.compile(r'/signup\?next='))
+    expect(page.get_by_text('Sign up to verify the CLI login request.')).to_be_visible()
+    page.get_by_label('Email', exact=True).fill(person.email)
+    page.get_by_label('Handle', exact=True).fill(person.handle)
+    page.get_by_label('Password', exact=True).fill(person.password)
+    page.get_by_role('button', name='Sign up').click()
+
+    expect(page.get_by_role('heading', level=1, name='Verify login request')).to_be_visible()
+    expect(page).to_have_url(started['url'])
+    expect(page.locator('#login-request')).to_contain_text(person.handle)
+    settled(page)
+    page.get_by_role('button', name='Verify').click()
+    code = page.get_by_label('Verification code')
+    expect(code).to_have_value(re.compile(r'^[0-9]{6}$'))
+    status, body = call(f'{live_server}/api/v0/login/token/{started["id"]}'
+                        f'?code={code.input_value()}')
+    assert status == 200 and body['token'].startswith('pstt_')

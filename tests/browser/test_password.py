@@ -46,8 +46,11 @@ def expect_state(page, state, timeout=None):
 
 
 def masked_strings(page):
-    return [page.get_by_label(f'Connection string of {handle}').input_value()
-            for handle in WORKSPACES]
+    return [connection_string(page, handle).inner_text() for handle in WORKSPACES]
+
+
+def connection_string(page, handle):
+    return page.get_by_role('group', name=f'Connection string of {handle}').locator('code')
 
 
 def reload_until_applied(page, deadline_seconds=30):
@@ -104,8 +107,8 @@ def test_rotate_password_and_watch_every_workspace_reach_applied(
         # Polling swaps only the states: focus stays put and a revealed string stays shown.
         staging = workspace_item(page, 'staging')
         staging.get_by_role('button', name='Reveal password').click()
-        revealed = page.get_by_label('Connection string of staging')
-        expect(revealed).not_to_have_value(re.compile(r'\*'))
+        revealed = connection_string(page, 'staging')
+        expect(revealed).not_to_have_text(re.compile(r'\*'))
         expect(revealed).to_be_focused()  # htmx's autofocus has run, so it cannot move focus later
         rotate = password_section(page).get_by_role('button', name='Rotate Password')
         rotate.focus()
@@ -113,7 +116,7 @@ def test_rotate_password_and_watch_every_workspace_reach_applied(
         expect_state(page, 'Applied', timeout=20_000)
         assert is_same_document(page), 'the states arrived without a reload'
         expect(rotate).to_be_focused()
-        expect(revealed).not_to_have_value(re.compile(r'\*'))
+        expect(revealed).not_to_have_text(re.compile(r'\*'))
         expect(page.get_by_role('status').filter(has_text=PROPAGATED)).to_be_visible()
         expect(page.locator('#password-poll[hx-trigger]')).to_have_count(0)  # polling stopped
     else:
@@ -126,7 +129,7 @@ def test_rotate_password_and_watch_every_workspace_reach_applied(
 
 def test_cancel_leaves_the_password_as_it_was(page, javascript, person, live_worker):
     open_profile_with_workspaces(page, person, live_worker, handles=('analytics',))
-    before = page.get_by_label('Connection string of analytics').input_value()
+    before = connection_string(page, 'analytics').inner_text()
     password_section(page).get_by_role('button', name='Rotate Password').click()
     expect(page.get_by_text(QUESTION)).to_be_visible()
     settled(page)
@@ -138,7 +141,7 @@ def test_cancel_leaves_the_password_as_it_was(page, javascript, person, live_wor
     expect(rotate).to_be_visible()
     if javascript:
         expect(rotate).to_be_focused()
-    expect(page.get_by_label('Connection string of analytics')).to_have_value(before)
+    expect(connection_string(page, 'analytics')).to_have_text(before)
     expect(workspace_item(page, 'analytics')).to_contain_text('Password status: Applied')
 
 
@@ -160,3 +163,35 @@ def test_database_password_section_has_no_serious_accessibility_violations(
     audit('pending')
 
     audit.assert_clean(f'{color_scheme} scheme')
+
+
+@pytest.mark.parametrize('width', [1280, 360])
+def test_connection_strings_in_profile_wrap_whole_and_keep_their_width(
+        new_page, person, live_worker, width):
+    """Each connection string is shown whole (no field cutting it off at the user's handle),
+    within the screen, and revealing or hiding its password leaves its block where it was."""
+    page = new_page(javascript=True)
+    page.set_viewport_size({'width': width, 'height': 800})
+    open_profile_with_workspaces(page, person, live_worker)
+    strings = [connection_string(page, handle) for handle in WORKSPACES]
+    boxes = [string.bounding_box() for string in strings]
+    for string, box in zip(strings, boxes):
+        assert string.evaluate('e => e.scrollWidth <= e.clientWidth')
+        assert box['x'] >= 0 and box['x'] + box['width'] <= width
+        assert string.inner_text().endswith('?hostaddr=127.0.0.1')
+    assert page.evaluate('document.documentElement.scrollWidth') <= width
+    assert boxes[0]['width'] == boxes[1]['width']
+
+    staging = workspace_item(page, 'staging')
+    staging.get_by_role('button', name='Reveal password').click()
+    expect(strings[1]).not_to_have_text(re.compile(r'\*'))
+    settled(page)
+    revealed = strings[1].bounding_box()
+    assert (revealed['x'], revealed['width'], revealed['height']) == (
+        boxes[1]['x'], boxes[1]['width'], boxes[1]['height'])
+    assert page.evaluate('document.documentElement.scrollWidth') <= width
+    staging.get_by_role('button', name='Hide password').click()
+    expect(strings[1]).to_have_text(re.compile(r'\*'))
+    hidden = strings[1].bounding_box()
+    assert (hidden['x'], hidden['width'], hidden['height']) == (
+        boxes[1]['x'], boxes[1]['width'], boxes[1]['height'])

@@ -28,7 +28,9 @@ def workspace_row(page, handle):
 
 
 def connection_field(page, handle):
-    return page.get_by_label(f'Connection string of {handle}', exact=True)
+    """The block that shows a workspace's connection string (in the group it names)."""
+    return page.get_by_role('group', name=f'Connection string of {handle}', exact=True
+                            ).locator('code')
 
 
 def connection_pattern(person, handle, password, port):
@@ -77,8 +79,7 @@ def test_create_reveal_copy_and_delete_a_workspace(page, javascript, person, liv
     if javascript:
         expect(row.get_by_role('heading', name='analytics')).to_be_focused()
     connection = connection_field(page, 'analytics')
-    expect(connection).to_have_value(connection_pattern(person, 'analytics', MASKED, port))
-    expect(connection).not_to_be_editable()
+    expect(connection).to_have_text(connection_pattern(person, 'analytics', MASKED, port))
     settled(page)
 
     copy = row.get_by_role('button', name='Copy connection string')
@@ -93,8 +94,8 @@ def test_create_reveal_copy_and_delete_a_workspace(page, javascript, person, liv
 
     mark_document(page)
     row.get_by_role('button', name='Reveal password').click()
-    expect(connection).to_have_value(connection_pattern(person, 'analytics', PASSWORD, port))
-    revealed = connection.input_value()
+    expect(connection).to_have_text(connection_pattern(person, 'analytics', PASSWORD, port))
+    revealed = connection.inner_text()
     live_worker.finish()  # its database is made: the string logs in as it is
     assert logged_in_as(revealed) == (person.handle, urlsplit(revealed).path.lstrip('/'))
     assert is_same_document(page) is javascript
@@ -102,8 +103,8 @@ def test_create_reveal_copy_and_delete_a_workspace(page, javascript, person, liv
         assert revealed == copied
         expect(connection).to_be_focused()
     settled(page)
-    row.get_by_role('link', name='Hide password').click()
-    expect(connection).to_have_value(connection_pattern(person, 'analytics', MASKED, port))
+    row.get_by_role('button', name='Hide password').click()
+    expect(connection).to_have_text(connection_pattern(person, 'analytics', MASKED, port))
     expect(page).to_have_url(url_ending('/'))
     assert revealed not in page.content()
     if javascript:
@@ -165,10 +166,68 @@ def test_home_has_no_serious_accessibility_violations(new_page, axe, person, col
     expect(row).to_be_visible()
     audit('one workspace')
     row.get_by_role('button', name='Reveal password').click()
-    expect(row.get_by_role('link', name='Hide password')).to_be_visible()
+    expect(row.get_by_role('button', name='Hide password')).to_be_visible()
     audit('password revealed')
     row.get_by_role('link', name='Delete').click()
     expect(page.get_by_text('Delete workspace analytics?')).to_be_visible()
     audit('delete confirmation')
 
     audit.assert_clean(f'{color_scheme} scheme')
+
+
+def overflow(page):
+    """How far the page is wider than the viewport (0: no sideways scrolling)."""
+    return page.evaluate('document.documentElement.scrollWidth - window.innerWidth')
+
+
+def shown_whole(locator):
+    """The element shows all of its text: nothing is cut off or scrolled away inside it."""
+    return locator.evaluate('e => e.scrollWidth <= e.clientWidth && e.scrollHeight <= '
+                            'e.clientHeight')
+
+
+@pytest.mark.parametrize('width', [1280, 360])
+def test_a_connection_string_wraps_whole_and_keeps_its_width_when_revealed(
+        page, javascript, person, live_server, width):
+    page.set_viewport_size({'width': width, 'height': 800})
+    open_home(page, person)
+    handle = 'w' * 23  # the longest workspace handle: the longest host
+    create_workspace(page, handle)
+    row = workspace_row(page, handle)
+    expect(row).to_be_visible()
+    settled(page)
+    connection = connection_field(page, handle)
+    expect(connection).to_have_text(re.compile(r'\*\*-\*{4}-\*{4}-\*\*.*hostaddr=127\.0\.0\.1$'))
+    masked = connection.bounding_box()
+    reveal = row.get_by_role('button', name='Reveal password')
+    toggle = (reveal.evaluate('e => e.tagName'), reveal.bounding_box()['width'])
+    assert shown_whole(connection)
+    assert masked['x'] + masked['width'] <= width and overflow(page) == 0
+    if width == 360:  # the string is longer than a phone's line: it wraps, not cut off
+        assert masked['height'] > 2 * 16
+    block, card = connection.locator('xpath=..').bounding_box(), row.bounding_box()
+    assert block['width'] >= card['width'] - 2 * 22, 'as wide as its card (less padding)'
+
+    reveal.click()
+    expect(connection).to_have_text(re.compile(PASSWORD))
+    revealed = connection.bounding_box()
+    assert (revealed['x'], revealed['width']) == (masked['x'], masked['width'])
+    assert revealed['height'] == masked['height']  # the mask is as long as the password
+    assert shown_whole(connection) and overflow(page) == 0
+    hide = row.get_by_role('button', name='Hide password')
+    expect(hide).to_be_visible()
+    assert (hide.evaluate('e => e.tagName'), hide.bounding_box()['width']) == toggle, \
+        'Reveal and Hide: one control, one width'
+    assert toggle[0] == 'BUTTON'
+    copy = row.get_by_role('button', name='Copy connection string')
+    if javascript:
+        box = copy.bounding_box()
+        assert box['x'] + box['width'] <= width
+
+    settled(page)
+    hide.click()
+    expect(connection).to_have_text(re.compile(r'\*\*-\*{4}-\*{4}-\*\*'))
+    hidden = connection.bounding_box()
+    assert (hidden['x'], hidden['width'], hidden['height']) == (
+        masked['x'], masked['width'], masked['height'])
+    expect(page).to_have_url(url_ending('/'))
