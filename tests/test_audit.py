@@ -138,6 +138,18 @@ def test_the_actor_is_named_once_by_the_display_name_they_had_then(client, logge
     assert 'alice' not in entry.get_text()
 
 
+def test_an_actor_who_is_gone_is_named_without_an_avatar(client, logged_in):
+    record = write(logged_in, 'token.create', {'token_id': 't_1', 'last4': 'a1b2'},
+                   at=BASE_TIME + datetime.timedelta(days=1))
+    with database.db.connection_context():
+        models.AuditRecord.update(actor_id='u_gone', actor_handle='carol').where(
+            models.AuditRecord.id == record).execute()
+    sentence = html(client.get(URL)).select_one('li[data-record] .audit-sentence')
+    assert sentence.find('img') is None
+    assert sentence.find(True)['class'] == ['avatar', 'avatar-24', 'audit-no-avatar']
+    assert ' '.join(sentence.get_text().split()) == 'carol created token pst_…a1b2'
+
+
 def test_a_record_without_data_or_ip_has_no_details_and_no_ip(client, logged_in):
     write(logged_in, 'user.avatar.delete', ip=None, at=BASE_TIME + datetime.timedelta(days=1))
     entry = html(client.get(URL)).select_one('li[data-record]')
