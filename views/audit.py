@@ -30,7 +30,7 @@ def page():
     """Show one page of the log (after ?after=, of ?action_type=) as a page or a fragment.
 
     htmx asks for the entries after a cursor (Load more, target #audit-rows) or for the whole
-    table of a filter (target #audit-log); anything else gets the panel."""
+    log of a filter (target #audit-log); anything else gets the panel."""
     action_type = request.args.get('action_type', '')
     if action_type not in AUDIT_ACTIONS:
         action_type = ''
