@@ -463,21 +463,24 @@ class AuditAction(NamedTuple):
     """An action type audit records are written with: what the Audit Log's filter calls it,
     and what a record of it says the actor did, after their handle.
 
-    A sentence is a str.format template over the record's data; `{token}` stands for the
-    token the data names by its last 4 characters. `variants` maps a condition on the data to
-    the sentence it calls for instead, the first that holds winning: `key` holds when the data
-    has a value there, `key.inner` when data[key] has one at `inner`, and `key.inner=value`
-    when that value is `value`."""
+    A sentence is a str.format template over the record's data, in the words the console's
+    pages use, plus what views.audit words from the data: `{token}`, the token the data
+    names by its last 4 characters; `{turned}` and `{unsubscribed}`, the Notifications
+    switches it changed, by their labels; `{email}`, the System email it names. `variants`
+    maps a condition on those values to the sentence it calls for instead, the first that
+    holds winning: `key` holds when there is a value at `key`, `key.inner` when data[key] has
+    one at `inner`, and `key.inner=value` when that value is `value`."""
     name: str
     label: str
     sentence: str
     variants: dict = {}
 
-    def says(self, data):
-        """The sentence a record of this action with `data` reads as."""
+    def says(self, values):
+        """The sentence a record of this action reads as, given `values`: its data and
+        what is worded from it."""
         for condition, sentence in self.variants.items():
             path, _, wanted = condition.partition('=')
-            value = data
+            value = values
             for key in path.split('.'):
                 value = value.get(key) if isinstance(value, dict) else None
             if value is not None and value != '' and (not wanted or str(value) == wanted):
@@ -498,14 +501,16 @@ AUDIT_ACTIONS = {action.name: action for action in (
         'display_name.old': 'cleared their display name',
         'handle.new': 'changed their handle from {handle[old]} to {handle[new]}'}),
     AuditAction('user.preferences.update', 'Notification preferences changed',
-                'changed their notification preferences',
-                {'via=email': 'unsubscribed with the link in an email'}),
+                'changed their notification preferences', {
+                    'unsubscribed': 'unsubscribed from {unsubscribed} with the link in an email',
+                    'via=email': 'unsubscribed with the link in an email',
+                    'turned': 'turned {turned}'}),
     AuditAction('user.avatar.update', 'Avatar uploaded', 'uploaded a new avatar'),
     AuditAction('user.avatar.delete', 'Avatar reset', 'reset their avatar'),
     AuditAction('user.password.rotate', 'Database password rotated',
                 'rotated their database password',
                 {'version': 'rotated their database password (version {version})'}),
-    AuditAction('user.session.revoke', 'Session revoked', 'logged out another browser session'),
+    AuditAction('user.session.revoke', 'Session revoked', 'revoked another browser session'),
     AuditAction('workspace.create', 'Workspace created', 'created workspace {handle}'),
     AuditAction('workspace.delete', 'Workspace deleted', 'deleted workspace {handle}'),
     AuditAction('token.create', 'Token created', 'created {token}'),
@@ -520,8 +525,8 @@ AUDIT_ACTIONS = {action.name: action for action in (
                 {'requested_from': 'declined a CLI login request from {requested_from}'}),
     AuditAction('login_token.create', 'CLI login completed',
                 'logged in with the CLI (a temporary token was issued)'),
-    AuditAction('email.failed', 'Email undeliverable', 'could not be sent an email', {
-        'code': 'could not be sent an email (their mail server answered {code})'}),
+    AuditAction('email.failed', 'Email undeliverable', 'could not be sent {email}', {
+        'code': 'could not be sent {email} (their mail server answered {code})'}),
 )}
 
 

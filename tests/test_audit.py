@@ -14,7 +14,7 @@ import workspaces
 from tests.helpers import HTMX, html, log_in, make_user
 
 URL = '/user/alice/settings/audit'
-MORE = {**HTMX, 'HX-Target': 'audit-more'}
+MORE = {**HTMX, 'HX-Target': 'audit-rows'}
 FILTER = {**HTMX, 'HX-Target': 'audit-log'}
 SPEC_FIELDS = ['id', 'action_type', 'actor_id', 'actor_handle', 'actor_display_name',
                'actor_avatar_url', 'actor_ip', 'identity_id', 'identity_handle', 'target_id',
@@ -42,11 +42,18 @@ def write_many(user, count, action_type='token.create'):
 
 
 def record_ids(page):
-    return [row['data-record'] for row in page.select('tr[data-record]')]
+    return [entry['data-record'] for entry in page.select('li[data-record]')]
 
 
 def sentences(page):
-    return [' '.join(cell.get_text().split()) for cell in page.select('td.audit-action')]
+    return [' '.join(p.get_text().split()) for p in page.select('li[data-record] .audit-sentence')]
+
+
+def details(entry):
+    """An entry's details as (label, value) pairs, from its <dl> behind Details."""
+    box = entry.find('details')
+    assert box.find('summary').get_text(strip=True) == 'Details'
+    return [(dt.get_text(), dt.find_next_sibling('dd').get_text()) for dt in box.find_all('dt')]
 
 
 def load_more_link(page):
@@ -63,8 +70,11 @@ def test_audit_log_is_a_full_page_normally(client, logged_in):
     assert page.find(id='panel').find('h2').get_text(strip=True) == 'Audit Log'
     nav = page.find('nav', attrs={'aria-label': 'Settings'})
     assert nav.find(attrs={'aria-current': 'page'}).get_text(strip=True) == 'Audit Log'
-    assert [th.get_text() for th in page.select('table.audit-table thead th')] == [
-        'Actor', 'Action', 'IP', 'Time', 'Details']
+    log = page.find('ol', id='audit-rows')
+    assert log.find_parent(id='audit-log') is not None
+    assert page.find(id=log['aria-labelledby']).get_text() == 'All records'
+    assert [entry.name for entry in log.find_all(recursive=False)] == ['li', 'li']
+    assert page.find('table') is None
 
 
 def test_audit_log_is_only_the_panel_for_htmx(client, logged_in):
@@ -94,17 +104,57 @@ def test_records_are_newest_first_with_a_readable_sentence(client, logged_in):
     page = html(client.get(URL))
     assert sentences(page)[:2] == ['alice deleted token pst_…a1b2',
                                    'alice created token pst_…a1b2']
-    first = page.select_one('tr[data-record]')
-    assert first.find('strong').get_text() == 'alice'
-    assert first.select_one('td.audit-ip').get_text(strip=True) == '192.0.2.7'
-    avatar = first.select_one('td .audit-actor img.avatar')
+    first = page.select_one('li[data-record]')
+    sentence = first.select_one('p.audit-sentence')
+    avatar = sentence.find(True)  # the sentence starts with the actor's avatar, 24 px
+    assert avatar.name == 'img' and 'avatar' in avatar['class']
     assert avatar['src'].startswith(f'/avatars/{logged_in.id}/')
-    time = first.find('time')
+    assert (avatar['width'], avatar['height'], avatar['alt']) == ('24', '24', '')
+    assert first.get_text().count('alice') == 1  # the actor is named once
+    meta = sentence.find_next_sibling('p')
+    assert 'audit-meta' in meta['class']
+    assert ' '.join(meta.get_text().split()) == 'Jan 1, 2030, 12:05 UTC IP 192.0.2.7'
+    time = meta.find('time')
     assert time['datetime'] == '2030-01-01T12:05:00Z'
     assert time['title'] == '2030-01-01 12:05:00 UTC'
-    details = first.select_one('td.audit-details dl')
-    assert [(dt.get_text(), dt.find_next_sibling('dd').get_text())
-            for dt in details.find_all('dt')] == [('Last4', 'a1b2'), ('Token id', 't_1')]
+    assert details(first) == [('Token', 'pst_…a1b2'), ('Token ID', 't_1')]
+    assert first.find('dd').find('code').get_text() == 'pst_…a1b2'
+
+
+def test_the_actor_is_named_once_by_the_display_name_they_had_then(client, logged_in):
+    with database.db.connection_context():
+        models.User.get_by_id(logged_in.id).set_display_name('Alice Liddell')
+    write(logged_in, 'token.create', {'token_id': 't_1', 'last4': 'a1b2'},
+          at=BASE_TIME + datetime.timedelta(days=1))
+    with database.db.connection_context():
+        models.AuditRecord.update(actor_display_name=None, actor_handle=None).where(
+            models.AuditRecord.action_type == 'user.signup').execute()
+    page = html(client.get(URL))
+    assert sentences(page)[:2] == ['Alice Liddell created token pst_…a1b2',
+                                   'Alice Liddell changed their display name to “Alice Liddell”']
+    assert sentences(page)[-1] == 'Someone signed up'
+    entry = page.select_one('li[data-record]')
+    assert entry.find('strong').get_text() == 'Alice Liddell'
+    assert 'alice' not in entry.get_text()
+
+
+def test_an_actor_who_is_gone_is_named_without_an_avatar(client, logged_in):
+    record = write(logged_in, 'token.create', {'token_id': 't_1', 'last4': 'a1b2'},
+                   at=BASE_TIME + datetime.timedelta(days=1))
+    with database.db.connection_context():
+        models.AuditRecord.update(actor_id='u_gone', actor_handle='carol').where(
+            models.AuditRecord.id == record).execute()
+    sentence = html(client.get(URL)).select_one('li[data-record] .audit-sentence')
+    assert sentence.find('img') is None
+    assert sentence.find(True)['class'] == ['avatar', 'avatar-24', 'audit-no-avatar']
+    assert ' '.join(sentence.get_text().split()) == 'carol created token pst_…a1b2'
+
+
+def test_a_record_without_data_or_ip_has_no_details_and_no_ip(client, logged_in):
+    write(logged_in, 'user.avatar.delete', ip=None, at=BASE_TIME + datetime.timedelta(days=1))
+    entry = html(client.get(URL)).select_one('li[data-record]')
+    assert entry.find('details') is None
+    assert entry.select_one('.audit-meta').get_text(strip=True) == 'Jan 2, 2030, 12:00 UTC'
 
 
 SENTENCES = [
@@ -118,10 +168,19 @@ SENTENCES = [
      'alice changed their display name to “Alice A”'),
     ('user.update', {'handle': {'old': 'alice', 'new': 'alicia'}},
      'alice changed their handle from alice to alicia'),
+    ('user.update', {'display_name': {'old': 'Alice A', 'new': None}},
+     'alice cleared their display name'),
+    ('user.update', {}, 'alice updated their profile'),
     ('user.preferences.update', {'communication_tips_and_tricks': 'enabled'},
-     'alice changed their notification preferences'),
-    ('user.preferences.update', {'communication_tips_and_tricks': 'disabled', 'via': 'email'},
-     'alice unsubscribed with the link in an email'),
+     'alice turned on Tips & Tricks emails'),
+    ('user.preferences.update', {'communication_community_updates': 'enabled',
+                                 'communication_product_updates': 'enabled',
+                                 'communication_tips_and_tricks': 'disabled'},
+     'alice turned on Community Updates and Product Updates emails, and off Tips & Tricks emails'),
+    ('user.preferences.update', {}, 'alice changed their notification preferences'),
+    ('user.preferences.update', {'communication_product_updates': 'disabled', 'via': 'email'},
+     'alice unsubscribed from Product Updates with the link in an email'),
+    ('user.preferences.update', {'via': 'email'}, 'alice unsubscribed with the link in an email'),
     ('token.create', {'token_id': 't_1', 'last4': 'a1b2'}, 'alice created token pst_…a1b2'),
     ('token.update', {'token_id': 't_1', 'last4': 'a1b2',
                       'status': {'old': 'active', 'new': 'inactive'}},
@@ -143,13 +202,16 @@ SENTENCES = [
     ('user.password.rotate', {}, 'alice rotated their database password'),
     ('user.password.rotate', {'version': 3, 'workspaces': 2},
      'alice rotated their database password (version 3)'),
-    ('user.session.revoke', {'session_id': 's_2'}, 'alice logged out another browser session'),
+    ('user.session.revoke', {'session_id': 's_2'}, 'alice revoked another browser session'),
     ('workspace.create', {'workspace_id': 'w_1', 'handle': 'analytics'},
      'alice created workspace analytics'),
     ('workspace.delete', {'workspace_id': 'w_1', 'handle': 'analytics'},
      'alice deleted workspace analytics'),
-    ('email.failed', {'kind': 'token.create', 'code': None}, 'alice could not be sent an email'),
-    ('email.failed', {'kind': 'token.create', 'code': 550},
+    ('email.failed', {'kind': 'token.create', 'code': None},
+     'alice could not be sent an email about a new token'),
+    ('email.failed', {'kind': 'announcement', 'code': 550},
+     'alice could not be sent an announcement (their mail server answered 550)'),
+    ('email.failed', {'code': 550},
      'alice could not be sent an email (their mail server answered 550)'),
     ('workspace.frobnicate', {'x': 1}, 'alice did workspace.frobnicate'),
 ]
@@ -210,9 +272,63 @@ def test_the_sentences_of_a_real_workspace_rotation_and_handle_change(client, lo
 def test_details_show_old_and_new_values_and_escape_what_users_typed(client, logged_in):
     write(logged_in, 'user.update', {'display_name': {'old': None, 'new': '<b>Al</b>'}},
           at=BASE_TIME)
+    entry = html(client.get(URL)).select_one('li[data-record]')
+    assert entry.select_one('.audit-sentence').find('b') is None
+    assert details(entry) == [('Display Name', '(none) → <b>Al</b>')]
+
+
+DETAILS = [
+    ('user.preferences.update', {'communication_community_updates': 'enabled',
+                                 'communication_product_updates': 'disabled',
+                                 'communication_tips_and_tricks': 'disabled', 'via': 'email'},
+     [('Changed with', 'The unsubscribe link in an email'), ('Community Updates', 'On'),
+      ('Product Updates', 'Off'), ('Tips & Tricks', 'Off')]),
+    ('token.update', {'token_id': 't_1', 'last4': 'a1b2',
+                      'status': {'old': 'active', 'new': 'inactive'}},
+     [('Status', 'Active → Inactive'), ('Token', 'pst_…a1b2'), ('Token ID', 't_1')]),
+    ('user.update', {'handle': {'old': 'alice', 'new': 'alicia'}},
+     [('Handle', 'alice → alicia')]),
+    ('user.password.rotate', {'version': 3, 'workspaces': 2},
+     [('Password version', '3'), ('Workspaces', '2')]),
+    ('user.authentication.reset', {'sessions': 2, 'tokens': 1, 'temporary_tokens': 0},
+     [('CLI logins revoked', '0'), ('Sessions ended', '2'), ('Tokens revoked', '1')]),
+    ('login_token.confirm', {'login_request_id': 'l_1', 'requested_from': '198.51.100.4'},
+     [('CLI asked from', '198.51.100.4'), ('Login request ID', 'l_1')]),
+    ('login_token.create', {'login_request_id': 'l_1', 'temporary_token_id': 'p_1'},
+     [('CLI login token ID', 'p_1'), ('Login request ID', 'l_1')]),
+    ('user.login', {'session_id': 's_1'}, [('Session ID', 's_1')]),
+    ('workspace.create', {'workspace_id': 'w_1', 'handle': 'analytics'},
+     [('Workspace ID', 'w_1'), ('Workspace handle', 'analytics')]),
+    ('email.failed', {'kind': 'user.password.rotate', 'code': 550},
+     [('Email', 'An email about the rotated database password'),
+      ('Mail server answered', '550')]),
+    ('workspace.frobnicate', {'some_flag': True}, [('Some flag', 'Yes')]),
+]
+
+
+@pytest.mark.parametrize('action_type,data,expected', DETAILS,
+                         ids=[f'{a}-{i}' for i, (a, _, _) in enumerate(DETAILS)])
+def test_details_use_the_words_of_the_console(client, logged_in, action_type, data, expected):
+    write(logged_in, action_type, data, at=BASE_TIME + datetime.timedelta(days=1))
+    entry = html(client.get(URL)).select_one('li[data-record]')
+    assert details(entry) == expected
+    ids = [dd.get_text() for dd in entry.find_all('dd') if dd.find('code')]
+    assert ids == [value for label, value in expected if label.endswith('ID')
+                   or label == 'Token']
+
+
+def test_every_sentence_and_label_is_free_of_internal_names(client, logged_in):
+    for i, (action_type, data, _) in enumerate(SENTENCES + DETAILS):
+        write(logged_in, action_type, data, at=BASE_TIME + datetime.timedelta(seconds=i))
     page = html(client.get(URL))
-    assert page.select_one('td.audit-action').find('b') is None
-    assert page.select_one('td.audit-details dd').get_text() == '(none) → <b>Al</b>'
+    words = ' '.join(sentences(page) + [dt.get_text() for dt in page.find_all('dt')]
+                     + [dd.get_text() for dd in page.find_all('dd') if not dd.find('code')])
+    assert 'Tips & Tricks' in words
+    # What is left once the token names (code) and the unknown action's own name are gone.
+    prose = words.replace('pst_…', '').replace('did workspace.frobnicate', '')
+    for jargon in ('communication', 'Last4', 'enabled', 'disabled', 'Via', 'token.create',
+                   'user.password.rotate', '_'):
+        assert jargon not in prose, (jargon, re.findall(rf'\S*{re.escape(jargon)}\S*', prose))
 
 
 def test_records_of_another_user_are_never_shown(client, logged_in):
@@ -233,16 +349,20 @@ def _load_all_with_htmx(client, url):
     ids = record_ids(page)
     more = load_more_link(page)
     while more is not None:
-        assert more['hx-target'] == '#audit-more' and more['hx-swap'] == 'outerHTML'
+        assert more['hx-target'] == '#audit-rows' and more['hx-swap'] == 'beforeend'
         response = client.get(more['hx-get'], headers=MORE)
         assert response.status_code == 200
         fragment = html(response)
-        assert fragment.find('table') is None and fragment.find('h2') is None
-        assert all(tr.parent is fragment for tr in fragment.find_all('tr', recursive=False))
+        assert fragment.find('ol') is None and fragment.find('h2') is None
+        entries = fragment.find_all('li', recursive=False)  # appended to the list as they are
+        assert entries and all(entry.has_attr('data-record') for entry in entries)
         ids += record_ids(fragment)
+        again = fragment.find(id='audit-more', recursive=False)  # replaced out of band
+        assert again.name == 'p' and again['hx-swap-oob'] == 'true'
         more = load_more_link(fragment)
-        if more is not None:
-            assert more.find_parent('tr')['id'] == 'audit-more'
+        assert more is None or more.parent is again
+        if more is None:
+            assert again.get_text(strip=True) == ''
     return ids
 
 
@@ -251,8 +371,11 @@ def test_load_more_with_htmx_appends_every_record_once_in_order(client, logged_i
     ids = _load_all_with_htmx(client, URL)
     assert len(ids) == len(set(ids)) == 122
     assert ids[:120] == expected
-    first_page = record_ids(html(client.get(URL)))
-    assert len(first_page) == 50
+    first_page = html(client.get(URL))
+    assert len(record_ids(first_page)) == 50
+    more = first_page.find('p', id='audit-more')
+    assert not more.has_attr('hx-swap-oob')
+    assert more.find_previous_sibling('ol')['id'] == 'audit-rows'
 
 
 def test_load_more_without_javascript_is_a_link_to_a_full_page_of_the_next_records(

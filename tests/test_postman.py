@@ -24,6 +24,7 @@ import models
 import postman
 from app import create_app
 from tests.conftest import TEST_PASSWORD_KEY
+from views.audit import audit_sentence
 
 ROOT = Path(__file__).resolve().parents[1]
 LEASE = datetime.timedelta(seconds=30)
@@ -201,8 +202,8 @@ def test_550_fails_for_good_marks_the_account_audits_it_and_profile_says_so(
     [record] = audit_records(logged_in, 'email.failed')
     data = json.loads(record.data)
     assert data == {'kind': 'token.create', 'code': 550}
-    assert models.AUDIT_ACTIONS['email.failed'].says(data).format(**data) == (
-        'could not be sent an email (their mail server answered 550)')
+    assert audit_sentence('email.failed', data) == (
+        'could not be sent an email about a new token (their mail server answered 550)')
     notice = BeautifulSoup(client.get(PROFILE).text, 'html.parser').find(
         id='email-undeliverable')
     assert notice is not None

@@ -8,7 +8,7 @@ from flask import Response, render_template, request, stream_with_context
 from flask_login import current_user
 from markupsafe import Markup
 
-from models import AUDIT_ACTIONS, AuditRecord, utcnow
+from models import AUDIT_ACTIONS, AuditRecord, Preferences, utcnow
 from views import audit_json, decode_cursor, encode_cursor, respond, settings_blueprint
 
 bp = settings_blueprint('audit', __name__, 'Audit Log', 5)
@@ -20,15 +20,17 @@ EXPORT_FIELDS = ('id', 'action_type', 'actor_id', 'actor_handle', 'actor_display
                  'target_id', 'target_handle', 'data', 'created_at')
 ACTION_TYPES = [(action.name, action.label) for action in AUDIT_ACTIONS.values()]
 # The parts of the panel that htmx asks for by their element id (see page).
-PARTS = {'audit-more': 'audit/_rows.html', 'audit-log': 'audit/_log.html'}
+PARTS = {'audit-rows': 'audit/_next.html', 'audit-log': 'audit/_log.html'}
+# The audit data of a Notifications switch is this prefix and its name (models.Preferences).
+SWITCH = 'communication_'
 
 
 @bp.get('/audit')
 def page():
     """Show one page of the log (after ?after=, of ?action_type=) as a page or a fragment.
 
-    htmx asks for the rows after a cursor (Load more, target #audit-more) or for the whole
-    table of a filter (target #audit-log); anything else gets the panel."""
+    htmx asks for the entries after a cursor (Load more, target #audit-rows) or for the whole
+    log of a filter (target #audit-log); anything else gets the panel."""
     action_type = request.args.get('action_type', '')
     if action_type not in AUDIT_ACTIONS:
         action_type = ''
@@ -108,43 +110,106 @@ def _spreadsheet_safe(value):
 
 
 def _rows(records):
-    """What each table row shows: the record, its actor, its data and its details."""
+    """What each entry shows: the record, its actor, its data and its details."""
     actors = AuditRecord.actors(records)
     rows = []
     for record in records:
         data = json.loads(record.data)
         rows.append({'record': record, 'actor': actors.get(record.actor_id), 'data': data,
-                     'details': [(_label(key), _readable(value)) for key, value in
-                                 sorted(data.items())]})
+                     'details': _details(record.action_type, data)})
     return rows
 
 
-def _label(key):
-    return key.replace('_', ' ').capitalize()
+# The words the console's pages use for what a record's data holds; a key not listed here
+# is shown as its name in words. The switches are named as the Notifications page names them.
+LABELS = {
+    'display_name': 'Display Name', 'handle': 'Handle', 'status': 'Status',
+    'session_id': 'Session ID', 'token_id': 'Token ID', 'last4': 'Token',
+    'workspace_id': 'Workspace ID', 'version': 'Password version',
+    'workspaces': 'Workspaces', 'sessions': 'Sessions ended', 'tokens': 'Tokens revoked',
+    'temporary_tokens': 'CLI logins revoked', 'login_request_id': 'Login request ID',
+    'requested_from': 'CLI asked from', 'temporary_token_id': 'CLI login token ID',
+    'kind': 'Email', 'code': 'Mail server answered', 'via': 'Changed with',
+    **{SWITCH + name: label for name, label, _ in Preferences.CHOICES},
+}
+# A key whose label depends on the action, as (action_type, key).
+ACTION_LABELS = {('workspace.create', 'handle'): 'Workspace handle',
+                 ('workspace.delete', 'handle'): 'Workspace handle'}
+# Values the console shows in other words: a token's status as the Tokens page does, a
+# switch's as On or Off, how a change was made.
+WORDS = {'status': {'active': 'Active', 'inactive': 'Inactive'},
+         'via': {'email': 'The unsubscribe link in an email'},
+         **{SWITCH + name: {'enabled': 'On', 'disabled': 'Off'}
+            for name, _, _ in Preferences.CHOICES}}
+# What each System email (mail.SYSTEM_EMAILS) or announcement is about, for email.failed.
+EMAILS = {'token.create': 'an email about a new token',
+          'user.password.rotate': 'an email about the rotated database password',
+          'user.handle.change': 'an email about the changed handle',
+          'user.authentication.reset': 'an email about the authentication reset',
+          'login_token.confirm': 'an email about a verified CLI login',
+          'user.delete': 'an email about the deleted account',
+          'announcement': 'an announcement'}
+# Values shown as code: ids and the token's last characters, which may wrap anywhere.
+CODE = {'last4', 'session_id', 'token_id', 'workspace_id', 'login_request_id',
+        'temporary_token_id'}
 
 
-def _readable(value):
+def _details(action_type, data):
+    """A record's data as (label, value, is_code) in the console's words, by label."""
+    details = []
+    for key, value in data.items():
+        label = ACTION_LABELS.get((action_type, key)) or LABELS.get(key) \
+            or key.replace('_', ' ').capitalize()
+        if key == 'last4':
+            value = f'pst_…{value}'
+        elif key == 'kind':
+            value = _capitalized(EMAILS.get(value, value))
+        else:
+            value = _readable(value, WORDS.get(key, {}))
+        details.append((label, value, key in CODE))
+    return sorted(details)
+
+
+def _capitalized(text):
+    return text[:1].upper() + text[1:]
+
+
+def _readable(value, words):
     if isinstance(value, dict) and set(value) == {'old', 'new'}:
-        return f'{_readable(value["old"])} → {_readable(value["new"])}'
-    if value is None:
+        return f'{_readable(value["old"], words)} → {_readable(value["new"], words)}'
+    if value is None or value == '':
         return '(none)'
     if isinstance(value, bool):
-        return 'yes' if value else 'no'
+        return 'Yes' if value else 'No'
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    return str(value)
+    return words.get(value, str(value))
+
+
+def _worded(data):
+    """What a sentence says in words from a record's data (see models.AuditAction)."""
+    values = collections.defaultdict(str, data)
+    values['token'] = Markup('token <code>pst_…{}</code>').format(data.get('last4', ''))
+    on = [label for name, label, _ in Preferences.CHOICES if data.get(SWITCH + name) == 'enabled']
+    off = [label for name, label, _ in Preferences.CHOICES
+           if data.get(SWITCH + name) == 'disabled']
+    values['turned'] = ', and '.join(f'{word} {" and ".join(labels)} emails'
+                                     for word, labels in (('on', on), ('off', off)) if labels)
+    if data.get('via') == 'email':
+        values['unsubscribed'] = ' and '.join(off)
+    values['email'] = EMAILS.get(data.get('kind'), 'an email')
+    return values
 
 
 @bp.app_template_global()
 def audit_sentence(action_type, data):
-    """What a record says its actor did, after their handle: its action's sentence
+    """What a record says its actor did, after their name: its action's sentence
     (models.AUDIT_ACTIONS) filled in from its data, which is escaped; a token is named as code."""
     action = AUDIT_ACTIONS.get(action_type)
     if action is not None:
-        values = collections.defaultdict(str, data)
-        values['token'] = Markup('token <code>pst_…{}</code>').format(data.get('last4', ''))
+        values = _worded(data)
         try:
-            return Markup(action.says(data)).format_map(values)
+            return Markup(action.says(values)).format_map(values)
         except (LookupError, TypeError, ValueError):  # data without what its sentence names
             pass
     return Markup('did <code>{}</code>').format(action_type)

@@ -45,6 +45,88 @@ def write_records(person, count):
              .where(models.AuditRecord.id == record.id).execute())
 
 
+# One record of every action type, with data as the app writes it: the log a long-lived
+# account has. A display name this long and IDs are what once widened the page.
+EVERY_KIND = [
+    ('user.signup', {}),
+    ('user.login', {'session_id': 's_' + 'q' * 20}),
+    ('user.login.failed', {'session_id': 's_' + 'r' * 20}),
+    ('user.logout', {'session_id': 's_' + 'q' * 20}),
+    ('user.update', {'display_name': {'old': None, 'new': 'Maximiliana Oyelaran-Fitzgerald'}}),
+    ('user.update', {'handle': {'old': 'maximiliana-oyelaran', 'new': 'max-oyelaran-fitz'}}),
+    ('user.preferences.update', {'communication_community_updates': 'enabled',
+                                 'communication_product_updates': 'disabled',
+                                 'communication_tips_and_tricks': 'disabled'}),
+    ('user.preferences.update', {'communication_product_updates': 'disabled', 'via': 'email'}),
+    ('user.avatar.update', {}),
+    ('user.avatar.delete', {}),
+    ('user.password.rotate', {'version': 12, 'workspaces': 2}),
+    ('user.session.revoke', {'session_id': 's_' + 't' * 20}),
+    ('workspace.create', {'workspace_id': 'w_' + 'u' * 20, 'handle': 'customer-analytics'}),
+    ('workspace.delete', {'workspace_id': 'w_' + 'u' * 20, 'handle': 'customer-analytics'}),
+    ('token.create', {'token_id': 't_' + 'v' * 20, 'last4': 'a1b2'}),
+    ('token.update', {'token_id': 't_' + 'v' * 20, 'last4': 'a1b2',
+                      'status': {'old': 'active', 'new': 'inactive'}}),
+    ('token.delete', {'token_id': 't_' + 'v' * 20, 'last4': 'a1b2'}),
+    ('user.authentication.reset', {'sessions': 3, 'tokens': 2, 'temporary_tokens': 1}),
+    ('login_token.confirm', {'login_request_id': 'l_' + 'w' * 20,
+                             'requested_from': '2001:db8:85a3::8a2e:370:7334'}),
+    ('login_token.decline', {'login_request_id': 'l_' + 'x' * 20,
+                             'requested_from': '198.51.100.200'}),
+    ('login_token.create', {'login_request_id': 'l_' + 'w' * 20,
+                            'temporary_token_id': 'p_' + 'y' * 20}),
+    ('email.failed', {'kind': 'user.password.rotate', 'code': 550}),
+]
+LONG_NAME = 'Maximiliana Evangelina Oyelaran-Fitzgerald'
+LONG_IP = '2001:db8:ffff:ffff:ffff:ffff:ffff:fffe'
+
+
+def write_every_kind(person):
+    """Each of EVERY_KIND, a minute apart after now (the newest), by the person, who has a long
+    display name, from a long IPv6 address."""
+    assert {action for action, _ in EVERY_KIND} == set(models.AUDIT_ACTIONS)
+    start = models.utcnow() + datetime.timedelta(minutes=1)
+    with database.db.connection_context():
+        user = account(person)
+        user.set_display_name(LONG_NAME)
+        for i, (action, data) in enumerate(EVERY_KIND):
+            record = models.AuditRecord.write(action, user, LONG_IP, data=data)
+            (models.AuditRecord.update(created_at=start + datetime.timedelta(minutes=i))
+             .where(models.AuditRecord.id == record.id).execute())
+
+
+@pytest.fixture
+def sized_page(browser, live_server, javascript):
+    """A page of a given screen: sized_page(width, height, phone) in a fresh context."""
+    contexts = []
+
+    def open_page(width, height, phone=False):
+        context = browser.new_context(
+            base_url=live_server, java_script_enabled=javascript,
+            viewport={'width': width, 'height': height}, is_mobile=phone, has_touch=phone)
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+def audit_entries(page):
+    """The log's entries: the list is named by its heading (All records, or the filter's)."""
+    return page.get_by_role('list', name=re.compile('records', re.I)).locator('> li')
+
+
+def open_every_details(page):
+    entries = audit_entries(page)
+    for i in range(entries.count()):
+        summary = entries.nth(i).get_by_text('Details', exact=True)
+        if summary.count():
+            summary.click()
+            expect(entries.nth(i).locator('dl')).to_be_visible()
+
+
 def login_page(page):
     expect(page).to_have_url(re.compile(r'/login(\?|$)'))
     expect(page.get_by_role('heading', level=1, name='Log in')).to_be_visible()
@@ -103,10 +185,11 @@ def test_audit_log_load_more_and_filter(page, javascript, person):
     settings_link(page, 'Audit Log').click()
     expect(panel_heading(page, 'Audit Log')).to_be_visible()
     settled(page)
-    table = page.get_by_role('table')
-    rows = table.locator('tbody tr[data-record]')
+    rows = audit_entries(page)
     expect(rows).to_have_count(50)
     expect(rows.first).to_contain_text(f'{person.handle} created token pst_…0059')
+    expect(rows.first.locator('img.avatar')).to_have_count(1)  # the actor's, named once
+    assert rows.first.inner_text().count(person.handle) == 1
     time = rows.first.locator('time')
     expect(time).to_have_attribute('title', re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$'))
     if javascript:  # shown in the browser's time zone, the UTC value in the tooltip
@@ -214,8 +297,10 @@ def test_audit_advanced_and_verify_pages_have_no_serious_accessibility_violation
     person.sign_up(page)
     write_records(person, 3)
     settings_link(page, 'Audit Log').click()
-    expect(page.get_by_role('table')).to_be_visible()
-    audit('audit log')
+    expect(audit_entries(page)).to_have_count(5)
+    audit_entries(page).first.get_by_text('Details', exact=True).click()
+    expect(audit_entries(page).first.locator('dl')).to_be_visible()
+    audit('audit log, details open')
     settings_link(page, 'Advanced').click()
     page.get_by_role('button', name='Reset authentication').click()
     expect(page.get_by_text('Reset authentication now?')).to_be_visible()
@@ -228,3 +313,52 @@ def test_audit_advanced_and_verify_pages_have_no_serious_accessibility_violation
     audit('verify login request, code')
 
     audit.assert_clean(f'{color_scheme} scheme')
+
+
+def test_audit_log_fits_a_phone_screen(sized_page, javascript, person):
+    page = sized_page(360, 740, phone=True)
+    person.sign_up(page)
+    write_every_kind(person)
+    page.goto(f'/user/{person.handle}/settings/audit')
+    expect(panel_heading(page, 'Audit Log')).to_be_visible()
+    entries = audit_entries(page)
+    expect(entries).to_have_count(len(EVERY_KIND) + 3)  # with signup, login, display name
+    expect(entries.first).to_contain_text(f'{LONG_NAME} could not be sent an email about the '
+                                          'rotated database password')
+    open_every_details(page)
+
+    assert page.evaluate('document.documentElement.scrollWidth') <= 360
+    boxes = [entries.nth(i).bounding_box() for i in range(entries.count())]
+    for part in ('Action type', 'Export as CSV', 'Export as JSON Lines'):
+        boxes.append(page.get_by_label(part).bounding_box() if part == 'Action type'
+                     else page.get_by_role('link', name=part).bounding_box())
+    assert all(box['x'] >= 0 and box['x'] + box['width'] <= 360 for box in boxes), boxes
+    # Stacked cards: each entry starts below the one before, none beside another.
+    tops = [box['y'] for box in boxes[:entries.count()]]
+    assert tops == sorted(tops) and len(set(tops)) == len(tops)
+    assert page.evaluate('document.documentElement.scrollWidth') <= 360  # with details open
+
+
+def test_audit_entry_reads_on_at_most_two_lines_on_a_desktop(sized_page, javascript, person):
+    page = sized_page(1280, 800)
+    person.sign_up(page)
+    write_every_kind(person)
+    page.goto(f'/user/{person.handle}/settings/audit')
+    entries = audit_entries(page)
+    expect(entries).to_have_count(len(EVERY_KIND) + 3)
+    open_every_details(page)
+    assert page.evaluate('document.documentElement.scrollWidth') <= 1280
+    line = page.evaluate("parseFloat(getComputedStyle(document.querySelector("
+                         "'.audit-sentence')).lineHeight)")
+    for i in range(entries.count()):
+        sentence = entries.nth(i).locator('p').first
+        assert sentence.bounding_box()['height'] <= 2 * line + 1, sentence.inner_text()
+    # The longest sentence and the reset's data: each value on one line, none a letter wide.
+    reset = entries.filter(has_text='reset authentication')
+    expect(reset).to_contain_text('logging out every session and revoking every token')
+    assert reset.locator('p').first.bounding_box()['height'] <= 2 * line + 1
+    values = page.locator('.audit-details dd')
+    assert values.count() > 20
+    for i in range(values.count()):
+        box = values.nth(i).bounding_box()
+        assert box['width'] > 60 and box['height'] <= line + 1, values.nth(i).inner_text()
