@@ -204,6 +204,14 @@ document.addEventListener('htmx:load', function (event) { loadScripts(event.deta
     }
     show(elt, 0);
     elt.querySelector('.upload-status').hidden = false;
+    // The crop step's stylesheet, fetched while the image goes up, so that the step is
+    // styled as soon as it is swapped in (it links the same file: one fetch).
+    if (!document.querySelector('link[href="' + elt.dataset.style + '"]')) {
+      var sheet = document.createElement('link');
+      sheet.rel = 'stylesheet';
+      sheet.href = elt.dataset.style;
+      document.head.appendChild(sheet);
+    }
   });
 
   // The bar and its words at `percent`: 0 to start, else never back from where they are.

@@ -310,11 +310,11 @@ def test_the_crop_script_loads_only_with_the_crop_step_and_works_on_its_own_page
     page = new_page(javascript=True)
     scripts = []
     page.on('request', lambda request: scripts.append(request.url)
-            if '/static/js/' in request.url else None)
+            if re.search('/static/(js|css)/', request.url) else None)
     person.sign_up(page)
     settled(page)
     assert [url for url in scripts if '/js/app.' in url], scripts
-    assert not [url for url in scripts if '/js/crop.' in url], 'Profile alone needs no crop'
+    assert not [url for url in scripts if '/crop.' in url], 'Profile alone needs no crop'
 
     # The crop step as a page of its own (where an upload without JavaScript leads), opened in
     # this browser with JavaScript.
@@ -334,6 +334,32 @@ def test_the_crop_script_loads_only_with_the_crop_step_and_works_on_its_own_page
     page.keyboard.press('-')
     expect_box(page, 115, 15, 570)
     assert len([url for url in scripts if '/js/crop.' in url]) == 1, scripts
+    assert len([url for url in scripts if '/css/crop.' in url]) == 1, scripts
+    # Styled by crop.css: the image fits the stage, the preview is round.
+    expect(crop_step(page).get_by_role('img', name='Your avatar with this square')).to_have_css(
+        'border-radius', '50%')
+
+
+def test_the_crop_steps_stylesheet_is_fetched_once_as_the_upload_starts(
+        new_page, person, quadrants):
+    page = new_page(javascript=True)
+    sheets = []
+    page.on('request', lambda request: sheets.append(request.url)
+            if '/static/css/' in request.url else None)
+    person.sign_up(page)
+    settled(page)
+    assert sheets and not [url for url in sheets if '/crop.' in url], sheets
+    held = []
+    page.route('**/settings/profile/avatar', lambda route: held.append(route))
+    change_avatar(page).set_input_files(quadrants)
+    expect(page.locator('head link[href*="/css/crop."]')).to_have_count(1)
+    expect(page.get_by_role('progressbar', name='Upload progress')).to_be_visible()
+    held[0].continue_()
+    step = crop_step(page)
+    expect(step.get_by_role('heading', name='Edit your avatar')).to_be_focused()
+    expect(step.get_by_role('img', name='Your avatar with this square')).to_have_css(
+        'border-radius', '50%')
+    assert len([url for url in sheets if '/crop.' in url]) == 1, sheets
 
 
 # Issue 16: the card shows the avatar can be changed and keeps its layout; the upload's
