@@ -23,7 +23,11 @@ DECODES_AT_ONCE = 2  # images decoded at the same time in one process
 DECODE_WAIT = 3  # seconds an image waits for its turn before the answer is "busy"
 BAND_BYTES = 2 * 1024 * 1024  # the most one band of rows takes once converted (see _shrunk)
 WORKING_EDGE = 2048  # the crop step's working copy is at most this long on its long edge
+# A smaller image's working copy is enlarged, by whole pixels, to about this on its short side,
+# so that the crop step shows it large enough to choose from.
+SHOWN_EDGE = 240
 LARGE, SMALL = 460, 96
+RESULT = 2 * SMALL  # the crop step's preview of the avatar: 96 CSS pixels on a 2× screen
 QUALITY = 85
 BACKGROUND = (238, 238, 238)  # what transparent pixels become: a neutral light grey
 FORMATS = ('JPEG', 'PNG')
@@ -114,10 +118,66 @@ def inspect(data):
             icc = image.info.get('icc_profile')
         if orientation in UPRIGHT:
             preview = preview.transpose(UPRIGHT[orientation])
-        preview = _to_srgb(_normal(preview), icc)
+        preview = _enlarged(_to_srgb(_normal(preview), icc))
         buffer = io.BytesIO()
         preview.save(buffer, 'JPEG', quality=QUALITY)
     return Inspected(width, height, buffer.getvalue(), preview.width, preview.height)
+
+
+def _enlarged(image):
+    """`image` enlarged by a whole factor (each pixel a block, as it will be cropped) until its
+    short side is SHOWN_EDGE or more, as far as WORKING_EDGE allows; a large one as it is."""
+    factor = min(math.ceil(SHOWN_EDGE / min(image.size)), WORKING_EDGE // max(image.size))
+    if factor <= 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+
+
+def upscale_warning(width, height):
+    """What to say before a `width`×`height` image is cropped, when even its largest square
+    is smaller than the avatar made from it; else None."""
+    if min(width, height) >= LARGE:
+        return None
+    return (f'This image is {width}×{height} pixels; your avatar is shown at up to '
+            f'{LARGE}×{LARGE}, so it will be enlarged and may look blurry. '
+            'A larger image gives a sharper avatar.')
+
+
+def _on_working_copy(box, size, working_size):
+    """`box` (x, y, side) in the pixels of an image of `size`, as (left, top, right, bottom)
+    in those of its `working_size` working copy (each axis scaled on its own, as rounded)."""
+    (x, y, side), (width, height), (across, down) = box, size, working_size
+    return (min(x * across / width, across - 1), min(y * down / height, down - 1),
+            min((x + side) * across / width, across), min((y + side) * down / height, down))
+
+
+def crop_square(width, height, working_size, box):
+    """The crop step's square without JavaScript: a PNG the size of the working copy, clear
+    inside `box`, dimmed outside it, with a white outline and the circle the avatar shows."""
+    check_box(width, height, *box)
+    square = tuple(round(value) for value in _on_working_copy(box, (width, height), working_size))
+    line = max(2, round(max(working_size) / 250))
+    image = Image.new('LA', working_size, (0, 140))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle(square, fill=(0, 0), outline=(255, 255), width=line)
+    draw.ellipse(square, outline=(255, 170), width=max(1, line // 2))
+    buffer = io.BytesIO()
+    image.save(buffer, 'PNG', optimize=True)
+    return buffer.getvalue()
+
+
+def cropped_preview(working_copy, width, height, box):
+    """What the avatar will show, cut from the crop step's JPEG `working_copy` of a
+    `width`×`height` image by `box`: a RESULT px JPEG."""
+    check_box(width, height, *box)
+    with turn():
+        with Image.open(io.BytesIO(working_copy), formats=('JPEG',)) as image:
+            square = _on_working_copy(box, (width, height), image.size)
+            result = image.convert('RGB').resize((RESULT, RESULT), Image.Resampling.LANCZOS,
+                                                 box=square)
+    buffer = io.BytesIO()
+    result.save(buffer, 'JPEG', quality=QUALITY)
+    return buffer.getvalue()
 
 
 def check_box(width, height, x, y, size):

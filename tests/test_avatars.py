@@ -648,3 +648,200 @@ def test_avatar_rows_go_with_the_user(client, logged_in, bob_client):
         models.User.get(models.User.handle == 'alice').delete_instance()
     assert counts() == (1, 1)
     assert uploads('bob') and avatar_row('bob')
+
+
+# Issue 16: the crop step shows small images large enough, warns about them, and without
+# JavaScript draws the square and the avatar it makes from the numbers
+
+TINY = quadrants(50, 40)
+
+
+def drawn(client, url, content_type):
+    response = client.get(url)
+    assert response.status_code == 200 and response.content_type == content_type
+    assert response.headers['Cache-Control'] == 'private, max-age=3600'
+    image = Image.open(io.BytesIO(response.get_data()))
+    image.load()
+    return image
+
+
+@PAGE_AND_HTMX
+def test_a_small_image_is_shown_enlarged_with_a_warning_that_it_will_look_blurry(
+        client, logged_in, headers):
+    response = upload(client, encoded(TINY, 'PNG'), headers=headers)
+    if not headers:
+        response = client.get(response.headers['Location'])
+    card = html(response).find('section', id='profile-card')
+    assert card.find(id='crop-warning').get_text(strip=True) == (
+        'This image is 50×40 pixels; your avatar is shown at up to 460×460, so it will be '
+        'enlarged and may look blurry. A larger image gives a sharper avatar.')
+    assert 'js-only' not in card.find(id='crop-warning').get('class', [])
+    image = card.find('img', class_='crop-image')
+    assert (image['width'], image['height']) == ('300', '240')  # each pixel a 6×6 block
+    working = drawn(client, image['src'], 'image/jpeg')
+    assert working.size == (300, 240)
+    for x, y in ((5, 5), (40, 5), (5, 35), (40, 35), (20, 15)):  # each 6×6 block, one colour
+        assert near(working.getpixel((6 * x + 3, 6 * y + 3)), TINY.getpixel((x, y)), 24)
+    stage = card.find(attrs={'data-crop': True})
+    assert (stage['data-width'], stage['data-height']) == ('50', '40')
+    assert card.find('legend').get_text(strip=True).endswith('(50 × 40)')
+
+
+@pytest.mark.parametrize('size, warned', [((459, 900), True), ((460, 460), False),
+                                          ((1200, 800), False), ((50, 40), True)])
+def test_only_an_image_smaller_than_the_avatar_is_warned_about(size, warned):
+    warning = imaging.upscale_warning(*size)
+    assert (warning is not None) == warned
+    if warned:
+        assert warning.startswith(f'This image is {size[0]}×{size[1]} pixels; ')
+
+
+def test_a_large_image_is_neither_enlarged_nor_warned_about(client, logged_in):
+    _, step = crop_step(client)
+    card = html(step).find('section', id='profile-card')
+    assert card.find(id='crop-warning') is None
+    image = card.find('img', class_='crop-image')
+    assert (image['width'], image['height']) == ('1200', '800')
+
+
+def drawings(card):
+    """The square drawn on the image and the round avatar, as the page shows them without
+    JavaScript (each hidden with it)."""
+    square = card.find('img', class_='crop-drawn')
+    result = card.find('img', class_='crop-result-image')
+    for image in filter(None, (square, result)):
+        assert 'nojs-only' in image['class'] and image['loading'] == 'lazy'
+    return square, result
+
+
+def assert_square(client, card, box, working=(1200, 800), scale=1):
+    """The square drawn over the working copy is clear inside `box`, dimmed outside it."""
+    square, _ = drawings(card)
+    overlay = drawn(client, square['src'], 'image/png').convert('LA')
+    assert overlay.size == working
+    assert (square['width'], square['height']) == tuple(map(str, working))
+    x, y, size = (value * scale for value in box)
+    middle = (x + size // 2, y + size // 2)
+    assert overlay.getpixel(middle)[1] == 0  # clear: the image shows as it is
+    for outside in ((x - 12, middle[1]), (middle[0], y + size + 12)):
+        if 0 <= outside[0] < working[0] and 0 <= outside[1] < working[1]:
+            assert overlay.getpixel(outside) == (0, 140), outside  # dimmed
+    assert overlay.getpixel((x + 1, y + size // 8)) == (255, 255)  # the white outline
+
+
+def test_without_javascript_the_crop_step_draws_the_centred_square_and_its_avatar(
+        client, logged_in):
+    _, step = crop_step(client)
+    card = html(step).find('section', id='profile-card')
+    assert_square(client, card, (200, 0, 800))
+    _, result = drawings(card)
+    assert result['alt'] == 'Your avatar with this square'
+    assert (result['width'], result['height']) == ('96', '96')
+    round_avatar = drawn(client, result['src'], 'image/jpeg')
+    assert round_avatar.size == (192, 192)
+    assert_shows(round_avatar, UPRIGHT, (200, 0, 800))
+    canvas = card.find('canvas', class_='crop-result-image')
+    assert 'js-only' in canvas['class'] and canvas['aria-label'] == result['alt']
+
+
+@PAGE_AND_HTMX
+def test_preview_shows_the_square_and_avatar_of_the_numbers_and_saves_nothing(
+        client, logged_in, headers):
+    reference, step = crop_step(client)
+    preview = html(step).find('form', class_='crop-form').find('button', string='Preview')
+    assert preview['formaction'] == PROFILE + '/avatar/edit' and 'nojs-only' in preview['class']
+    before = snapshot()
+    response = post(client, '/avatar/edit', headers, upload=reference, x=700, y=400, size=400)
+    if headers:
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 303
+        assert response.headers['Location'].startswith(PROFILE + '/avatar/edit?upload=')
+        response = client.get(response.headers['Location'])
+        assert response.status_code == 200
+    card = html(response).find('section', id='profile-card')
+    assert card.find('h3').get_text(strip=True) == 'Edit your avatar'
+    form = card.find('form', class_='crop-form')
+    assert {name: form.find('input', attrs={'name': name})['value']
+            for name in ('x', 'y', 'size')} == {'x': '700', 'y': '400', 'size': '400'}
+    assert form.find('input', attrs={'name': 'upload'})['value'] == reference
+    assert_square(client, card, (700, 400, 400))
+    round_avatar = drawn(client, drawings(card)[1]['src'], 'image/jpeg')
+    assert near(round_avatar.getpixel((96, 96)), YELLOW, 20)
+    assert card.find(id='avatar-error') is None
+    assert snapshot() == before and actions('user.avatar.update') == []
+
+
+def test_preview_of_a_small_image_draws_on_its_enlarged_copy(client, logged_in):
+    reference = reference_in(upload(client, encoded(TINY, 'PNG')))
+    response = post(client, '/avatar/edit', upload=reference, x=10, y=5, size=20)
+    card = html(client.get(response.headers['Location'])).find('section', id='profile-card')
+    assert_square(client, card, (10, 5, 20), working=(300, 240), scale=6)
+
+
+@PAGE_AND_HTMX
+@pytest.mark.parametrize('numbers, message', [
+    (dict(x=900, y=0, size=400), OUTSIDE.format(1200, 800)),
+    (dict(x='1.5', y=0, size=400), models.CROP_NOT_WHOLE),
+    (dict(x='', y='', size=''), models.CROP_NOT_WHOLE),
+])
+def test_preview_of_numbers_that_do_not_fit_says_why_and_draws_nothing(
+        client, logged_in, headers, numbers, message):
+    reference, _ = crop_step(client)
+    before = snapshot()
+    response = post(client, '/avatar/edit', headers, upload=reference, **numbers)
+    assert response.status_code == 422
+    card = html(response).find('section', id='profile-card')
+    assert card.find(id='avatar-error').get_text(strip=True) == message
+    assert card.find('img', class_='crop-drawn') is None
+    assert card.find('img', class_='crop-result-image') is None
+    assert card.find('input', attrs={'name': 'x'})['value'] == str(numbers['x'])
+    assert snapshot() == before
+
+
+def test_the_crop_step_url_with_numbers_that_do_not_fit_says_why(client, logged_in):
+    reference, _ = crop_step(client)
+    response = client.get(f'{PROFILE}/avatar/edit?upload={reference}&x=0&y=0&size=801')
+    assert response.status_code == 422
+    card = html(response).find('section', id='profile-card')
+    assert card.find(id='avatar-error').get_text(strip=True) == OUTSIDE.format(1200, 800)
+    assert card.find('img', class_='crop-drawn') is None
+
+
+def test_preview_of_an_upload_that_is_gone_says_so(client, logged_in):
+    reference, _ = crop_step(client)
+    post(client, '/avatar/cancel', upload=reference)
+    response = post(client, '/avatar/edit', upload=reference, x=0, y=0, size=100)
+    assert response.status_code == 404
+    response = post(client, '/avatar/edit', HTMX, upload=reference, x=0, y=0, size=100)
+    assert response.status_code == 422
+    assert html(response).find(id='avatar-error').get_text(strip=True) == GONE
+
+
+@pytest.mark.parametrize('kind', ['square', 'result'])
+def test_the_drawn_square_and_avatar_are_their_owners_only_and_need_numbers_inside(
+        client, logged_in, bob_client, kind):
+    reference, _ = crop_step(client)
+    url = f'{PROFILE}/avatar/{kind}?upload={reference}'
+    assert client.get(url + '&x=0&y=0&size=800').status_code == 200
+    for query in ('', '&x=0&y=0', '&x=0&y=0&size=801', '&x=-1&y=0&size=10',
+                  '&x=a&y=0&size=10', '&x=0&y=0&size=0'):
+        assert client.get(url + query).status_code == 404, query
+    assert bob_client.get(url + '&x=0&y=0&size=800').status_code == 404
+    assert client.get(f'{PROFILE}/avatar/{kind}?upload=x&x=0&y=0&size=8').status_code == 404
+
+
+def test_the_avatar_and_its_controls_share_one_column_beside_the_facts(client, logged_in):
+    for custom in (False, True):
+        if custom:
+            reference, _ = crop_step(client)
+            save(client, reference, 100, 0, 400)
+        card = html(client.get(PROFILE)).find('section', id='profile-card')
+        column = card.find(class_='avatar-column')
+        assert column.find('input', id='avatar-file')
+        assert bool(column.find('button', string='Reset')) == custom
+        assert column.find('dl') is None and card.find('dl', class_='facts').parent is card
+        status = column.find(class_='upload-status')
+        assert status.has_attr('hidden')
+        bar = status.find('progress')
+        assert bar['aria-label'] == 'Upload progress' and bar['max'] == '100'

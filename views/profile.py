@@ -41,7 +41,8 @@ HEADER = '_topbar.html'  # out of band, when the avatar or name in it changed
 @bp.context_processor
 def profile_facts():
     return dict(avatar_limits=imaging.LIMITS, upload_limit=imaging.UPLOAD_LIMIT,
-                centred_box=imaging.centred_box, max_name=DISPLAY_NAME_MAX)
+                centred_box=imaging.centred_box, upscale_warning=imaging.upscale_warning,
+                max_name=DISPLAY_NAME_MAX)
 
 
 @panel_context(bp)
@@ -124,8 +125,11 @@ def _card(status=200, header=False, **context):
                    **context)
 
 
-def _crop_step(upload, status=200, **context):
-    return _card(status, upload=upload, reference=upload_reference(upload), **context)
+def _crop_step(upload, status=200, reference=None, **context):
+    """The crop step for `upload`, under `reference` (the one it came with: the same image URL
+    the browser has cached) or a new one."""
+    return _card(status, upload=upload, reference=reference or upload_reference(upload),
+                 **context)
 
 
 @bp.get('/profile')
@@ -166,9 +170,75 @@ def upload_avatar():
 
 @bp.get('/profile/avatar/edit')
 def edit_avatar():
-    """The crop step for a pending upload: the image and the square to keep."""
+    """The crop step for a pending upload: the image and the square to keep, the square that
+    x, y and size give (where Preview leads without JavaScript) or else the centred one."""
+    reference = request.args.get('upload')
+    upload = find_upload(reference)
+    if upload is None:
+        return gone()
+    fields = _crop_fields(request.args)
+    if not any(fields.values()):
+        return _crop_step(upload, reference=reference)
+    try:
+        box = _crop_box(upload, fields)
+    except (Invalid, imaging.BadImage) as refused:
+        return _crop_step(upload, 422, reference, crop=fields, avatar_error=_refusal(refused))
+    return _crop_step(upload, reference=reference, crop=fields, box=box)
+
+
+@bp.post('/profile/avatar/edit')
+def preview_crop():
+    """Preview, without JavaScript: show the square that x, y and size give on the image, and
+    the avatar it would make, before anything is saved."""
+    reference = request.form.get('upload')
+    upload = find_upload(reference)
+    if upload is None:
+        return gone()
+    fields = _crop_fields(request.form)
+    try:
+        box = _crop_box(upload, fields)
+    except (Invalid, imaging.BadImage) as refused:
+        return _crop_step(upload, 422, reference, crop=fields, avatar_error=_refusal(refused))
+    return _crop_step(upload, reference=reference, crop=fields, box=box,
+                      then=url_for('.edit_avatar', upload=reference, **fields))
+
+
+def _crop_fields(values):
+    return {name: values.get(name, '').strip() for name in CROP_FIELDS}
+
+
+def _crop_box(upload, fields):
+    """The square (x, y, size) that the text `fields` give, inside `upload`'s image; raises
+    Invalid or imaging.BadImage."""
+    box = Avatar.crop_box(fields)
+    imaging.check_box(upload.width, upload.height, *box)
+    return box
+
+
+def _refusal(refused):
+    """What a refused crop square says in the crop step's one place for it: each message once."""
+    if isinstance(refused, Invalid):
+        return ' '.join(dict.fromkeys(refused.errors.values()))
+    return refused.message
+
+
+def _drawn_upload():
+    """The pending upload and the square that the query's upload, x, y and size name, for the
+    crop step's images; else 404."""
     upload = find_upload(request.args.get('upload'))
-    return gone() if upload is None else _crop_step(upload)
+    if upload is None:
+        abort(404, GONE)
+    try:
+        return upload, _crop_box(upload, _crop_fields(request.args))
+    except (Invalid, imaging.BadImage):
+        abort(404)
+
+
+def _image(data, content_type):
+    response = make_response(data)
+    response.headers['Content-Type'] = content_type
+    response.headers['Cache-Control'] = 'private, max-age=3600'
+    return response
 
 
 @bp.get('/profile/avatar/preview')
@@ -177,10 +247,27 @@ def avatar_preview():
     upload = find_upload(request.args.get('upload'))
     if upload is None:
         abort(404, GONE)
-    response = make_response(bytes(upload.preview))
-    response.headers['Content-Type'] = 'image/jpeg'
-    response.headers['Cache-Control'] = 'private, max-age=3600'
-    return response
+    return _image(bytes(upload.preview), 'image/jpeg')
+
+
+@bp.get('/profile/avatar/square')
+def avatar_square():
+    """The crop step's square without JavaScript, laid over the working copy: a PNG."""
+    upload, box = _drawn_upload()
+    return _image(imaging.crop_square(upload.width, upload.height,
+                                      (upload.preview_width, upload.preview_height), box),
+                  'image/png')
+
+
+@bp.get('/profile/avatar/result')
+def avatar_result():
+    """What the avatar would show with the square given, without JavaScript: a JPEG."""
+    upload, box = _drawn_upload()
+    try:
+        data = imaging.cropped_preview(bytes(upload.preview), upload.width, upload.height, box)
+    except imaging.Busy:
+        return _retry_later(make_response('', 503))
+    return _image(data, 'image/jpeg')
 
 
 @bp.post('/profile/avatar/save')
@@ -189,14 +276,11 @@ def save_avatar():
     upload = find_upload(request.form.get('upload'))
     if upload is None:
         return gone()
-    fields = {name: request.form.get(name, '').strip() for name in CROP_FIELDS}
+    fields = _crop_fields(request.form)
     try:
         upload.crop(current_user, fields, request.remote_addr)
-    except Invalid as invalid:  # the crop step has one place for it: each message once
-        return _crop_step(upload, 422, crop=fields,
-                          avatar_error=' '.join(dict.fromkeys(invalid.errors.values())))
-    except imaging.BadImage as bad:
-        return _crop_step(upload, 422, crop=fields, avatar_error=bad.message)
+    except (Invalid, imaging.BadImage) as refused:
+        return _crop_step(upload, 422, crop=fields, avatar_error=_refusal(refused))
     except imaging.Busy as busy:
         return _retry_later(_crop_step(upload, 503, crop=fields, avatar_error=busy.message))
     return _card(header=True, said='Avatar saved.', then='.page')

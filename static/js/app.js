@@ -185,12 +185,19 @@ document.addEventListener('htmx:load', function (event) { loadScripts(event.deta
     return String(Math.ceil(bytes / MEGABYTE * 10) / 10);
   }
 
-  // Say what is wrong beside the file input, as the server's refusals do. A fresh element
-  // each time, so the alert is read out again when the same mistake is repeated.
-  function refuse(form, message) {
+  // Take back what the last refusal said (the server's or refuse()'s): a new file is a new try.
+  function forget(form) {
     var input = form.querySelector('#avatar-file');
     var old = form.querySelector('#avatar-error');
     if (old) old.remove();
+    input.removeAttribute('aria-invalid');
+    input.setAttribute('aria-describedby', 'avatar-limits');
+    return input;
+  }
+  // Say what is wrong beside the file input, as the server's refusals do. A fresh element
+  // each time, so the alert is read out again when the same mistake is repeated.
+  function refuse(form, message) {
+    var input = forget(form);
     var error = document.createElement('p');
     error.id = 'avatar-error';
     error.className = 'field-error';
@@ -207,6 +214,7 @@ document.addEventListener('htmx:load', function (event) { loadScripts(event.deta
     var input = elt.querySelector('#avatar-file');
     var file = input.files[0];
     var limit = Number(input.dataset.maxBytes);
+    forget(elt);
     if (file && limit && file.size > limit) {
       // Sending it would only earn a 413 after the whole upload; say so now instead.
       event.preventDefault();
@@ -215,23 +223,37 @@ document.addEventListener('htmx:load', function (event) { loadScripts(event.deta
              megabytes(limit) + ' MB. Choose a smaller image.');
       return;
     }
-    var progress = elt.querySelector('.upload-progress');
-    progress.value = 0;
-    progress.hidden = false;
+    show(elt, 0);
+    elt.querySelector('.upload-status').hidden = false;
+    // The crop step's stylesheet, fetched while the image goes up, so that the step is
+    // styled as soon as it is swapped in (it links the same file: one fetch).
+    if (!document.querySelector('link[href="' + elt.dataset.style + '"]')) {
+      var sheet = document.createElement('link');
+      sheet.rel = 'stylesheet';
+      sheet.href = elt.dataset.style;
+      document.head.appendChild(sheet);
+    }
   });
+
+  // The bar and its words at `percent`: 0 to start, else never back from where they are.
+  function show(form, percent) {
+    var progress = form.querySelector('.upload-progress');
+    if (percent) percent = Math.max(progress.value, percent);
+    progress.value = percent;
+    form.querySelector('.upload-percent').textContent = 'Uploading… ' + percent + '%';
+  }
 
   // htmx reports the upload's progress and then the response's; the bar only moves forward.
   document.addEventListener('htmx:xhr:progress', function (event) {
     var detail = event.detail;
     if (event.target.id !== 'avatar-form' || !detail.lengthComputable || !detail.total) return;
-    var progress = event.target.querySelector('.upload-progress');
-    progress.value = Math.max(progress.value, Math.round(detail.loaded / detail.total * 100));
+    show(event.target, Math.round(detail.loaded / detail.total * 100));
   });
 
   document.addEventListener('htmx:afterRequest', function (event) {
-    var progress = event.detail.elt.id === 'avatar-form' &&
-      event.detail.elt.querySelector('.upload-progress');
-    if (progress) progress.hidden = true;
+    var status = event.detail.elt.id === 'avatar-form' &&
+      event.detail.elt.querySelector('.upload-status');
+    if (status) status.hidden = true;
   });
 
   // Answers that htmx does not swap (a lost connection, an expired form, too many uploads,

@@ -24,6 +24,18 @@
                   size: form.querySelector('#crop-size')};
     var image = stage.querySelector('.crop-image');
     image.draggable = false;
+    // The round preview beside the stage: the square's part of the working copy, redrawn as
+    // the square moves (and once the image has loaded).
+    var result = stage.closest('.crop-step').querySelector('canvas.crop-result-image');
+    var paint = result.getContext('2d');
+    function draw() {
+      if (!image.complete || !image.naturalWidth) return;
+      var across = image.naturalWidth / width;
+      var down = image.naturalHeight / height;
+      paint.drawImage(image, box.x * across, box.y * down, box.size * across, box.size * down,
+                      0, 0, result.width, result.height);
+    }
+    image.addEventListener('load', function () { draw(); });
 
     var square = document.createElement('div');
     square.className = 'crop-square';
@@ -51,6 +63,7 @@
       square.setAttribute('aria-valuenow', box.size);
       square.setAttribute('aria-valuetext', box.size + ' by ' + box.size + ' pixels, ' + box.x +
                           ' from the left, ' + box.y + ' from the top');
+      draw();
     }
     function write() {
       fields.x.value = box.x;

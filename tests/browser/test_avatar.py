@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect
 
+import imaging
 from tests.browser.helpers import is_same_document, mark_document, settled, url_ending
 from tests.helpers import TOO_MANY_UPLOADS, every_turn_taken
 from tests.images import BUSY
@@ -309,11 +310,11 @@ def test_the_crop_script_loads_only_with_the_crop_step_and_works_on_its_own_page
     page = new_page(javascript=True)
     scripts = []
     page.on('request', lambda request: scripts.append(request.url)
-            if '/static/js/' in request.url else None)
+            if re.search('/static/(js|css)/', request.url) else None)
     person.sign_up(page)
     settled(page)
     assert [url for url in scripts if '/js/app.' in url], scripts
-    assert not [url for url in scripts if '/js/crop.' in url], 'Profile alone needs no crop'
+    assert not [url for url in scripts if '/crop.' in url], 'Profile alone needs no crop'
 
     # The crop step as a page of its own (where an upload without JavaScript leads), opened in
     # this browser with JavaScript.
@@ -333,3 +334,284 @@ def test_the_crop_script_loads_only_with_the_crop_step_and_works_on_its_own_page
     page.keyboard.press('-')
     expect_box(page, 115, 15, 570)
     assert len([url for url in scripts if '/js/crop.' in url]) == 1, scripts
+    assert len([url for url in scripts if '/css/crop.' in url]) == 1, scripts
+    # Styled by crop.css: the image fits the stage, the preview is round.
+    expect(crop_step(page).get_by_role('img', name='Your avatar with this square')).to_have_css(
+        'border-radius', '50%')
+
+
+def test_the_crop_steps_stylesheet_is_fetched_once_as_the_upload_starts(
+        new_page, person, quadrants):
+    page = new_page(javascript=True)
+    sheets = []
+    page.on('request', lambda request: sheets.append(request.url)
+            if '/static/css/' in request.url else None)
+    person.sign_up(page)
+    settled(page)
+    assert sheets and not [url for url in sheets if '/crop.' in url], sheets
+    held = []
+    page.route('**/settings/profile/avatar', lambda route: held.append(route))
+    change_avatar(page).set_input_files(quadrants)
+    expect(page.locator('head link[href*="/css/crop."]')).to_have_count(1)
+    expect(page.get_by_role('progressbar', name='Upload progress')).to_be_visible()
+    held[0].continue_()
+    step = crop_step(page)
+    expect(step.get_by_role('heading', name='Edit your avatar')).to_be_focused()
+    expect(step.get_by_role('img', name='Your avatar with this square')).to_have_css(
+        'border-radius', '50%')
+    assert len([url for url in sheets if '/crop.' in url]) == 1, sheets
+
+
+# Issue 16: the card shows the avatar can be changed and keeps its layout; the upload's
+# progress and errors; the crop step's small images, round preview and no-JS square.
+
+NEITHER = 'Only JPEG and PNG images can be used; this file is neither.'
+PHONE = dict(viewport={'width': 360, 'height': 740}, is_mobile=True, has_touch=True)
+DESKTOP = dict(viewport={'width': 1280, 'height': 800})
+
+
+@pytest.fixture
+def sized(browser, live_server):
+    """Open a page in a fresh context with `options` (a viewport, mobile emulation)."""
+    contexts = []
+
+    def open_page(javascript=True, **options):
+        context = browser.new_context(base_url=live_server, java_script_enabled=javascript,
+                                      **options)
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A 50×40 PNG: red with a green top-left quarter."""
+    image = Image.new('RGB', (50, 40), (255, 0, 0))
+    image.paste((0, 255, 0), (0, 0, 25, 20))
+    path = tmp_path / 'tiny.png'
+    image.save(path)
+    return path
+
+
+def profile_card(page):
+    return page.get_by_role('region', name='Avatar and account')
+
+
+def facts_in_card(page):
+    """Where the Handle and Email facts are, from the card's top-left corner."""
+    card = profile_card(page).bounding_box()
+    facts = profile_card(page).locator('dl').bounding_box()
+    return {'left': facts['x'] - card['x'], 'top': facts['y'] - card['y'],
+            'width': facts['width']}
+
+
+def fits_the_phone(page):
+    """Nothing is wider than the 360 px screen, and the card, centred, keeps a margin on the
+    right as on the left (nothing in it pushes it wider than its column)."""
+    assert page.evaluate('document.documentElement.scrollWidth') <= 360
+    card = page.locator('#profile-card').bounding_box()
+    assert 360 - (card['x'] + card['width']) == pytest.approx(card['x'], abs=1), card
+
+
+def test_the_avatar_always_shows_it_can_be_changed_and_saving_one_leaves_the_facts_put(
+        sized, person, quadrants, axe):
+    page = sized(**DESKTOP)
+    audit = axe(page)
+    person.sign_up(page)
+    settled(page)
+    page.mouse.move(0, 0)  # nothing hovered, nothing focused
+    label = profile_card(page).locator('label[for="avatar-file"]')
+    badge = label.evaluate('''label => {
+      const style = getComputedStyle(label, '::after');
+      return {content: style.content, display: style.display, opacity: style.opacity};
+    }''')
+    assert 'Edit' in badge['content'] and badge['display'] != 'none', badge
+    assert badge['opacity'] == '1', badge
+    expect(change_avatar(page)).to_have_accessible_name('Change avatar')
+    expect(page.get_by_label('Edit', exact=True)).to_have_count(0)
+    before = facts_in_card(page)
+    left = profile_card(page).locator('dl').bounding_box()['x']
+
+    change_avatar(page).set_input_files(quadrants)
+    expect(page.get_by_role('heading', name='Edit your avatar')).to_be_focused()
+    settled(page)
+    crop_step(page).get_by_role('button', name='Save').click()
+    expect(profile_card(page).get_by_role('button', name='Reset')).to_be_visible()
+    settled(page)
+    assert facts_in_card(page) == pytest.approx(before, abs=0.5)
+    assert profile_card(page).locator('dl').bounding_box()['x'] == pytest.approx(left, abs=0.5)
+    audit('profile with a custom avatar')
+
+    profile_card(page).get_by_role('button', name='Reset').click()
+    expect(profile_card(page).get_by_role('button', name='Reset')).to_have_count(0)
+    settled(page)
+    assert facts_in_card(page) == pytest.approx(before, abs=0.5)
+    audit.assert_clean('profile card')
+
+
+def test_on_a_phone_the_card_and_the_crop_step_fit_the_screen(sized, person, quadrants,
+                                                              javascript):
+    page = sized(javascript=javascript, **PHONE)
+    person.sign_up(page)
+    if javascript:
+        settled(page)
+    fits_the_phone(page)
+    column = profile_card(page).locator('.avatar-column').bounding_box()
+    facts = profile_card(page).locator('dl').bounding_box()
+    card = profile_card(page).bounding_box()
+    assert facts['y'] >= column['y'] + column['height']  # stacked: the facts under the avatar
+    assert facts['x'] + facts['width'] <= card['x'] + card['width']
+
+    change_avatar(page).set_input_files(quadrants)
+    if not javascript:
+        page.get_by_role('button', name='Upload').click()
+    expect(page.get_by_role('heading', name='Edit your avatar')).to_be_visible()
+    image = crop_step(page).get_by_role('img', name='The image you chose')
+    expect(image).to_have_js_property('complete', True)
+    fits_the_phone(page)
+    assert image.bounding_box()['width'] <= 360
+    crop_step(page).get_by_role('button', name='Save').click()
+    expect(profile_card(page).get_by_role('button', name='Reset')).to_be_visible()
+    fits_the_phone(page)
+
+
+def test_choosing_a_new_file_takes_back_the_last_error_and_the_upload_shows_its_progress(
+        new_page, person, quadrants, tmp_path):
+    page = new_page(javascript=True)
+    person.sign_up(page)
+    settled(page)
+    gif = tmp_path / 'picture.png'
+    gif.write_bytes(b'GIF89a' + bytes(64))
+    change_avatar(page).set_input_files(gif)
+    expect(page.get_by_role('alert')).to_have_text(NEITHER)
+    expect(change_avatar(page)).to_have_attribute('aria-invalid', 'true')
+    settled(page)
+
+    held = []  # the next upload waits here until the test lets it go
+    page.route('**/settings/profile/avatar', lambda route: held.append(route))
+    change_avatar(page).set_input_files(quadrants)
+    bar = page.get_by_role('progressbar', name='Upload progress')
+    expect(bar).to_be_visible()
+    expect(page.get_by_role('alert')).to_have_count(0)
+    expect(profile_card(page).get_by_text(NEITHER)).to_have_count(0)
+    expect(change_avatar(page)).not_to_have_attribute('aria-invalid', 'true')
+    expect(change_avatar(page)).to_have_accessible_description(imaging.LIMITS)
+    shown = bar.bounding_box()
+    assert shown['height'] >= 8 and shown['width'] >= 100, shown
+    track = bar.evaluate('bar => getComputedStyle(bar).backgroundColor')
+    assert track not in ('rgba(0, 0, 0, 0)', 'transparent'), track
+    expect(profile_card(page).get_by_text(re.compile(r'^Uploading… \d{1,3}%$'))).to_be_visible()
+
+    assert len(held) == 1
+    held[0].continue_()
+    expect(page.get_by_role('heading', name='Edit your avatar')).to_be_focused()
+
+
+def test_a_small_image_is_shown_large_enough_to_crop_with_a_warning(new_page, person, tiny,
+                                                                    axe):
+    page = new_page(javascript=True)
+    audit = axe(page)
+    person.sign_up(page)
+    settled(page)
+    change_avatar(page).set_input_files(tiny)
+    expect(page.get_by_role('heading', name='Edit your avatar')).to_be_focused()
+    expect(crop_step(page).get_by_text('This image is 50×40 pixels; your avatar is shown at '
+                                       'up to 460×460, so it will be enlarged')).to_be_visible()
+    image = crop_step(page).get_by_role('img', name='The image you chose')
+    expect(image).to_have_js_property('complete', True)
+    shown = image.bounding_box()
+    assert min(shown['width'], shown['height']) >= 240, shown
+    handle = crop_step(page).locator('.crop-handle').bounding_box()
+    assert handle['width'] <= shown['width'] / 10, (handle, shown)
+    expect_box(page, 5, 0, 40)  # still in the image's own pixels
+    settled(page)
+    audit('crop step of a small image')
+    audit.assert_clean('crop step of a small image')
+
+
+def canvas_middle(page):
+    return page.locator('canvas').evaluate('''canvas => Array.from(
+      canvas.getContext('2d').getImageData(canvas.width / 2, canvas.height / 2, 1, 1).data)''')
+
+
+def test_the_round_preview_follows_the_square(new_page, person, quadrants):
+    page = new_page(javascript=True)
+    drawn = []
+    page.on('request', lambda request: drawn.append(request.url)
+            if re.search(r'/avatar/(square|result)\?', request.url) else None)
+    person.sign_up(page)
+    settled(page)
+    change_avatar(page).set_input_files(quadrants)
+    expect(page.get_by_role('heading', name='Edit your avatar')).to_be_focused()
+    preview = crop_step(page).get_by_role('img', name='Your avatar with this square')
+    expect(preview).to_be_visible()
+    assert preview.evaluate('element => element.tagName') == 'CANVAS'
+    assert preview.evaluate('element => getComputedStyle(element).borderRadius') == '50%'
+    expect(crop_step(page).get_by_role('img', name='The image you chose')).to_have_js_property(
+        'complete', True)
+    stage, shown = (crop_step(page).locator('.crop-stage').bounding_box(),
+                    preview.bounding_box())
+    assert shown['x'] >= stage['x'] + stage['width']  # beside the image
+
+    x, y, size = crop_fields(page)
+    size.fill('300')
+    x.fill('0')
+    y.fill('0')
+    page.wait_for_function('''() => {
+      const canvas = document.querySelector('canvas');
+      const [r, g, b] = canvas.getContext('2d').getImageData(96, 96, 1, 1).data;
+      return r > 200 && g < 60 && b < 60;
+    }''')
+    x.fill('500')
+    y.fill('300')
+    page.wait_for_function('''() => {
+      const canvas = document.querySelector('canvas');
+      const [r, g, b] = canvas.getContext('2d').getImageData(96, 96, 1, 1).data;
+      return r > 200 && g > 200 && b < 60;
+    }''')
+    square = crop_step(page).get_by_role('slider', name='Crop square')
+    square.focus()
+    page.keyboard.press('Shift+ArrowLeft')  # 60 pixels: the middle is still yellow
+    assert canvas_middle(page)[:3] == pytest.approx([255, 255, 0], abs=40)
+    assert drawn == [], 'with JavaScript the square and preview are drawn in the page'
+
+
+def test_without_javascript_preview_draws_the_square_and_the_round_avatar(
+        new_page, person, quadrants):
+    page = new_page(javascript=False)
+    person.sign_up(page)
+    change_avatar(page).set_input_files(quadrants)
+    page.get_by_role('button', name='Upload').click()
+    expect(page.get_by_role('heading', name='Edit your avatar')).to_be_visible()
+    for field, value in zip(crop_fields(page), ('450', '350', '200')):
+        field.fill(value)
+    crop_step(page).get_by_role('button', name='Preview').click()
+    expect(page).to_have_url(re.compile(r'/profile/avatar/edit\?upload=.*x=450&y=350&size=200'))
+    expect_box(page, 450, 350, 200)
+
+    image = crop_step(page).get_by_role('img', name='The image you chose')
+    drawn = crop_step(page).locator('img.crop-drawn')
+    for each in (image, drawn):
+        expect(each).to_have_js_property('complete', True)
+    assert drawn.bounding_box() == pytest.approx(image.bounding_box(), abs=0.5)
+    frame = image.bounding_box()
+    scale = frame['width'] / WIDTH
+    shot = Image.open(io.BytesIO(page.screenshot())).convert('RGB')
+    inside = shot.getpixel((int(frame['x'] + 550 * scale), int(frame['y'] + 450 * scale)))
+    outside = shot.getpixel((int(frame['x'] + 600 * scale), int(frame['y'] + 100 * scale)))
+    assert_all(Image.new('RGB', (1, 1), inside), QUADRANTS['yellow'][1])  # the square: clear
+    assert outside[1] < 140 and outside[0] < 40, outside  # green, dimmed outside the square
+
+    result = crop_step(page).get_by_role('img', name='Your avatar with this square')
+    expect(result).to_be_visible()
+    expect(result).to_have_js_property('naturalWidth', 192)
+    assert result.evaluate('element => getComputedStyle(element).borderRadius') == '50%'
+
+    crop_step(page).get_by_role('button', name='Save').click()
+    expect(page).to_have_url(url_ending(person.profile_path))
+    assert_all(avatar_pixels(page, card_avatar(page).get_attribute('src')),
+               QUADRANTS['yellow'][1])
