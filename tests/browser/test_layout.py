@@ -115,9 +115,13 @@ def assert_fits(page, where):
 @pytest.mark.parametrize('javascript', [True, False], ids=['js', 'no-js'])
 @pytest.mark.parametrize('width', WIDTHS)
 @pytest.mark.parametrize('name', PAGES)
-def test_the_page_fits_the_screen(open_at, name, width, javascript):
+def test_the_page_fits_the_screen(open_at, axe, name, width, javascript):
     page = open_at(name, width, javascript)
     assert_fits(page, f'{name} at {width} width')
+    if javascript:  # axe-core is a script: it runs where scripts do
+        audit = axe(page)
+        audit(name)
+        audit.assert_clean(f'{name} at {width} width')
 
 
 def assert_opens_inside(page, summary, panel, where):
