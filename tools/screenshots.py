@@ -6,6 +6,9 @@ served on a free loopback port with its propagation worker, and the realistic ac
 tests/browser/showcase.py (long display name, a workspace, tokens, audit records of every kind,
 sessions). Besides the pages it shows a token just created, the Reset authentication and
 Delete Personal Account confirmations, and the avatar's crop step.
+
+`--readme` also writes the README's three pictures into docs/screenshots/ (committed): the
+first screen of a few of these, scaled down, as WebP under README_LIMIT bytes each.
 """
 import contextlib
 import logging
@@ -20,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cryptography.fernet import Fernet  # noqa: E402
+from PIL import Image  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
@@ -33,6 +37,12 @@ from tests.images import encoded, noise  # noqa: E402
 
 OUT = ROOT / 'screenshots'
 SIZES = {'desktop': DESKTOP, 'phone': PHONE}
+README = ROOT / 'docs' / 'screenshots'
+README_LIMIT = 80_000
+# README picture: (screenshot, the width it is scaled to, in px).
+README_PICTURES = {'phone-profile.webp': ('phone-light-profile', 390),
+                   'desktop-audit-log.webp': ('desktop-light-audit-log', 960),
+                   'dark-tokens.webp': ('desktop-dark-tokens', 960)}
 
 
 @contextlib.contextmanager
@@ -93,6 +103,22 @@ def extras(page, showcase, name):
     shoot(page, f'{name}-avatar-crop')
 
 
+def readme_pictures():
+    """The README's pictures: each screenshot's first screen, scaled, as WebP."""
+    for name, (shot, width) in README_PICTURES.items():
+        size = SIZES[shot.split('-')[0]]
+        scale = size.get('device_scale_factor', 1)
+        with Image.open(OUT / f'{shot}.png') as image:
+            screen = image.crop((0, 0, image.width, size['viewport']['height'] * scale))
+            height = round(screen.height * width / screen.width)
+            screen.convert('RGB').resize((width, height), Image.LANCZOS).save(
+                README / name, 'WEBP', quality=80, method=6)
+        written = (README / name).stat().st_size
+        if written > README_LIMIT:
+            raise SystemExit(f'{README / name} is {written} bytes, over {README_LIMIT}')
+        print(f'{README / name}: {written} bytes')
+
+
 def main():
     logging.getLogger('werkzeug').setLevel(logging.WARNING)  # no line per request
     if OUT.exists():
@@ -121,6 +147,8 @@ def main():
                     context.close()
         browser.close()
     print(f'{len(list(OUT.glob("*.png")))} screenshots in {OUT}/')
+    if '--readme' in sys.argv[1:]:
+        readme_pictures()
 
 
 if __name__ == '__main__':
