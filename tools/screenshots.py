@@ -4,8 +4,8 @@ phone (390×844), JavaScript on, full page, into screenshots/ (not committed) to
 Self-contained, as the browser tests are: a throwaway database and workspace server, the app
 served on a free loopback port with its propagation worker, and the realistic account of
 tests/browser/showcase.py (long display name, a workspace, tokens, audit records of every kind,
-sessions). Besides the pages it shows a token just created, the Reset authentication and
-Delete Personal Account confirmations, and the avatar's crop step.
+sessions). Besides the pages it shows the menus open, a token just created, the Reset
+authentication and Delete Personal Account confirmations, and the avatar's crop step.
 
 `--readme` also writes the README's three pictures into docs/screenshots/ (committed): the
 first screen of a few of these, scaled down, as WebP under README_LIMIT bytes each.
@@ -78,9 +78,18 @@ def shoot(page, name):
 
 
 def extras(page, showcase, name):
-    """The states a page has besides its first look: a new token, the confirmations, the crop."""
+    """The states pages have besides their first look: the menus open, a new token, the
+    Danger zone's confirmations, the crop step."""
     settings = f'/user/{showcase.person.handle}/settings'
     page.goto(f'{settings}/tokens')
+    page.get_by_role('button', name='Switch identity').click()
+    page.locator('details.identity details.submenu > summary').click()
+    shoot(page, f'{name}-menu-switch-identity')
+    page.get_by_role('button', name='Account menu').click()
+    shoot(page, f'{name}-menu-account')
+    page.get_by_role('button', name='Token options').last.click()
+    shoot(page, f'{name}-menu-token-options')
+    page.keyboard.press('Escape')
     page.get_by_role('button', name='Token options').first.click()
     page.locator('details.menu[open]').get_by_role('link', name='Delete').click()  # make room
     settled(page)
