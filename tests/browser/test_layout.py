@@ -118,6 +118,16 @@ def assert_fits(page, where):
 def test_the_page_fits_the_screen(open_at, axe, name, width, javascript):
     page = open_at(name, width, javascript)
     assert_fits(page, f'{name} at {width} width')
+    menu = page.get_by_role('navigation', name='Settings')
+    if menu.count():  # the five links, the current one on screen; on a phone, in one line
+        expect(menu.get_by_role('link')).to_have_text(
+            ['Profile', 'Notifications', 'Tokens', 'Advanced', 'Audit Log'])
+        current = menu.locator('a[aria-current="page"]').bounding_box()
+        right = current['x'] + current['width']
+        assert -1 < current['x'] and right < viewport_width(page) + 1, (
+            f'{name}: the current settings item is off screen, at x={current["x"]:.0f}')
+        if width == 'phone':
+            assert menu.bounding_box()['height'] < 3 * current['height'], 'not one line'
     if javascript:  # axe-core is a script: it runs where scripts do
         audit = axe(page)
         audit(name)
@@ -166,3 +176,18 @@ def test_every_menu_opens_inside_the_viewport(open_at, short_name, width, javasc
         options.nth(index).click()
         expect(menu.locator('> .menu-panel')).to_be_hidden()
     assert_fits(page, f'Tokens at {width} width after every menu opened and closed')
+
+
+@pytest.mark.parametrize('javascript', [True, False], ids=['js', 'no-js'])
+def test_on_a_phone_the_settings_menu_shows_the_page_it_leads_to(open_at, javascript):
+    page = open_at('profile', 'phone', javascript)
+    menu = page.get_by_role('navigation', name='Settings')
+    for name in ('Advanced', 'Audit Log', 'Profile'):
+        menu.get_by_role('link', name=name).click()
+        current = menu.locator('a[aria-current="page"]')
+        expect(current).to_have_text(name)
+        if javascript:
+            settled(page)
+        box = current.bounding_box()
+        assert -1 < box['x'] and box['x'] + box['width'] < viewport_width(page) + 1, (
+            f'{name}: the current settings item is off screen, at x={box["x"]:.0f}')
