@@ -2,13 +2,14 @@
 # (make test-postgres: the same on a throwaway PostgreSQL server). make check: the quick loop,
 # every test but the slow system tests and the browser tests (pytest marks `slow`, `browser`).
 # make bench: run every benchmark in bench/ (each prints its figures and which targets are met).
+# make screenshots: PNGs of every page (light, dark, desktop, phone) into screenshots/.
 PORT ?= 5000
 PUBLIC_URL ?= http://127.0.0.1:$(PORT)
 VENV := .venv
 PY := $(VENV)/bin/python
 HTMX := static/vendor/htmx.min.js
 
-.PHONY: run test check test-postgres bench setup clean chromium redis-server
+.PHONY: run test check test-postgres bench screenshots setup clean chromium redis-server
 
 run: $(VENV)/.runtime $(HTMX)
 	$(VENV)/bin/flask --app app migrate
@@ -18,6 +19,10 @@ run: $(VENV)/.runtime $(HTMX)
 
 test: $(VENV)/.dev $(HTMX) chromium redis-server
 	$(PY) -m pytest
+
+# PNGs of every page, light and dark, desktop and phone, into screenshots/ (tools/screenshots.py).
+screenshots: $(VENV)/.dev $(HTMX) chromium
+	$(PY) tools/screenshots.py
 
 # Neither Chromium nor Redis: only browser and slow tests use them.
 check: $(VENV)/.dev $(HTMX)
@@ -30,7 +35,7 @@ test-postgres: $(VENV)/.dev $(HTMX) chromium redis-server
 setup: $(VENV)/.dev $(HTMX)
 
 # Every bench/*.py (not _-prefixed helpers) is a script; a failing one stops the run.
-bench: $(VENV)/.bench $(HTMX)
+bench: $(VENV)/.bench $(HTMX) chromium
 	@for script in bench/[!_]*.py; do $(PY) $$script || exit 1; echo; done
 
 $(VENV)/bin/python:
