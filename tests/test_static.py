@@ -1,8 +1,10 @@
 """Static files under content-hashed names cached for a year; compression of what pays for it."""
 import gzip
 import io
+import re
 
 import brotli
+
 import pytest
 from bs4 import BeautifulSoup
 from flask import url_for
@@ -37,8 +39,29 @@ def hashed_names(urls, names):
 
 
 def read(app, name):
+    """The file as it is served: a stylesheet or script of ours without its comments."""
     with open(f'{app.static_folder}/{name}', 'rb') as f:
-        return f.read()
+        body = f.read()
+    if name.endswith('.css'):
+        return re.sub(rb'/\*.*?\*/\n?', b'', body, flags=re.S)
+    if name.endswith('.js'):
+        return re.sub(rb'^[ \t]*//.*\n', b'', body, flags=re.M)
+    return body
+
+
+@pytest.mark.parametrize('name, comment, code', [
+    ('css/app.css', b'/* Penstock: a small hand-written stylesheet', b'.settings {'),
+    ('js/app.js', b'// Small enhancements on top of htmx', b"'use strict';"),
+    ('js/crop.js', b'// The avatar crop step', b"'use strict';"),
+])
+def test_stylesheets_and_scripts_go_out_without_their_comments(app, client, name, comment,
+                                                               code):
+    with open(f'{app.static_folder}/{name}', 'rb') as f:
+        source = f.read()
+    assert comment in source
+    served = client.get(f'/static/{name}').get_data()
+    assert comment not in served and code in served
+    assert len(served) < len(source) * 0.9
 
 
 def test_pages_reference_every_asset_by_a_name_that_carries_its_content_hash(app, client,

@@ -50,9 +50,9 @@ document.addEventListener('htmx:sendError', function (event) {
   flashError(event, 'Penstock could not be reached. Check your connection and try again.');
 });
 
-// The flash region is a toast with JavaScript (app.css): a status goes after 10 s, or when
-// clicked; an error stays until the next status replaces it. The region itself stays, empty,
-// so the next status is read out too.
+// The flash region is a toast with JavaScript (app.css): a status goes after 10 s; an error
+// stays until the next status replaces it. The region itself stays, empty, so the next status
+// is read out too.
 var flashTimer;
 function toastFlash() {
   var region = document.getElementById('flash');
@@ -66,10 +66,6 @@ function toastFlash() {
 document.addEventListener('DOMContentLoaded', toastFlash);
 document.addEventListener('htmx:afterSettle', toastFlash);
 document.addEventListener('htmx:oobAfterSwap', toastFlash);
-document.addEventListener('click', function (event) {
-  var region = event.target.closest('#flash');
-  if (region) region.replaceChildren();
-});
 
 // Copy: a button with data-copy="ID" copies the value (or text) of element ID, then says
 // "Copied" in its own live region. Reveal: a button with data-reveal="ID" toggles input ID
