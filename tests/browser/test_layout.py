@@ -191,3 +191,18 @@ def test_on_a_phone_the_settings_menu_shows_the_page_it_leads_to(open_at, javasc
         box = current.bounding_box()
         assert -1 < box['x'] and box['x'] + box['width'] < viewport_width(page) + 1, (
             f'{name}: the current settings item is off screen, at x={box["x"]:.0f}')
+
+
+def test_on_a_desktop_the_sessions_headers_and_dates_keep_to_one_line(open_at):
+    page = open_at('advanced', 'desktop', True)
+    table = page.get_by_role('region', name='Sessions').get_by_role('table')
+    cells = table.locator('thead th:not(:has(> .visually-hidden)), tbody time')
+    expect(cells.first).to_be_visible()
+    lines = cells.evaluate_all('''cells => cells.map(cell => {
+        const text = document.createRange();
+        text.selectNodeContents(cell);
+        const tops = [...text.getClientRects()].map(line => Math.round(line.top));
+        return [cell.textContent.trim(), new Set(tops).size];
+    })''')
+    assert len(lines) >= 4 + 2 * 3  # four headers, two times for each of three sessions
+    assert [text for text, count in lines if count > 1] == []
