@@ -62,8 +62,8 @@ def test_reset_and_delete_stand_apart_in_the_danger_zone(client, logged_in):
     page = html(client.get(URL))
     zone = page.find('h3', string='Danger zone').find_parent('section')
     assert zone['aria-labelledby'] == zone.h3['id']
-    assert [s['id'] for s in zone.find_all('section')] == ['reset-authentication',
-                                                            'delete-account']
+    sections = [s['id'] for s in zone.find_all('section')]
+    assert sections == ['reset-authentication', 'delete-account']
     assert page.find('section', id='sessions') not in zone.find_all('section')
     for name in ('Reset authentication', 'Delete Personal Account'):
         button = zone.find('button', string=name)

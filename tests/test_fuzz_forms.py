@@ -310,7 +310,8 @@ def test_a_form_refuses_hostile_fields_with_a_message_and_saves_nothing_half_way
         user_id = browser.user.id if browser.user else None
         before, rows_before = state(), snapshot()
         response = browser.client.post(
-            url, data=body, headers={**(HTMX if htmx else {}), 'HX-Current-URL': 'http://localhost/'},
+            url, data=body,
+            headers={**(HTMX if htmx else {}), 'HX-Current-URL': 'http://localhost/'},
             **({} if isinstance(body, MultiDict) else
                {'content_type': 'application/x-www-form-urlencoded'}))
         assert response.status_code < 500, (url, form)

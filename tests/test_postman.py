@@ -118,8 +118,8 @@ def test_smtp_urls_are_read_with_their_default_ports_and_never_shown_with_a_pass
     starttls = postman.SMTPTransport('smtp+starttls://me%40example.org:p%2Fss@mail.example.org')
     tls = postman.SMTPTransport('smtps://me:pass@mail.example.org:2465')
     assert (plain.port, plain.username) == (25, None)
-    assert (starttls.port, starttls.username, starttls.password) == (587, 'me@example.org',
-                                                                      'p/ss')
+    assert (starttls.port, starttls.username, starttls.password) == (
+        587, 'me@example.org', 'p/ss')
     assert (tls.port, str(tls)) == (2465, 'smtps://mail.example.org:2465')
     for url in ('http://me:hunter2@mail.example.org', 'smtp://me:hunter2@', 'smtp://h:99999',
                 'mail.example.org'):

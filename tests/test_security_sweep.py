@@ -530,6 +530,7 @@ def test_a_login_loop_through_next_stays_on_this_site(site):
     assert response.headers['Location'] == '/login?next=//evil.example'
     assert client.get(response.headers['Location']).headers['Location'] == HOME
 
+
 # --- Malformed input (issue 12, finding 8; SPEC §12): JSON bodies on every API operation, text
 # fields on every form, control characters in every URL and header. ---
 

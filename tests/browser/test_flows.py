@@ -302,7 +302,6 @@ def test_account_menu_opens_from_the_keyboard_and_escape_closes_it(new_page, per
     expect(menu_button).to_be_focused()
 
 
-
 @pytest.mark.parametrize('color_scheme', ['light', 'dark'])
 def test_pages_have_no_serious_accessibility_violations(new_page, axe, person,
                                                         color_scheme):
