@@ -179,15 +179,15 @@ def test_two_processes_starting_one_new_directory_take_turns(tmp_path):
 
 def postmasters(data):
     """The processes working in `data` whose parent does not: the postmasters serving it."""
-    inside = set()
+    parents = {}
     for pid in filter(str.isdigit, os.listdir('/proc')):
         try:
             if os.readlink(f'/proc/{pid}/cwd') == str(data.resolve()):
-                inside.add(pid)
-        except OSError:  # gone, or a zombie
+                stat = Path(f'/proc/{pid}/stat').read_text()
+                parents[pid] = stat.rsplit(')', 1)[1].split()[1]
+        except OSError:  # gone (a backend that just ended), or a zombie
             pass
-    return [pid for pid in inside
-            if Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[1] not in inside]
+    return [pid for pid, parent in parents.items() if parent not in parents]
 
 
 def test_stop_is_idempotent_and_safe_before_any_start(tmp_path):
