@@ -34,7 +34,7 @@ FORM_ENDPOINTS = sorted(ANONYMOUS | {
     'advanced.change_handle', 'advanced.delete_account', 'advanced.reset',
     'advanced.revoke_session', 'auth.logout', 'auth.reauthenticate', 'cli_login.decline',
     'cli_login.verify', 'home.copy', 'home.create', 'home.delete', 'home.reveal',
-    'notifications.save', 'profile.cancel_avatar', 'profile.reset_avatar',
+    'notifications.save', 'profile.cancel_avatar', 'profile.preview_crop', 'profile.reset_avatar',
     'profile.rotate_password', 'profile.save_avatar', 'profile.save_name',
     'profile.upload_avatar', 'tokens.activate', 'tokens.create', 'tokens.deactivate',
     'tokens.delete'})
@@ -97,6 +97,7 @@ FIELDS_OF = {
     'advanced.change_handle': ['handle', 'previewed'], 'advanced.delete_account': ['confirm'],
     'notifications.save': NOTIFICATIONS, 'profile.save_name': ['display_name'],
     'profile.save_avatar': ['upload', 'x', 'y', 'size'], 'profile.cancel_avatar': ['upload'],
+    'profile.preview_crop': ['upload', 'x', 'y', 'size'],
 }
 
 
