@@ -22,7 +22,7 @@ test: $(VENV)/.dev $(HTMX) chromium redis-server
 
 # PNGs of every page, light and dark, desktop and phone, into screenshots/ (tools/screenshots.py).
 screenshots: $(VENV)/.dev $(HTMX) chromium
-	$(PY) tools/screenshots.py
+	$(PY) -m tools.screenshots
 
 # Neither Chromium nor Redis: only browser and slow tests use them.
 check: $(VENV)/.dev $(HTMX)

@@ -7,8 +7,10 @@ tests/browser/showcase.py (long display name, a workspace, tokens, audit records
 sessions). Besides the pages it shows the menus open, a token just created, the Reset
 authentication and Delete Personal Account confirmations, and the avatar's crop step.
 
-`--readme` also writes the README's three pictures into docs/screenshots/ (committed): the
-first screen of a few of these, scaled down, as WebP under README_LIMIT bytes each.
+Run from the project's root as a module (`python -m tools.screenshots`), so that the app and
+the tests' helpers import as they do under pytest. `--readme` also writes the README's three
+pictures into docs/screenshots/ (committed): the first screen of a few of these, scaled down,
+as WebP under README_LIMIT bytes each.
 """
 import contextlib
 import logging
@@ -19,22 +21,20 @@ import tempfile
 import threading
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+from PIL import Image
+from playwright.sync_api import expect, sync_playwright
+from werkzeug.serving import make_server
+
+import database
+import embedded
+from app import create_app
+from tests.browser.conftest import CHROMIUM_ARGS, LiveWorker, buffered
+from tests.browser.helpers import settled
+from tests.browser.showcase import DESKTOP, PHONE, make_showcase
+from tests.images import encoded, noise
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from cryptography.fernet import Fernet  # noqa: E402
-from PIL import Image  # noqa: E402
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
-
-import database  # noqa: E402
-import embedded  # noqa: E402
-from app import create_app  # noqa: E402
-from tests.browser.conftest import CHROMIUM_ARGS, LiveWorker, buffered  # noqa: E402
-from tests.browser.helpers import settled  # noqa: E402
-from tests.browser.showcase import DESKTOP, PHONE, make_showcase  # noqa: E402
-from tests.images import encoded, noise  # noqa: E402
-
 OUT = ROOT / 'screenshots'
 SIZES = {'desktop': DESKTOP, 'phone': PHONE}
 README = ROOT / 'docs' / 'screenshots'
