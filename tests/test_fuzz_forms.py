@@ -35,9 +35,9 @@ FORM_ENDPOINTS = sorted(ANONYMOUS | {
     'advanced.revoke_session', 'auth.logout', 'auth.reauthenticate', 'cli_login.decline',
     'cli_login.verify', 'home.copy', 'home.create', 'home.delete', 'home.reveal',
     'notifications.save', 'profile.cancel_avatar', 'profile.preview_crop', 'profile.reset_avatar',
-    'profile.rotate_password', 'profile.save_avatar', 'profile.save_name',
-    'profile.upload_avatar', 'tokens.activate', 'tokens.create', 'tokens.deactivate',
-    'tokens.delete'})
+    'profile.reveal_password', 'profile.rotate_password', 'profile.save_avatar',
+    'profile.save_name', 'profile.upload_avatar', 'tokens.activate', 'tokens.create',
+    'tokens.deactivate', 'tokens.delete'})
 NOTIFICATIONS = [name for name, _, _ in models.Preferences.CHOICES]
 FIELDS = ['email', 'handle', 'password', 'display_name', 'confirm', 'previewed', 'upload', 'x',
           'y', 'size', 'next', 'avatar', *NOTIFICATIONS]

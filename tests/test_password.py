@@ -200,6 +200,92 @@ def test_the_section_url_is_the_profile_page_or_the_section_for_htmx(client, log
     assert fragment.find('button', string='Rotate Password').has_attr('autofocus')
 
 
+# Reveal password and Hide password on Profile stay on Profile
+
+def connections_of(soup):
+    """{workspace id: (the connection string's text, its Reveal or Hide form)}."""
+    return {div['id'].removeprefix('connection-'):
+            (div.find('code', class_='connection-string').get_text(), div.find('form'))
+            for div in soup.find_all('div', class_='connection')}
+
+
+def test_reveal_without_javascript_shows_the_profile_page_with_that_password(client,
+                                                                             logged_in):
+    analytics, staging = open_workspaces(logged_in, 'analytics', 'staging')
+    password = current_password(logged_in)
+    reveal = URL + f'/password/workspaces/{analytics.id}'
+    [form] = [form for _, form in connections_of(section_of(client.get(URL))).values()
+              if form['action'] == reveal]
+    assert form['method'] == 'post' and form['hx-post'] == reveal
+    assert form.find('button').get_text(strip=True) == 'Reveal password'
+
+    response = client.post(reveal, data={'csrf_token': csrf_token(client, URL)})
+
+    assert response.status_code == 200, 'rendered directly: the password never goes in a URL'
+    assert 'Location' not in response.headers
+    assert response.headers['Cache-Control'] == 'no-store'
+    page = html(response)
+    assert page.find('h2', id='panel-heading').get_text() == 'Profile'
+    shown = connections_of(section_of(response))
+    text, hide = shown[analytics.id]
+    assert text == analytics.connection_string(password.password, 'alice')
+    assert hide['method'] == 'get' and hide['action'] == hide['hx-get'] == reveal
+    assert hide.find('button').get_text(strip=True) == 'Hide password'
+    assert page.find(id=f'connection-{analytics.id}')['hx-history'] == 'false'
+    assert password.password not in shown[staging.id][0], 'only the one asked for'
+    assert shown[staging.id][1]['action'] == URL + f'/password/workspaces/{staging.id}'
+
+    hidden = client.get(reveal)
+    assert hidden.status_code == 303
+    assert hidden.headers['Location'] == f'{URL}#connection-{analytics.id}'
+    assert password.password not in client.get(URL).get_data(as_text=True)
+
+
+def test_reveal_and_hide_on_profile_for_htmx_swap_the_string_and_keep_profile_urls(
+        client, logged_in):
+    [analytics] = open_workspaces(logged_in, 'analytics')
+    password = current_password(logged_in)
+    reveal = URL + f'/password/workspaces/{analytics.id}'
+    response = client.post(reveal, data={'csrf_token': csrf_token(client, URL)}, headers=HTMX)
+    assert response.status_code == 200
+    fragment = html(response)
+    assert fragment.find('h2') is None and fragment.find('header') is None
+    text, hide = connections_of(fragment)[analytics.id]
+    assert text == analytics.connection_string(password.password, 'alice')
+    assert hide['hx-get'] == reveal and hide['hx-target'] == f'#connection-{analytics.id}'
+
+    hidden = client.get(reveal, headers=HTMX)
+    assert hidden.status_code == 200
+    assert password.password not in hidden.get_data(as_text=True)
+    text, form = connections_of(html(hidden))[analytics.id]
+    assert text == analytics.connection_string(password.masked, 'alice')
+    assert form['hx-post'] == reveal and form.find('button').has_attr('autofocus')
+
+
+def test_profile_reveal_of_another_users_workspace_is_404(client, logged_in, other_user):
+    [theirs] = open_workspaces(other_user, 'prod')
+    token = csrf_token(client, URL)
+    for url in (URL + f'/password/workspaces/{theirs.id}',
+                URL + '/password/workspaces/w_nosuchworkspace0000',
+                f'/user/bob/settings/profile/password/workspaces/{theirs.id}'):
+        for headers in ({}, HTMX):
+            for method in ('GET', 'POST'):
+                response = client.open(url, method=method, data={'csrf_token': token},
+                                       headers=headers)
+                assert response.status_code == 404, (url, method)
+                assert current_password(other_user).password not in response.get_data(
+                    as_text=True)
+
+
+def test_profile_reveal_needs_the_csrf_token(client, logged_in):
+    [analytics] = open_workspaces(logged_in, 'analytics')
+    password = current_password(logged_in)
+    for headers in ({}, HTMX, {'X-CSRFToken': 'forged'}):
+        response = client.post(URL + f'/password/workspaces/{analytics.id}', headers=headers)
+        assert response.status_code == 400
+        assert password.password not in response.get_data(as_text=True)
+
+
 def test_another_users_password_pages_are_404_and_their_password_is_untouched(
         client, logged_in, other_user):
     open_workspaces(other_user, 'prod')

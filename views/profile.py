@@ -22,6 +22,7 @@ from views import (
     respond,
     settings_blueprint,
 )
+from views.home import hide_connection, reveal_connection
 from workspaces import DatabasePassword, Workspace
 
 bp = settings_blueprint('profile', __name__, 'Profile', 1)
@@ -327,6 +328,19 @@ PROPAGATED = 'The new database password has reached every workspace.'
 def password():
     """The Database Password section (htmx's Cancel asks for it), or the Profile page."""
     return respond(PASSWORD, focus_button=True, **_password_section())
+
+
+@bp.post('/profile/password/workspaces/<workspace_id>')
+def reveal_password(workspace_id):
+    """Reveal password in a workspace's connection string: in place for htmx, else the Profile
+    page with that string revealed (so without JavaScript the user stays on Profile)."""
+    return reveal_connection(workspace_id)
+
+
+@bp.get('/profile/password/workspaces/<workspace_id>')
+def hide_password(workspace_id):
+    """Hide password: the string masked again for htmx, else back to it on Profile."""
+    return hide_connection(workspace_id, then=f'.page#connection-{workspace_id}')
 
 
 @bp.get('/profile/password/status')

@@ -2,6 +2,7 @@
 workspace go from Pending to Applied; with JavaScript by polling, without it by reloading."""
 import re
 import time
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
@@ -195,3 +196,28 @@ def test_connection_strings_in_profile_wrap_whole_and_keep_their_width(
     hidden = strings[1].bounding_box()
     assert (hidden['x'], hidden['width'], hidden['height']) == (
         boxes[1]['x'], boxes[1]['width'], boxes[1]['height'])
+
+
+def test_reveal_and_hide_password_keep_the_user_on_profile(page, javascript, person,
+                                                           live_worker):
+    """Reveal password and Hide password on Profile: in place with JavaScript; without it the
+    Profile page again (it used to be the console home), that one string revealed."""
+    open_profile_with_workspaces(page, person, live_worker)
+    mark_document(page)
+    staging = workspace_item(page, 'staging')
+    staging.get_by_role('button', name='Reveal password').click()
+    expect(connection_string(page, 'staging')).not_to_have_text(re.compile(r'\*'))
+    expect(page.get_by_role('heading', name='Profile', level=2)).to_be_visible()
+    expect(connection_string(page, 'analytics')).to_have_text(re.compile(r'\*'))
+    assert urlsplit(page.url).path.startswith(person.profile_path)
+    assert is_same_document(page) is javascript
+    settled(page)
+
+    staging.get_by_role('button', name='Hide password').click()
+    expect(connection_string(page, 'staging')).to_have_text(re.compile(r'\*'))
+    expect(page.get_by_role('heading', name='Profile', level=2)).to_be_visible()
+    if javascript:
+        assert is_same_document(page)
+        expect(staging.get_by_role('button', name='Reveal password')).to_be_focused()
+    else:
+        expect(page).to_have_url(re.compile(re.escape(person.profile_path) + '#connection-w_'))
