@@ -465,7 +465,8 @@ def test_reveal_for_htmx_swaps_in_the_connection_string_kept_out_of_history(clie
     assert not root.has_attr('hx-history')
     assert root.find('button', string='Reveal password').has_attr('autofocus')
     response = client.get(f'/workspaces/{analytics.id}/connection')
-    assert response.status_code == 303 and response.headers['Location'] == '/'
+    assert response.status_code == 303
+    assert response.headers['Location'] == f'/#connection-{analytics.id}', 'back to it'
 
 
 def toggle_of(connection):

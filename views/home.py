@@ -133,7 +133,7 @@ def reveal_connection(workspace_id):
 @bp.get('/workspaces/<workspace_id>/connection')
 def connection(workspace_id):
     """The connection string with the password masked again (htmx's Hide password)."""
-    return hide_connection(workspace_id, then='.index')
+    return hide_connection(workspace_id, then=f'.index#connection-{workspace_id}')
 
 
 @bp.post('/workspaces/<workspace_id>/connection')
