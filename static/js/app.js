@@ -99,6 +99,11 @@ function localizeTimes(root) {
   root.querySelectorAll('time[datetime]').forEach(function (time) {
     var when = new Date(time.getAttribute('datetime'));
     if (isNaN(when.getTime())) return;
+    if (time.classList.contains('split')) {  // its date over its clock (_time.html)
+      time.firstElementChild.textContent = when.toLocaleDateString(undefined, {dateStyle: 'medium'});
+      time.lastElementChild.textContent = when.toLocaleTimeString(undefined, {timeStyle: 'short'});
+      return;
+    }
     time.textContent = when.toLocaleString(undefined, {dateStyle: 'medium', timeStyle: 'short'});
   });
 }

@@ -1,7 +1,8 @@
-"""Every page fits the screen, on a 360 px phone and a 1280 px desktop, with JavaScript on and
-off, for a person whose account is full (long display name, a workspace, tokens, audit records
-of every kind, sessions): nothing reaches past the right edge unless a box that scrolls sideways
-holds it, and every menu opens inside the viewport without widening the page (SPEC §13)."""
+"""Every page fits the screen, on a 360 px phone, a 900 px tablet and a 1280 px desktop, with
+JavaScript on and off, for a person whose account is full (long display name, a workspace,
+tokens, audit records of every kind, sessions): nothing reaches past the right edge unless a box
+that scrolls sideways holds it, and every menu opens inside the viewport without widening the
+page (SPEC §13)."""
 import pytest
 from playwright.sync_api import expect
 
@@ -13,7 +14,10 @@ from tests.browser.showcase import Page as ShownPage
 
 PHONE_360 = {'viewport': {'width': 360, 'height': 740}, 'is_mobile': True, 'has_touch': True,
              'device_scale_factor': 2}
-WIDTHS = {'phone': PHONE_360, 'desktop': DESKTOP}
+# A tablet: just wider than where tables become stacked rows (56rem, 896 px), the least room a
+# table gets.
+TABLET = {'viewport': {'width': 900, 'height': 1000}, 'has_touch': True}
+WIDTHS = {'phone': PHONE_360, 'tablet': TABLET, 'desktop': DESKTOP}
 # Just wider than the top bar's menus open under their own buttons: the least room they get.
 MENU_WIDTHS = {**WIDTHS, 'narrow-desktop': {'viewport': {'width': 840, 'height': 800}}}
 PAGES = ['home', 'profile', 'notifications', 'tokens', 'advanced', 'audit-log', 'cli-login',
@@ -193,10 +197,16 @@ def test_on_a_phone_the_settings_menu_shows_the_page_it_leads_to(open_at, javasc
             f'{name}: the current settings item is off screen, at x={box["x"]:.0f}')
 
 
-def test_on_a_desktop_the_sessions_headers_and_dates_keep_to_one_line(open_at):
-    page = open_at('advanced', 'desktop', True)
+@pytest.mark.parametrize('javascript', [True, False], ids=['js', 'no-js'])
+@pytest.mark.parametrize('width', ['desktop', 'tablet'])
+def test_the_sessions_table_fits_its_card_with_headers_dates_and_clocks_on_one_line(
+        open_at, width, javascript):
+    """Wider than a phone the Sessions table is a table: it fits its card (no sideways
+    scrolling; the device's name wraps instead), and no header, date or clock wraps: each time
+    is its date over its clock."""
+    page = open_at('advanced', width, javascript)
     table = page.get_by_role('region', name='Sessions').get_by_role('table')
-    cells = table.locator('thead th:not(:has(> .visually-hidden)), tbody time')
+    cells = table.locator('thead th:not(:has(> .visually-hidden)), tbody time > span')
     expect(cells.first).to_be_visible()
     lines = cells.evaluate_all('''cells => cells.map(cell => {
         const text = document.createRange();
@@ -204,5 +214,12 @@ def test_on_a_desktop_the_sessions_headers_and_dates_keep_to_one_line(open_at):
         const tops = [...text.getClientRects()].map(line => Math.round(line.top));
         return [cell.textContent.trim(), new Set(tops).size];
     })''')
-    assert len(lines) >= 4 + 2 * 3  # four headers, two times for each of three sessions
+    assert len(lines) >= 4 + 2 * 2 * 3  # four headers; two times, each in two parts, a session
     assert [text for text, count in lines if count > 1] == []
+    assert table.locator('tbody time').evaluate_all(
+        'times => times.every(time => time.lastElementChild.getBoundingClientRect().top'
+        ' >= time.firstElementChild.getBoundingClientRect().bottom)'), 'date over clock'
+    box = page.get_by_role('region', name='Sessions table')
+    assert box.evaluate('box => box.scrollWidth <= box.clientWidth'), (
+        f'the table scrolls sideways: {box.evaluate("box => box.scrollWidth")} px in '
+        f'{box.evaluate("box => box.clientWidth")}')
