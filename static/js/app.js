@@ -1,6 +1,7 @@
 // Small enhancements on top of htmx: menus close like menus, an error answer says what went
 // wrong, the avatar card checks a file before sending it, and a step that needs more script
-// loads it. (Where focus goes after a swap, the server says with autofocus.)
+// loads it. (Where focus goes after a swap, the server says with autofocus; only Load more,
+// which adds to a list, moves it here.)
 'use strict';
 
 function closeMenus(except) {
@@ -104,6 +105,17 @@ function localizeTimes(root) {
 }
 document.addEventListener('DOMContentLoaded', function () { localizeTimes(document); });
 document.addEventListener('htmx:load', function (event) { localizeTimes(event.detail.elt); });
+
+// Load more (audit/_more.html) adds entries to the end of the list and comes back in its own
+// place, or not at all after the last page, which left focus on <body>. Focus goes to the first
+// entry added instead, so a keyboard or screen reader user reads on where the list grew.
+document.addEventListener('htmx:afterSwap', function (event) {
+  if (event.target.id !== 'audit-rows') return;
+  var first = event.target.querySelector(':scope > .htmx-added');  // htmx's mark on new content
+  if (!first) return;
+  first.tabIndex = -1;
+  first.focus();
+});
 
 // Type to confirm: an input with data-confirm-value keeps the button named by
 // data-confirm-button disabled until its text matches. Without JavaScript the button stays

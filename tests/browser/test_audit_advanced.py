@@ -223,6 +223,29 @@ def test_audit_log_load_more_and_filter(page, javascript, person):
     expect(page.get_by_role('link', name='Export as CSV')).to_be_visible()
 
 
+def test_load_more_by_keyboard_moves_focus_to_the_first_entry_it_added(new_page, person):
+    page = new_page(javascript=True)
+    person.sign_up(page)
+    write_records(person, 120)  # with signup and login: 122 records, three pages of 50
+    settings_link(page, 'Audit Log').click()
+    rows = audit_entries(page)
+    expect(rows).to_have_count(50)
+    for shown, first_added in ((50, 'created token pst_…0069'), (100, 'created token pst_…0019')):
+        settled(page)
+        page.get_by_role('link', name='Load more').focus()
+        page.keyboard.press('Enter')
+        expect(rows).to_have_count(min(shown + 50, 122))
+        expect(rows.nth(shown)).to_contain_text(first_added)
+        expect(rows.nth(shown)).to_be_focused()
+        # Focus stays there, with the ring every focused control has.
+        settled(page)
+        assert rows.nth(shown).evaluate(
+            "entry => entry === document.activeElement && entry.matches(':focus-visible') && "
+            "getComputedStyle(entry).outlineStyle === 'solid'")
+    expect(page.get_by_role('link', name='Load more')).to_have_count(0)  # the last page
+    assert page.evaluate('document.activeElement.tagName') == 'LI'
+
+
 def test_verify_a_cli_login_and_copy_its_code(page, javascript, person, live_server):
     person.sign_up(page)
     status, started = call(f'{live_server}/api/v0/login/token', method='POST')
