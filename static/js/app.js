@@ -94,13 +94,16 @@ document.addEventListener('click', function (event) {
 // Buttons that only work with JavaScript (copy, reveal) are hidden until it runs.
 document.documentElement.classList.add('js');
 
-// Times: a <time datetime="…Z"> shows the moment in the browser's own time zone; its title
-// keeps the UTC value.
+// Times: a <time datetime="…Z"> shows the moment in the browser's own time zone, named as the
+// server names UTC ("Dec 2, 2026, 9:05 AM EST"); its title keeps the UTC value. (dateStyle
+// cannot be combined with timeZoneName, hence the fields.)
+var TIME_FORMAT = {year: 'numeric', month: 'short', day: 'numeric', hour: 'numeric',
+                   minute: '2-digit', timeZoneName: 'short'};
 function localizeTimes(root) {
   root.querySelectorAll('time[datetime]').forEach(function (time) {
     var when = new Date(time.getAttribute('datetime'));
     if (isNaN(when.getTime())) return;
-    time.textContent = when.toLocaleString(undefined, {dateStyle: 'medium', timeStyle: 'short'});
+    time.textContent = when.toLocaleString(undefined, TIME_FORMAT);
   });
 }
 document.addEventListener('DOMContentLoaded', function () { localizeTimes(document); });
