@@ -1,6 +1,7 @@
 // Small enhancements on top of htmx: menus close like menus, an error answer says what went
 // wrong, the avatar card checks a file before sending it, and a step that needs more script
-// loads it. (Where focus goes after a swap, the server says with autofocus.)
+// loads it. (Where focus goes after a swap, the server says with autofocus; only Load more,
+// which adds to a list, moves it here.)
 'use strict';
 
 function closeMenus(except) {
@@ -93,22 +94,37 @@ document.addEventListener('click', function (event) {
 // Buttons that only work with JavaScript (copy, reveal) are hidden until it runs.
 document.documentElement.classList.add('js');
 
-// Times: a <time datetime="…Z"> shows the moment in the browser's own time zone; its title
-// keeps the UTC value.
+// Times: a <time datetime="…Z"> shows the moment in the browser's own time zone, named as the
+// server names UTC ("Dec 2, 2026, 9:05 AM EST"); its title keeps the UTC value. (dateStyle
+// cannot be combined with timeZoneName, hence the fields.)
+var DATE_FORMAT = {year: 'numeric', month: 'short', day: 'numeric'};
+var CLOCK_FORMAT = {hour: 'numeric', minute: '2-digit', timeZoneName: 'short'};
+var TIME_FORMAT = Object.assign({}, DATE_FORMAT, CLOCK_FORMAT);
 function localizeTimes(root) {
   root.querySelectorAll('time[datetime]').forEach(function (time) {
     var when = new Date(time.getAttribute('datetime'));
     if (isNaN(when.getTime())) return;
     if (time.classList.contains('split')) {  // its date over its clock (_time.html)
-      time.firstElementChild.textContent = when.toLocaleDateString(undefined, {dateStyle: 'medium'});
-      time.lastElementChild.textContent = when.toLocaleTimeString(undefined, {timeStyle: 'short'});
+      time.firstElementChild.textContent = when.toLocaleDateString(undefined, DATE_FORMAT);
+      time.lastElementChild.textContent = when.toLocaleTimeString(undefined, CLOCK_FORMAT);
       return;
     }
-    time.textContent = when.toLocaleString(undefined, {dateStyle: 'medium', timeStyle: 'short'});
+    time.textContent = when.toLocaleString(undefined, TIME_FORMAT);
   });
 }
 document.addEventListener('DOMContentLoaded', function () { localizeTimes(document); });
 document.addEventListener('htmx:load', function (event) { localizeTimes(event.detail.elt); });
+
+// Load more (audit/_more.html) adds entries to the end of the list and comes back in its own
+// place, or not at all after the last page, which left focus on <body>. Focus goes to the first
+// entry added instead, so a keyboard or screen reader user reads on where the list grew.
+document.addEventListener('htmx:afterSwap', function (event) {
+  if (event.target.id !== 'audit-rows') return;
+  var first = event.target.querySelector(':scope > .htmx-added');  // htmx's mark on new content
+  if (!first) return;
+  first.tabIndex = -1;
+  first.focus();
+});
 
 // Type to confirm: an input with data-confirm-value keeps the button named by
 // data-confirm-button disabled until its text matches. Without JavaScript the button stays

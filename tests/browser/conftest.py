@@ -169,12 +169,13 @@ def _live_jobs_finished(request):
 
 @pytest.fixture
 def new_page(browser, live_server):
-    """Open a page in a fresh browser context (own cookies); every context is closed after."""
+    """Open a page in a fresh browser context (own cookies); every context is closed after.
+    Other context options (timezone_id, locale) pass through."""
     contexts = []
 
-    def open_page(javascript=True, color_scheme='light'):
+    def open_page(javascript=True, color_scheme='light', **options):
         context = browser.new_context(base_url=live_server, java_script_enabled=javascript,
-                                      color_scheme=color_scheme)
+                                      color_scheme=color_scheme, **options)
         context.set_default_timeout(10_000)  # fail fast rather than after Playwright's 30 s
         contexts.append(context)
         return context.new_page()

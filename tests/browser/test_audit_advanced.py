@@ -1,6 +1,7 @@
 """Audit Log, Reset authentication and CLI login in a real Chromium, with and without JS."""
 import datetime
 import re
+import zoneinfo
 
 import pytest
 from playwright.sync_api import expect
@@ -179,7 +180,8 @@ def test_reset_authentication_logs_out_every_browser_and_revokes_tokens(
     assert status == 401 and body['status'] == 401
 
 
-def test_audit_log_load_more_and_filter(page, javascript, person):
+def test_audit_log_load_more_and_filter(new_page, javascript, person):
+    page = new_page(javascript, timezone_id='America/New_York')
     person.sign_up(page)
     write_records(person, 60)  # with signup and login: 62 records
     settings_link(page, 'Audit Log').click()
@@ -192,10 +194,9 @@ def test_audit_log_load_more_and_filter(page, javascript, person):
     assert rows.first.inner_text().count(person.handle) == 1
     time = rows.first.locator('time')
     expect(time).to_have_attribute('title', re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$'))
-    if javascript:  # shown in the browser's time zone, the UTC value in the tooltip
-        expect(time).not_to_have_text(re.compile('UTC$'))
-    else:
-        expect(time).to_have_text(re.compile('UTC$'))
+    # With JS, shown in the browser's time zone, named; the UTC value in the tooltip.
+    zone = re.compile(' E[SD]T$' if javascript else ' UTC$')
+    expect(time).to_have_text(zone)
 
     mark_document(page)
     page.get_by_role('link', name='Load more').click()
@@ -204,7 +205,7 @@ def test_audit_log_load_more_and_filter(page, javascript, person):
         expect(page.get_by_role('link', name='Load more')).to_have_count(0)
         expect(rows.nth(50)).to_contain_text('created token pst_…0009')
         expect(rows.last).to_contain_text(f'{person.handle} signed up')
-        expect(rows.nth(60).locator('time')).not_to_have_text(re.compile('UTC$'))
+        expect(rows.nth(60).locator('time')).to_have_text(zone)
     else:
         expect(rows).to_have_count(12)
         expect(rows.first).to_contain_text('created token pst_…0009')
@@ -221,6 +222,45 @@ def test_audit_log_load_more_and_filter(page, javascript, person):
     expect(filter_box).to_have_value('user.login')
     assert is_same_document(page) is javascript
     expect(page.get_by_role('link', name='Export as CSV')).to_be_visible()
+
+
+def test_load_more_by_keyboard_moves_focus_to_the_first_entry_it_added(new_page, person):
+    page = new_page(javascript=True)
+    person.sign_up(page)
+    write_records(person, 120)  # with signup and login: 122 records, three pages of 50
+    settings_link(page, 'Audit Log').click()
+    rows = audit_entries(page)
+    expect(rows).to_have_count(50)
+    for shown, first_added in ((50, 'created token pst_…0069'), (100, 'created token pst_…0019')):
+        settled(page)
+        page.get_by_role('link', name='Load more').focus()
+        page.keyboard.press('Enter')
+        expect(rows).to_have_count(min(shown + 50, 122))
+        expect(rows.nth(shown)).to_contain_text(first_added)
+        expect(rows.nth(shown)).to_be_focused()
+        # Focus stays there, with the ring every focused control has.
+        settled(page)
+        assert rows.nth(shown).evaluate(
+            "entry => entry === document.activeElement && entry.matches(':focus-visible') && "
+            "getComputedStyle(entry).outlineStyle === 'solid'")
+    expect(page.get_by_role('link', name='Load more')).to_have_count(0)  # the last page
+    assert page.evaluate('document.activeElement.tagName') == 'LI'
+
+
+@pytest.mark.parametrize('zone', ['America/New_York', 'UTC'])
+def test_times_show_the_moment_in_the_browsers_time_zone_and_name_it(new_page, person, zone):
+    page = new_page(timezone_id=zone, locale='en-US')
+    person.sign_up(page)
+    write_records(person, 1)
+    page.goto(f'/user/{person.handle}/settings/audit')
+    time = audit_entries(page).first.locator('time')
+    moment = datetime.datetime.fromisoformat(time.get_attribute('datetime'))
+    expect(time).to_have_attribute('title', moment.strftime('%Y-%m-%d %H:%M:%S UTC'))
+    local = moment.astimezone(zoneinfo.ZoneInfo(zone))
+    # "Dec 3, 2026, 12:34 AM EST" (ICU may put a narrow no-break space before AM).
+    expect(time).to_have_text(re.compile(
+        rf'^{local:%b} {local.day}, {local.year}, {local.hour % 12 or 12}:{local:%M}'
+        rf'\s{local:%p} {local.tzname()}$'))
 
 
 def test_verify_a_cli_login_and_copy_its_code(page, javascript, person, live_server):

@@ -3,7 +3,11 @@ JavaScript on and off, for a person whose account is full (long display name, a 
 tokens, audit records of every kind, sessions): nothing reaches past the right edge unless a box
 that scrolls sideways holds it, and every menu opens inside the viewport without widening the
 page (SPEC §13)."""
+import io
+import re
+
 import pytest
+from PIL import Image, ImageChops
 from playwright.sync_api import expect
 
 import credentials
@@ -20,6 +24,8 @@ TABLET = {'viewport': {'width': 900, 'height': 1000}, 'has_touch': True}
 WIDTHS = {'phone': PHONE_360, 'tablet': TABLET, 'desktop': DESKTOP}
 # Just wider than the top bar's menus open under their own buttons: the least room they get.
 MENU_WIDTHS = {**WIDTHS, 'narrow-desktop': {'viewport': {'width': 840, 'height': 800}}}
+# The fade at each edge of the phone's sideways settings strip, in CSS px (app.css).
+STRIP_FADE = 16
 PAGES = ['home', 'profile', 'notifications', 'tokens', 'advanced', 'audit-log', 'cli-login',
          'unsubscribe', 'login', 'signup']
 
@@ -195,6 +201,52 @@ def test_on_a_phone_the_settings_menu_shows_the_page_it_leads_to(open_at, javasc
         box = current.bounding_box()
         assert -1 < box['x'] and box['x'] + box['width'] < viewport_width(page) + 1, (
             f'{name}: the current settings item is off screen, at x={box["x"]:.0f}')
+
+
+def ink(image, background, box):
+    """How strongly anything is drawn in `box` (left, top, right, bottom) of `image`: the
+    largest difference of any channel of any pixel from the `background` colour, 0 to 255."""
+    region = image.crop(box)
+    plain = Image.new('RGB', region.size, background)
+    return max(high for _, high in ImageChops.difference(region, plain).getextrema())
+
+
+# Scroll the strip holding `link` so that `edge` (an x) cuts its name a third of the way in.
+CUT_AT = '''(link, edge) => {
+  const text = document.createRange();
+  text.selectNodeContents(link);
+  const box = text.getBoundingClientRect();
+  link.closest('nav').scrollLeft += box.left + box.width / 3 - edge;
+}'''
+
+
+@pytest.mark.parametrize('javascript', [True, False], ids=['js', 'no-js'])
+def test_on_a_phone_settings_items_cut_off_by_the_strip_fade_out_there(open_at, javascript):
+    page = open_at('profile', 'phone', javascript)
+    width = viewport_width(page)
+    strip = page.get_by_role('navigation', name='Settings')
+    links = strip.get_by_role('link')
+    # Scrolled to either end, the end item lies whole inside the fade.
+    strip.evaluate('strip => { strip.scrollLeft = 0; }')
+    assert links.first.bounding_box()['x'] >= STRIP_FADE - .5
+    strip.evaluate('strip => { strip.scrollLeft = strip.scrollWidth; }')
+    last = links.last.bounding_box()
+    assert last['x'] + last['width'] <= width - STRIP_FADE + .5
+
+    background = page.evaluate('getComputedStyle(document.body).backgroundColor')
+    background = tuple(int(n) for n in re.findall(r'\d+', background)[:3])
+    for name, edge in (('Profile', 0), ('Audit Log', width)):
+        link = strip.get_by_role('link', name=name)
+        link.evaluate(CUT_AT, edge)
+        box = link.bounding_box()
+        band = {'x': 0, 'y': box['y'] + box['height'] / 4, 'width': width,
+                'height': box['height'] / 2}  # the letters, not the current item's underline
+        image = Image.open(io.BytesIO(page.screenshot(clip=band, scale='css'))).convert('RGB')
+        cut = ink(image, background, (0, 0, 6, image.height) if edge == 0 else
+                  (width - 6, 0, width, image.height))
+        whole = ink(image, background, (STRIP_FADE, 0, width - STRIP_FADE, image.height))
+        assert whole > 150, 'no letters found'
+        assert cut < whole / 2, f'{name}: cut off at the edge, yet drawn at full strength'
 
 
 @pytest.mark.parametrize('javascript', [True, False], ids=['js', 'no-js'])
