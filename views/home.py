@@ -42,7 +42,7 @@ def _list_changed(status=200, said=None, **context):
                    then='.index', **_home_context(context))
 
 
-def own_workspace(workspace_id):
+def _own_workspace(workspace_id):
     """The current user's workspace with this id; anyone else's, or none, is a 404."""
     workspace = Workspace.of(current_user.id, workspace_id)
     if workspace is None:
@@ -79,7 +79,7 @@ def create():
 @bp.get('/workspaces/<workspace_id>')
 def row(workspace_id):
     """One workspace's row, for htmx to put back when a delete is cancelled."""
-    workspace = own_workspace(workspace_id)
+    workspace = _own_workspace(workspace_id)
     return respond('home/_row.html', then='.index', workspace=workspace,
                    focus_id=workspace.id, password=DatabasePassword.for_user(current_user.id),
                    user_handle=current_user.handle)
@@ -88,13 +88,13 @@ def row(workspace_id):
 @bp.get('/workspaces/<workspace_id>/status')
 def status(workspace_id):
     """Whether the workspace's database exists yet, for the row's polling."""
-    return respond('home/_status.html', then='.index', workspace=own_workspace(workspace_id))
+    return respond('home/_status.html', then='.index', workspace=_own_workspace(workspace_id))
 
 
 @bp.get('/workspaces/<workspace_id>/delete')
 def confirm_delete(workspace_id):
     """Ask before deleting: in the row for htmx, as a page of its own without JavaScript."""
-    workspace = own_workspace(workspace_id)
+    workspace = _own_workspace(workspace_id)
     return respond('home/_confirm_row.html', panel='home/_confirm_panel.html',
                    title=f'Delete workspace {workspace.handle}', workspace=workspace,
                    user_handle=current_user.handle)
@@ -103,7 +103,7 @@ def confirm_delete(workspace_id):
 @bp.post('/workspaces/<workspace_id>/delete')
 def delete(workspace_id):
     """Delete a workspace for good."""
-    workspace = own_workspace(workspace_id)
+    workspace = _own_workspace(workspace_id)
     workspace.remove(request.remote_addr)
     return _list_changed(said=f'Workspace {workspace.handle} deleted.', focus_create=True)
 
@@ -114,7 +114,7 @@ CONNECTION = 'home/_connection.html'
 def hide_connection(workspace_id, then):
     """The connection string with the password masked again: htmx's Hide password; without
     htmx, a way back to `then` (where the string was revealed)."""
-    workspace = own_workspace(workspace_id)
+    workspace = _own_workspace(workspace_id)
     return respond(CONNECTION, then=then, workspace=workspace, focus='reveal',
                    password=DatabasePassword.for_user(current_user.id),
                    user_handle=current_user.handle, area=request.blueprint)
@@ -124,7 +124,7 @@ def reveal_connection(workspace_id):
     """Reveal the password in a connection string: in place for htmx, else the whole page of
     the area asked (`request.blueprint`: home or Profile) with that one string revealed."""
     # Rendered directly, never redirected, so the password goes in no URL, session or log.
-    workspace = own_workspace(workspace_id)
+    workspace = _own_workspace(workspace_id)
     return respond(CONNECTION, workspace=workspace, revealed=True, revealed_id=workspace.id,
                    password=DatabasePassword.for_user(current_user.id),
                    user_handle=current_user.handle, area=request.blueprint)
@@ -146,7 +146,7 @@ def reveal(workspace_id):
 def copy(workspace_id):
     """The connection string with the password as plain text, for the Copy button's script."""
     # So the page never holds the password unless the person revealed it.
-    workspace = own_workspace(workspace_id)
+    workspace = _own_workspace(workspace_id)
     password = DatabasePassword.for_user(current_user.id)
     response = make_response(workspace.connection_string(password.password, current_user.handle))
     response.mimetype = 'text/plain'
