@@ -126,6 +126,10 @@ def create_app(config=None):
         # routes by name, on WORKSPACE_PORT). See docs/operations.md.
         WORKSPACE_ROUTING=os.environ.get('WORKSPACE_ROUTING', 'direct'),
         WORKSPACE_PORT=int(os.environ.get('WORKSPACE_PORT', '9193')),
+        # What one tenant may take of a shared server: connections at once per role and per
+        # database, temporary files per session (a size, or -1). See docs/operations.md.
+        WORKSPACE_CONNECTION_LIMIT=os.environ.get('WORKSPACE_CONNECTION_LIMIT', '20'),
+        WORKSPACE_TEMP_FILE_LIMIT=os.environ.get('WORKSPACE_TEMP_FILE_LIMIT', '1GB'),
         # werkzeug's method string for new password hashes: scrypt at its default cost
         # (n=2**15); a check reads the cost from the hash it checks, so it can be raised later.
         PASSWORD_HASH_METHOD=os.environ.get('PASSWORD_HASH_METHOD', 'scrypt'),
@@ -309,13 +313,19 @@ def _workspace_servers(app):
     routing = app.config['WORKSPACE_ROUTING']
     if routing not in ('direct', 'dns'):
         raise RuntimeError(f'WORKSPACE_ROUTING is {routing!r}: use direct or dns')
+    try:
+        limits = workspace_servers.Limits.parse(app.config['WORKSPACE_CONNECTION_LIMIT'],
+                                                app.config['WORKSPACE_TEMP_FILE_LIMIT'])
+    except ValueError as error:
+        raise RuntimeError(str(error)) from None
     urls = [url.strip() for url in app.config['WORKSPACE_DATABASE_URL'].split(',')
             if url.strip()]
     if urls:
-        servers = [workspace_servers.Server(url) for url in urls]
+        servers = [workspace_servers.Server(url, limits=limits) for url in urls]
     else:
         servers = [workspace_servers.EmbeddedServer(embedded.EmbeddedPostgres(
-            os.path.join(app.instance_path, 'workspace-postgres')))]
+            os.path.join(app.instance_path, 'workspace-postgres'),
+            connection_limit=limits.connections), limits)]
     return workspace_servers.Servers(servers, routing, app.config['WORKSPACE_PORT'])
 
 

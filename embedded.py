@@ -35,6 +35,14 @@ SERVER_USER = 'penstock-postgres'
 # Durable servers keep PostgreSQL's defaults; throwaway ones (tests, benchmarks) skip the
 # flushes that only matter after a crash of the machine.
 NOT_DURABLE = {'fsync': 'off', 'synchronous_commit': 'off', 'full_page_writes': 'off'}
+# Sizing for tenants who share the server (docs/operations.md): room for TENANTS_AT_LIMIT roles
+# at their connection limit at once, plus ADMIN_RESERVED slots only a superuser (the admin,
+# `penstock`) may take, so a rotation, a drift repair or `workspaces check` gets through
+# when tenants have taken every other slot. Each worker holds at most two admin connections
+# (a converge, and the new database it finishes), `workspaces check` one: ten is room for
+# a few workers and a check at once.
+TENANTS_AT_LIMIT = 10
+ADMIN_RESERVED = 10
 HBA = ('# Written by Penstock (embedded.py) at every start: SCRAM passwords, nothing else.\n'
        f'host all all {ADDRESS}/32 scram-sha-256\n')
 
@@ -57,12 +65,14 @@ class EmbeddedPostgres:
     directory of its own (made private: 0700, or 0711 under root).
 
     `durable=False` (tests, benchmarks) turns off fsync and friends: faster, and the data may
-    not survive a crash of the machine. `url` is known once start() has run here, `port`
-    once a first start has chosen it."""
+    not survive a crash of the machine. `connection_limit` is each workspace role's
+    (WORKSPACE_CONNECTION_LIMIT), which sizes max_connections. `url` is known once start()
+    has run here, `port` once a first start has chosen it."""
 
-    def __init__(self, directory, durable=True):
+    def __init__(self, directory, durable=True, connection_limit=20):
         self.directory = Path(directory).absolute()
         self.durable = durable
+        self.max_connections = TENANTS_AT_LIMIT * connection_limit + ADMIN_RESERVED
         self.bin = binary_directory()
         self._data = self.directory / 'data'
         self._log = self.directory / 'server.log'
@@ -221,7 +231,8 @@ class EmbeddedPostgres:
             # limit (107 bytes) that a deep instance directory would pass.
             'unix_socket_directories': '',
             'password_encryption': 'scram-sha-256',
-            'max_connections': 100,
+            'max_connections': self.max_connections,
+            'superuser_reserved_connections': ADMIN_RESERVED,
             'log_statement': 'none',
             # A failing statement's text is not logged: an ALTER ROLE … PASSWORD that fails
             # would otherwise put its password in server.log.

@@ -89,8 +89,9 @@ def _exit(signum, frame):
 
 def check(servers):
     """Compare every workspace with its server (its database, the user's role and attributes,
-    who may connect, the password's verifier) and everything the servers hold of Penstock
-    users with the workspaces; queue a job for each user and server that differ (unless one
+    who may connect, the password's verifier, the limits) and everything the servers hold of
+    Penstock users with the workspaces (a role left over, with what it still holds in other
+    databases); queue a job for each user and server that differ (unless one
     is pending already). Yields lines to print, one per finding and one per server."""
     Workspace, Job = workspaces.Workspace, workspaces.PropagationJob
     for server in servers:
@@ -104,8 +105,9 @@ def check(servers):
                 for user_id in sorted(users):
                     job = Job(user_id=user_id, server=server.key)
                     _, desired = job.desired()
-                    problems = differences(desired, server.found(connection, user_id),
-                                           server.admin)
+                    found = server.found(connection, user_id)
+                    problems = (differences(desired, found, server.admin)
+                                + server.limit_differences(desired, found))
                     if not problems:
                         continue
                     drifted += 1
@@ -138,7 +140,9 @@ def differences(desired, found, admin):
     if wanted and found.role is None:
         problems.append(f'role {desired.role} missing')
     elif not wanted and found.role is not None:
-        problems.append(f'role {found.role} left over')
+        problems.append(f'role {found.role} left over' + ''.join(
+            f'; it owns objects or holds privileges in database {name}'
+            for name in sorted(found.holdings - {''})))
     elif found.role is not None:
         if found.role != desired.role:
             problems.append(f'role is named {found.role}, not {desired.role}')

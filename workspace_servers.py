@@ -9,9 +9,9 @@ workspace <workspace id>`, so a renamed handle or a deleted workspace row still 
 what must be renamed or dropped.
 
 `Server.converge` makes a server hold exactly what the metadata says of one user: it drops
-the databases no workspace names any more (and the role with the last one), creates the
-role and the missing databases, renames the role after a handle change, and sets its
-password. It runs under an advisory lock of that user on that server, taken before the
+the databases no workspace names any more (and the role with the last one, with whatever
+other tenants granted it), creates the role and the missing databases, renames the role
+after a handle change, sets its password, and restates the server's limits (Limits). It runs under an advisory lock of that user on that server, taken before the
 metadata is read, so two workers never interleave and the later one always applies the
 newer state. The password travels as a SCRAM verifier made here (never in plain text in a
 statement, a server log or pg_stat_activity)."""
@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import socket
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -33,12 +34,13 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5  # seconds: a server that is down leaves jobs pending, retried later
 LOCK_NAMESPACE = 0x5057  # the first key of every advisory lock taken here ("PW")
 # A workspace role's attributes as Found reads them: the value each must have (it reaches its
-# own databases and nothing else), and the clause of CREATE/ALTER ROLE that sets it.
+# own databases and nothing else), and the clause of CREATE/ALTER ROLE that sets it. Its
+# connection limit is the server's (Limits), set and compared apart.
 ROLE_CLAUSES = {
     'superuser': (False, 'NOSUPERUSER'), 'createdb': (False, 'NOCREATEDB'),
     'createrole': (False, 'NOCREATEROLE'), 'replication': (False, 'NOREPLICATION'),
     'bypassrls': (False, 'NOBYPASSRLS'), 'login': (True, 'LOGIN'),
-    'connection limit': (-1, 'CONNECTION LIMIT -1'), 'expires': (None, "VALID UNTIL 'infinity'"),
+    'expires': (None, "VALID UNTIL 'infinity'"),
 }
 ROLE_ATTRIBUTES = ' '.join(clause for _, clause in ROLE_CLAUSES.values())
 # Databases of the server itself that no workspace role may connect to.
@@ -51,6 +53,40 @@ def role_mark(user_id):
 
 def database_mark(user_id, workspace_id):
     return f'{role_mark(user_id)} workspace {workspace_id}'
+
+
+# PostgreSQL's units of a memory setting such as temp_file_limit, in kB.
+MEMORY_UNITS = {'kB': 1, 'MB': 1024, 'GB': 1024 ** 2, 'TB': 1024 ** 3}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one tenant may take of a shared server (docs/operations.md): `connections` at
+    once for each role and for each database (WORKSPACE_CONNECTION_LIMIT), and
+    `temp_file_kb` of temporary files per session of a role (WORKSPACE_TEMP_FILE_LIMIT;
+    temp_file_limit is a superuser-only setting, so a tenant cannot lift it)."""
+    connections: int = 20
+    temp_file_kb: int = 1024 ** 2
+
+    @classmethod
+    def parse(cls, connections, temp_files):
+        """Limits from the settings' text (a count; a size such as 1GB, or -1 for none), or a
+        ValueError that names the setting."""
+        try:
+            count = int(connections)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ValueError(f'WORKSPACE_CONNECTION_LIMIT is {connections!r}: use a whole number '
+                             'of connections, 1 or more')
+        match = re.fullmatch(r'\s*(-1|\d+)\s*(kB|MB|GB|TB)?\s*', str(temp_files))
+        if not match or (match[1] == '-1' and match[2]):
+            raise ValueError(f'WORKSPACE_TEMP_FILE_LIMIT is {temp_files!r}: use a size such as '
+                             '512MB or 1GB (units kB, MB, GB, TB), or -1 for no limit')
+        size = int(match[1]) * MEMORY_UNITS[match[2] or 'kB']
+        if size > 2 ** 31 - 1:  # temp_file_limit is an int of kB
+            raise ValueError(f'WORKSPACE_TEMP_FILE_LIMIT is {temp_files!r}: at most 2047GB')
+        return cls(count, size)
 
 
 class Drift(Exception):
@@ -75,13 +111,19 @@ class Found:
     """What a server holds for one user: the role's name (None: no role), its SCRAM verifier
     (unless `verifier_readable` is False: an admin that may not read pg_authid) and
     attributes, and the user's databases by name (each with its workspace id) and the roles
-    that may connect to each."""
+    that may connect to each. The limits: the role's connection limit and temp_file_limit (in
+    kB as the server keeps it, None: not set), each database's connection limit; and the other
+    databases where the role owns objects or holds privileges ('' for shared objects)."""
     role: str | None = None
     verifier: str | None = None
     verifier_readable: bool = True
     attributes: dict = field(default_factory=dict)
     databases: dict = field(default_factory=dict)
     connectable: dict = field(default_factory=dict)
+    connection_limit: int | None = None
+    temp_file_limit: str | None = None
+    database_limits: dict = field(default_factory=dict)
+    holdings: set = field(default_factory=set)
 
 
 def scram_verifier_matches(verifier, password):
@@ -108,8 +150,9 @@ class Server:
     a role with CREATEROLE and CREATEDB). `key` names it in the metadata (workspace.server):
     the URL's host:port unless given."""
 
-    def __init__(self, url, key=None):
+    def __init__(self, url, key=None, limits=None):
         parts = urlsplit(url)
+        self.limits = limits or Limits()
         self.url = url
         self.host = parts.hostname or '127.0.0.1'
         self.port = parts.port or 5432
@@ -182,8 +225,14 @@ class Server:
         found = Found()
         row = connection.execute(
             "SELECT r.rolname, r.rolpassword, r.rolsuper, r.rolcreatedb, r.rolcreaterole, "
-            "r.rolreplication, r.rolbypassrls, r.rolcanlogin, r.rolconnlimit, "
-            "CASE WHEN r.rolvaliduntil = 'infinity' THEN NULL ELSE r.rolvaliduntil END "
+            "r.rolreplication, r.rolbypassrls, r.rolcanlogin, "
+            "CASE WHEN r.rolvaliduntil = 'infinity' THEN NULL ELSE r.rolvaliduntil END, "
+            "r.rolconnlimit, (SELECT substr(c, length('temp_file_limit=') + 1) "
+            "FROM pg_db_role_setting s, unnest(s.setconfig) c WHERE s.setrole = r.oid "
+            "AND s.setdatabase = 0 AND c LIKE 'temp\\_file\\_limit=%%'), "
+            "ARRAY(SELECT DISTINCT coalesce(d.datname, '') FROM pg_shdepend h "
+            "LEFT JOIN pg_database d ON d.oid = h.dbid WHERE h.refobjid = r.oid "
+            "AND h.refclassid = 'pg_authid'::regclass) "
             f"FROM {self._roles} r "
             "JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass "
             "WHERE d.description = %s", (role_mark(user_id),)).fetchone()
@@ -192,15 +241,19 @@ class Server:
             found.role = row[0]
             found.verifier = row[1] if self._roles == 'pg_authid' else None
             found.verifier_readable = self._roles == 'pg_authid'
-            found.attributes = dict(zip(ROLE_CLAUSES, row[2:]))
+            found.attributes = dict(zip(ROLE_CLAUSES, row[2:9]))
+            found.connection_limit, found.temp_file_limit = row[9], row[10]
+            found.holdings = set(row[11])
         prefix = role_mark(user_id) + ' workspace '
-        for name, description, acl in connection.execute(
-                "SELECT d.datname, s.description, d.datacl::text[] FROM pg_database d "
-                "JOIN pg_shdescription s ON s.objoid = d.oid "
+        for name, description, acl, limit in connection.execute(
+                "SELECT d.datname, s.description, d.datacl::text[], d.datconnlimit "
+                "FROM pg_database d JOIN pg_shdescription s ON s.objoid = d.oid "
                 "AND s.classoid = 'pg_database'::regclass WHERE s.description LIKE %s",
                 (prefix.replace('_', r'\_') + '%',)):
             found.databases[name] = description.removeprefix(prefix)
             found.connectable[name] = _connecting_roles(acl or [])
+            found.database_limits[name] = limit
+        found.holdings -= set(found.databases)  # its own databases hold what it made there
         return found
 
     def converge(self, connection, desired):
@@ -215,8 +268,7 @@ class Server:
                                .format(sql.Identifier(name)))
         if not wanted:
             if found.role is not None:
-                connection.execute(sql.SQL('DROP ROLE IF EXISTS {}')
-                                   .format(sql.Identifier(found.role)))
+                self._drop_role(connection, found.role)
             return
         role = sql.Identifier(desired.role)
         if found.role is None:
@@ -242,6 +294,7 @@ class Server:
                           for each in found.connectable[name]}
             if connecting - {self.admin} != {desired.role}:
                 self._open_to(connection, name, desired.role, connecting)
+        self._limit(connection, desired, found)
 
     @staticmethod
     def _verifier(connection, desired):
@@ -259,8 +312,12 @@ class Server:
         self._check_free(connection, desired.role)
         role = sql.Identifier(desired.role)
         with connection.transaction():  # the role and its mark, or neither
-            connection.execute(sql.SQL('CREATE ROLE {} ' + ROLE_ATTRIBUTES + ' PASSWORD {}')
-                               .format(role, sql.Literal(self._verifier(connection, desired))))
+            connection.execute(sql.SQL('CREATE ROLE {} ' + ROLE_ATTRIBUTES
+                                       + ' CONNECTION LIMIT {} PASSWORD {}').format(
+                role, sql.Literal(self.limits.connections),
+                sql.Literal(self._verifier(connection, desired))))
+            connection.execute(sql.SQL('ALTER ROLE {} SET temp_file_limit = {}').format(
+                role, sql.Literal(self.limits.temp_file_kb)))
             connection.execute(sql.SQL('COMMENT ON ROLE {} IS {}').format(
                 role, sql.Literal(role_mark(desired.user_id))))
 
@@ -277,6 +334,8 @@ class Server:
                 "WHERE datname = %s", (name,)).fetchone()
             if mark and mark[0] is not None:
                 raise Drift(f'a database named {name} exists and is not this workspace\'s')
+        connection.execute(sql.SQL('ALTER DATABASE {} CONNECTION LIMIT {}').format(
+            database, sql.Literal(self.limits.connections)))
         self._open_to(connection, name, desired.role)
         with self.connect(name) as inside:
             inside.execute(sql.SQL('ALTER SCHEMA public OWNER TO {}').format(role))
@@ -295,6 +354,72 @@ class Server:
             database, sql.SQL(', ').join([sql.SQL('PUBLIC'), *others])))
         connection.execute(sql.SQL('GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}')
                            .format(database, sql.Identifier(role)))
+
+    def limit_differences(self, desired, found):
+        """How the limits of what the server holds for a user (`found`) differ from this
+        server's, in words (propagation.differences says the rest, such as what is left
+        over); [] when they match."""
+        if desired.role is None:
+            return []
+        problems = []
+        if found.role is not None and found.connection_limit != self.limits.connections:
+            problems.append(f'role {found.role} has connection limit {found.connection_limit}, '
+                            f'not {self.limits.connections}')
+        if found.role is not None and found.temp_file_limit != str(self.limits.temp_file_kb):
+            problems.append(f'role {found.role} has temp_file_limit '
+                            f'{found.temp_file_limit or "unset"}, '
+                            f'not {self.limits.temp_file_kb}kB')
+        for name, limit in sorted(found.database_limits.items()):
+            if name in desired.databases.values() and limit != self.limits.connections:
+                problems.append(f'database {name} has connection limit {limit}, '
+                                f'not {self.limits.connections}')
+        return problems
+
+    def _limit(self, connection, desired, found):
+        """Restate the limits that `found` shows to differ from this server's: the role's (a
+        role made just now has them already) and its wanted databases' (made ones, too)."""
+        name = sql.Identifier(desired.role)
+        if found.role is not None and found.connection_limit != self.limits.connections:
+            connection.execute(sql.SQL('ALTER ROLE {} CONNECTION LIMIT {}').format(
+                name, sql.Literal(self.limits.connections)))
+        if found.role is not None and found.temp_file_limit != str(self.limits.temp_file_kb):
+            connection.execute(sql.SQL('ALTER ROLE {} SET temp_file_limit = {}').format(
+                name, sql.Literal(self.limits.temp_file_kb)))
+        for database, limit in found.database_limits.items():
+            if database in desired.databases.values() and limit != self.limits.connections:
+                connection.execute(sql.SQL('ALTER DATABASE {} CONNECTION LIMIT {}').format(
+                    sql.Identifier(database), sql.Literal(self.limits.connections)))
+
+    def _drop_role(self, connection, role):
+        """Drop `role` (its databases are gone already) and everything it holds anywhere,
+        whatever other tenants granted it: no new session first, none left open; then in each
+        database where it owns objects or holds privileges (pg_shdepend), what it owns passes
+        to the role of the user whose workspace that is (never the admin: a view or a
+        SECURITY DEFINER function owned by a superuser would run with a superuser's rights),
+        and its privileges go (DROP OWNED; in the admin's own database for shared objects such
+        as a database's CONNECT). Idempotent, like converge."""
+        name = sql.Identifier(role)
+        connection.execute(sql.SQL('ALTER ROLE {} NOLOGIN').format(name))
+        connection.execute('SELECT pg_terminate_backend(pid) FROM pg_stat_activity '
+                           'WHERE usename = %s AND pid <> pg_backend_pid()', (role,))
+        rows = connection.execute(
+            "SELECT DISTINCT d.datname, o.rolname FROM pg_shdepend h "
+            "LEFT JOIN pg_database d ON d.oid = h.dbid "
+            "LEFT JOIN pg_shdescription m ON m.objoid = d.oid "
+            "AND m.classoid = 'pg_database'::regclass "
+            "LEFT JOIN pg_shdescription n ON n.classoid = 'pg_authid'::regclass "
+            "AND starts_with(m.description, n.description || ' workspace ') "
+            "LEFT JOIN pg_roles o ON o.oid = n.objoid AND o.rolname <> %s "
+            "WHERE h.refclassid = 'pg_authid'::regclass "
+            "AND h.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s)",
+            (role, role)).fetchall()
+        for database, owner in rows:
+            with self.connect(database) as inside, inside.transaction():
+                if owner is not None:
+                    inside.execute(sql.SQL('REASSIGN OWNED BY {} TO {}').format(
+                        name, sql.Identifier(owner)))
+                inside.execute(sql.SQL('DROP OWNED BY {}').format(name))
+        connection.execute(sql.SQL('DROP ROLE IF EXISTS {}').format(name))
 
     def marked_users(self, connection):
         """The ids of every user this server holds a role or a database of."""
@@ -320,8 +445,8 @@ class EmbeddedServer(Server):
     (embedded.EmbeddedPostgres under instance/), key `embedded`. Its URL and port are read
     from it each time: a start may move it to another port when its own was taken."""
 
-    def __init__(self, embedded):
-        self.embedded = embedded
+    def __init__(self, embedded, limits=None):
+        self.embedded, self.limits = embedded, limits or Limits()
         self.key, self.host, self.admin = 'embedded', '127.0.0.1', 'penstock'
         self._address, self._prepared, self._prepare_lock = '127.0.0.1', False, threading.Lock()
         self._roles = 'pg_authid'

@@ -717,13 +717,14 @@ def test_the_server_is_sent_a_verifier_never_the_password(app, user, workspace_s
 
 @pytest.fixture
 def limited_admin(workspace_server):
-    """Servers reaching the run's server as `penstock_limited`: CREATEROLE and CREATEDB, no
-    superuser, and (with `verifiers`) SELECT on pg_authid."""
+    """Servers reaching the run's server as `penstock_limited`: CREATEROLE and CREATEDB, SET
+    on temp_file_limit, no superuser, and (with `verifiers`) SELECT on pg_authid."""
     password = 'limited-admin-password'
     statements = [
         f"CREATE ROLE penstock_limited LOGIN CREATEROLE CREATEDB PASSWORD '{password}'",
         "ALTER ROLE penstock_limited SET createrole_self_grant = 'set, inherit'",
-        'GRANT CONNECT ON DATABASE postgres, template1 TO penstock_limited']
+        'GRANT CONNECT ON DATABASE postgres, template1 TO penstock_limited',
+        'GRANT SET ON PARAMETER temp_file_limit TO penstock_limited']
     for statement in statements:
         workspace_server.connection.execute(statement)
     url = f'postgresql://penstock_limited:{password}@127.0.0.1:{workspace_server.port}/postgres'
