@@ -326,7 +326,7 @@ def _workspace_servers(app):
         servers = [workspace_servers.EmbeddedServer(embedded.EmbeddedPostgres(
             os.path.join(app.instance_path, 'workspace-postgres'),
             connection_limit=limits.connections), limits)]
-    return workspace_servers.Servers(servers, routing, app.config['WORKSPACE_PORT'])
+    return workspace_servers.Servers(servers, routing, app.config['WORKSPACE_PORT'], limits)
 
 
 def _init_database(app):

@@ -11,9 +11,9 @@ what must be renamed or dropped.
 `Server.converge` makes a server hold exactly what the metadata says of one user: it drops
 the databases no workspace names any more (and the role with the last one, with whatever
 other tenants granted it), creates the role and the missing databases, renames the role
-after a handle change, sets its password, and restates the server's limits (Limits). It runs under an advisory lock of that user on that server, taken before the
-metadata is read, so two workers never interleave and the later one always applies the
-newer state. The password travels as a SCRAM verifier made here (never in plain text in a
+after a handle change, sets its password, and restates the server's limits (Limits). It
+runs under an advisory lock of that user on that server, taken before the metadata is read,
+so two workers never interleave and the later one always applies the newer state. The password travels as a SCRAM verifier made here (never in plain text in a
 statement, a server log or pg_stat_activity)."""
 import base64
 import contextlib
@@ -87,6 +87,15 @@ class Limits:
         if size > 2 ** 31 - 1:  # temp_file_limit is an int of kB
             raise ValueError(f'WORKSPACE_TEMP_FILE_LIMIT is {temp_files!r}: at most 2047GB')
         return cls(count, size)
+
+    @property
+    def temp_files(self):
+        """The temporary file limit in PostgreSQL's words (1GB, 512MB), or None: none."""
+        if self.temp_file_kb < 0:
+            return None
+        unit = next((unit for unit in ('TB', 'GB', 'MB') if self.temp_file_kb
+                     and self.temp_file_kb % MEMORY_UNITS[unit] == 0), 'kB')
+        return f'{self.temp_file_kb // MEMORY_UNITS[unit]}{unit}'
 
 
 class Drift(Exception):
@@ -463,11 +472,13 @@ class EmbeddedServer(Server):
 
 
 class Servers:
-    """The configured servers by key, in configuration order (placement's tie-break)."""
+    """The configured servers by key, in configuration order (placement's tie-break), and
+    the limits each holds its tenants to."""
 
-    def __init__(self, servers=(), routing='direct', public_port=9193):
+    def __init__(self, servers=(), routing='direct', public_port=9193, limits=None):
         self.by_key = {server.key: server for server in servers}
         self.routing, self.public_port = routing, public_port
+        self.limits = limits or Limits()
 
     def __getitem__(self, key):
         try:

@@ -14,8 +14,8 @@ import database
 import embedded
 import models
 from app import create_app
-from tests.conftest import TEST_PASSWORD_KEY
-from tests.helpers import make_user, run_jobs
+from tests.conftest import QUICK_PASSWORD_HASH, TEST_PASSWORD_KEY
+from tests.helpers import html, log_in, make_user, run_jobs
 from tests.test_real_workspaces import (change_handle, check, connect, password_of,
                                         pending_jobs, provision, refusal, roles, shown, summary,
                                         who)
@@ -63,6 +63,8 @@ def test_one_role_flooding_connections_is_refused_past_its_limit_and_others_stil
     run_jobs()
     assert role_limits(workspace_server, 'alice') == (20, 'temp_file_limit=1048576')
     assert database_limit(workspace_server, analytics.database_name) == 20
+    assert workspace_server.query('SHOW max_connections') == [('210',)], '10 tenants at 20, +10'
+    assert workspace_server.query('SHOW superuser_reserved_connections') == [('10',)]
     with opened(shown(analytics), 20):
         assert TOO_MANY_FOR_ROLE.format('alice') in refusal(shown(analytics))
         assert who(shown(reports)) == ('bob', reports.database_name)
@@ -318,3 +320,54 @@ def test_a_limit_setting_that_makes_no_sense_stops_the_app_naming_it(
                     'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY, setting: value})
     assert str(refused.value).startswith(f'{setting} is {value!r}: ')
     assert message in str(refused.value)
+
+
+def test_what_a_tenant_sees_of_another_is_names_never_passwords_queries_or_data(
+        app, user, other_user, workspace_server):
+    """As docs/operations.md's tenancy table says: names in the catalogs, nothing more."""
+    [analytics] = provision(user, 'analytics')
+    [reports] = provision(other_user, 'reports')
+    run_jobs()
+    with connect(shown(reports)) as bob:
+        bob.execute("CREATE TABLE secrets AS SELECT 'bob''s data' AS s")
+        bob.execute('BEGIN')
+        bob.execute('SELECT s FROM secrets')  # its session stays in pg_stat_activity meanwhile
+        with connect(shown(analytics)) as alice:
+            assert {'alice', 'bob'} <= {name for (name,) in alice.execute(
+                'SELECT rolname FROM pg_roles')}
+            assert reports.database_name in {name for (name,) in alice.execute(
+                'SELECT datname FROM pg_database')}
+            assert alice.execute("SELECT rolpassword FROM pg_roles WHERE rolname = 'bob'"
+                                 ).fetchone() == ('********',)
+            with pytest.raises(DENIED):
+                alice.execute('SELECT rolpassword FROM pg_authid')
+            assert alice.execute(
+                "SELECT datname, query, client_addr FROM pg_stat_activity WHERE usename = 'bob'"
+            ).fetchall() == [(reports.database_name, '<insufficient privilege>', None)]
+
+
+@pytest.mark.parametrize('settings, said', [
+    ({'WORKSPACE_CONNECTION_LIMIT': '5', 'WORKSPACE_TEMP_FILE_LIMIT': '512MB'},
+     'with up to 5 connections open at once across them and up to 512MB of temporary files '
+     'per connection.'),
+    ({'WORKSPACE_CONNECTION_LIMIT': '1', 'WORKSPACE_TEMP_FILE_LIMIT': '-1'},
+     'with up to 1 connection open at once across them.'),
+])
+@pytest.mark.parametrize('htmx', [False, True], ids=['page', 'fragment'])
+def test_the_home_page_says_the_limits_a_users_connections_meet(
+        database_url, settings, said, htmx):
+    configured = create_app({
+        'TESTING': True, 'SECRET_KEY': 'x', 'DATABASE_URL': database_url,
+        'GRAVATAR_ENABLED': False, 'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY,
+        'PASSWORD_HASH_METHOD': QUICK_PASSWORD_HASH, **settings})
+    database.migrate(database.db.obj)
+    try:
+        make_user()
+        client = configured.test_client()
+        assert log_in(client, 'alice').status_code == 302
+        response = client.get('/', headers={'HX-Request': 'true'} if htmx else {})
+        assert response.status_code == 200
+        hint = html(response).find(id='workspace-handle-hint')
+        assert hint.get_text(strip=True).endswith('You can have up to 10 workspaces, ' + said)
+    finally:
+        database.db.close()

@@ -90,7 +90,9 @@ def test_home_is_a_full_page_with_the_create_form_and_an_empty_state(client, log
     assert form.find('label', attrs={'for': 'workspace-handle'}).get_text(strip=True) == (
         'Workspace handle')
     hint = page.find(id=field['aria-describedby'])
-    assert hint.get_text(strip=True) == f'{RULES} You can have up to 10 workspaces.'
+    assert hint.get_text(strip=True) == (
+        f'{RULES} You can have up to 10 workspaces, with up to 20 connections open at once '
+        'across them and up to 1GB of temporary files per connection.')
     button = form.find('button', id='create-workspace-button')
     assert button.get_text(strip=True) == 'Create workspace'
     assert not button.has_attr('disabled')

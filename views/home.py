@@ -3,7 +3,7 @@ strings (password masked, revealed or copied on request); and short links into S
 from flask import Blueprint, abort, make_response, redirect, request, url_for
 from flask_login import current_user
 
-from models import Invalid, Refused
+from models import Config, Invalid, Refused
 from views import login_manager, page_of, panel_context, respond
 from workspaces import WORKSPACE_HANDLE_RULES, WORKSPACE_LIMIT, DatabasePassword, Workspace
 
@@ -31,7 +31,7 @@ def _home_context(context):
     context.setdefault('form', {})
     context.update(user_handle=current_user.handle, full=len(workspaces) >= WORKSPACE_LIMIT,
                    limit=WORKSPACE_LIMIT, rules=WORKSPACE_HANDLE_RULES,
-                   limit_reason=Workspace.LIMIT_REACHED)
+                   limit_reason=Workspace.LIMIT_REACHED, tenant=Config.workspace_servers.limits)
     return context
 
 

@@ -59,7 +59,8 @@ def test_create_reveal_copy_and_delete_a_workspace(page, javascript, person, liv
     open_home(page, person)
     expect(page.get_by_text('You have no workspaces yet.')).to_be_visible()
     expect(page.get_by_label('Workspace handle')).to_have_accessible_description(
-        '1–23 lowercase letters or digits. You can have up to 10 workspaces.')
+        '1–23 lowercase letters or digits. You can have up to 10 workspaces, with up to 20 '
+        'connections open at once across them and up to 1GB of temporary files per connection.')
 
     mark_document(page)
     create_workspace(page, 'Bad!')
