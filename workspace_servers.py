@@ -13,8 +13,9 @@ the databases no workspace names any more (and the role with the last one, with 
 other tenants granted it), creates the role and the missing databases, renames the role
 after a handle change, sets its password, and restates the server's limits (Limits). It
 runs under an advisory lock of that user on that server, taken before the metadata is read,
-so two workers never interleave and the later one always applies the newer state. The password travels as a SCRAM verifier made here (never in plain text in a
-statement, a server log or pg_stat_activity)."""
+so two workers never interleave and the later one always applies the newer state. The
+password travels as a SCRAM verifier made here (never in plain text in a statement, a server
+log or pg_stat_activity)."""
 import base64
 import contextlib
 import hashlib
