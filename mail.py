@@ -140,11 +140,12 @@ class Email(BaseModel):
             Email.id == self.id, Email.locked_until == self.locked_until).execute()
 
     def sent(self):
-        """Record it sent, and with a summary every message it held."""
-        with write_transaction(exclusive=False):
-            Email.update(status='sent', sent_at=utcnow(), locked_until=None,
-                         last_error=None).where(
-                (Email.id == self.id) | (Email.summary_id == self.id)).execute()
+        """Record it sent, and a summary's held messages with it (in the one statement)."""
+        which = Email.id == self.id
+        if self.kind == SUMMARY:
+            which |= Email.summary_id == self.id
+        Email.update(status='sent', sent_at=utcnow(), locked_until=None, last_error=None).where(
+            which).execute()
 
     def held(self):
         """The messages this summary holds, oldest first."""
