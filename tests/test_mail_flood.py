@@ -3,6 +3,7 @@ an hour go at once, the rest wait for the hour to end and arrive as one summary 
 on a real SMTP server (conftest's aiosmtpd). Time passes by moving the stored times back, not
 by waiting; workers that die mid-way leave nothing unsent."""
 import datetime
+import json
 import threading
 
 import database
@@ -11,7 +12,8 @@ import models
 from tests.test_announcements import announce
 from tests.test_mail_end_to_end import deliver, parts
 from tests.test_mail_standards import problems
-from tests.test_postman import LEASE, emails, queue
+from tests.test_postman import LEASE, audit_records, emails, queue
+from views.audit import audit_sentence
 
 HOUR = datetime.timedelta(hours=1, seconds=1)
 
@@ -123,6 +125,20 @@ def test_a_notice_after_its_summary_was_claimed_goes_in_the_next_summary(user, s
     assert received[-1]['Subject'] == '1 more notice about your Penstock account'
     assert tokens_told(received[-1]) == late
     assert by_status() == {'sent': 14}
+
+
+def test_a_summary_refused_for_good_fails_what_it_held_and_the_audit_log_says_so(
+        user, smtp_server):
+    flood(user, 12)
+    deliver(smtp_server)
+    an_hour_passes()
+    smtp_server.refuse('550 5.1.1 No such user here')
+    assert len(deliver(smtp_server)) == 10
+    assert by_status() == {'sent': 10, 'failed': 3}  # the summary and the 2 it held
+    [record] = audit_records(user, 'email.failed')
+    assert audit_sentence('email.failed', json.loads(record.data)) == (
+        'could not be sent an email listing the notices held back in a flood of them '
+        '(their mail server answered 550)')
 
 
 def test_announcements_neither_count_nor_wait(app, user, smtp_server, tmp_path):
