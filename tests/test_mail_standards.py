@@ -20,7 +20,7 @@ from tests.test_announcements import announce
 from tests.test_mail_end_to_end import deliver, parts
 from tests.test_system_emails import EVENTS
 
-# 170 characters, none of them ASCII but the spaces: as a subject it needs several encoded words.
+# 157 characters, most of them not ASCII: as a subject it needs several encoded words.
 SUBJECT = 'Ünïcødé ñéws für Prüfer — ' * 6 + 'Ω'
 LONG_URL = 'https://docs.penstock.test/guides/' + 'sehr-langer-pfad/' * 20 + 'ende?x=1&y=2'
 BODY = (
