@@ -8,8 +8,11 @@ Queuing is INSERT … SELECT in batches of BATCH users: no user is loaded into m
 batch is a short transaction of its own, so the app's other writes wait for none long."""
 import hashlib
 import json
+import re
+from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeSerializer
+from markupsafe import Markup, escape
 from peewee import CharField, DateTimeField, IntegerField, JOIN, TextField, Value, fn
 
 import mail
@@ -20,6 +23,13 @@ from models import BaseModel, Preferences, User, utcnow
 TOPICS = {name: label for name, label, _ in Preferences.CHOICES}
 BATCH = 5_000  # users looked at per transaction
 SUBJECT_MAX = 200
+# An http or https URL in an announcement's text: up to a space or a character that cannot
+# stand in one unescaped. Anything else (javascript:, data:, mailto:) stays text.
+URL_RE = re.compile(r'https?://[^\s<>"\'`]+', re.IGNORECASE)
+URL_END = '.,;:!?\'"'  # ends a sentence rather than the URL
+# Inline, as mail clients ignore style sheets: a long URL breaks anywhere rather than widening
+# the message past a phone's 360 px.
+LINK_STYLE = 'color:#0969da;overflow-wrap:anywhere;word-break:break-all'
 
 
 class Config:
@@ -159,11 +169,34 @@ def content(email):
                'paragraphs': [paragraph.strip().split('\n') for paragraph in
                               announcement.body.replace('\r\n', '\n').split('\n\n')
                               if paragraph.strip()],
+               'linked': linked,
                'unsubscribe_url': unsubscribe_url(email.user_id, announcement.topic),
                'settings_url': mail.link('notifications.page', handle=handle)}
     return (announcement.subject,
             mail.templates.get_template('email/announcement.txt').render(context),
             mail.templates.get_template('email/announcement.html').render(context))
+
+
+def linked(text):
+    """`text` as HTML: escaped, with each http or https URL in it a link to that URL."""
+    pieces, start = [], 0
+    for match in URL_RE.finditer(text):
+        url = _url_end(match.group())
+        if not urlsplit(url).hostname:
+            continue
+        pieces += [escape(text[start:match.start()]),
+                   Markup('<a href="{}" style="{}">{}</a>').format(url, LINK_STYLE, url)]
+        start = match.start() + len(url)
+    pieces.append(escape(text[start:]))
+    return Markup('').join(pieces)
+
+
+def _url_end(url):
+    """`url` without the punctuation after it: a sentence's end, or a closing parenthesis
+    that has no opening one in the URL (as in "(see https://example.com)")."""
+    while url and (url[-1] in URL_END or url[-1] == ')' and url.count(')') > url.count('(')):
+        url = url[:-1]
+    return url
 
 
 def headers(email):

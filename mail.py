@@ -11,7 +11,14 @@ System emails (SYSTEM_EMAILS) go to the account's address whatever its preferenc
 announcement goes to each user who has its topic on when it is queued. Each System email is
 queued by Email.tell where its event's audit record is written (credentials.py for tokens,
 CLI logins and Reset authentication, workspaces.py for the database password, models.py for
-the handle and account deletion), and rendered by render() from templates/email/."""
+the handle and account deletion), and rendered by render() from templates/email/.
+
+A flood to one address collapses, and nothing is lost: the first FLOOD_LIMIT System emails to
+an address in the hour from the first (its FloodWindow) go as they come; each one after waits,
+held by that hour's summary (an Email of kind SUMMARY, due when the hour ends), which lists
+them all and is sent once in their place. Held messages are never claimed themselves; they
+count as sent, or failed, with their summary. Announcements neither count nor wait: a person
+turns them off with one click, and each is at most one message."""
 import datetime
 import json
 import os
@@ -19,7 +26,7 @@ import os
 import jinja2
 from peewee import CharField, Check, DateTimeField, IntegerField, TextField
 
-from database import acting, skip_locked, write_transaction
+from database import acting, db, locked, skip_locked, write_transaction
 from models import BaseModel, new_id, utcnow
 
 MAIL_BACKOFF_MAX = 3600  # seconds between attempts at most
@@ -30,6 +37,13 @@ MAIL_ATTEMPTS_MAX = 35
 SYSTEM_EMAILS = ('token.create', 'user.password.rotate', 'user.handle.change',
                  'user.authentication.reset', 'login_token.confirm', 'user.delete')
 
+# The flood rule: at most FLOOD_LIMIT System emails to one address go out in FLOOD_WINDOW; the
+# rest go as one SUMMARY when it ends. A verification email (its own cap, 3 an hour) is not
+# held back: it is the one an address needs to start getting mail at all.
+FLOOD_LIMIT = 10
+FLOOD_WINDOW = datetime.timedelta(hours=1)
+FLOOD_EXEMPT = ('user.email.verify',)
+SUMMARY = 'system.summary'
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
 # A System email says nothing of itself in its headers but that a program sent it (RFC 3834:
@@ -45,8 +59,8 @@ class Config:
 
 
 class Email(BaseModel):
-    """One message to send: `kind` (a SYSTEM_EMAILS name, or 'announcement'), its recipient,
-    and `data` for its templates. `status` goes pending → sent, or failed for good (a
+    """One message to send: `kind` (a SYSTEM_EMAILS name, SUMMARY or 'announcement'), its
+    recipient, and `data` for its templates. `status` goes pending → sent, or failed for good (a
     permanent SMTP refusal, or MAIL_ATTEMPTS_MAX temporary ones)."""
     id = CharField(primary_key=True, default=lambda: new_id('m'))
     kind = CharField()
@@ -62,6 +76,7 @@ class Email(BaseModel):
     last_error = TextField(null=True)
     created_at = DateTimeField(default=utcnow)
     sent_at = DateTimeField(null=True)
+    summary_id = CharField(null=True, index=True)  # held in a flood: the summary that tells it
 
     class Meta:
         indexes = ((('status', 'run_after'), False),
@@ -81,8 +96,11 @@ class Email(BaseModel):
         """Queue System email `kind` to `user`'s address; call it inside the transaction of
         the event it tells of. `data` is what its templates say (never a secret)."""
         assert kind in SYSTEM_EMAILS, kind
+        now = utcnow()
+        summary = None if kind in FLOOD_EXEMPT else FloodWindow.count(user, now)
         return cls.create(kind=kind, user_id=user.id, to_address=user.email,
-                          data=json.dumps(data, sort_keys=True, default=str))
+                          data=json.dumps(data, sort_keys=True, default=str),
+                          summary_id=summary, created_at=now, run_after=now)
 
     @classmethod
     def tell(cls, kind, user, ip, device=None, **data):
@@ -103,13 +121,15 @@ class Email(BaseModel):
         now = utcnow()
         with write_transaction(exclusive=False):  # on PostgreSQL: FOR UPDATE SKIP LOCKED
             query = (cls.select().where(cls.status == 'pending', cls.run_after <= now,
-                                        cls.locked_until.is_null() | (cls.locked_until <= now))
+                                        cls.locked_until.is_null() | (cls.locked_until <= now),
+                                        cls.summary_id.is_null())
                      .order_by(cls.run_after, cls.id).limit(limit))
             emails = list(skip_locked(query))
             if not emails:
                 return []
             cls.update(locked_until=now + lease, attempts=cls.attempts + 1).where(
                 cls.id.in_([email.id for email in emails])).execute()
+            FloodWindow.close([email.id for email in emails if email.kind == SUMMARY])
         for email in emails:
             email.locked_until, email.attempts = now + lease, email.attempts + 1
         return emails
@@ -120,8 +140,17 @@ class Email(BaseModel):
             Email.id == self.id, Email.locked_until == self.locked_until).execute()
 
     def sent(self):
+        """Record it sent, and a summary's held messages with it (in the one statement)."""
+        which = Email.id == self.id
+        if self.kind == SUMMARY:
+            which |= Email.summary_id == self.id
         Email.update(status='sent', sent_at=utcnow(), locked_until=None, last_error=None).where(
-            Email.id == self.id).execute()
+            which).execute()
+
+    def held(self):
+        """The messages this summary holds, oldest first."""
+        return list(Email.select().where(Email.summary_id == self.id, Email.status == 'pending')
+                    .order_by(Email.created_at, Email.id))
 
     def failed(self, error, permanent=False):
         """Try again later (2, 4, 8 … s, at most MAIL_BACKOFF_MAX), or, when `permanent` or
@@ -132,7 +161,55 @@ class Email(BaseModel):
         Email.update(status='failed' if final else 'pending', locked_until=None,
                      last_error=str(error)[:500], run_after=utcnow() + delay).where(
             Email.id == self.id).execute()
+        if final:  # what a summary held fails with it
+            Email.update(status='failed', last_error=str(error)[:500]).where(
+                Email.summary_id == self.id, Email.status == 'pending').execute()
         return final
+
+
+class FloodWindow(BaseModel):
+    """The flood rule's count for one address (lowercased): how many System emails to it have
+    gone out since `started_at`, and the summary (an Email) holding the ones after the first
+    FLOOD_LIMIT until FLOOD_WINDOW from `started_at` is over."""
+    address = CharField(primary_key=True)
+    started_at = DateTimeField()
+    sent = IntegerField(default=0)
+    summary_id = CharField(null=True)
+
+    @classmethod
+    def count(cls, user, now):
+        """Count a System email to `user`'s address queued `now`: None when it may go now, else
+        the id of the summary that holds it. Inside the event's transaction, with the window's
+        row locked, so simultaneous events to one address count one after another."""
+        address = user.email.lower()
+        with db.atomic():
+            cls.insert(address=address, started_at=now).on_conflict_ignore().execute()
+            window = locked(cls.select().where(cls.address == address)).get()
+            if window.started_at <= now - FLOOD_WINDOW:
+                window.started_at, window.sent, window.summary_id = now, 0, None
+            elif window.summary_id and not Email.select().where(
+                    Email.id == window.summary_id).exists():
+                window.summary_id = None  # deleted with its account: the account's last word
+            held = None
+            if window.sent < FLOOD_LIMIT:
+                window.sent += 1
+            else:
+                if window.summary_id is None:
+                    window.summary_id = Email.create(
+                        kind=SUMMARY, user_id=user.id, to_address=user.email, created_at=now,
+                        data=json.dumps({'handle': user.handle}),
+                        run_after=window.started_at + FLOOD_WINDOW).id
+                held = window.summary_id
+            window.save()
+            return held
+
+    @classmethod
+    def close(cls, summaries):
+        """No more joins the summaries `summaries` (ids): they are being sent. Waits for an
+        event counting into one of them to commit, so what a summary lists is settled once
+        it is claimed; a later one starts a summary of its own."""
+        if summaries:
+            cls.update(summary_id=None).where(cls.summary_id.in_(summaries)).execute()
 
 
 # The one environment every message is rendered in (a worker renders with no request).
@@ -150,19 +227,41 @@ def link(endpoint, **values):
 def render(email):
     """What `email` says: (subject, plain text, HTML, extra headers). A System email's come
     from templates/email/<kind>.txt (which sets `subject`) and <kind>.html, around the
-    layouts there; an announcement's from announcements.py. A plain Jinja environment, not
-    the app's: a worker renders with no request."""
+    layouts there (a summary lists what it holds); an announcement's from announcements.py.
+    A plain Jinja environment, not the app's: a worker renders with no request."""
     if email.kind == 'announcement':
         import announcements  # it builds on this module
         return (*announcements.content(email), announcements.headers(email))
-    values = email.values
-    handle = values['handle']
-    context = dict(values, to_address=email.to_address, signup_url=link('auth.signup'),
-                   reset_url=link('advanced.confirm_reset', handle=handle),
-                   audit_url=link('audit.page', handle=handle),
-                   when=datetime.datetime.fromisoformat(values['at']).strftime(
-                       '%Y-%m-%d %H:%M UTC'))
-    text = templates.get_template(f'email/{email.kind}.txt').make_module(context)
+    if email.kind == SUMMARY:
+        notices = [dict(notice.values, when=_when(notice.values['at']),
+                        subject=_text(notice, _context(notice, notice.values)).subject)
+                   for notice in email.held()]
+        # The handle as the latest notice has it (one of them may have changed it).
+        values = dict(email.values, **({'handle': notices[-1]['handle']} if notices else {}))
+        first, last = (notices[0]['when'], notices[-1]['when']) if notices else (None, None)
+        context = dict(_context(email, values), notices=notices, limit=FLOOD_LIMIT,
+                       ip=None, device=None,
+                       when=first if first == last else f'{first} to {last}')
+    else:
+        context = _context(email, email.values)
+    text = _text(email, context)
     html = templates.get_template(f'email/{email.kind}.html').render(
         context, subject=text.subject)
     return text.subject, str(text), html, dict(SYSTEM_HEADERS)
+
+
+def _context(email, values):
+    """What a System email's templates read: its `values` and the links in it."""
+    handle = values['handle']
+    return dict(values, to_address=email.to_address, signup_url=link('auth.signup'),
+                reset_url=link('advanced.confirm_reset', handle=handle),
+                audit_url=link('audit.page', handle=handle), when=_when(values.get('at')))
+
+
+def _text(email, context):
+    """The plain-text part of System email `email` as a template module (its `subject`)."""
+    return templates.get_template(f'email/{email.kind}.txt').make_module(context)
+
+
+def _when(at):
+    return at and datetime.datetime.fromisoformat(at).strftime('%Y-%m-%d %H:%M UTC')

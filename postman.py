@@ -34,10 +34,14 @@ DEFAULT_MAIL_FROM = 'Penstock <no-reply@penstock.test>'
 SMTP_PORTS = {'smtp': 25, 'smtp+starttls': 587, 'smtps': 465}
 SMTP_TIMEOUT = 30  # seconds for each step of a conversation (MAIL_LEASE covers all of them)
 CLAIM_BATCH = 10  # messages a worker leases at once
-# Lines up to RFC 5322's limit of 998: a header with a long unbreakable value (an announcement's
-# List-Unsubscribe URL) must go as it is, where the default (78) would make it an RFC 2047
-# encoded word that no mail client reads as a URL.
-POLICY = policy.default.clone(max_line_length=998)
+# RFC 5322, 2045 and 2047 as the policy applies them: headers folded at 76 (within 78), every
+# encoded word fitted to its line (so at most 75), and the body's quoted-printable or base64
+# lines at most 76 (the policy's length is theirs too; 7bit is chosen only for lines that fit).
+# refold_source='none' leaves a header given with set_raw as it is: an announcement's
+# List-Unsubscribe URL, which folding would make an encoded word no mail client reads as a URL.
+POLICY = policy.default.clone(max_line_length=76, refold_source='none')
+# Headers whose value is one token a client must read as it is (see POLICY).
+VERBATIM = frozenset({'list-unsubscribe'})
 
 
 class Config:
@@ -72,7 +76,10 @@ def build(email):
     message['Date'] = format_datetime(email.created_at.replace(tzinfo=datetime.timezone.utc))
     message['Message-ID'] = email.message_id
     for name, value in headers.items():
-        message[name] = value
+        if name.lower() in VERBATIM:
+            message.set_raw(name, value)
+        else:
+            message[name] = value
     message.set_content(text)
     message.add_alternative(html, subtype='html')
     return message

@@ -66,6 +66,9 @@ def start_sink(port):
 
 def queue(users):
     """MESSAGES due System emails, spread over `users`, and the rows as the worker sees them."""
+    # Ten users get every message: the flood rule (mail.FLOOD_LIMIT) would hold most of them
+    # back for a summary, and sending, not collapsing, is what is measured here.
+    mail.FLOOD_LIMIT = MESSAGES * ROUNDS
     with database.write_transaction():
         emails = [mail.Email.tell('token.create', users[n % len(users)], '203.0.113.9',
                                   last4='abcd') for n in range(MESSAGES)]

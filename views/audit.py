@@ -141,13 +141,15 @@ WORDS = {'status': {'active': 'Active', 'inactive': 'Inactive'},
          'via': {'email': 'The unsubscribe link in an email'},
          **{SWITCH + name: {'enabled': 'On', 'disabled': 'Off'}
             for name, _, _ in Preferences.CHOICES}}
-# What each System email (mail.SYSTEM_EMAILS) or announcement is about, for email.failed.
+# What each System email (mail.SYSTEM_EMAILS, mail.SUMMARY) or announcement is about, for
+# email.failed.
 EMAILS = {'token.create': 'an email about a new token',
           'user.password.rotate': 'an email about the rotated database password',
           'user.handle.change': 'an email about the changed handle',
           'user.authentication.reset': 'an email about the authentication reset',
           'login_token.confirm': 'an email about a verified CLI login',
           'user.delete': 'an email about the deleted account',
+          'system.summary': 'an email listing the notices held back in a flood of them',
           'announcement': 'an announcement'}
 # Values shown as code: ids and the token's last characters, which may wrap anywhere.
 CODE = {'last4', 'session_id', 'token_id', 'workspace_id', 'login_request_id',
