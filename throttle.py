@@ -46,11 +46,31 @@ def login_counters():
     from elsewhere never blocks the owner's browser."""
     login = request.form.get('email', '').strip().lower()
     user = User.named(login)
-    device = _device_id(user.id) if user else None
+    if user:
+        return account_counters(user)
+    return [('LOGIN_FAILURES_PER_ACCOUNT', 'account:' + login, FAILURES),
+            ('LOGIN_FAILURES_PER_IP', 'ip:' + get_remote_address(), FAILURES)]
+
+
+def account_counters(user):
+    """The counters a password typed for `user` from this client goes to, as a login's does:
+    the same allowance, whether it is guessed at /login or where the API asks for it."""
+    device = _device_id(user.id)
     if device:
         return [('LOGIN_FAILURES_PER_DEVICE', 'device:' + device, FAILURES)]
-    return [('LOGIN_FAILURES_PER_ACCOUNT', 'account:' + (user.id if user else login), FAILURES),
+    return [('LOGIN_FAILURES_PER_ACCOUNT', 'account:' + user.id, FAILURES),
             ('LOGIN_FAILURES_PER_IP', 'ip:' + get_remote_address(), FAILURES)]
+
+
+def password_attempt(counters, check):
+    """What `check()` answers (falsy: the password was wrong), counted as `counted` counts a
+    login: the attempt is taken from `counters()` before the check (429 when one is used up),
+    and given back to the counters of failures when it was right."""
+    taken = _take(counters())
+    answer = check()
+    outcome = SUCCESSES if answer else FAILURES
+    _give_back([hit for hit in taken if hit[3] != outcome])
+    return answer
 
 
 def reauth_counters():

@@ -10,12 +10,13 @@ import re
 from flask import Blueprint, g, jsonify, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import ValidationError, validate_csrf
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, TooManyRequests
 
 import credentials
 import database
 import imaging
 import models
+import throttle
 from views import (
     audit_json,
     avatars,
@@ -33,6 +34,12 @@ bp = Blueprint('api', __name__, url_prefix='/api/v0')
 csrf.exempt(bp)  # bearer tokens, not cookies: a cross-site page cannot send them
 
 PAGE_DEFAULT, PAGE_MAX = 25, 100
+PASSWORD_NEEDED = ('Deleting the account needs its password: send {"password": "…"} in the '
+                   'body. A token alone cannot delete it.')
+PASSWORD_WRONG = 'The password is wrong, so nothing was deleted.'
+TOO_MANY_PASSWORDS = ('Too many wrong passwords for this account (here and at login), so this '
+                      'one was not checked and nothing was deleted. Wait for the time '
+                      'Retry-After gives, then try again.')
 
 
 class ApiError(Exception):
@@ -297,10 +304,30 @@ def update_user(handle):
 @bp.delete('/user/<handle>')
 @bearer_required
 def delete_user(handle):
-    """Delete the account and everything it owns; answers with the user as it was."""
+    """Delete the account and everything it owns, given its password (a token alone may not);
+    answers with the user as it was."""
     own_handle(handle)
-    body = user_json(g.api_user)
-    g.api_user.delete_account(request.remote_addr)
+    password = json_body({'password'}, optional=True).get('password')
+    if password is not None and not isinstance(password, str):
+        raise invalid({'password': 'must be a string'})
+    if not password:
+        raise ApiError(403, 'Forbidden', PASSWORD_NEEDED, [('body.password', 'required')])
+    user = g.api_user
+    # A wrong password here counts as a failed login, against the same allowance.
+    try:
+        checked = throttle.password_attempt(
+            lambda: throttle.account_counters(user),
+            lambda: user.password_checked(password, request.remote_addr))
+    except TooManyRequests as refused:
+        raise ApiError(429, 'Too Many Requests', TOO_MANY_PASSWORDS,
+                       headers={'Retry-After': str(refused.retry_after)}) from None
+    if not checked:
+        raise ApiError(403, 'Forbidden', PASSWORD_WRONG, [('body.password', 'wrong password')])
+    body = user_json(user)
+    try:
+        user.delete_account(request.remote_addr, password_hash=checked)
+    except models.Refused as refused:
+        raise ApiError(409, 'Conflict', str(refused)) from None
     return jsonify(body)
 
 
