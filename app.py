@@ -111,6 +111,8 @@ def create_app(config=None):
         LOGIN_FAILURES_PER_DEVICE='10 per 10 minutes',
         SIGNUP_FAILURES_PER_IP='30 per 10 minutes',
         SIGNUPS_PER_IP='60 per minute',
+        # Handles found taken (preview or change), per user; per IP with SIGNUP_FAILURES_PER_IP.
+        HANDLE_LOOKUPS_PER_USER='30 per 10 minutes',
         MAX_CONTENT_LENGTH=1024 * 1024,  # views that take uploads allow more, see _body_limit
         AVATAR_UPLOADS_PER_USER='10 per minute',  # the page's and the API's together
         # Unsubscribe links that are not valid, per IP (valid ones are not counted).

@@ -259,6 +259,14 @@ class User(BaseModel):
             return text_problem(handle) or 'A handle is ' + HANDLE_RULES
         return handle_problem(handle, self)
 
+    def handle_lookup(self, handle):
+        """(why this user cannot take `handle`, already normalised, or None; whether that
+        answer tells that another account has or had it, which the throttle counts)."""
+        problem = self.handle_change_problem(handle)
+        telling = (problem is not None and handle != self.handle
+                   and HANDLE_RE.match(handle) is not None and handle not in RESERVED_HANDLES)
+        return problem, telling
+
     def change_handle(self, handle, ip=None):
         """Take a new handle (raises Invalid): the old one is held for this user for
         HANDLE_HOLD, every workspace host follows, `user.update` records both, and a System

@@ -417,3 +417,24 @@ def failed_logins(user):
         return models.AuditRecord.select().where(
             models.AuditRecord.action_type == 'user.login.failed',
             models.AuditRecord.target_id == user.id).count()
+
+
+# Finding handles taken is throttled, as in the console's preview
+
+LOOKUPS = 30  # HANDLE_LOOKUPS_PER_USER in app.py
+
+
+def test_past_the_limit_a_new_handle_is_429_whether_taken_or_free(api, alice, bob):
+    for _ in range(LOOKUPS):
+        assert api('PATCH', '/api/v0/user/alice', {'display_name': 'A'}).status_code == 200
+        response = api('PATCH', '/api/v0/user/alice', {'handle': 'bob'})
+        assert response.status_code == 400
+        assert response.get_json()['validation_errors'] == [
+            {'location': 'body.handle', 'message': models.TAKEN}]
+    taken = api('PATCH', '/api/v0/user/alice', {'handle': 'bob'})
+    free = api('PATCH', '/api/v0/user/alice', {'handle': 'alicia', 'display_name': 'B'})
+    assert taken.status_code == free.status_code == 429
+    assert taken.get_json()['detail'] == free.get_json()['detail']
+    assert int(free.headers['Retry-After']) >= 1
+    actor = api('GET', '/api/v0/actor').get_json()
+    assert (actor['handle'], actor['display_name']) == ('alice', 'A')

@@ -37,6 +37,9 @@ PAGE_DEFAULT, PAGE_MAX = 25, 100
 PASSWORD_NEEDED = ('Deleting the account needs its password: send {"password": "…"} in the '
                    'body. A token alone cannot delete it.')
 PASSWORD_WRONG = 'The password is wrong, so nothing was deleted.'
+TOO_MANY_LOOKUPS = ('Many of the handles looked up from this account or network were taken, so '
+                    'this one was not looked up and nothing was changed. Wait for the time '
+                    'Retry-After gives, then try again.')
 TOO_MANY_PASSWORDS = ('Too many wrong passwords for this account (here and at login), so this '
                       'one was not checked and nothing was deleted. Wait for the time '
                       'Retry-After gives, then try again.')
@@ -294,11 +297,28 @@ def update_user(handle):
              if not isinstance(value, str) and not (field == 'display_name' and value is None)}
     if wrong:
         raise invalid(wrong)
+    handle_wanted = (body.get('handle') or '').strip().lower()
+    if handle_wanted and handle_wanted != g.api_user.handle:
+        _look_up_handle(g.api_user, handle_wanted)
     try:
         g.api_user.update_profile(body, request.remote_addr)
     except models.Invalid as error:
         raise invalid(error.errors) from None
     return jsonify(user_json(g.api_user))
+
+
+def _look_up_handle(user, handle):
+    """Refuse a handle `user` cannot take (400), as the console's preview does: finding one
+    taken is counted, and past the limit the answer is 429 whether it is taken or free."""
+    try:
+        problem, _ = throttle.attempt(lambda: throttle.handle_lookup_counters(user),
+                                      lambda: user.handle_lookup(handle),
+                                      failed=lambda answer: answer[1])
+    except TooManyRequests as refused:
+        raise ApiError(429, 'Too Many Requests', TOO_MANY_LOOKUPS,
+                       headers={'Retry-After': str(refused.retry_after)}) from None
+    if problem:
+        raise invalid({'handle': problem})
 
 
 @bp.delete('/user/<handle>')
@@ -315,7 +335,7 @@ def delete_user(handle):
     user = g.api_user
     # A wrong password here counts as a failed login, against the same allowance.
     try:
-        checked = throttle.password_attempt(
+        checked = throttle.attempt(
             lambda: throttle.account_counters(user),
             lambda: user.password_checked(password, request.remote_addr))
     except TooManyRequests as refused:
