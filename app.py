@@ -201,7 +201,17 @@ def create_app(config=None):
     if app.config['MAIL_WORKER_THREAD']:
         app.extensions['mail_stop'] = postman.start_thread(app.config, app.instance_path)
     _refuse_coroutines(app)
+    _redact_logged_urls(app)
     return app
+
+
+def _redact_logged_urls(app):
+    """No secret in a URL reaches a log line (SPEC §12): the loggers that write URLs
+    (werkzeug's request log, gunicorn's access log, Flask's "Exception on <path>") redact
+    them first (views.redact_secrets)."""
+    for logger in (logging.getLogger('werkzeug'), logging.getLogger('gunicorn.access'),
+                   app.logger):
+        logger.addFilter(views.redaction)
 
 
 def _show_worker_log():
