@@ -438,3 +438,13 @@ def test_past_the_limit_a_new_handle_is_429_whether_taken_or_free(api, alice, bo
     assert int(free.headers['Retry-After']) >= 1
     actor = api('GET', '/api/v0/actor').get_json()
     assert (actor['handle'], actor['display_name']) == ('alice', 'A')
+
+
+@pytest.mark.parametrize('password', ['a\x07bcdefgh', 'x' * (models.PASSWORD_MAX + 1)])
+def test_what_no_password_can_be_is_400_and_not_counted(api, alice, password):
+    response = api('DELETE', '/api/v0/user/alice', {'password': password})
+    assert response.status_code == 400
+    assert [error['location'] for error in response.get_json()['validation_errors']] == [
+        'body.password']
+    assert failed_logins(alice) == 0
+    assert api('GET', '/api/v0/actor').status_code == 200

@@ -330,6 +330,12 @@ def delete_user(handle):
     password = json_body({'password'}, optional=True).get('password')
     if password is not None and not isinstance(password, str):
         raise invalid({'password': 'must be a string'})
+    # What no password can be is refused as it is, before it is counted or hashed.
+    if password and len(password) > models.PASSWORD_MAX:
+        raise invalid({'password': f'no password is longer than {models.PASSWORD_MAX} '
+                                   'characters'})
+    if password and (problem := models.text_problem(password)):
+        raise invalid({'password': problem})
     if not password:
         raise ApiError(403, 'Forbidden', PASSWORD_NEEDED, [('body.password', 'required')])
     user = g.api_user

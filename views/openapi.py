@@ -257,8 +257,9 @@ SCHEMAS = {
     'DeleteUserRequest': {
         'type': 'object', 'additionalProperties': False, 'required': ['password'],
         'properties': {
-            'password': {'type': 'string', 'minLength': 1, 'description':
-                         'The password the account logs in with. Missing or wrong: 403, and '
+            'password': {'type': 'string', 'minLength': 1, 'maxLength': models.PASSWORD_MAX,
+                         'description': 'The password the account logs in with. Missing or '
+                         'wrong: 403, and '
                          'nothing is deleted. A wrong one counts as a failed login, against '
                          'the same allowance as the login page (then 429, with '
                          '`Retry-After`).'}}},
