@@ -7,7 +7,6 @@ from flask_login import current_user, logout_user
 from werkzeug.exceptions import TooManyRequests
 
 import throttle
-
 from credentials import Session, device, reset_authentication
 from models import HANDLE_HOLD, HANDLE_RULES, Invalid
 from views import go_to, recent_login_required, respond, settings_blueprint
