@@ -18,7 +18,7 @@ from peewee import CharField, DateTimeField, IntegerField, JOIN, TextField, Valu
 import mail
 from database import write_transaction
 from mail import Email
-from models import BaseModel, Preferences, User, utcnow
+from models import BaseModel, Preferences, User, minted, utcnow
 
 TOPICS = {name: label for name, label, _ in Preferences.CHOICES}
 BATCH = 5_000  # users looked at per transaction
@@ -121,7 +121,7 @@ def _signer():
 def unsubscribe_token(user_id, topic):
     """The token of the link that turns `topic` off for the user: no login, no expiry (a
     years-old message's link still works); changing SECRET_KEY voids every one."""
-    return _signer().dumps([user_id, topic])
+    return minted(_signer().dumps([user_id, topic]))
 
 
 def unsubscribe_url(user_id, topic):

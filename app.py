@@ -64,6 +64,7 @@ DOCUMENT_HEADERS = (('Content-Security-Policy', CONTENT_SECURITY_POLICY),
                     ('Referrer-Policy', 'same-origin'), ('X-Frame-Options', 'DENY'),
                     ('Cross-Origin-Opener-Policy', 'same-origin'))
 DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD = 'demo@penstock.test', 'demo', 'penstock-demo'
+DEMO_HANDLES = (DEMO_HANDLE,) + tuple(f'{DEMO_HANDLE}{n}' for n in range(2, 10))
 DEMO_WORKSPACES = ('analytics', 'staging')
 BUSY_MESSAGE = 'Penstock is busy. Try again in a moment; nothing was changed.'
 BUSY_RETRY_AFTER = 1  # seconds: locks are held for milliseconds
@@ -110,6 +111,8 @@ def create_app(config=None):
         LOGIN_FAILURES_PER_DEVICE='10 per 10 minutes',
         SIGNUP_FAILURES_PER_IP='30 per 10 minutes',
         SIGNUPS_PER_IP='60 per minute',
+        # Handles found taken (preview or change), per user; per IP with SIGNUP_FAILURES_PER_IP.
+        HANDLE_LOOKUPS_PER_USER='30 per 10 minutes',
         MAX_CONTENT_LENGTH=1024 * 1024,  # views that take uploads allow more, see _body_limit
         AVATAR_UPLOADS_PER_USER='10 per minute',  # the page's and the API's together
         # Unsubscribe links that are not valid, per IP (valid ones are not counted).
@@ -202,7 +205,17 @@ def create_app(config=None):
     if app.config['MAIL_WORKER_THREAD']:
         app.extensions['mail_stop'] = postman.start_thread(app.config, app.instance_path)
     _refuse_coroutines(app)
+    _redact_logged_urls(app)
     return app
+
+
+def _redact_logged_urls(app):
+    """No secret in a URL reaches a log line (SPEC §12): the loggers that write URLs
+    (werkzeug's request log, gunicorn's access log, Flask's "Exception on <path>") redact
+    them first (views.redact_secrets)."""
+    for logger in (logging.getLogger('werkzeug'), logging.getLogger('gunicorn.access'),
+                   app.logger):
+        logger.addFilter(views.redaction)
 
 
 def _show_worker_log():
@@ -453,16 +466,35 @@ def migrate_command():
 
 @click.command('demo')
 def demo_command():
-    """Create the demo user when the database has no users, and print the demo login."""
+    """Create the demo user when the database has no users, and print a login that works, or
+    that none was made."""
     with database.db.connection_context():
-        if not models.User.select().exists():
-            user = models.User.sign_up(DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD)
-            user.set_display_name('Demo User')
-            for handle in DEMO_WORKSPACES:
-                workspaces.Workspace.provision(user, handle)
-        demo = models.User.get_or_none(models.User.handle == DEMO_HANDLE)
+        empty = not models.User.select().exists()
+        if empty:
+            _make_demo_user()
+        demo = models.User.get_or_none(models.User.email == DEMO_EMAIL)
     if demo is not None:
-        click.echo(f'Demo login: {DEMO_EMAIL} (or {DEMO_HANDLE}) / password {DEMO_PASSWORD}')
+        click.echo(f'Demo login: {DEMO_EMAIL} (or {demo.handle}) / password {DEMO_PASSWORD}')
+    elif empty:
+        click.echo(f'No demo user was made: the handles {DEMO_HANDLES[0]} to {DEMO_HANDLES[-1]} '
+                   'are all held after deleted accounts. Sign up to log in.')
+    else:
+        click.echo('No demo user was made: the database has users already. Log in as one of '
+                   'them, or sign up.')
+
+
+def _make_demo_user():
+    """Make the demo user, with workspaces, on the first free handle of demo, demo2, … demo9
+    (a deleted demo account's handle stays held for a while, HANDLE_HOLD); none when all are
+    held."""
+    handle = next((handle for handle in DEMO_HANDLES if models.handle_problem(handle) is None),
+                  None)
+    if handle is None:
+        return
+    user = models.User.sign_up(DEMO_EMAIL, handle, DEMO_PASSWORD)
+    user.set_display_name('Demo User')
+    for workspace in DEMO_WORKSPACES:
+        workspaces.Workspace.provision(user, workspace)
 
 
 @click.command('worker')

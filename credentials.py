@@ -383,7 +383,7 @@ class LoginRequest(BaseModel):
 
     def confirm(self, user, ip=None):
         """The user vouches for this request; returns the 6-digit code the CLI must send."""
-        code = f'{secrets.randbelow(10 ** 6):06d}'
+        code = minted(f'{secrets.randbelow(10 ** 6):06d}')
         with write_transaction():
             updated = (LoginRequest.update(status='confirmed', user=user,
                                            code_hash=self._code_hash(code))

@@ -240,6 +240,17 @@ class User(BaseModel):
             return None
         return user
 
+    def password_checked(self, password, ip=None):
+        """The account's password hash, read afresh, when `password` matches it; else None and
+        `user.login.failed`, as a wrong login writes. A write it authorizes passes the hash
+        on (see delete_account), so a password changed meanwhile authorizes nothing."""
+        stored = User.select(User.password_hash).where(User.id == self.id).scalar()
+        if stored is None or not check_password_hash(stored, password or ''):
+            if stored is not None:
+                AuditRecord.write('user.login.failed', self, ip, target=self)
+            return None
+        return stored
+
     def handle_change_problem(self, handle):
         """Why this user cannot take `handle` (already normalised), or None."""
         if handle == self.handle:
@@ -247,6 +258,14 @@ class User(BaseModel):
         if not HANDLE_RE.match(handle):
             return text_problem(handle) or 'A handle is ' + HANDLE_RULES
         return handle_problem(handle, self)
+
+    def handle_lookup(self, handle):
+        """(why this user cannot take `handle`, already normalised, or None; whether that
+        answer tells that another account has or had it, which the throttle counts)."""
+        problem = self.handle_change_problem(handle)
+        telling = (problem is not None and handle != self.handle
+                   and HANDLE_RE.match(handle) is not None and handle not in RESERVED_HANDLES)
+        return problem, telling
 
     def change_handle(self, handle, ip=None):
         """Take a new handle (raises Invalid): the old one is held for this user for
@@ -287,14 +306,23 @@ class User(BaseModel):
             if handle is not None and handle.strip().lower() != self.handle:
                 self.change_handle(handle, ip)
 
-    def delete_account(self, ip=None):
+    def delete_account(self, ip=None, password_hash=None):
         """Remove the account and every row that belongs to it, in one transaction, but the
         System email that tells its address so (its other messages, sent or not, go). The
-        email address is free at once; the handle is held (for nobody) for HANDLE_HOLD."""
+        email address is free at once; the handle is held (for nobody) for HANDLE_HOLD.
+
+        `password_hash`, from password_checked(): the password was checked before the write
+        lock was taken (a hash costs tens of milliseconds, too long to hold it), so inside the
+        transaction the account's hash must still be that one, or nothing is deleted (raises
+        Refused)."""
         import mail  # mail.py and workspaces.py build on this module
         import workspaces
         now = utcnow()
         with write_transaction():
+            if password_hash is not None and locked(
+                    User.select(User.password_hash).where(User.id == self.id)
+            ).scalar() != password_hash:
+                raise Refused(PASSWORD_CHANGED)
             workspaces.PropagationJob.follow(self, 'user.delete')  # databases and role go
             mail.Email.delete().where(mail.Email.user_id == self.id).execute()
             # Queued while the session or token it acts by is there to be named.
@@ -334,6 +362,7 @@ class User(BaseModel):
 
 
 RESERVED = 'This handle is reserved. Choose another.'
+PASSWORD_CHANGED = 'The password changed while this was asked; nothing was deleted.'
 TAKEN = 'This handle is taken. Choose another.'
 
 

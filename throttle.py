@@ -46,10 +46,9 @@ def login_counters():
     from elsewhere never blocks the owner's browser."""
     login = request.form.get('email', '').strip().lower()
     user = User.named(login)
-    device = _device_id(user.id) if user else None
-    if device:
-        return [('LOGIN_FAILURES_PER_DEVICE', 'device:' + device, FAILURES)]
-    return [('LOGIN_FAILURES_PER_ACCOUNT', 'account:' + (user.id if user else login), FAILURES),
+    if user:
+        return account_counters(user)
+    return [('LOGIN_FAILURES_PER_ACCOUNT', 'account:' + login, FAILURES),
             ('LOGIN_FAILURES_PER_IP', 'ip:' + get_remote_address(), FAILURES)]
 
 
@@ -64,6 +63,35 @@ def signup_counters():
     account) slowly, accounts created generously."""
     return [('SIGNUP_FAILURES_PER_IP', 'signup-failures:' + get_remote_address(), FAILURES),
             ('SIGNUPS_PER_IP', 'signups:' + get_remote_address(), SUCCESSES)]
+
+
+def account_counters(user):
+    """The counters a password typed for `user` from this client goes to, as a login's does:
+    the same allowance, whether it is guessed at /login or where the API asks for it."""
+    device = _device_id(user.id)
+    if device:
+        return [('LOGIN_FAILURES_PER_DEVICE', 'device:' + device, FAILURES)]
+    return [('LOGIN_FAILURES_PER_ACCOUNT', 'account:' + user.id, FAILURES),
+            ('LOGIN_FAILURES_PER_IP', 'ip:' + get_remote_address(), FAILURES)]
+
+
+def handle_lookup_counters(user):
+    """Finding a handle taken (its preview or change on Advanced, the API's PATCH) tells that an
+    account has it: counted per user, and per IP address together with sign-up's refusals,
+    which tell the same. A free handle tells nothing about anyone and is not counted."""
+    return [('HANDLE_LOOKUPS_PER_USER', 'handle-lookups:' + user.id, FAILURES),
+            ('SIGNUP_FAILURES_PER_IP', 'signup-failures:' + get_remote_address(), FAILURES)]
+
+
+def attempt(counters, check, failed=lambda answer: not answer):
+    """What `check()` answers, counted as `counted` counts a login: the attempt is taken from
+    `counters()` before the check runs (TooManyRequests when one is used up, and then nothing
+    is checked), and given back to the counters of failures unless `failed(answer)`."""
+    taken = _take(counters())
+    answer = check()
+    outcome = FAILURES if failed(answer) else SUCCESSES
+    _give_back([hit for hit in taken if hit[3] != outcome])
+    return answer
 
 
 def trust_this_browser(user):

@@ -17,6 +17,7 @@ import models
 import workspaces
 from tests.helpers import (
     IP,
+    PASSWORD,
     Api,
     assert_conforms,
     audit,
@@ -243,7 +244,7 @@ def give_everything(user, client):
 
 def test_deleting_the_account_answers_with_the_user_as_it_was(api, alice):
     expected = api('GET', '/api/v0/actor').get_json()
-    response = api('DELETE', '/api/v0/user/alice')
+    response = api('DELETE', '/api/v0/user/alice', {'password': PASSWORD})
     assert response.status_code == 200
     assert response.get_json() == expected
     assert_conforms(response.get_json(), STEAMPIPE_USER, jsonschema.Draft4Validator)
@@ -269,7 +270,7 @@ def test_after_deletion_the_token_is_401_and_no_row_of_the_account_is_left(
     Job = workspaces.PropagationJob
     before = {job.id for job in Job.select()}
 
-    assert api('DELETE', '/api/v0/user/alice').status_code == 200
+    assert api('DELETE', '/api/v0/user/alice', {'password': PASSWORD}).status_code == 200
     deleting = list(Job.select().where(Job.id.not_in(before)))
     assert [(job.user_id, job.reason, job.status) for job in deleting] == [
         (alice.id, 'user.delete', 'pending')]
@@ -283,7 +284,7 @@ def test_after_deletion_the_token_is_401_and_no_row_of_the_account_is_left(
     assert rows_of(bob.id) == bobs_before
     response = api('GET', '/api/v0/actor')
     assert response.status_code == 401 and response.headers['WWW-Authenticate'] == 'Bearer'
-    assert api('DELETE', '/api/v0/user/alice').status_code == 401
+    assert api('DELETE', '/api/v0/user/alice', {'password': PASSWORD}).status_code == 401
     assert client.get('/user/alice/settings/profile').status_code == 302  # logged out there too
 
     run_jobs()
@@ -302,7 +303,7 @@ def named_on_server(workspace_server, role, databases):
 
 
 def test_after_deletion_the_email_is_free_and_the_handle_is_held(api):
-    api('DELETE', '/api/v0/user/alice')
+    api('DELETE', '/api/v0/user/alice', {'password': PASSWORD})
     with pytest.raises(models.Invalid) as refused:
         make_user('someone@example.com', 'alice')
     assert refused.value.errors['handle'].startswith('This handle was in use until recently')
@@ -315,3 +316,135 @@ def test_another_user_cannot_be_deleted(api, bob):
     response = api('DELETE', '/api/v0/user/bob')
     assert response.status_code == 404
     assert changeable_rows() == before
+
+
+# Deleting needs the password, not only a token
+
+WRONG_TIMES = 10  # LOGIN_FAILURES_PER_ACCOUNT in app.py: the allowance a login has
+
+
+@pytest.mark.parametrize('body', [None, {}, {'password': ''}, {'password': None}])
+def test_a_token_alone_cannot_delete_the_account(api, alice, body):
+    before = changeable_rows()
+    response = api('DELETE', '/api/v0/user/alice', body)
+    assert response.status_code == 403
+    problem = response.get_json()
+    assert problem['title'] == 'Forbidden'
+    assert 'needs its password' in problem['detail']
+    assert problem['validation_errors'] == [{'location': 'body.password', 'message': 'required'}]
+    assert changeable_rows() == before
+    assert api('GET', '/api/v0/actor').status_code == 200
+    assert failed_logins(alice) == 0  # no password was guessed
+
+
+def test_a_wrong_password_is_403_deletes_nothing_and_is_a_failed_login(api, alice):
+    before_rows = changeable_rows()
+    response = api('DELETE', '/api/v0/user/alice', {'password': 'not the password'})
+    assert response.status_code == 403
+    assert response.get_json()['detail'] == 'The password is wrong, so nothing was deleted.'
+    assert response.get_json()['validation_errors'] == [
+        {'location': 'body.password', 'message': 'wrong password'}]
+    assert failed_logins(alice) == 1
+    after_rows = changeable_rows()
+    assert len(after_rows.pop('AuditRecord')) == len(before_rows.pop('AuditRecord')) + 1
+    assert after_rows == before_rows
+    assert api('GET', '/api/v0/actor').status_code == 200
+
+
+def test_a_malformed_body_is_400_and_deletes_nothing(api, alice):
+    response = api.client.delete('/api/v0/user/alice', data='{"password": "ab\\ud800cd"}',
+                                 content_type='application/json',
+                                 headers={'Authorization': f'Bearer {api.secret}'})
+    assert response.status_code == 400
+    assert 'lone surrogate' in response.get_json()['validation_errors'][0]['message']
+    assert api('GET', '/api/v0/actor').status_code == 200
+
+
+def test_a_password_that_is_not_a_string_is_400(api, alice):
+    response = api('DELETE', '/api/v0/user/alice', {'password': 12345678})
+    assert response.status_code == 400
+    assert response.get_json()['validation_errors'] == [
+        {'location': 'body.password', 'message': 'must be a string'}]
+    assert failed_logins(alice) == 0
+
+
+def test_wrong_passwords_by_delete_use_up_the_login_allowance(api, alice, app):
+    for _ in range(WRONG_TIMES):
+        assert api('DELETE', '/api/v0/user/alice', {'password': 'guess'}).status_code == 403
+    # The right password is not even checked now, here or at the login page.
+    refused = api('DELETE', '/api/v0/user/alice', {'password': PASSWORD})
+    assert refused.status_code == 429
+    assert int(refused.headers['Retry-After']) >= 1
+    assert 'nothing was deleted' in refused.get_json()['detail']
+    assert log_in(app.test_client(), 'alice').status_code == 429
+    assert failed_logins(alice) == WRONG_TIMES
+    assert api('GET', '/api/v0/actor').status_code == 200  # still there
+
+
+def test_wrong_logins_use_up_the_allowance_of_delete(api, alice, app):
+    attacker = app.test_client()
+    for _ in range(WRONG_TIMES):
+        assert log_in(attacker, 'alice', 'guess').status_code == 401
+    assert api('DELETE', '/api/v0/user/alice', {'password': PASSWORD}).status_code == 429
+    assert api('GET', '/api/v0/actor').status_code == 200
+
+
+def test_the_right_password_gives_its_attempt_back(api, alice, app):
+    attacker = app.test_client()
+    for _ in range(WRONG_TIMES - 1):
+        assert log_in(attacker, 'alice', 'guess').status_code == 401
+    right = api('DELETE', '/api/v0/user/alice', {'password': PASSWORD})
+    assert right.status_code == 200
+    with database.db.connection_context():
+        assert models.User.get_or_none(models.User.id == alice.id) is None
+
+
+def test_a_password_changed_after_the_check_deletes_nothing(alice):
+    """The password is checked before the write lock is taken; the deletion goes ahead only
+    if the hash it matched is still the account's once the lock is held."""
+    with database.db.connection_context():
+        checked = alice.password_checked(PASSWORD)
+        assert checked
+        models.User.update(password_hash=checked + 'changed').where(
+            models.User.id == alice.id).execute()
+        with pytest.raises(models.Refused):
+            alice.delete_account(IP, password_hash=checked)
+        assert models.User.get_or_none(models.User.id == alice.id) is not None
+
+
+def failed_logins(user):
+    with database.db.connection_context():
+        return models.AuditRecord.select().where(
+            models.AuditRecord.action_type == 'user.login.failed',
+            models.AuditRecord.target_id == user.id).count()
+
+
+# Finding handles taken is throttled, as in the console's preview
+
+LOOKUPS = 30  # HANDLE_LOOKUPS_PER_USER in app.py
+
+
+def test_past_the_limit_a_new_handle_is_429_whether_taken_or_free(api, alice, bob):
+    for _ in range(LOOKUPS):
+        assert api('PATCH', '/api/v0/user/alice', {'display_name': 'A'}).status_code == 200
+        response = api('PATCH', '/api/v0/user/alice', {'handle': 'bob'})
+        assert response.status_code == 400
+        assert response.get_json()['validation_errors'] == [
+            {'location': 'body.handle', 'message': models.TAKEN}]
+    taken = api('PATCH', '/api/v0/user/alice', {'handle': 'bob'})
+    free = api('PATCH', '/api/v0/user/alice', {'handle': 'alicia', 'display_name': 'B'})
+    assert taken.status_code == free.status_code == 429
+    assert taken.get_json()['detail'] == free.get_json()['detail']
+    assert int(free.headers['Retry-After']) >= 1
+    actor = api('GET', '/api/v0/actor').get_json()
+    assert (actor['handle'], actor['display_name']) == ('alice', 'A')
+
+
+@pytest.mark.parametrize('password', ['a\x07bcdefgh', 'x' * (models.PASSWORD_MAX + 1)])
+def test_what_no_password_can_be_is_400_and_not_counted(api, alice, password):
+    response = api('DELETE', '/api/v0/user/alice', {'password': password})
+    assert response.status_code == 400
+    assert [error['location'] for error in response.get_json()['validation_errors']] == [
+        'body.password']
+    assert failed_logins(alice) == 0
+    assert api('GET', '/api/v0/actor').status_code == 200

@@ -311,3 +311,64 @@ def test_the_home_page_lists_the_workspaces_under_their_new_hosts(client, logged
              for dt in page.find_all('dt', string='Host')]
     assert hosts == [f'carol-analytics.{DOMAIN}', f'carol-staging.{DOMAIN}']
     assert 'alice-' not in page.get_text()
+
+
+# Looking up handles that are taken is throttled: it tells which accounts exist
+
+LOOKUPS = 30  # HANDLE_LOOKUPS_PER_USER and SIGNUP_FAILURES_PER_IP in app.py
+
+
+def preview(client, handle, ip='127.0.0.1'):
+    response = client.get(PREVIEW, query_string={'handle': handle}, headers=HTMX,
+                          environ_base={'REMOTE_ADDR': ip})
+    assert response.status_code == 200
+    return html(response).find(id='handle-preview').get_text(' ', strip=True)
+
+
+def test_past_the_limit_the_preview_no_longer_tells_taken_from_free(client, logged_in,
+                                                                    other_user, workspaces):
+    for _ in range(LOOKUPS):
+        assert 'carol' in preview(client, 'carol')  # a free handle is not counted
+        assert preview(client, 'bob') == models.TAKEN
+    taken, free = preview(client, 'bob'), preview(client, 'carol')
+    assert taken == free
+    assert taken.startswith('Many of the handles looked up from your account or network were '
+                            'taken, so this one was not looked up. Try again in ')
+    assert preview(client, 'alice-2') == free  # nothing is looked up any more
+    # Saving asks the same question, and is refused the same way, changing nothing.
+    for handle in ('bob', 'carol'):
+        response = save(client, handle, headers=HTMX)
+        assert response.status_code == 422
+        assert field_error(html(response)) == taken
+    assert handle_of(logged_in) == 'alice'
+
+
+def test_the_limit_is_per_user_whatever_the_address(client, logged_in, other_user):
+    for number in range(LOOKUPS):
+        assert preview(client, 'bob', ip=f'198.51.100.{number}') == models.TAKEN
+    assert preview(client, 'bob', ip='203.0.113.9') == preview(client, 'carol',
+                                                                ip='203.0.113.9')
+
+
+def test_the_limit_per_address_is_shared_with_refused_sign_ups(app, client, logged_in,
+                                                               other_user):
+    for _ in range(LOOKUPS):
+        assert preview(client, 'bob') == models.TAKEN
+    stranger = app.test_client()
+    refused = stranger.post('/signup', data={
+        'email': 'bob@example.com', 'handle': 'bobby', 'password': PASSWORD,
+        'csrf_token': csrf_token(stranger, '/signup')})
+    assert refused.status_code == 429
+    # Another account from the same address has no allowance left either.
+    carol = app.test_client()
+    with database.db.connection_context():
+        models.User.sign_up('carol@example.com', 'carol', PASSWORD)
+    assert log_in(carol, 'carol').status_code == 302
+    assert carol.get('/user/carol/settings/advanced/handle/preview', query_string={
+        'handle': 'bob'}, headers=HTMX).get_data(as_text=True).count(models.TAKEN) == 0
+
+
+def test_a_person_choosing_among_free_handles_is_never_stopped(client, logged_in, workspaces):
+    for number in range(3 * LOOKUPS):
+        assert f'alice{number}' in preview(client, f'alice{number}')
+    assert save(client, 'alicia').status_code == 200

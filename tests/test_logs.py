@@ -3,11 +3,17 @@ import http.cookiejar
 import json
 import logging
 import re
+import secrets
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 
 import pytest
 
+import announcements
+import database
+import models
+import views
 from tests.helpers import PASSWORD
 
 
@@ -86,3 +92,64 @@ def test_no_secret_reaches_a_log_line(app, server, logs):
     cookie = person.cookie(app.config['SESSION_COOKIE_NAME'])
     for secret in (ui_secret, api_secret, temporary, cookie, PASSWORD):
         assert secret not in written
+
+
+def test_no_secret_carrying_url_reaches_a_log_line(app, server, logs):
+    """Every URL that carries a secret, driven over real HTTP: the request log (and any other
+    line) shows [redacted] where the secret was."""
+    app.config['SESSION_COOKIE_SECURE'] = False  # plain http on loopback
+    person = Browser(server)
+    person.open('/signup', {'email': 'alice@example.com', 'handle': 'alice',
+                            'password': PASSWORD, 'csrf_token': person.csrf('/signup')})
+    started = json.loads(person.open('/api/v0/login/token', b'', 'POST')[1])
+    _, confirmed = person.open(f'/api/v0/login/token/{started["id"]}', b'', 'PATCH',
+                               {'X-CSRFToken': person.csrf('/user/alice/settings/profile')})
+    code = json.loads(confirmed)['code']
+    assert person.open(f'/api/v0/login/token/{started["id"]}?code={code}')[0] == 200
+
+    with database.db.connection_context():
+        alice = models.User.get(models.User.handle == 'alice')
+    unsubscribe = announcements.unsubscribe_token(alice.id, 'product_updates')
+    assert Browser(server).open(f'/unsubscribe/{unsubscribe}')[0] == 200
+    assert Browser(server).open(f'/unsubscribe/{unsubscribe}',
+                                b'List-Unsubscribe=One-Click', 'POST')[0] == 200
+    # Links other parts send (email verification, organization invitations): whatever they
+    # answer, their tokens are not written down either, nor one carried in a login's next=.
+    link_token = models.minted(secrets.token_urlsafe(24))
+    for path in (f'/signup/confirm?t={link_token}',
+                 f'/org/acme/member/invite/confirm?t={link_token}',
+                 f'/api/v0/org/acme/member/invite/confirm?t={link_token}&x=1',
+                 '/login?next=' + quote(f'/org/acme/member/invite/confirm?t={link_token}',
+                                        safe='')):
+        Browser(server).open(path)
+
+    written = logs.text
+    assert f'?code=[redacted] HTTP' in written
+    assert 'POST /unsubscribe/[redacted] HTTP' in written
+    assert 'GET /signup/confirm?t=[redacted] HTTP' in written
+    assert '/api/v0/org/acme/member/invite/confirm?t=[redacted]&x=1 HTTP' in written
+    for secret in (code, link_token, *unsubscribe.split('.')):
+        assert secret not in written
+
+
+@pytest.mark.parametrize('line, expected', [
+    ('"GET /api/v0/login/token/l_1?code=123456 HTTP/1.1" 200 -',
+     '"GET /api/v0/login/token/l_1?code=[redacted] HTTP/1.1" 200 -'),
+    ('GET /api/v0/login/token/l_1?%63ode=123456&a=b HTTP/1.1',  # however the name is spelled
+     'GET /api/v0/login/token/l_1?%63ode=[redacted]&a=b HTTP/1.1'),
+    ('POST /unsubscribe/WyJ1Il0.c2lnbmF0dXJl?x=1 HTTP/1.1',
+     'POST /unsubscribe/[redacted]?x=1 HTTP/1.1'),
+    ('GET /login?next=%2Fsignup%2Fconfirm%3Ft%3Dsecret HTTP/1.1',
+     'GET /login?next=/signup/confirm%3Ft%3D%5Bredacted%5D HTTP/1.1'),
+    ('GET /user/alice/settings/audit?next_token=abc&action_type=x HTTP/1.1',
+     'GET /user/alice/settings/audit?next_token=abc&action_type=x HTTP/1.1'),  # not a secret
+    ('Delete workspace analytics? Yes', 'Delete workspace analytics? Yes'),
+])
+def test_redaction_knows_the_secret_carrying_parameters_and_paths(line, expected):
+    assert views.redact_secrets(line) == expected
+
+
+def test_an_error_logged_for_a_secret_url_is_redacted(app, logs):
+    app.logger.error('Exception on %s [%s]', '/unsubscribe/WyJ1Il0.c2lnbmF0dXJl', 'GET')
+    assert 'Exception on /unsubscribe/[redacted] [GET]' in logs.text
+    assert 'c2lnbmF0dXJl' not in logs.text

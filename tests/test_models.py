@@ -233,11 +233,46 @@ def test_the_demo_command_creates_the_demo_user_only_in_an_empty_database(app):
     assert log_in(client, 'demo', 'penstock-demo').status_code == 302
 
 
-def test_the_demo_command_leaves_a_database_with_users_alone(app, user):
+def test_the_demo_command_leaves_a_database_with_users_alone_and_says_so(app, user):
     result = app.test_cli_runner().invoke(args=['demo'])
-    assert result.output == ''
+    assert result.exit_code == 0
+    assert result.output == ('No demo user was made: the database has users already. Log in '
+                             'as one of them, or sign up.\n')
     with database.db.connection_context():
         assert models.User.select().count() == 1
+
+
+def test_after_the_demo_account_is_deleted_the_demo_command_makes_one_that_logs_in(app):
+    """The deleted account's handle is held: `make run` (which runs this) must start anyway."""
+    runner = app.test_cli_runner()
+    runner.invoke(args=['demo'])
+    with database.db.connection_context():
+        demo = models.User.get(models.User.handle == 'demo')
+    _, secret = credentials.Token.issue(demo)
+    deleted = app.test_client().delete('/api/v0/user/demo', json={'password': 'penstock-demo'},
+                                       headers={'Authorization': f'Bearer {secret}'})
+    assert deleted.status_code == 200
+
+    result = runner.invoke(args=['demo'])
+    assert result.exit_code == 0, result.output
+    assert result.output == 'Demo login: demo@penstock.test (or demo2) / password penstock-demo\n'
+    assert log_in(app.test_client(), 'demo2', 'penstock-demo').status_code == 302
+    assert log_in(app.test_client(), 'demo@penstock.test', 'penstock-demo').status_code == 302
+    with database.db.connection_context():
+        again = models.User.get(models.User.handle == 'demo2')
+        assert [w.handle for w in workspaces.Workspace.for_user(again)] == ['analytics', 'staging']
+
+
+def test_when_every_demo_handle_is_held_the_demo_command_says_none_was_made(app):
+    with database.db.connection_context():
+        for handle in ['demo'] + [f'demo{n}' for n in range(2, 10)]:
+            models.HandleHold.hold(handle, None, models.utcnow())
+    result = app.test_cli_runner().invoke(args=['demo'])
+    assert result.exit_code == 0
+    assert result.output.startswith('No demo user was made: the handles demo to demo9 are all '
+                                    'held')
+    with database.db.connection_context():
+        assert models.User.select().count() == 0
 
 
 def test_the_migrate_command_reports_what_it_did(make_database_url):

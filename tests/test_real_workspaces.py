@@ -16,7 +16,7 @@ import database
 import models
 import propagation
 import workspace_servers
-from tests.helpers import LEASE, csrf_token, html, make_user, run_jobs
+from tests.helpers import LEASE, PASSWORD, csrf_token, html, make_user, run_jobs
 from workspaces import DatabasePassword, PropagationJob, Workspace
 
 PROFILE = '/user/alice/settings/profile'
@@ -411,7 +411,7 @@ def test_deleting_the_account_drops_its_databases_and_role(
             'confirm': 'alice', 'csrf_token': csrf_token(client, ADVANCED + '/delete')})
         assert response.status_code == 303
     else:
-        assert api('DELETE', '/api/v0/user/alice').status_code == 200
+        assert api('DELETE', '/api/v0/user/alice', {'password': PASSWORD}).status_code == 200
     assert {'alice'} <= roles(workspace_server), 'until the worker runs'
 
     assert run_jobs() == 1

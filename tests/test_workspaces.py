@@ -10,7 +10,19 @@ import database
 import models
 from app import create_app
 from tests.conftest import SESSION_COOKIE, TEST_PASSWORD_KEY
-from tests.helpers import HTMX, csrf_token, html, log_in, logged_in_as, make_user, run_jobs
+from tests.helpers import (
+    HTMX,
+    PASSWORD,
+    csrf_token,
+    html,
+    log_in,
+    logged_in_as,
+    make_stale,
+    make_user,
+    reauth_next,
+    reauthenticate,
+    run_jobs,
+)
 from workspaces import DatabasePassword, Workspace
 
 RULES = '1–23 lowercase letters or digits.'
@@ -379,6 +391,48 @@ def test_the_last_workspace_deleted_leaves_the_empty_state(client, logged_in):
     page = html(client.get(f'/workspaces/{analytics.id}/delete'))
     post_form(client, page, f'/workspaces/{analytics.id}/delete')
     assert 'You have no workspaces yet.' in html(client.get('/')).find(id='workspace-list').text
+
+
+# Deleting needs a recent password (it drops the database)
+
+def test_a_stale_session_is_asked_for_the_password_before_the_question(client, logged_in):
+    [analytics] = open_workspaces(logged_in, 'analytics')
+    make_stale(logged_in)
+    asked = client.get(f'/workspaces/{analytics.id}/delete')
+    assert asked.status_code == 303
+    assert reauth_next(asked.headers['Location']) == f'/workspaces/{analytics.id}/delete'
+    htmx = client.get(f'/workspaces/{analytics.id}/delete', headers=HTMX)
+    assert htmx.status_code == 204
+    assert reauth_next(htmx.headers['HX-Redirect']) == f'/workspaces/{analytics.id}/delete'
+
+    back = reauthenticate(client, asked.headers['Location'], PASSWORD)
+    assert back.status_code == 303
+    assert back.headers['Location'] == f'/workspaces/{analytics.id}/delete'
+    page = html(client.get(back.headers['Location']))
+    assert page.find('h1').get_text(strip=True) == 'Delete workspace analytics?'
+    response = post_form(client, page, f'/workspaces/{analytics.id}/delete')
+    assert response.status_code == 303 and response.headers['Location'] == '/'
+    assert workspaces(logged_in) == []
+
+
+@pytest.mark.parametrize('headers, answer', [
+    ({'Referer': 'http://localhost/'}, 'Location'),
+    ({**HTMX, 'HX-Current-URL': 'http://localhost/'}, 'HX-Redirect')], ids=['page', 'htmx'])
+def test_a_stale_session_deletes_nothing_and_is_sent_to_confirm_the_password(
+        client, logged_in, headers, answer):
+    [analytics] = open_workspaces(logged_in, 'analytics')
+    token = csrf_token(client, '/')
+    make_stale(logged_in)
+    response = client.post(f'/workspaces/{analytics.id}/delete', data={'csrf_token': token},
+                           headers=headers)
+    assert response.status_code in (204, 303)
+    assert reauth_next(response.headers[answer]) == '/'
+    assert workspaces(logged_in) == ['analytics']
+    assert audit_count('workspace.delete') == 0
+    assert reauthenticate(client, response.headers[answer], 'wrong password').status_code == 401
+    assert client.post(f'/workspaces/{analytics.id}/delete', data={'csrf_token': token},
+                       headers=headers).status_code in (204, 303)
+    assert workspaces(logged_in) == ['analytics']
 
 
 # Another user's workspace, and CSRF

@@ -1,14 +1,15 @@
 """What every blueprint shares: the Flask extensions, the one responder that answers with a
 page or a fragment, the guard on dangerous actions, where a return target may lead, the check
 for control characters in URLs and headers, and the signed cursors and record shape of the
-audit log's pages, the API's and the exports'."""
+audit log's pages, the API's and the exports', and the redaction of secrets from logged URLs."""
 import dataclasses
 import datetime
 import functools
 import json
+import logging
 import re
 from collections.abc import Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
 
 from flask import (Blueprint, abort, current_app, flash, g, make_response, redirect,
                    render_template, request, url_for)
@@ -339,3 +340,56 @@ def recent_login_required(view):
         target = url_for('auth.reauthenticate', next=return_target(back))
         return go_to(target)
     return guarded
+
+
+# Secrets that travel in URLs, which access logs write down: query parameters (a CLI login's
+# `code`; `t`, the token of an email verification or an organization invitation link) and
+# path segments (an unsubscribe link's token). A logged URL shows each as REDACTED.
+SECRET_PARAMETERS = frozenset({'code', 't', 'token'})
+SECRET_SEGMENTS = re.compile(r'(/unsubscribe/)[^/?#\s"\']+')
+REDACTED = '[redacted]'
+_QUERY = re.compile(r'\?([^\s"\'#]*)')
+_PARAMETER = re.compile(r'([^&;=]*)(=?)([^&;]*)')
+
+
+def redact_secrets(text):
+    """`text` (a log line, or any part of one) with every secret in a URL in it replaced by
+    [redacted]. A secret URL inside a parameter's value (a login's `next=`) goes too."""
+    return _QUERY.sub(_redact_query, SECRET_SEGMENTS.sub(r'\1' + REDACTED, text))
+
+
+def _redact_query(match):
+    return '?' + _PARAMETER.sub(_redact_parameter, match.group(1))
+
+
+def _redact_parameter(match):
+    name, equals, value = match.groups()
+    if not equals:
+        return match.group()
+    if unquote_plus(name) in SECRET_PARAMETERS:
+        return name + equals + REDACTED
+    inner = unquote_plus(value)
+    if '/' in inner and redact_secrets(inner) != inner:  # a URL in a value, percent-encoded
+        return name + equals + quote(redact_secrets(inner), safe='/')
+    return match.group()
+
+
+class RedactSecrets(logging.Filter):
+    """A filter for a logger whose records may hold a URL (werkzeug's request log, Flask's
+    "Exception on <path>"): its message and arguments are redacted before any handler sees
+    them."""
+
+    def filter(self, record):
+        if isinstance(record.msg, str):
+            record.msg = redact_secrets(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_secrets(arg) if isinstance(arg, str) else arg
+                                for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: redact_secrets(arg) if isinstance(arg, str) else arg
+                           for key, arg in record.args.items()}
+        return True
+
+
+# One instance, so that adding it again (every create_app) leaves one on each logger.
+redaction = RedactSecrets()

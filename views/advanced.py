@@ -1,8 +1,12 @@
 """Settings → Advanced: account-wide actions, one section each: Sessions, Handle, Reset
 authentication and Delete Personal Account."""
+import math
+
 from flask import abort, flash, request, session, url_for
 from flask_login import current_user, logout_user
+from werkzeug.exceptions import TooManyRequests
 
+import throttle
 from credentials import Session, device, reset_authentication
 from models import HANDLE_HOLD, HANDLE_RULES, Invalid
 from views import go_to, recent_login_required, respond, settings_blueprint
@@ -15,6 +19,8 @@ RESET_DONE = ('Authentication was reset: you were logged out here and on every o
 HANDLE_WARNING = ('Your workspace DNS names all contain your user handle; changing it will '
                   'result in changing the DNS name for ALL of your workspaces.')
 WRONG_CONFIRMATION = 'Type your handle exactly as it is shown to delete your account.'
+TOO_MANY_LOOKUPS = ('Many of the handles looked up from your account or network were taken, '
+                    'so this one was not looked up. Try again in {wait}.')
 
 # Each section of the panel by its element id: what htmx asks for when a step is cancelled.
 SECTIONS = {
@@ -38,6 +44,21 @@ def _host_changes(handle):
     """(old host, new host) for each of the user's workspaces, if the handle became `handle`."""
     return [(workspace.host(current_user.handle), workspace.host(handle))
             for workspace in Workspace.for_user(current_user.id)]
+
+
+def _look_up(handle):
+    """Why the user cannot take `handle`, or None; finding it taken is counted (throttle.py)."""
+    user = current_user._get_current_object()
+    problem, _ = throttle.attempt(lambda: throttle.handle_lookup_counters(user),
+                                  lambda: user.handle_lookup(handle),
+                                  failed=lambda answer: answer[1])
+    return problem
+
+
+def too_many_lookups(refused):
+    """What a handle lookup answers once the throttle has refused it (TooManyRequests)."""
+    minutes = max(1, math.ceil(refused.retry_after / 60))
+    return TOO_MANY_LOOKUPS.format(wait=f'{minutes} minute{"s" if minutes != 1 else ""}')
 
 
 def _section(section, status=200, **context):
@@ -71,8 +92,12 @@ def preview_handle():
     handle = (request.args.get('handle') or '').strip().lower()
     problem = changes = None
     if handle and handle != current_user.handle:  # else nothing to preview (yet, or again)
-        problem = current_user.handle_change_problem(handle)
-        changes = None if problem else _host_changes(handle)
+        try:
+            problem = _look_up(handle)
+        except TooManyRequests as refused:  # the same answer whether it is taken or free
+            problem = too_many_lookups(refused)
+        else:
+            changes = None if problem else _host_changes(handle)
     return respond('advanced/_handle_preview.html',
                    then='.page#change-handle', new_handle=handle,
                    problem=problem, changes=changes)
@@ -84,7 +109,10 @@ def change_handle():
     """Change the handle in two steps: show which DNS names change, then save when confirmed."""
     user = current_user._get_current_object()
     handle = (request.form.get('handle') or '').strip().lower()
-    problem = user.handle_change_problem(handle)
+    try:
+        problem = _look_up(handle)
+    except TooManyRequests as refused:
+        problem = too_many_lookups(refused)
     if problem:
         return _section('change-handle', 422, handle_value=request.form.get('handle', ''),
                         handle_error=problem)

@@ -10,12 +10,13 @@ import re
 from flask import Blueprint, g, jsonify, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import ValidationError, validate_csrf
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, TooManyRequests
 
 import credentials
 import database
 import imaging
 import models
+import throttle
 from views import (
     audit_json,
     avatars,
@@ -33,6 +34,15 @@ bp = Blueprint('api', __name__, url_prefix='/api/v0')
 csrf.exempt(bp)  # bearer tokens, not cookies: a cross-site page cannot send them
 
 PAGE_DEFAULT, PAGE_MAX = 25, 100
+PASSWORD_NEEDED = ('Deleting the account needs its password: send {"password": "…"} in the '
+                   'body. A token alone cannot delete it.')
+PASSWORD_WRONG = 'The password is wrong, so nothing was deleted.'
+TOO_MANY_LOOKUPS = ('Many of the handles looked up from this account or network were taken, so '
+                    'this one was not looked up and nothing was changed. Wait for the time '
+                    'Retry-After gives, then try again.')
+TOO_MANY_PASSWORDS = ('Too many wrong passwords for this account (here and at login), so this '
+                      'one was not checked and nothing was deleted. Wait for the time '
+                      'Retry-After gives, then try again.')
 
 
 class ApiError(Exception):
@@ -287,6 +297,9 @@ def update_user(handle):
              if not isinstance(value, str) and not (field == 'display_name' and value is None)}
     if wrong:
         raise invalid(wrong)
+    handle_wanted = (body.get('handle') or '').strip().lower()
+    if handle_wanted and handle_wanted != g.api_user.handle:
+        _look_up_handle(g.api_user, handle_wanted)
     try:
         g.api_user.update_profile(body, request.remote_addr)
     except models.Invalid as error:
@@ -294,13 +307,53 @@ def update_user(handle):
     return jsonify(user_json(g.api_user))
 
 
+def _look_up_handle(user, handle):
+    """Refuse a handle `user` cannot take (400), as the console's preview does: finding one
+    taken is counted, and past the limit the answer is 429 whether it is taken or free."""
+    try:
+        problem, _ = throttle.attempt(lambda: throttle.handle_lookup_counters(user),
+                                      lambda: user.handle_lookup(handle),
+                                      failed=lambda answer: answer[1])
+    except TooManyRequests as refused:
+        raise ApiError(429, 'Too Many Requests', TOO_MANY_LOOKUPS,
+                       headers={'Retry-After': str(refused.retry_after)}) from None
+    if problem:
+        raise invalid({'handle': problem})
+
+
 @bp.delete('/user/<handle>')
 @bearer_required
 def delete_user(handle):
-    """Delete the account and everything it owns; answers with the user as it was."""
+    """Delete the account and everything it owns, given its password (a token alone may not);
+    answers with the user as it was."""
     own_handle(handle)
-    body = user_json(g.api_user)
-    g.api_user.delete_account(request.remote_addr)
+    password = json_body({'password'}, optional=True).get('password')
+    if password is not None and not isinstance(password, str):
+        raise invalid({'password': 'must be a string'})
+    # What no password can be is refused as it is, before it is counted or hashed.
+    if password and len(password) > models.PASSWORD_MAX:
+        raise invalid({'password': f'no password is longer than {models.PASSWORD_MAX} '
+                                   'characters'})
+    if password and (problem := models.text_problem(password)):
+        raise invalid({'password': problem})
+    if not password:
+        raise ApiError(403, 'Forbidden', PASSWORD_NEEDED, [('body.password', 'required')])
+    user = g.api_user
+    # A wrong password here counts as a failed login, against the same allowance.
+    try:
+        checked = throttle.attempt(
+            lambda: throttle.account_counters(user),
+            lambda: user.password_checked(password, request.remote_addr))
+    except TooManyRequests as refused:
+        raise ApiError(429, 'Too Many Requests', TOO_MANY_PASSWORDS,
+                       headers={'Retry-After': str(refused.retry_after)}) from None
+    if not checked:
+        raise ApiError(403, 'Forbidden', PASSWORD_WRONG, [('body.password', 'wrong password')])
+    body = user_json(user)
+    try:
+        user.delete_account(request.remote_addr, password_hash=checked)
+    except models.Refused as refused:
+        raise ApiError(409, 'Conflict', str(refused)) from None
     return jsonify(body)
 
 

@@ -4,7 +4,7 @@ from flask import Blueprint, abort, make_response, redirect, request, url_for
 from flask_login import current_user
 
 from models import Config, Invalid, Refused
-from views import login_manager, page_of, panel_context, respond
+from views import login_manager, page_of, panel_context, recent_login_required, respond
 from workspaces import WORKSPACE_HANDLE_RULES, WORKSPACE_LIMIT, DatabasePassword, Workspace
 
 bp = Blueprint('home', __name__)
@@ -92,6 +92,7 @@ def status(workspace_id):
 
 
 @bp.get('/workspaces/<workspace_id>/delete')
+@recent_login_required  # asked before the question, so the password page leads back to it
 def confirm_delete(workspace_id):
     """Ask before deleting: in the row for htmx, as a page of its own without JavaScript."""
     workspace = _own_workspace(workspace_id)
@@ -101,8 +102,10 @@ def confirm_delete(workspace_id):
 
 
 @bp.post('/workspaces/<workspace_id>/delete')
+@recent_login_required  # it drops the database and everything in it
 def delete(workspace_id):
-    """Delete a workspace for good."""
+    """Delete a workspace for good (with a recent password, like the other dangerous
+    actions)."""
     workspace = _own_workspace(workspace_id)
     workspace.remove(request.remote_addr)
     return _list_changed(said=f'Workspace {workspace.handle} deleted.', focus_create=True)

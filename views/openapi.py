@@ -61,8 +61,10 @@ ERROR_RESPONSES = {
                         'changed.'),
     401: ('Unauthorized', 'No token, or one that is malformed, unknown, inactive, deleted, '
                           'expired or ended by Reset authentication.'),
-    403: ('Forbidden', 'The browser session\'s password was typed too long ago for this '
-                       'action; `detail` says where to confirm it. Nothing was changed.'),
+    403: ('Forbidden', 'The action needs a password: deleting the account, its password in '
+                       'the body (missing or wrong); a browser call, the session\'s password '
+                       'typed recently (`detail` says where to confirm it). Nothing was '
+                       'changed.'),
     404: ('NotFound', "No such object, or another user's: the API never says which."),
     409: ('Conflict', 'The request cannot be done now, for example a third token while the '
                       'user holds two.'),
@@ -252,6 +254,15 @@ SCHEMAS = {
             'updated_at': {**TIME, 'description': 'Absent until the first change.'},
             'version_id': {'type': 'integer', 'minimum': 1}}},
     'WorkspaceList': listing('Workspace'),
+    'DeleteUserRequest': {
+        'type': 'object', 'additionalProperties': False, 'required': ['password'],
+        'properties': {
+            'password': {'type': 'string', 'minLength': 1, 'maxLength': models.PASSWORD_MAX,
+                         'description': 'The password the account logs in with. Missing or '
+                         'wrong: 403, and '
+                         'nothing is deleted. A wrong one counts as a failed login, against '
+                         'the same allowance as the login page (then 429, with '
+                         '`Retry-After`).'}}},
     'UserDatabasePassword': {
         'type': 'object', 'required': ['$password', 'id', 'user_id', 'created_at'],
         'additionalProperties': False,
@@ -368,7 +379,9 @@ PATHS = {
                        'database password, tokens, sessions, avatar, audit log); the token '
                        'used is dead. The email address is free at once; the handle is held '
                        f'for {models.HANDLE_HOLD.days} days.', ref('User')),
-             **errors(401, 404, 429)}, ['Handle'])},
+             **errors(400, 401, 403, 404, 409, 429)},
+            ['Handle'], body(ref('DeleteUserRequest'), 'The account password: a token alone '
+                             'cannot delete the account.'))},
     '/user/{handle}/password': {
         'get': operation('user_getDBPassword', 'The database password',
                          {'200': ok('The current password, in plain text.',

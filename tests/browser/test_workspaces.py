@@ -5,7 +5,14 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.helpers import is_same_document, mark_document, settled, url_ending
+from tests.browser.helpers import (
+    age_the_login,
+    confirm_password,
+    is_same_document,
+    mark_document,
+    settled,
+    url_ending,
+)
 from tests.helpers import logged_in_as
 
 RULE_ERROR = 'A workspace handle is 1–23 lowercase letters or digits.'
@@ -120,6 +127,20 @@ def test_create_reveal_copy_and_delete_a_workspace(page, javascript, person, liv
 
     create_workspace(page, 'staging')
     expect(workspace_row(page, 'staging')).to_be_visible()
+    settled(page)
+
+    # Deleting drops the database: a password typed long ago is asked for again first, and
+    # then the question is asked on a page of its own.
+    age_the_login(person)
+    row.get_by_role('link', name='Delete').click()
+    confirm_password(page, person)
+    expect(page).to_have_url(re.compile(r'/workspaces/w_\w+/delete$'))
+    expect(page.get_by_role('heading', level=1, name='Delete workspace analytics?')
+           ).to_be_visible()
+    settled(page)
+    page.get_by_role('link', name='Cancel').click()
+    expect(page).to_have_url(url_ending('/'))
+    expect(row).to_be_visible()
     settled(page)
 
     mark_document(page)
