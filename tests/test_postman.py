@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -294,6 +295,11 @@ def test_the_worker_thread_sends_what_is_queued(database_url, user, smtp_server)
         assert message['Message-ID'] == queued.message_id
     finally:
         app.extensions['mail_stop'].set()
+        # Joined before the test's database closes: a worker mid-statement on a closed
+        # SQLite connection crashes the interpreter.
+        for thread in threading.enumerate():
+            if thread.name == 'postman':
+                thread.join(timeout=30)
 
 
 # `flask --app app worker` as a process
