@@ -28,6 +28,7 @@ from peewee import OperationalError
 from werkzeug.exceptions import NotFound, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import addresses
 import announcements
 import credentials
 import database
@@ -162,6 +163,7 @@ def create_app(config=None):
     models.Config.workspace_domain = app.config['WORKSPACE_DOMAIN']
     models.Config.workspace_servers = _workspace_servers(app)
     models.Config.password_hash_method = app.config['PASSWORD_HASH_METHOD']
+    models.Config.secret_key = app.config['SECRET_KEY']
     postman.configure(app.config)
     announcements.Config.secret_key = app.config['SECRET_KEY']
     _init_database(app)
@@ -446,7 +448,8 @@ def demo_command():
     """Create the demo user when the database has no users, and print the demo login."""
     with database.db.connection_context():
         if not models.User.select().exists():
-            user = models.User.sign_up(DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD)
+            user = addresses.mark_verified(
+                models.User.sign_up(DEMO_EMAIL, DEMO_HANDLE, DEMO_PASSWORD))
             user.set_display_name('Demo User')
             for handle in DEMO_WORKSPACES:
                 workspaces.Workspace.provision(user, handle)

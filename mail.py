@@ -17,10 +17,10 @@ import json
 import os
 
 import jinja2
-from peewee import CharField, Check, DateTimeField, IntegerField, TextField
+from peewee import BooleanField, CharField, Check, DateTimeField, IntegerField, TextField
 
 from database import acting, skip_locked, write_transaction
-from models import BaseModel, new_id, utcnow
+from models import BaseModel, User, new_id, utcnow, verification_token
 
 MAIL_BACKOFF_MAX = 3600  # seconds between attempts at most
 # Then a temporary failure counts as permanent: 2, 4 … 2048 s apart, then hourly, the last
@@ -28,7 +28,11 @@ MAIL_BACKOFF_MAX = 3600  # seconds between attempts at most
 MAIL_ATTEMPTS_MAX = 35
 # The events that send a System email, by audit action (user.update only for a handle).
 SYSTEM_EMAILS = ('token.create', 'user.password.rotate', 'user.handle.change',
-                 'user.authentication.reset', 'login_token.confirm', 'user.delete')
+                 'user.authentication.reset', 'login_token.confirm', 'user.delete',
+                 'user.email.verify', 'user.email.update')
+# The one kind an address nobody has verified is sent: the link that verifies it. Every other
+# message to an account whose address is not verified is held (Email.held) until it is.
+VERIFY = 'user.email.verify'
 
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
@@ -56,6 +60,9 @@ class Email(BaseModel):
     announcement_id = CharField(null=True)
     status = CharField(default='pending', constraints=[
         Check("status IN ('pending', 'sent', 'failed')")])
+    # Queued while the account's address was not verified: not sent until it is (then
+    # addresses.verify lets it go, to the verified address).
+    held = BooleanField(default=False)
     attempts = IntegerField(default=0)
     run_after = DateTimeField(default=utcnow)
     locked_until = DateTimeField(null=True)
@@ -65,7 +72,8 @@ class Email(BaseModel):
 
     class Meta:
         indexes = ((('status', 'run_after'), False),
-                   (('announcement_id', 'user_id'), True))  # an announcement reaches one once
+                   (('announcement_id', 'user_id'), True),  # an announcement reaches one once
+                   (('to_address', 'created_at'), False))  # verification emails per address
 
     @property
     def message_id(self):
@@ -77,12 +85,15 @@ class Email(BaseModel):
         return json.loads(self.data)
 
     @classmethod
-    def queue(cls, kind, user, **data):
-        """Queue System email `kind` to `user`'s address; call it inside the transaction of
-        the event it tells of. `data` is what its templates say (never a secret)."""
+    def queue(cls, kind, user, to_address=None, **data):
+        """Queue System email `kind` to `user`'s address (or `to_address`); call it inside the
+        transaction of the event it tells of. `data` is what its templates say (never a
+        secret). Held while the account's address is not verified, but a verification email."""
         assert kind in SYSTEM_EMAILS, kind
-        return cls.create(kind=kind, user_id=user.id, to_address=user.email,
-                          data=json.dumps(data, sort_keys=True, default=str))
+        held = kind != VERIFY and not User.select().where(
+            User.id == user.id, User.email_verified_at.is_null(False)).exists()
+        return cls.create(kind=kind, user_id=user.id, to_address=to_address or user.email,
+                          held=held, data=json.dumps(data, sort_keys=True, default=str))
 
     @classmethod
     def tell(cls, kind, user, ip, device=None, **data):
@@ -103,6 +114,7 @@ class Email(BaseModel):
         now = utcnow()
         with write_transaction(exclusive=False):  # on PostgreSQL: FOR UPDATE SKIP LOCKED
             query = (cls.select().where(cls.status == 'pending', cls.run_after <= now,
+                                        cls.held == False,  # noqa: E712 (SQL, not Python)
                                         cls.locked_until.is_null() | (cls.locked_until <= now))
                      .order_by(cls.run_after, cls.id).limit(limit))
             emails = list(skip_locked(query))
@@ -157,6 +169,9 @@ def render(email):
         return (*announcements.content(email), announcements.headers(email))
     values = email.values
     handle = values['handle']
+    if email.kind == VERIFY:  # signed now, so its 24 hours start when it is sent
+        values['verify_url'] = link('auth.verify_email',
+                                    t=verification_token(email.user_id, email.to_address))
     context = dict(values, to_address=email.to_address, signup_url=link('auth.signup'),
                    reset_url=link('advanced.confirm_reset', handle=handle),
                    audit_url=link('audit.page', handle=handle),

@@ -148,6 +148,8 @@ EMAILS = {'token.create': 'an email about a new token',
           'user.authentication.reset': 'an email about the authentication reset',
           'login_token.confirm': 'an email about a verified CLI login',
           'user.delete': 'an email about the deleted account',
+          'user.email.verify': 'the email that verifies their address',
+          'user.email.update': 'an email about changing their address',
           'announcement': 'an announcement'}
 # Values shown as code: ids and the token's last characters, which may wrap anywhere.
 CODE = {'last4', 'session_id', 'token_id', 'workspace_id', 'login_request_id',
