@@ -83,12 +83,12 @@ def resend_verification():
     try:
         addresses.ask_to_verify(current_user, request.remote_addr)
     except addresses.TooSoon as too_soon:
-        said, refused = str(too_soon), True
+        said = str(too_soon)
     else:
-        said, refused = f'We sent a new link to {current_user.email}.', False
-    if is_htmx():
-        response = make_response(render_template('_verify_banner.html', said=said,
-                                                 refused=refused))
+        said = f'We sent a new link to {current_user.email}.'
+    if is_htmx():  # the banner again, and what happened in the page's live region
+        response = make_response(render_template('_verify_banner.html')
+                                 + render_template('_flash.html', oob=True, messages=[said]))
         response.headers['Vary'] = 'HX-Request'
         return response
     flash(said)
