@@ -136,7 +136,7 @@ class Session(BaseModel):
 
     @classmethod
     def sign_up(cls, email, handle, password, ip, user_agent):
-        """Sign up (raises Invalid), ask the address to be verified, and open the new account's first browser session, in one
+        """Sign up (raises Invalid) and open the new account's first browser session, in one
         transaction: if the session cannot be stored, no account is left behind either.
         Returns the Session; its `user` is the new account. The email that verifies its
         address is queued too, unless that address had its hour's share already (the console

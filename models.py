@@ -245,6 +245,7 @@ class User(BaseModel):
 
     @property
     def email_verified(self):
+        """True once the account's address was shown to be theirs (see addresses.py)."""
         return self.email_verified_at is not None
 
     @classmethod
@@ -383,7 +384,7 @@ class User(BaseModel):
             workspaces.PropagationJob.follow(self, 'user.delete')  # databases and role go
             # The verification emails it was sent stay, nobody's, to count against their
             # address's hourly limit: deleting the account and signing up again with someone
-            # else's address must not send it more (sent mail is pruned after RETENTION_DAYS).
+            # else's address must not send it more. They stay as the outbox keeps sent mail.
             sent_links = ((mail.Email.kind == mail.VERIFY) & (mail.Email.status == 'sent')
                           & (mail.Email.created_at > now - datetime.timedelta(hours=1)))
             mail.Email.update(user_id=None).where(mail.Email.user_id == self.id,

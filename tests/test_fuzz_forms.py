@@ -41,8 +41,8 @@ FORM_ENDPOINTS = sorted(ANONYMOUS | {
     'profile.save_name', 'profile.upload_avatar', 'tokens.activate', 'tokens.create',
     'tokens.deactivate', 'tokens.delete'})
 NOTIFICATIONS = [name for name, _, _ in models.Preferences.CHOICES]
-FIELDS = ['email', 'new_email', 'handle', 'password', 'display_name', 'confirm', 'previewed', 'upload', 'x',
-          'y', 'size', 'next', 'avatar', *NOTIFICATIONS]
+FIELDS = ['email', 'new_email', 'handle', 'password', 'display_name', 'confirm', 'previewed',
+          'upload', 'x', 'y', 'size', 'next', 'avatar', *NOTIFICATIONS]
 PLAUSIBLE = ['', ' ', '0', '1', '-1', '1e309', 'NaN', 'alice', 'Alice', 'alice@example.com',
              PASSWORD, 'on', 'analytics', 'new-handle', 'admin', '../../etc/passwd',
              '//evil.test/', 'https://evil.test/', '<script>alert(1)</script>', "' OR 1=1 --",
@@ -99,7 +99,7 @@ FIELDS_OF = {
     'advanced.change_handle': ['handle', 'previewed'], 'advanced.delete_account': ['confirm'],
     'notifications.save': NOTIFICATIONS, 'profile.save_name': ['display_name'],
     'profile.save_avatar': ['upload', 'x', 'y', 'size'], 'profile.cancel_avatar': ['upload'],
-    'profile.preview_crop': ['upload', 'x', 'y', 'size'],
+    'profile.preview_crop': ['upload', 'x', 'y', 'size'], 'profile.change_email': ['new_email'],
 }
 
 

@@ -3,6 +3,7 @@ held until it is opened, addresses unique among verified accounts, Change email,
 email-validator's one-mailbox rule, as the attacker and the victim meet them."""
 import datetime
 import re
+import threading
 from urllib.parse import urlsplit
 
 import pytest
@@ -106,7 +107,8 @@ def test_sign_up_sends_one_verification_email_with_one_link_and_the_banner_shows
     assert html(page).find('section', id='verify-email') is None
     assert account('newbie').email_verified_at is not None
     assert html(client.get('/')).find('section', id='verify-email') is None
-    assert [r.data for r in audit('user.email.verify')] == ['{"address": "new.person@example.com"}']
+    assert [r.data for r in audit('user.email.verify')] == [
+        '{"address": "new.person@example.com"}']
     again = client.get(path_of(link))  # opened twice (a mail scanner, a second click)
     assert again.status_code == 200 and 'already verified' in html(again).get_text()
     assert len(audit('user.email.verify')) == 1
@@ -397,3 +399,25 @@ def test_the_migration_keeps_the_oldest_of_colliding_addresses_and_holds_the_inv
                 models.User.id == 'u_later').execute()
         assert models.User.named('ANN@example.com').id == 'u_first'
     database.db.close()
+
+
+def test_the_hourly_limit_holds_under_simultaneous_requests(app):
+    newbie = make_user('newbie@example.com', 'newbie', verified=False)
+    start, outcomes = threading.Barrier(8), []
+
+    def resend():
+        start.wait(timeout=30)
+        with database.db.connection_context():
+            try:
+                addresses.ask_to_verify(newbie)
+                outcomes.append('sent')
+            except addresses.TooSoon:
+                outcomes.append('refused')
+
+    threads = [threading.Thread(target=resend) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcomes) == ['refused'] * 5 + ['sent'] * 3
+    assert len(outbox(kind='user.email.verify')) == 3
