@@ -350,6 +350,8 @@ def test_resend_is_limited_to_3_an_hour_with_and_without_javascript(app, client)
     assert 'You can ask for another at' in html(client.get('/')).find(id='flash').get_text()
     assert third.status_code == 303
     assert len(outbox(kind='user.email.verify')) == 3
+    said = html(client.get('/user/newbie/settings/notifications')).find(id='system-address')
+    assert 'once you have verified it (until then they wait)' in said.get_text()
     no_csrf = client.post('/signup/resend')
     assert no_csrf.status_code == 400
 
