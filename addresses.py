@@ -46,6 +46,11 @@ class TooSoon(Refused):
                          f'last hour. You can ask for another at {until:%H:%M} UTC.')
         self.until = until
 
+    @property
+    def retry_after(self):
+        """Whole seconds from now until `until` (for a Retry-After header)."""
+        return max(1, int((self.until - utcnow()).total_seconds()) + 1)
+
 
 class LinkRefused(Exception):
     """A verification link that verifies nothing: `message` says why, `status` is the HTTP

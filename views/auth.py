@@ -70,10 +70,17 @@ def verify_email():
     try:
         user, already = addresses.verify(request.args.get('t'), request.remote_addr)
     except addresses.LinkRefused as refused:
-        return render_template('auth/verified.html', error=refused.message), refused.status
+        return _verified_page(refused.status, error=refused.message)
     if current_user.is_authenticated and current_user.id == user.id:  # no banner on this page
         current_user.email, current_user.email_verified_at = user.email, user.email_verified_at
-    return render_template('auth/verified.html', address=user.email, already=already)
+    return _verified_page(address=user.email, already=already)
+
+
+def _verified_page(status=200, **context):
+    """What opening a verification link did, kept out of caches (its URL holds the token)."""
+    response = make_response(render_template('auth/verified.html', **context), status)
+    response.headers['Cache-Control'] = 'no-store'
+    return response
 
 
 @bp.post('/signup/resend')
@@ -84,6 +91,12 @@ def resend_verification():
         addresses.ask_to_verify(current_user, request.remote_addr)
     except addresses.TooSoon as too_soon:
         said = str(too_soon)
+        if is_htmx():  # app.js shows an error answer's alert in the page's live region
+            response = make_response(render_template(
+                'error.html', title='Too many verification emails', message=said), 429)
+            response.headers['Retry-After'] = str(too_soon.retry_after)
+            response.headers['Vary'] = 'HX-Request'
+            return response
     else:
         said = f'We sent a new link to {current_user.email}.'
     if is_htmx():  # the banner again, and what happened in the page's live region
@@ -92,7 +105,9 @@ def resend_verification():
         response.headers['Vary'] = 'HX-Request'
         return response
     flash(said)
-    return redirect(url_for('home.index'), 303)  # the console home shows the banner too
+    response = redirect(url_for('home.index'), 303)  # the console home shows the banner too
+    response.headers['Vary'] = 'HX-Request'
+    return response
 
 
 def _signup_page(next_url, status=200, **context):
