@@ -32,6 +32,8 @@ def test_verify_the_address_then_change_it(page, javascript):
     person.sign_up(page, verify=False)
     banner = page.get_by_role('region', name='Verify your email address')
     expect(banner).to_contain_text(person.email)
+    page.set_viewport_size({'width': 360, 'height': 740})  # a phone: nothing scrolls sideways
+    assert page.evaluate('document.documentElement.scrollWidth') <= 360
     settled(page)
     banner.get_by_role('button', name='Resend verification email').click()
     expect(page.locator('#flash')).to_have_text(f'We sent a new link to {person.email}.')
