@@ -54,9 +54,9 @@ class Announcement(BaseModel):
 
 
 def announce(topic, subject, body, dry_run=False):
-    """Queue the announcement to every user who has `topic` on now and has not been sent it
-    (nor had mail to their address fail for good); returns how many were queued, or with
-    `dry_run` how many would be (queuing nothing)."""
+    """Queue the announcement to every user who has `topic` on now, has verified their
+    address and has not been sent it (nor had mail to their address fail for good); returns
+    how many were queued, or with `dry_run` how many would be (queuing nothing)."""
     if topic not in TOPICS:
         raise ValueError(f'unknown topic {topic!r}')
     announcement_id = Announcement.id_of(topic, subject, body)
@@ -72,11 +72,11 @@ def announce(topic, subject, body, dry_run=False):
         recipients = _recipients(topic, announcement_id, after, last).select(
             Value('m_' + announcement_id[2:] + '_').concat(Preferences.user_id),
             Value('announcement'), Preferences.user_id, User.email, Value('{}'),
-            Value(announcement_id), Value('pending'), Value(0), now, now)
+            Value(announcement_id), Value('pending'), Value(False), Value(0), now, now)
         with write_transaction(exclusive=False):
             count = Email.insert_from(recipients, [
                 Email.id, Email.kind, Email.user_id, Email.to_address, Email.data,
-                Email.announcement_id, Email.status, Email.attempts, Email.run_after,
+                Email.announcement_id, Email.status, Email.held, Email.attempts, Email.run_after,
                 Email.created_at]).on_conflict_ignore().as_rowcount().execute()
             if count:
                 Announcement.update(queued=Announcement.queued + count).where(
@@ -104,7 +104,9 @@ def _recipients(topic, announcement_id, after=None, last=None):
                                           sent.user_id == Preferences.user_id)
     query = (Preferences.select().join(User, JOIN.INNER, on=(User.id == Preferences.user_id))
              .where(getattr(Preferences, topic) == True,  # noqa: E712 (SQL, not Python)
-                    User.email_undeliverable_at.is_null(), ~fn.EXISTS(already)))
+                    User.email_undeliverable_at.is_null(), ~fn.EXISTS(already),
+                    # An address nobody has verified is sent no announcement, then or later.
+                    User.email_verified_at.is_null(False)))
     if after is not None:
         query = query.where(Preferences.user_id > after)
     if last is not None:

@@ -28,6 +28,7 @@ from peewee import OperationalError
 from werkzeug.exceptions import NotFound, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import addresses
 import announcements
 import credentials
 import database
@@ -169,6 +170,7 @@ def create_app(config=None):
     models.Config.workspace_domain = app.config['WORKSPACE_DOMAIN']
     models.Config.workspace_servers = _workspace_servers(app)
     models.Config.password_hash_method = app.config['PASSWORD_HASH_METHOD']
+    models.Config.secret_key = app.config['SECRET_KEY']
     postman.configure(app.config)
     announcements.Config.secret_key = app.config['SECRET_KEY']
     _init_database(app)
@@ -491,7 +493,7 @@ def _make_demo_user():
                   None)
     if handle is None:
         return
-    user = models.User.sign_up(DEMO_EMAIL, handle, DEMO_PASSWORD)
+    user = addresses.mark_verified(models.User.sign_up(DEMO_EMAIL, handle, DEMO_PASSWORD))
     user.set_display_name('Demo User')
     for workspace in DEMO_WORKSPACES:
         workspaces.Workspace.provision(user, workspace)

@@ -14,6 +14,7 @@ from peewee import (CharField, Check, DateTimeField, ForeignKeyField, IntegerFie
                     IntegrityError, TextField)
 from werkzeug.security import check_password_hash
 
+import addresses
 from database import acting, db, write_transaction
 from mail import Email
 from models import (AuditRecord, BaseModel, Invalid, Owned, Refused, User, minted, new_id,
@@ -137,9 +138,15 @@ class Session(BaseModel):
     def sign_up(cls, email, handle, password, ip, user_agent):
         """Sign up (raises Invalid) and open the new account's first browser session, in one
         transaction: if the session cannot be stored, no account is left behind either.
-        Returns the Session; its `user` is the new account."""
+        Returns the Session; its `user` is the new account. The email that verifies its
+        address is queued too, unless that address had its hour's share already (the console
+        then offers Resend verification email)."""
         with write_transaction():
             user = User.sign_up(email, handle, password, ip)
+            try:
+                addresses.ask_to_verify(user, ip)
+            except addresses.TooSoon:
+                pass  # signing up works all the same; the address's owner is spared more mail
             return cls.sign_in(user, ip, user_agent)
 
     @classmethod

@@ -24,10 +24,10 @@ import json
 import os
 
 import jinja2
-from peewee import CharField, Check, DateTimeField, IntegerField, TextField
+from peewee import BooleanField, CharField, Check, DateTimeField, IntegerField, TextField
 
 from database import acting, db, locked, skip_locked, write_transaction
-from models import BaseModel, new_id, utcnow
+from models import BaseModel, User, new_id, utcnow, verification_token
 
 MAIL_BACKOFF_MAX = 3600  # seconds between attempts at most
 # Then a temporary failure counts as permanent: 2, 4 … 2048 s apart, then hourly, the last
@@ -35,14 +35,18 @@ MAIL_BACKOFF_MAX = 3600  # seconds between attempts at most
 MAIL_ATTEMPTS_MAX = 35
 # The events that send a System email, by audit action (user.update only for a handle).
 SYSTEM_EMAILS = ('token.create', 'user.password.rotate', 'user.handle.change',
-                 'user.authentication.reset', 'login_token.confirm', 'user.delete')
+                 'user.authentication.reset', 'login_token.confirm', 'user.delete',
+                 'user.email.verify', 'user.email.update')
+# The one kind an address nobody has verified is sent: the link that verifies it. Every other
+# message to an account whose address is not verified is held (Email.held) until it is.
+VERIFY = 'user.email.verify'
 
 # The flood rule: at most FLOOD_LIMIT System emails to one address go out in FLOOD_WINDOW; the
 # rest go as one SUMMARY when it ends. A verification email (its own cap, 3 an hour) is not
 # held back: it is the one an address needs to start getting mail at all.
 FLOOD_LIMIT = 10
 FLOOD_WINDOW = datetime.timedelta(hours=1)
-FLOOD_EXEMPT = ('user.email.verify',)
+FLOOD_EXEMPT = (VERIFY,)
 SUMMARY = 'system.summary'
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')
@@ -70,6 +74,9 @@ class Email(BaseModel):
     announcement_id = CharField(null=True)
     status = CharField(default='pending', constraints=[
         Check("status IN ('pending', 'sent', 'failed')")])
+    # Queued while the account's address was not verified: not sent until it is (then
+    # addresses.verify lets it go, to the verified address).
+    held = BooleanField(default=False)
     attempts = IntegerField(default=0)
     run_after = DateTimeField(default=utcnow)
     locked_until = DateTimeField(null=True)
@@ -80,7 +87,8 @@ class Email(BaseModel):
 
     class Meta:
         indexes = ((('status', 'run_after'), False),
-                   (('announcement_id', 'user_id'), True))  # an announcement reaches one once
+                   (('announcement_id', 'user_id'), True),  # an announcement reaches one once
+                   (('to_address', 'created_at'), False))  # verification emails per address
 
     @property
     def message_id(self):
@@ -92,13 +100,18 @@ class Email(BaseModel):
         return json.loads(self.data)
 
     @classmethod
-    def queue(cls, kind, user, **data):
-        """Queue System email `kind` to `user`'s address; call it inside the transaction of
-        the event it tells of. `data` is what its templates say (never a secret)."""
+    def queue(cls, kind, user, to_address=None, **data):
+        """Queue System email `kind` to `user`'s address (or `to_address`); call it inside the
+        transaction of the event it tells of. `data` is what its templates say (never a
+        secret). Held while the account's address is not verified, but a verification email."""
         assert kind in SYSTEM_EMAILS, kind
         now = utcnow()
-        summary = None if kind in FLOOD_EXEMPT else FloodWindow.count(user, now)
-        return cls.create(kind=kind, user_id=user.id, to_address=user.email,
+        held = kind != VERIFY and not User.select().where(
+            User.id == user.id, User.email_verified_at.is_null(False)).exists()
+        to_address = to_address or user.email
+        summary = (None if kind in FLOOD_EXEMPT
+                   else FloodWindow.count(user, to_address, held, now))
+        return cls.create(kind=kind, user_id=user.id, to_address=to_address, held=held,
                           data=json.dumps(data, sort_keys=True, default=str),
                           summary_id=summary, created_at=now, run_after=now)
 
@@ -121,6 +134,7 @@ class Email(BaseModel):
         now = utcnow()
         with write_transaction(exclusive=False):  # on PostgreSQL: FOR UPDATE SKIP LOCKED
             query = (cls.select().where(cls.status == 'pending', cls.run_after <= now,
+                                        cls.held == False,  # noqa: E712 (SQL, not Python)
                                         cls.locked_until.is_null() | (cls.locked_until <= now),
                                         cls.summary_id.is_null())
                      .order_by(cls.run_after, cls.id).limit(limit))
@@ -177,11 +191,12 @@ class FloodWindow(BaseModel):
     summary_id = CharField(null=True)
 
     @classmethod
-    def count(cls, user, now):
-        """Count a System email to `user`'s address queued `now`: None when it may go now, else
-        the id of the summary that holds it. Inside the event's transaction, with the window's
-        row locked, so simultaneous events to one address count one after another."""
-        address = user.email.lower()
+    def count(cls, user, to_address, held, now):
+        """Count a System email to `user` at `to_address` queued `now`: None when it may go now,
+        else the id of the summary that holds it (itself `held` while the account's address is
+        not verified). Inside the event's transaction, with the window's row locked, so
+        simultaneous events to one address count one after another."""
+        address = to_address.lower()
         with db.atomic():
             cls.insert(address=address, started_at=now).on_conflict_ignore().execute()
             window = locked(cls.select().where(cls.address == address)).get()
@@ -196,7 +211,8 @@ class FloodWindow(BaseModel):
             else:
                 if window.summary_id is None:
                     window.summary_id = Email.create(
-                        kind=SUMMARY, user_id=user.id, to_address=user.email, created_at=now,
+                        kind=SUMMARY, user_id=user.id, to_address=to_address, held=held,
+                        created_at=now,
                         data=json.dumps({'handle': user.handle}),
                         run_after=window.started_at + FLOOD_WINDOW).id
                 held = window.summary_id
@@ -253,6 +269,9 @@ def render(email):
 def _context(email, values):
     """What a System email's templates read: its `values` and the links in it."""
     handle = values['handle']
+    if email.kind == VERIFY:  # signed now, so its 24 hours start when it is sent
+        values = dict(values, verify_url=link('auth.verify_email', t=verification_token(
+            email.user_id, email.to_address)))
     return dict(values, to_address=email.to_address, signup_url=link('auth.signup'),
                 reset_url=link('advanced.confirm_reset', handle=handle),
                 audit_url=link('audit.page', handle=handle), when=_when(values.get('at')))

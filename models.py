@@ -13,6 +13,8 @@ import secrets
 import unicodedata
 from typing import NamedTuple
 
+from email_validator import EmailNotValidError, validate_email
+from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 from peewee import (
     BlobField,
     BooleanField,
@@ -34,8 +36,10 @@ from workspace_servers import Servers
 HANDLE_RE = re.compile(r'^[a-z0-9]([a-z0-9]|-(?=[a-z0-9])){0,38}$')
 HANDLE_RULES = ('1–39 lowercase letters, digits or single hyphens; '
                 'starts and ends with a letter or digit.')
-EMAIL_RE = re.compile(r'^[^@\s]+@[^@\s]+\.[^@\s.]+$')
 EMAIL_MAX = 254
+EMAIL_TAKEN = 'An account with this email already exists. Log in instead.'
+# A link to verify an address (at sign-up, or the new one of Change email) works this long.
+VERIFY_LINK_LIFETIME = datetime.timedelta(hours=24)
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 DISPLAY_NAME_MAX = 100
 ID_ALPHABET = '0123456789abcdefghijklmnopqrstuv'
@@ -68,6 +72,7 @@ class Config:
     workspace_domain = 'workspaces.penstock.test'
     workspace_servers = Servers()  # where workspaces are placed; create_app configures them
     password_hash_method = 'scrypt'  # werkzeug's generate_password_hash method
+    secret_key = None  # SECRET_KEY: links that verify an email address are signed with it
 
 
 def utcnow():
@@ -95,6 +100,62 @@ def minted(secret):
     for observer in SECRET_OBSERVERS:
         observer(secret)
     return secret
+
+
+def normalised_email(value):
+    """The one form `value`, an email address a person typed, is stored and compared in, or
+    Invalid({'email': …}) saying what is wrong with it. email-validator checks it is one mailbox
+    (a list, a comment, a display name or a quoted local part is refused), with no DNS lookup;
+    `.test` domains are allowed (test_environment), other special-use ones (.local, .invalid,
+    localhost) are not. The stored form is its ASCII one (an internationalised domain as
+    punycode: every SMTP server takes it, and both spellings compare equal), lowercased: two
+    addresses that differ only in case are one address here."""
+    value = (value or '').strip()
+    if not value:
+        raise Invalid({'email': 'Enter your email address, like name@example.com.'})
+    if problem := text_problem(value):
+        raise Invalid({'email': problem})
+    try:
+        checked = validate_email(value, check_deliverability=False, test_environment=True,
+                                 allow_smtputf8=False, allow_display_name=False,
+                                 allow_quoted_local=False, allow_domain_literal=False)
+    except EmailNotValidError as error:
+        raise Invalid({'email': f'Enter one email address, like name@example.com. {error}'}
+                      ) from None
+    address = checked.ascii_email.lower()
+    if len(address) > EMAIL_MAX:
+        raise Invalid({'email': f'Use at most {EMAIL_MAX} characters '
+                                f'(this is {len(address)}).'})
+    return address
+
+
+def _verification_signer():
+    return URLSafeTimedSerializer(Config.secret_key, salt='verify-email')
+
+
+def verification_token(user_id, address):
+    """The token of a link that verifies `address` for the account `user_id`: signed, bound to
+    both, and dated (see verification_claim). The whole token and its signature are handed to
+    SECRET_OBSERVERS: the log tests split a line into words at its dots."""
+    token = _verification_signer().dumps([user_id, address])
+    minted(token.rpartition('.')[2])
+    return minted(token)
+
+
+def verification_claim(token):
+    """(account id, address) that `token` was made for, 'expired' when it is older than
+    VERIFY_LINK_LIFETIME, or None when it is no token of verification_token's (forged, altered,
+    cut short)."""
+    try:
+        user_id, address = _verification_signer().loads(
+            token or '', max_age=int(VERIFY_LINK_LIFETIME.total_seconds()))
+    except SignatureExpired:  # signed by us, but too old
+        return 'expired'
+    except (BadData, TypeError, ValueError):
+        return None
+    if not (isinstance(user_id, str) and isinstance(address, str)):
+        return None
+    return user_id, address
 
 
 # What no text a person sets (a name, a handle, an email address, a login, a password) may
@@ -152,7 +213,11 @@ class BaseModel(PreparedModel):
 
 class User(BaseModel):
     id = CharField(primary_key=True, default=lambda: new_id('u'))
-    email = CharField(unique=True)
+    # Unique among verified accounts only (the partial index below): an address that only
+    # unverified accounts hold is nobody's yet. Stored as normalised_email gives it.
+    email = CharField(index=True)
+    email_verified_at = DateTimeField(null=True)  # when the address was shown to be theirs
+    new_email = CharField(null=True)  # asked for by Change email, not yet verified
     handle = CharField(unique=True)
     display_name = CharField(null=True)
     password_hash = CharField()
@@ -178,17 +243,22 @@ class User(BaseModel):
         """What the header calls the user: the display name, or the handle."""
         return self.display_name or self.handle
 
+    @property
+    def email_verified(self):
+        """True once the account's address was shown to be theirs (see addresses.py)."""
+        return self.email_verified_at is not None
+
     @classmethod
     def sign_up(cls, email, handle, password, ip=None):
-        """Create an account with its preferences; raises Invalid with every broken rule."""
-        email = (email or '').strip().lower()
+        """Create an account with its preferences, its address not yet verified; raises
+        Invalid with every broken rule. An address only unverified accounts hold is free."""
         handle = (handle or '').strip().lower()
         password = password or ''
         errors = {}
-        if len(email) > EMAIL_MAX or not EMAIL_RE.match(email):
-            errors['email'] = 'Enter an email address like name@example.com.'
-        elif problem := text_problem(email):
-            errors['email'] = problem
+        try:
+            email = normalised_email(email)
+        except Invalid as invalid:
+            errors.update(invalid.errors)
         if not HANDLE_RE.match(handle):
             errors['handle'] = text_problem(handle) or 'A handle is ' + HANDLE_RULES
         elif handle in RESERVED_HANDLES:
@@ -200,8 +270,8 @@ class User(BaseModel):
         if errors:
             raise Invalid(errors)
         with write_transaction():
-            if cls.select().where(cls.email == email).exists():
-                errors['email'] = 'An account with this email already exists. Log in instead.'
+            if cls.verified_holder(email) is not None:
+                errors['email'] = EMAIL_TAKEN
             problem = handle_problem(handle)
             if problem:
                 errors['handle'] = problem
@@ -219,13 +289,28 @@ class User(BaseModel):
         return user
 
     @classmethod
+    def verified_holder(cls, address):
+        """The account that has verified `address` (normalised), or None."""
+        return cls.get_or_none(cls.email == address, cls.email_verified_at.is_null(False))
+
+    @classmethod
     def named(cls, login):
-        """The user whose email or handle `login` is (already normalised), or None. A login
-        no account can have (too long, or holding a character no email or handle may) is
-        None without a query: PostgreSQL would refuse to compare with a NUL or a surrogate."""
+        """The user whose email or handle `login` is (lowercased), or None. A login no account
+        can have (too long, or holding a character no email or handle may) is None without a
+        query: PostgreSQL would refuse to compare with a NUL or a surrogate.
+
+        An address reaches the account that verified it; when none has, the oldest account
+        that signed up with it (the others log in by handle until they verify it)."""
         if len(login) > EMAIL_MAX or text_problem(login):
             return None
-        return cls.get_or_none((cls.email if '@' in login else cls.handle) == login)
+        if '@' not in login:
+            return cls.get_or_none(cls.handle == login)
+        try:
+            login = normalised_email(login)
+        except Invalid:
+            return None
+        return (cls.select().where(cls.email == login)
+                .order_by(cls.email_verified_at.is_null(), cls.created_at, cls.id).first())
 
     @classmethod
     def authenticate(cls, login, password, ip=None):
@@ -308,8 +393,9 @@ class User(BaseModel):
 
     def delete_account(self, ip=None, password_hash=None):
         """Remove the account and every row that belongs to it, in one transaction, but the
-        System email that tells its address so (its other messages, sent or not, go). The
-        email address is free at once; the handle is held (for nobody) for HANDLE_HOLD.
+        System email that tells its address so, when verified, and the verification emails
+        sent in the last hour (its other messages, sent or not, go). The email address is free
+        at once; the handle is held (for nobody) for HANDLE_HOLD.
 
         `password_hash`, from password_checked(): the password was checked before the write
         lock was taken (a hash costs tens of milliseconds, too long to hold it), so inside the
@@ -324,10 +410,19 @@ class User(BaseModel):
             ).scalar() != password_hash:
                 raise Refused(PASSWORD_CHANGED)
             workspaces.PropagationJob.follow(self, 'user.delete')  # databases and role go
+            # The verification emails it was sent stay, nobody's, to count against their
+            # address's hourly limit: deleting the account and signing up again with someone
+            # else's address must not send it more. They stay as the outbox keeps sent mail.
+            sent_links = ((mail.Email.kind == mail.VERIFY) & (mail.Email.status == 'sent')
+                          & (mail.Email.created_at > now - datetime.timedelta(hours=1)))
+            mail.Email.update(user_id=None).where(mail.Email.user_id == self.id,
+                                                  sent_links).execute()
             mail.Email.delete().where(mail.Email.user_id == self.id).execute()
-            # Queued while the session or token it acts by is there to be named.
-            mail.Email.tell('user.delete', self, ip, workspaces=workspaces.Workspace.select()
-                            .where(workspaces.Workspace.user == self.id).count())
+            # Queued while the session or token it acts by is there to be named; an address
+            # never verified hears nothing (its held mail would wait for good).
+            if self.email_verified:
+                mail.Email.tell('user.delete', self, ip, workspaces=workspaces.Workspace.select()
+                                .where(workspaces.Workspace.user == self.id).count())
             HandleHold.hold(self.handle, None, now)
             # Foreign keys cascade from the user row; these rows only name the user by id.
             AuditRecord.delete().where((AuditRecord.actor_id == self.id)
@@ -359,6 +454,12 @@ class User(BaseModel):
             AuditRecord.write('user.update', self, ip, target=self,
                               data={'display_name': {'old': old, 'new': value}})
         return True
+
+
+# An address belongs to at most one verified account (SQLite and PostgreSQL both have partial
+# indexes; migrations/0009_verified_email.py makes it).
+User.add_index(User.index(User.email, unique=True, name='user_email_verified')
+               .where(User.email_verified_at.is_null(False)))
 
 
 RESERVED = 'This handle is reserved. Choose another.'
@@ -554,6 +655,12 @@ AUDIT_ACTIONS = {action.name: action for action in (
                 {'requested_from': 'declined a CLI login request from {requested_from}'}),
     AuditAction('login_token.create', 'CLI login completed',
                 'logged in with the CLI (a temporary token was issued)'),
+    AuditAction('user.email.update', 'Email change requested',
+                'asked to change their email address',
+                {'address.new': 'asked to change their email address to {address[new]}'}),
+    AuditAction('user.email.verify', 'Email address verified', 'verified their email address',
+                {'replaced': 'changed their email address from {replaced} to {address}',
+                 'address': 'verified their email address {address}'}),
     AuditAction('email.failed', 'Email undeliverable', 'could not be sent {email}', {
         'code': 'could not be sent {email} (their mail server answered {code})'}),
 )}

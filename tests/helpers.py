@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import AnyConverter, IntegerConverter, Rule
 from werkzeug.test import encode_multipart
 
+import addresses
 import credentials
 import database
 import imaging
@@ -51,9 +52,12 @@ def csrf_token(client, url):
 HTMX = {'HX-Request': 'true'}
 
 
-def make_user(email='alice@example.com', handle='alice', password=PASSWORD):
+def make_user(email='alice@example.com', handle='alice', password=PASSWORD, verified=True):
+    """An account as sign-up makes it; `verified`: with its address verified, as an account
+    that has used Penstock for a while has (no verification email is queued either way)."""
     with database.db.connection_context():
-        return models.User.sign_up(email, handle, password)
+        user = models.User.sign_up(email, handle, password)
+        return addresses.mark_verified(user) if verified else user
 
 
 def log_in(client, login, password=PASSWORD):

@@ -32,15 +32,17 @@ EXAMPLES = 20
 ANONYMOUS = {'auth.login', 'auth.signup', 'unsubscribe.unsubscribe'}
 FORM_ENDPOINTS = sorted(ANONYMOUS | {
     'advanced.change_handle', 'advanced.delete_account', 'advanced.reset',
-    'advanced.revoke_session', 'auth.logout', 'auth.reauthenticate', 'cli_login.decline',
+    'advanced.revoke_session', 'auth.logout', 'auth.reauthenticate',
+    'auth.resend_verification', 'cli_login.decline',
     'cli_login.verify', 'home.copy', 'home.create', 'home.delete', 'home.reveal',
     'notifications.save', 'profile.cancel_avatar', 'profile.preview_crop', 'profile.reset_avatar',
-    'profile.reveal_password', 'profile.rotate_password', 'profile.save_avatar',
+    'profile.change_email', 'profile.reveal_password', 'profile.rotate_password',
+    'profile.save_avatar',
     'profile.save_name', 'profile.upload_avatar', 'tokens.activate', 'tokens.create',
     'tokens.deactivate', 'tokens.delete'})
 NOTIFICATIONS = [name for name, _, _ in models.Preferences.CHOICES]
-FIELDS = ['email', 'handle', 'password', 'display_name', 'confirm', 'previewed', 'upload', 'x',
-          'y', 'size', 'next', 'avatar', *NOTIFICATIONS]
+FIELDS = ['email', 'new_email', 'handle', 'password', 'display_name', 'confirm', 'previewed',
+          'upload', 'x', 'y', 'size', 'next', 'avatar', *NOTIFICATIONS]
 PLAUSIBLE = ['', ' ', '0', '1', '-1', '1e309', 'NaN', 'alice', 'Alice', 'alice@example.com',
              PASSWORD, 'on', 'analytics', 'new-handle', 'admin', '../../etc/passwd',
              '//evil.test/', 'https://evil.test/', '<script>alert(1)</script>', "' OR 1=1 --",
@@ -97,7 +99,7 @@ FIELDS_OF = {
     'advanced.change_handle': ['handle', 'previewed'], 'advanced.delete_account': ['confirm'],
     'notifications.save': NOTIFICATIONS, 'profile.save_name': ['display_name'],
     'profile.save_avatar': ['upload', 'x', 'y', 'size'], 'profile.cancel_avatar': ['upload'],
-    'profile.preview_crop': ['upload', 'x', 'y', 'size'],
+    'profile.preview_crop': ['upload', 'x', 'y', 'size'], 'profile.change_email': ['new_email'],
 }
 
 
@@ -262,13 +264,12 @@ def check_nothing_half_saved(endpoint, form, response, user_id, before, after):
     if endpoint == 'notifications.save' and ok:
         assert prefs_after[user_id] == {name: name in form for name in NOTIFICATIONS}
     if endpoint == 'auth.signup':
-        email = form.get('email', '').strip().lower()
         created = [u for u in users_after if u not in users]
         assert len(created) == (1 if ok else 0), response.status_code
         if created:
             with database.db.connection_context():
                 account = models.User.get_by_id(created[0])
-            assert account.email.lower() == email
+            assert account.email == models.normalised_email(form.get('email'))
             assert not refused_character_in(account.email), account.email
             assert account.handle == form.get('handle', '').strip().lower()
 

@@ -8,6 +8,7 @@ import database
 import models
 import postman
 from tests.conftest import MADE_SECRETS
+from tests.helpers import make_user
 from tests.test_announcements import announce
 from tests.test_system_emails import EVENTS
 
@@ -35,7 +36,7 @@ def parts(message):
 def test_every_system_event_arrives_once_with_both_parts_and_no_secret(app, smtp_server):
     kinds = list(EVENTS)
     for number, kind in enumerate(kinds):
-        person = models.User.sign_up(f'p{number}@example.com', f'p{number}', 'a long password')
+        person = make_user(f'p{number}@example.com', f'p{number}', 'a long password')
         with database.db.connection_context():
             EVENTS[kind](models.User.get_by_id(person.id))
     received = deliver(smtp_server)
@@ -55,7 +56,7 @@ def test_every_system_event_arrives_once_with_both_parts_and_no_secret(app, smtp
 
 def test_an_announcement_arrives_and_its_one_click_unsubscribe_turns_the_topic_off(
         app, client, smtp_server, tmp_path):
-    alice = models.User.sign_up('alice@example.com', 'alice', 'a long password')
+    alice = make_user('alice@example.com', 'alice', 'a long password')
     with database.db.connection_context():
         models.Preferences.change(alice, {'tips_and_tricks': True})
     result = announce(app, 'tips_and_tricks', subject='Tips for December', tmp_path=tmp_path)

@@ -36,7 +36,7 @@ FORGED = ({}, HTMX, {'X-CSRFToken': 'forged'})
 PUBLIC = {('GET', '/login'), ('POST', '/login'), ('GET', '/signup'), ('POST', '/signup'),
           ('GET', '/goodbye'), ('GET', '/static/<path:filename>'),
           ('GET', '/avatars/<user_id>/<int:version>/<int:size>.webp'),
-          ('GET', '/unsubscribe/<token>'), *WITHOUT_CSRF}
+          ('GET', '/unsubscribe/<token>'), ('GET', '/signup/confirm'), *WITHOUT_CSRF}
 
 
 def test_there_are_state_changing_routes_to_check(app):

@@ -634,6 +634,7 @@ TEXT_FIELDS = {
     ('profile.save_name', 'display_name'): 'Alice Liddell',
     ('home.create', 'handle'): 'reports', ('advanced.change_handle', 'handle'): 'alicia',
     ('advanced.delete_account', 'confirm'): 'alice',
+    ('profile.change_email', 'new_email'): 'alice@work.example',
 }
 # Characters no text field takes: controls (C0, DEL, C1), a line separator, invisible format
 # characters (a right-to-left override, a zero-width space, a byte order mark, a tag), a

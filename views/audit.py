@@ -150,6 +150,8 @@ EMAILS = {'token.create': 'an email about a new token',
           'login_token.confirm': 'an email about a verified CLI login',
           'user.delete': 'an email about the deleted account',
           'system.summary': 'an email listing the notices held back in a flood of them',
+          'user.email.verify': 'the email that verifies their address',
+          'user.email.update': 'an email about changing their address',
           'announcement': 'an announcement'}
 # Values shown as code: ids and the token's last characters, which may wrap anywhere.
 CODE = {'last4', 'session_id', 'token_id', 'workspace_id', 'login_request_id',

@@ -1,4 +1,5 @@
-"""Signing up, logging in and logging out."""
+"""Signing up (and verifying the address: its link, Resend verification email), logging in and
+logging out."""
 from urllib.parse import unquote, urlsplit
 
 from flask import (
@@ -15,11 +16,12 @@ from flask import (
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.exceptions import HTTPException
 
+import addresses
 import gravatar
 import throttle
 from credentials import Session
 from models import HANDLE_HOLD, HANDLE_RULES, PASSWORD_MAX, PASSWORD_MIN, Invalid, User
-from views import SETTINGS_MENU, return_target
+from views import SETTINGS_MENU, is_htmx, return_target
 
 bp = Blueprint('auth', __name__)
 
@@ -58,6 +60,54 @@ def signup():
     _start_session(user, opened)
     flash(f'Welcome to Penstock, {user.handle}.')
     return redirect(next_url)
+
+
+@bp.get('/signup/confirm')
+def verify_email():
+    """Verify the address the emailed link names (no login needed) and say so."""
+    # A GET that changes state: the link is opened from an email, so it must be a GET. Doing
+    # it twice changes nothing more (see docs/design.md, "Verified email").
+    try:
+        user, already = addresses.verify(request.args.get('t'), request.remote_addr)
+    except addresses.LinkRefused as refused:
+        return _verified_page(refused.status, error=refused.message)
+    if current_user.is_authenticated and current_user.id == user.id:  # no banner on this page
+        current_user.email, current_user.email_verified_at = user.email, user.email_verified_at
+    return _verified_page(address=user.email, already=already)
+
+
+def _verified_page(status=200, **context):
+    """What opening a verification link did, kept out of caches (its URL holds the token)."""
+    response = make_response(render_template('auth/verified.html', **context), status)
+    response.headers['Cache-Control'] = 'no-store'
+    return response
+
+
+@bp.post('/signup/resend')
+@login_required
+def resend_verification():
+    """Send the link that verifies the account's address again (at most 3 an hour)."""
+    try:
+        addresses.ask_to_verify(current_user, request.remote_addr)
+    except addresses.TooSoon as too_soon:
+        said = str(too_soon)
+        if is_htmx():  # app.js shows an error answer's alert in the page's live region
+            response = make_response(render_template(
+                'error.html', title='Too many verification emails', message=said), 429)
+            response.headers['Retry-After'] = str(too_soon.retry_after)
+            response.headers['Vary'] = 'HX-Request'
+            return response
+    else:
+        said = f'We sent a new link to {current_user.email}.'
+    if is_htmx():  # the banner again, and what happened in the page's live region
+        response = make_response(render_template('_verify_banner.html')
+                                 + render_template('_flash.html', oob=True, messages=[said]))
+        response.headers['Vary'] = 'HX-Request'
+        return response
+    flash(said)
+    response = redirect(url_for('home.index'), 303)  # the console home shows the banner too
+    response.headers['Vary'] = 'HX-Request'
+    return response
 
 
 def _signup_page(next_url, status=200, **context):

@@ -5,11 +5,13 @@ from flask_login import current_user
 from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.exceptions import RequestEntityTooLarge
 
+import addresses
 import imaging
 from models import (
     AVATAR_UPLOAD_LIFETIME,
     CROP_FIELDS,
     DISPLAY_NAME_MAX,
+    EMAIL_MAX,
     Avatar,
     AvatarUpload,
     Invalid,
@@ -35,6 +37,7 @@ CLEARED = 'Display name cleared: the console shows your handle.'
 
 CARD = 'profile/_card.html'
 NAME = 'profile/_name_form.html'
+EMAIL = 'profile/_email_form.html'
 PASSWORD = 'profile/_password.html'
 HEADER = '_topbar.html'  # out of band, when the avatar or name in it changed
 
@@ -43,7 +46,7 @@ HEADER = '_topbar.html'  # out of band, when the avatar or name in it changed
 def profile_facts():
     return dict(avatar_limits=imaging.LIMITS, upload_limit=imaging.UPLOAD_LIMIT,
                 centred_box=imaging.centred_box, upscale_warning=imaging.upscale_warning,
-                max_name=DISPLAY_NAME_MAX)
+                max_name=DISPLAY_NAME_MAX, max_email=EMAIL_MAX)
 
 
 @panel_context(bp)
@@ -150,6 +153,21 @@ def save_name():
         return respond(NAME, 422, errors=invalid.errors, value=value)
     said = 'Display name saved.' if current_user.display_name else CLEARED
     return respond(NAME, oob=[HEADER], said=said, then='.page')
+
+
+@bp.post('/profile/email')
+@recent_login_required
+def change_email():
+    """Change email: send the new address its link, and tell the current one."""
+    value = request.form.get('new_email', '')
+    try:
+        address = addresses.request_change(current_user, value, request.remote_addr)
+    except Invalid as invalid:
+        return respond(EMAIL, 422, errors=invalid.errors, new_email=value)
+    except addresses.TooSoon as too_soon:
+        return respond(EMAIL, 422, errors={'new_email': str(too_soon)}, new_email=value)
+    return respond(EMAIL, said=f'We sent a link to {address}. Open it within 24 hours to make '
+                               'it your email address.', then='.page')
 
 
 @bp.post('/profile/avatar')
