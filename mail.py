@@ -161,7 +161,7 @@ class Email(BaseModel):
         Email.update(status='sent', sent_at=utcnow(), locked_until=None, last_error=None).where(
             which).execute()
 
-    def held(self):
+    def holds(self):
         """The messages this summary holds, oldest first."""
         return list(Email.select().where(Email.summary_id == self.id, Email.status == 'pending')
                     .order_by(Email.created_at, Email.id))
@@ -205,19 +205,18 @@ class FloodWindow(BaseModel):
             elif window.summary_id and not Email.select().where(
                     Email.id == window.summary_id).exists():
                 window.summary_id = None  # deleted with its account: the account's last word
-            held = None
+            summary = None
             if window.sent < FLOOD_LIMIT:
                 window.sent += 1
             else:
                 if window.summary_id is None:
                     window.summary_id = Email.create(
                         kind=SUMMARY, user_id=user.id, to_address=to_address, held=held,
-                        created_at=now,
-                        data=json.dumps({'handle': user.handle}),
+                        created_at=now, data=json.dumps({'handle': user.handle}),
                         run_after=window.started_at + FLOOD_WINDOW).id
-                held = window.summary_id
+                summary = window.summary_id
             window.save()
-            return held
+            return summary
 
     @classmethod
     def close(cls, summaries):
@@ -251,7 +250,7 @@ def render(email):
     if email.kind == SUMMARY:
         notices = [dict(notice.values, when=_when(notice.values['at']),
                         subject=_text(notice, _context(notice, notice.values)).subject)
-                   for notice in email.held()]
+                   for notice in email.holds()]
         # The handle as the latest notice has it (one of them may have changed it).
         values = dict(email.values, **({'handle': notices[-1]['handle']} if notices else {}))
         first, last = (notices[0]['when'], notices[-1]['when']) if notices else (None, None)

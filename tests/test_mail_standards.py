@@ -16,6 +16,7 @@ import database
 import mail
 import models
 import postman
+from tests.helpers import make_user
 from tests.test_announcements import announce
 from tests.test_mail_end_to_end import deliver, parts
 from tests.test_system_emails import EVENTS
@@ -87,7 +88,7 @@ def long_sender(monkeypatch):
 
 def test_a_long_non_ascii_announcement_keeps_every_line_limit_and_reads_back_the_same(
         app, smtp_server, tmp_path, long_sender):
-    alice = models.User.sign_up('alice@example.com', 'alice', 'a long password')
+    alice = make_user('alice@example.com', 'alice', 'a long password')
     with database.db.connection_context():
         models.Preferences.change(alice, {'tips_and_tricks': True})
     result = announce(app, 'tips_and_tricks', subject=SUBJECT, body=BODY, tmp_path=tmp_path)
@@ -112,7 +113,7 @@ def test_a_long_non_ascii_announcement_keeps_every_line_limit_and_reads_back_the
 
 def test_urls_in_an_announcement_become_links_that_wrap_and_nothing_else_does(
         app, smtp_server, tmp_path):
-    alice = models.User.sign_up('alice@example.com', 'alice', 'a long password')
+    alice = make_user('alice@example.com', 'alice', 'a long password')
     with database.db.connection_context():
         models.Preferences.change(alice, {'tips_and_tricks': True})
     assert announce(app, 'tips_and_tricks', subject='Links', body=BODY,
@@ -150,7 +151,7 @@ def test_only_http_and_https_urls_become_links_and_the_rest_is_escaped(text, htm
 def test_every_system_email_keeps_every_line_limit(app, smtp_server, long_sender):
     kinds = list(EVENTS)
     for number, kind in enumerate(kinds):
-        person = models.User.sign_up(f'p{number}@example.com', f'p{number}', 'a long password')
+        person = make_user(f'p{number}@example.com', f'p{number}', 'a long password')
         with database.db.connection_context():
             EVENTS[kind](models.User.get_by_id(person.id))
     with database.db.connection_context():  # as a device with a long non-ASCII name told it

