@@ -10,8 +10,8 @@ retry after a send that was not acknowledged is the same message to the receiver
 System emails (SYSTEM_EMAILS) go to the account's address whatever its preferences; an
 announcement goes to each user who has its topic on when it is queued. Each System email is
 queued by Email.tell where its event's audit record is written (credentials.py for tokens,
-CLI logins and Reset authentication, workspaces.py for the database password, models.py for
-the handle and account deletion), and rendered by render() from templates/email/."""
+CLI logins and Reset authentication, workspaces.py for the database password, watch.py for a
+password set from inside a workspace, models.py for the handle and account deletion), and rendered by render() from templates/email/."""
 import datetime
 import json
 import os
@@ -28,7 +28,8 @@ MAIL_BACKOFF_MAX = 3600  # seconds between attempts at most
 MAIL_ATTEMPTS_MAX = 35
 # The events that send a System email, by audit action (user.update only for a handle).
 SYSTEM_EMAILS = ('token.create', 'user.password.rotate', 'user.handle.change',
-                 'user.authentication.reset', 'login_token.confirm', 'user.delete')
+                 'user.authentication.reset', 'login_token.confirm', 'user.delete',
+                 'user.password.drift')
 
 
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')

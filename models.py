@@ -509,7 +509,12 @@ AUDIT_ACTIONS = {action.name: action for action in (
     AuditAction('user.avatar.delete', 'Avatar reset', 'reset their avatar'),
     AuditAction('user.password.rotate', 'Database password rotated',
                 'rotated their database password',
-                {'version': 'rotated their database password (version {version})'}),
+                {'end_connections': 'rotated their database password (version {version}) '
+                                    'and ended its open connections',
+                 'version': 'rotated their database password (version {version})'}),
+    AuditAction('user.password.drift', 'Database password put back',
+                'had their database password changed from inside a workspace; Penstock put '
+                'it back and ended the connections of role {role}'),
     AuditAction('user.session.revoke', 'Session revoked', 'revoked another browser session'),
     AuditAction('workspace.create', 'Workspace created', 'created workspace {handle}'),
     AuditAction('workspace.delete', 'Workspace deleted', 'deleted workspace {handle}'),

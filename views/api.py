@@ -26,7 +26,7 @@ from views import (
     present,
     timestamp,
 )
-from views.profile import TOO_LARGE, accepts_upload, limit_uploads
+from views.profile import TOO_LARGE, accepts_upload, limit_rotations, limit_uploads
 from workspaces import DatabasePassword, Workspace
 
 bp = Blueprint('api', __name__, url_prefix='/api/v0')
@@ -468,11 +468,16 @@ def password(handle):
 
 @bp.post('/user/<handle>/password')
 @bearer_required
+@limit_rotations
 def rotate_password(handle):
-    """Rotate the database password: 201 with the new one; every workspace gets it shortly."""
+    """Rotate the database password: 201 with the new one; every workspace gets it shortly,
+    and with `{"end_connections": true}` their open connections are ended then."""
     own_handle(handle)
-    json_body(set(), optional=True)
-    rotated = DatabasePassword.rotate(g.api_user, request.remote_addr)
+    body = json_body({'end_connections'}, optional=True)
+    end = body.get('end_connections', False)
+    if not isinstance(end, bool):
+        raise invalid({'end_connections': 'must be true or false'})
+    rotated = DatabasePassword.rotate(g.api_user, request.remote_addr, end_connections=end)
     response = jsonify(password_json(rotated))
     response.status_code = 201
     response.headers['Location'] = url_for('.password', handle=handle)
