@@ -73,18 +73,14 @@ def check_server(server, idle_timeout):
     report = Report(server.key)
     with server.connect() as connection:
         report.idle_ended = server.end_idle_transactions(connection, idle_timeout)
-        held = server.role_verifiers(connection)
-    if held is None:  # an admin that may not read pg_authid: every converge sets the password
+        differing = differ(server, connection)
+    if differing is None:  # an admin that may not read pg_authid: every converge sets it
         report.verifiers_readable = False
         return report
-    on_record = RoleVerifier.on(server.key)
-    for user_id, (_role, verifier) in sorted(held.items()):
-        recorded = on_record.get(user_id)
-        if recorded is not None and recorded[1] == verifier:
-            continue
+    for user_id, on_record in differing:
         if _pending(user_id, server.key):
             continue  # the job sets Penstock's password anyway
-        if recorded is None:
+        if not on_record:
             with database.write_transaction():
                 PropagationJob.queue(user_id, [server.key], 'workspaces.check')
             report.queued.append(user_id)
@@ -94,6 +90,18 @@ def check_server(server, idle_timeout):
         log.info('Ended backend %d of role %s on workspace server %s: its transaction sat '
                  'idle over %s s.', pid, role, server.key, idle_timeout)
     return report
+
+
+def differ(server, connection):
+    """[(user id, whether a verifier is on record)] of the Penstock roles on `server` whose
+    verifier is not the one on record: one catalog query, one metadata query, and a
+    comparison of texts. None when the admin may not read verifiers."""
+    held = server.role_verifiers(connection)
+    if held is None:
+        return None
+    on_record = RoleVerifier.on(server.key)
+    return [(user_id, user_id in on_record) for user_id, (_role, verifier) in sorted(held.items())
+            if on_record.get(user_id, (None, None))[1] != verifier]
 
 
 def _pending(user_id, server):

@@ -16,9 +16,10 @@ import mail
 import models
 import watch
 from tests.helpers import HTMX, LEASE, audit, csrf_token, html, run_jobs
-from tests.test_real_workspaces import (WRONG_PASSWORD, connect, copied, create, password_of,
-                                        provision, refusal, shown, states, who)
-from workspaces import PropagationJob, RoleVerifier, ServerCheck
+from tests.test_real_workspaces import (WRONG_PASSWORD, connect, copied, create,  # noqa: F401
+                                        limited_admin, password_of, provision, refusal, shown,
+                                        states, who)
+from workspaces import DatabasePassword, PropagationJob, RoleVerifier, ServerCheck
 
 PROFILE = '/user/alice/settings/profile'
 ADVANCED = '/user/alice/settings/advanced'
@@ -182,6 +183,24 @@ def test_a_role_with_no_verifier_on_record_gets_one_through_a_job_without_alarm(
     assert run_jobs() == 1
     with database.db.connection_context():
         assert RoleVerifier.get().verifier == verifier_on_server(workspace_server)
+    assert who(shown(analytics)) == ('alice', analytics.database_name)
+
+
+@pytest.mark.parametrize('verifiers', [True, False], ids=['reads-verifiers', 'no-verifiers'])
+def test_an_admin_that_is_no_superuser_puts_back_only_what_it_can_read(
+        app, user, limited_admin, workspace_server, opened, verifiers):
+    servers = limited_admin(verifiers)
+    [analytics] = provision(user, 'analytics')
+    run_jobs(servers)
+    attacker = take_over(opened, shown(analytics))
+    [report] = check(servers=servers)
+    assert report.verifiers_readable is verifiers
+    assert report.repaired == ([user.id] if verifiers else [])
+    assert is_ended(attacker) is verifiers
+    if not verifiers:  # as before: every converge sets the password, so a rotation does
+        with database.db.connection_context():
+            DatabasePassword.rotate(models.User.get_by_id(user.id))
+        run_jobs(servers)
     assert who(shown(analytics)) == ('alice', analytics.database_name)
 
 
