@@ -513,8 +513,7 @@ AUDIT_ACTIONS = {action.name: action for action in (
                                     'and ended its open connections',
                  'version': 'rotated their database password (version {version})'}),
     AuditAction('user.password.drift', 'Database password put back',
-                'had their database password changed from inside a workspace; Penstock put '
-                'it back and ended the connections of role {role}'),
+                'had their database password changed inside a workspace; Penstock put it back'),
     AuditAction('user.session.revoke', 'Session revoked', 'revoked another browser session'),
     AuditAction('workspace.create', 'Workspace created', 'created workspace {handle}'),
     AuditAction('workspace.delete', 'Workspace deleted', 'deleted workspace {handle}'),

@@ -115,8 +115,11 @@ def test_a_password_set_from_inside_is_put_back_its_connections_ended_and_the_us
 
     page = html(client.get(AUDIT, query_string={'action_type': 'user.password.drift'}))
     [sentence] = [' '.join(p.get_text().split()) for p in page.select('.audit-sentence')]
-    assert sentence == ('alice had their database password changed from inside a workspace; '
-                        'Penstock put it back and ended the connections of role alice')
+    assert sentence == ('alice had their database password changed inside a workspace; '
+                        'Penstock put it back')
+    details = {dt.get_text(): dt.find_next_sibling('dd').get_text()
+               for dt in page.select('li[data-record] details dt')}
+    assert details == {'Database role': 'alice', 'Workspaces on that server': '1'}
     option = page.find('option', value='user.password.drift')
     assert option.get_text() == 'Database password put back (user.password.drift)'
     assert check()[0].repaired == [], 'nothing to put back any more'
