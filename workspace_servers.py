@@ -274,12 +274,6 @@ class Server:
         return {description.split()[2]: (name, verifier) for description, name, verifier in rows}
 
     @staticmethod
-    def put_back(connection, role, verifier):
-        """Set `verifier` (the one Penstock set, as it was) on `role` again."""
-        connection.execute(sql.SQL('ALTER ROLE {} PASSWORD {}').format(
-            sql.Identifier(role), sql.Literal(verifier)))
-
-    @staticmethod
     def end_connections(connection, role):
         """End every open connection of `role` (pg_terminate_backend); how many there were."""
         return sum(ended for (ended,) in connection.execute(

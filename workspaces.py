@@ -398,5 +398,6 @@ class ServerCheck(BaseModel):
 
     @classmethod
     def done(cls, server):
-        """The check of `server` is over: free it, due again `every` from now."""
+        """The check of `server` is over: free it; it falls due again `every` (see claim)
+        from now."""
         cls.update(locked_until=None, checked_at=utcnow()).where(cls.server == server).execute()
