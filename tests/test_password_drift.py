@@ -309,6 +309,9 @@ def test_the_sixth_rotation_in_an_hour_is_429_on_the_page_and_the_api_alike(
         client, logged_in, api):
     page = html(client.get(PROFILE))
     assert 'At most 5 an hour.' in page.find(id='rotate-limit').get_text()
+    for _ in range(6):  # refused before counting: they rotate nothing
+        assert api('POST', '/api/v0/user/alice/password',
+                   {'end_connections': 'yes'}).status_code == 400
     for _ in range(3):
         assert client.post(PROFILE + '/password/rotate', data={
             'csrf_token': csrf_token(client, PROFILE)}).status_code == 303
@@ -316,7 +319,9 @@ def test_the_sixth_rotation_in_an_hour_is_429_on_the_page_and_the_api_alike(
         assert api('POST', '/api/v0/user/alice/password').status_code == 201
 
     refused = api('POST', '/api/v0/user/alice/password')
-    assert refused.status_code == 429
+    assert refused.status_code == 429 and int(refused.headers['Retry-After']) > 0
+    malformed = api('POST', '/api/v0/user/alice/password', {'end_connections': 1})
+    assert malformed.status_code == 400, 'a malformed request is told so, limit or not'
     problem = refused.get_json()
     assert problem['detail'] == ('You can rotate your database password at most 5 an hour. '
                                  'Try again later; nothing was changed.')

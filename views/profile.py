@@ -7,6 +7,7 @@ from limits import parse
 from werkzeug.exceptions import RequestEntityTooLarge
 
 import imaging
+import throttle
 from models import (
     AVATAR_UPLOAD_LIFETIME,
     CROP_FIELDS,
@@ -99,16 +100,12 @@ def rotation_limit():
     return f'{limit.amount} {"an" if unit == "hour" else "a"} {unit}'
 
 
-def _too_many_rotations():
-    return (f'You can rotate your database password at most {rotation_limit()}. Try again '
-            'later; nothing was changed.')
-
-
-# One count per user for the page's Rotate Password and the API's, taken before it rotates:
-# each rotation sends a System email.
-limit_rotations = limiter.shared_limit(
-    lambda: current_app.config['PASSWORD_ROTATIONS_PER_USER'], 'password-rotate',
-    key_func=_uploader, error_message=_too_many_rotations)
+def count_rotation(user):
+    """Count one rotation by `user`, the page's and the API's together, before it runs (each
+    sends a System email); past PASSWORD_ROTATIONS_PER_USER, a 429 that says so."""
+    throttle.count_action('PASSWORD_ROTATIONS_PER_USER', f'password-rotate:{user.id}',
+                          f'You can rotate your database password at most {rotation_limit()}. '
+                          'Try again later; nothing was changed.')
 
 
 def _retry_later(response):
@@ -393,12 +390,12 @@ def confirm_rotate():
 
 @bp.post('/profile/password/rotate')
 @recent_login_required
-@limit_rotations
 def rotate_password():
     """Make a new database password and start carrying it to every workspace (ending their
     open connections when Also end open connections is ticked)."""
     end = request.form.get('end_connections') in ('1', 'on', 'true')
-    DatabasePassword.rotate(current_user._get_current_object(), request.remote_addr,
-                            end_connections=end)
+    user = current_user._get_current_object()
+    count_rotation(user)
+    DatabasePassword.rotate(user, request.remote_addr, end_connections=end)
     return respond(PASSWORD, rotated=True, said=ROTATED_ENDING if end else ROTATED,
                    then='.page#database-password', **_password_section())
