@@ -7,6 +7,9 @@ run's real PostgreSQL server (conftest's `workspace_server`)."""
 import datetime
 import threading
 import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -77,6 +80,11 @@ def emails(kind, user):
     with database.db.connection_context():
         return list(mail.Email.select().where(mail.Email.kind == kind,
                                               mail.Email.user_id == user.id))
+
+
+def password_version(user):
+    with database.db.connection_context():
+        return DatabasePassword.for_user(user.id).version
 
 
 def verifier_on_server(workspace_server, role='alice'):
@@ -335,6 +343,26 @@ def test_the_sixth_rotation_in_an_hour_is_429_on_the_page_and_the_api_alike(
     with database.db.connection_context():
         assert len(audit('user.password.rotate')) == 5
     assert len(emails('user.password.rotate', logged_in)) == 5
+
+
+def test_twenty_simultaneous_rotations_rotate_five_times(server, alice, token):
+    """The finding's flood: 20 rotations at once through a real HTTP server; five go through
+    (five System emails), fifteen are told to wait."""
+    def rotate(_):
+        request = urllib.request.Request(f'{server}/api/v0/user/alice/password', method='POST',
+                                         headers={'Authorization': f'Bearer {token[1]}'})
+        start.wait()
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status
+        except urllib.error.HTTPError as refused:
+            return refused.code
+    start = threading.Barrier(20, timeout=30)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        statuses = sorted(pool.map(rotate, range(20)))
+    assert statuses == [201] * 5 + [429] * 15
+    assert len(emails('user.password.rotate', alice)) == 5
+    assert password_version(alice) == 6
 
 
 # Transactions left idle
