@@ -479,7 +479,7 @@ def worker_command():
     mailing = threading.Thread(target=postman.run, name='postman',
                                args=(sender, mail_lease, mail_poll, stop))
     click.echo('Propagation worker started.')
-    watch.start_thread(current_app.config, stop)
+    checking = watch.start_thread(current_app.config, stop)
     click.echo('Workspace server check started: every '
                f'{current_app.config["WORKSPACE_CHECK_INTERVAL"]:g} s.')
     mailing.start()
@@ -488,6 +488,8 @@ def worker_command():
         propagation.run(servers, lease, poll, stop)
     except KeyboardInterrupt:
         stop.set()
+    checking.join()
+    click.echo('Workspace server check stopped.')
     mailing.join()
     click.echo('Mail worker stopped.')
     click.echo('Propagation worker stopped.')

@@ -159,8 +159,10 @@ def run(servers, lease, every, idle_timeout, stop):
 
 def start_thread(config, stop):
     """Run the check in a daemon thread of this process, on the configured servers (started
-    by propagation.start_servers), until `stop` is set."""
+    by propagation.start_servers), until `stop` is set; returns the thread."""
     lease, every, idle_timeout = settings(config)
-    threading.Thread(target=run, name='workspace-check', daemon=True,
-                     args=(models.Config.workspace_servers, lease, every, idle_timeout,
-                           stop)).start()
+    thread = threading.Thread(target=run, name='workspace-check', daemon=True,
+                              args=(models.Config.workspace_servers, lease, every,
+                                    idle_timeout, stop))
+    thread.start()
+    return thread
