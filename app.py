@@ -113,7 +113,8 @@ def create_app(config=None):
         SIGNUPS_PER_IP='60 per minute',
         MAX_CONTENT_LENGTH=1024 * 1024,  # views that take uploads allow more, see _body_limit
         AVATAR_UPLOADS_PER_USER='10 per minute',  # the page's and the API's together
-        PASSWORD_ROTATIONS_PER_USER='5 per hour',  # Rotate Password: the page's and the API's
+        # Rotate Password, the page's and the API's together (each sends a System email).
+        PASSWORD_ROTATIONS_PER_USER=os.environ.get('PASSWORD_ROTATIONS_PER_USER', '5 per hour'),
         # Unsubscribe links that are not valid, per IP (valid ones are not counted).
         UNSUBSCRIBE_FAILURES_PER_IP='30 per minute',
         GRAVATAR_ENABLED=_env_flag('GRAVATAR_ENABLED', default=True),
