@@ -39,6 +39,7 @@ import models
 import postman
 import propagation
 import views
+import watch
 import workspace_servers
 import workspaces
 from views import (breakable, csrf, is_htmx, limiter, login_manager, return_target,
@@ -116,6 +117,8 @@ def create_app(config=None):
         HANDLE_LOOKUPS_PER_USER='30 per 10 minutes',
         MAX_CONTENT_LENGTH=1024 * 1024,  # views that take uploads allow more, see _body_limit
         AVATAR_UPLOADS_PER_USER='10 per minute',  # the page's and the API's together
+        # Rotate Password, the page's and the API's together (each sends a System email).
+        PASSWORD_ROTATIONS_PER_USER=os.environ.get('PASSWORD_ROTATIONS_PER_USER', '5 per hour'),
         # Unsubscribe links that are not valid, per IP (valid ones are not counted).
         UNSUBSCRIBE_FAILURES_PER_IP='30 per minute',
         GRAVATAR_ENABLED=_env_flag('GRAVATAR_ENABLED', default=True),
@@ -142,6 +145,11 @@ def create_app(config=None):
         PROPAGATION_LEASE=float(os.environ.get('PROPAGATION_LEASE', '120')),
         PROPAGATION_POLL=float(os.environ.get('PROPAGATION_POLL', '1')),
         PROPAGATION_WORKER_THREAD=_env_flag('PROPAGATION_WORKER_THREAD', default=False),
+        # How often a worker checks each workspace server (watch.py): passwords set from
+        # inside put back, and transactions idle past the timeout (seconds) ended.
+        WORKSPACE_CHECK_INTERVAL=float(os.environ.get('WORKSPACE_CHECK_INTERVAL', '30')),
+        WORKSPACE_IDLE_TRANSACTION_TIMEOUT=float(
+            os.environ.get('WORKSPACE_IDLE_TRANSACTION_TIMEOUT', '600')),
         # Mail (postman.py): SMTP_URL unset keeps each message in instance/outbox/ instead.
         SMTP_URL=os.environ.get('SMTP_URL', ''),
         MAIL_FROM=os.environ.get('MAIL_FROM', postman.DEFAULT_MAIL_FROM),
@@ -204,6 +212,7 @@ def create_app(config=None):
         _show_worker_log()
     if app.config['PROPAGATION_WORKER_THREAD']:
         app.extensions['propagation_stop'] = propagation.start_thread(app.config)
+        watch.start_thread(app.config, app.extensions['propagation_stop'])
     if app.config['MAIL_WORKER_THREAD']:
         app.extensions['mail_stop'] = postman.start_thread(app.config, app.instance_path)
     _refuse_coroutines(app)
@@ -228,7 +237,7 @@ def _show_worker_log():
         return
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter('%(asctime)s %(name)s: %(message)s'))
-    for name in ('postman', 'propagation'):
+    for name in ('postman', 'propagation', 'watch'):
         logger = logging.getLogger(name)
         if not logger.handlers:
             logger.addHandler(handler)
@@ -502,8 +511,9 @@ def _make_demo_user():
 @click.command('worker')
 def worker_command():
     """Carry workspace changes (new and deleted workspaces, rotated passwords, new handles,
-    deleted accounts) to the workspace servers, and send the outbox's mail, until stopped
-    (Ctrl-C, SIGTERM): one thread each, each finishing what it has in hand."""
+    deleted accounts) to the workspace servers, check the servers (watch.py), and send the
+    outbox's mail, until stopped (Ctrl-C, SIGTERM): one thread each, each finishing what it
+    has in hand."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     _show_worker_log()
@@ -514,12 +524,17 @@ def worker_command():
     mailing = threading.Thread(target=postman.run, name='postman',
                                args=(sender, mail_lease, mail_poll, stop))
     click.echo('Propagation worker started.')
+    checking = watch.start_thread(current_app.config, stop)
+    click.echo('Workspace server check started: every '
+               f'{current_app.config["WORKSPACE_CHECK_INTERVAL"]:g} s.')
     mailing.start()
     click.echo(f'Mail worker started: sending to {sender}.')
     try:
         propagation.run(servers, lease, poll, stop)
     except KeyboardInterrupt:
         stop.set()
+    checking.join()
+    click.echo('Workspace server check stopped.')
     mailing.join()
     click.echo('Mail worker stopped.')
     click.echo('Propagation worker stopped.')

@@ -446,8 +446,10 @@ class LoginRequest(BaseModel):
         return secret
 
 
-def reset_authentication(user, ip=None):
-    """End every way in: browser sessions, temporary and user tokens, pending CLI logins."""
+def reset_authentication(user, ip=None, **told):
+    """End every way in: browser sessions, temporary and user tokens, pending CLI logins.
+    `told` goes into the System email too (accounts.reset_authentication: the new database
+    password's version)."""
     with write_transaction():
         credential = acting()  # named in the email, which is queued once it is gone
         counts = {
@@ -459,5 +461,5 @@ def reset_authentication(user, ip=None):
         LoginRequest.delete().where(LoginRequest.user == user).execute()
         AuditRecord.write('user.authentication.reset', user, ip, target=user, data=counts)
         Email.tell('user.authentication.reset', user, ip,
-                   device=credential.described if credential else None, **counts)
+                   device=credential.described if credential else None, **counts, **told)
     return counts

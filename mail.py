@@ -10,8 +10,9 @@ retry after a send that was not acknowledged is the same message to the receiver
 System emails (SYSTEM_EMAILS) go to the account's address whatever its preferences; an
 announcement goes to each user who has its topic on when it is queued. Each System email is
 queued by Email.tell where its event's audit record is written (credentials.py for tokens,
-CLI logins and Reset authentication, workspaces.py for the database password, models.py for
-the handle and account deletion), and rendered by render() from templates/email/.
+CLI logins and Reset authentication, workspaces.py for the database password, watch.py for a
+password set from inside a workspace, models.py for the handle and account deletion), and
+rendered by render() from templates/email/.
 
 A flood to one address collapses, and nothing is lost: the first FLOOD_LIMIT System emails to
 an address in the hour from the first (its FloodWindow) go as they come; each one after waits,
@@ -36,7 +37,7 @@ MAIL_ATTEMPTS_MAX = 35
 # The events that send a System email, by audit action (user.update only for a handle).
 SYSTEM_EMAILS = ('token.create', 'user.password.rotate', 'user.handle.change',
                  'user.authentication.reset', 'login_token.confirm', 'user.delete',
-                 'user.email.verify', 'user.email.update')
+                 'user.email.verify', 'user.email.update', 'user.password.drift')
 # The one kind an address nobody has verified is sent: the link that verifies it. Every other
 # message to an account whose address is not verified is held (Email.held) until it is.
 VERIFY = 'user.email.verify'

@@ -639,7 +639,11 @@ AUDIT_ACTIONS = {action.name: action for action in (
     AuditAction('user.avatar.delete', 'Avatar reset', 'reset their avatar'),
     AuditAction('user.password.rotate', 'Database password rotated',
                 'rotated their database password',
-                {'version': 'rotated their database password (version {version})'}),
+                {'end_connections': 'rotated their database password (version {version}) '
+                                    'and ended its open connections',
+                 'version': 'rotated their database password (version {version})'}),
+    AuditAction('user.password.drift', 'Database password put back',
+                'had their database password changed inside a workspace; Penstock put it back'),
     AuditAction('user.session.revoke', 'Session revoked', 'revoked another browser session'),
     AuditAction('workspace.create', 'Workspace created', 'created workspace {handle}'),
     AuditAction('workspace.delete', 'Workspace deleted', 'deleted workspace {handle}'),

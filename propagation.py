@@ -31,15 +31,25 @@ def run_once(servers, lease):
     try:
         server = servers[job.server]
         with server.holding(job.user_id) as connection:
-            ids, desired = job.desired()
-            server.converge(connection, desired)
-        workspaces.PropagationJob.applied(ids, desired)
+            carry_out(server, connection, job)
     except Exception as error:  # noqa: BLE001 - any failure is retried later
         # Only the error's type is kept and logged: a driver's message could quote a statement.
         log.warning('Propagation to workspace server %s for user %s failed (attempt %d): %s',
                     job.server, job.user_id, job.attempts, type(error).__name__)
         job.failed(error)
     return True
+
+
+def carry_out(server, connection, job):
+    """Bring `server` to what the metadata says of `job`'s user, through `connection`
+    (holding()'s), end the role's connections if a job asks, and record it all applied."""
+    ids, desired = job.desired()
+    server.converge(connection, desired)
+    if desired.role is not None and workspaces.PropagationJob.ends_connections(ids):
+        server.end_connections(connection, desired.role)
+    # Recorded under the lock: a check of the server (watch.py) that takes it next finds
+    # the verifier just set on record, never a stale one.
+    workspaces.PropagationJob.applied(ids, desired)
 
 
 def run(servers, lease, poll, stop):

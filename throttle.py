@@ -94,6 +94,18 @@ def attempt(counters, check, failed=lambda answer: not answer):
     return answer
 
 
+def count_action(config_name, key, message):
+    """Count one go at an action limited per user (the limit is config `config_name`, such as
+    "5 per hour"; `key` names whose count it is), atomically in the shared store, once the
+    request is known to be valid and before the action runs; past the limit, a 429 that says
+    `message` (with Retry-After), and the go is not counted."""
+    try:
+        _take([(config_name, key, SUCCESSES)])
+    except TooManyRequests as error:
+        error.description = message
+        raise
+
+
 def trust_this_browser(user):
     """Give this request's answer a new device cookie for `user`, who has just logged in."""
     value = _serializer().dumps({'account': user.id, 'device': secrets.token_urlsafe(16)})

@@ -108,12 +108,16 @@ class Drift(Exception):
 class Desired:
     """What a server should hold for one user, read from the metadata: the role's name (the
     handle; None once the account is gone), the password and its version, and the user's
-    databases on this server by workspace id."""
+    databases on this server by workspace id. `verifier` is the SCRAM verifier Penstock set
+    there for this version, when it has one on record; a converge that sets another puts
+    that one here."""
     user_id: str
     role: str | None = None
     password: str | None = None
     version: int = 0
     databases: dict = field(default_factory=dict)
+    server: str | None = None
+    verifier: str | None = None
 
 
 @dataclass
@@ -288,9 +292,8 @@ class Server:
                 self._check_free(connection, desired.role)
                 connection.execute(sql.SQL('ALTER ROLE {} RENAME TO {}').format(
                     sql.Identifier(found.role), role))
-            if not scram_verifier_matches(found.verifier, desired.password):
-                connection.execute(sql.SQL('ALTER ROLE {} PASSWORD {}').format(
-                    role, sql.Literal(self._verifier(connection, desired))))
+            if found.verifier is None or found.verifier != desired.verifier:
+                self._set_password(connection, desired)
             wrong = [ROLE_CLAUSES[name][1] for name, value in found.attributes.items()
                      if value != ROLE_CLAUSES[name][0]]
             if wrong:  # only those: an admin that is no superuser may not restate SUPERUSER
@@ -309,9 +312,53 @@ class Server:
     @staticmethod
     def _verifier(connection, desired):
         """A SCRAM-SHA-256 verifier of the password, made by libpq on this side: the server
-        (its statement log, pg_stat_activity) only ever sees the verifier."""
-        return connection.pgconn.encrypt_password(
+        (its statement log, pg_stat_activity) only ever sees the verifier. It is kept in
+        `desired.verifier`, for the record of what this server holds (RoleVerifier)."""
+        desired.verifier = connection.pgconn.encrypt_password(
             desired.password.encode(), desired.role.encode(), b'scram-sha-256').decode()
+        return desired.verifier
+
+    def _set_password(self, connection, desired):
+        """A new verifier of the desired password on the role: the one on record is not the
+        server's (a rotation, a password set from inside, or none on record yet)."""
+        connection.execute(sql.SQL('ALTER ROLE {} PASSWORD {}').format(
+            sql.Identifier(desired.role), sql.Literal(self._verifier(connection, desired))))
+
+    def role_verifiers(self, connection):
+        """{user id: (role, SCRAM verifier)} of every Penstock role on this server, in one
+        catalog query; None when the admin may not read verifiers (pg_authid)."""
+        self._prepare(connection)
+        if self._roles != 'pg_authid':
+            return None
+        rows = connection.execute(
+            "SELECT d.description, r.rolname, r.rolpassword FROM pg_authid r "
+            "JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass "
+            "WHERE d.description LIKE 'penstock user %' AND d.description NOT LIKE '% workspace %'")
+        return {description.split()[2]: (name, verifier) for description, name, verifier in rows}
+
+    @staticmethod
+    def end_connections(connection, role):
+        """End every open connection of `role` (pg_terminate_backend); how many there were."""
+        return sum(ended for (ended,) in connection.execute(
+            'SELECT pg_terminate_backend(pid) FROM pg_stat_activity '
+            'WHERE usename = %s AND pid <> pg_backend_pid()', (role,)))
+
+    @staticmethod
+    def end_idle_transactions(connection, timeout):
+        """End the backends of Penstock roles whose transaction has sat idle longer than
+        `timeout` seconds (a tenant may lift idle_in_transaction_session_timeout for
+        themselves); never the admin's own. Returns [(role, pid)] of those ended."""
+        # MATERIALIZED: the backends are chosen first, and only those are ended.
+        return connection.execute(
+            "WITH idle AS MATERIALIZED (SELECT a.usename, a.pid FROM pg_stat_activity a "
+            "JOIN pg_shdescription d ON d.objoid = a.usesysid "
+            "AND d.classoid = 'pg_authid'::regclass "
+            "WHERE d.description LIKE 'penstock user %%' "
+            "AND a.state IN ('idle in transaction', 'idle in transaction (aborted)') "
+            "AND a.state_change < now() - make_interval(secs => %s) "
+            "AND a.usename <> current_user AND a.pid <> pg_backend_pid()) "
+            "SELECT usename, pid FROM idle WHERE pg_terminate_backend(pid)",
+            (float(timeout),)).fetchall()
 
     @staticmethod
     def _check_free(connection, name):

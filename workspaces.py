@@ -8,8 +8,8 @@ import re
 import secrets
 import string
 
-from peewee import (CharField, Check, DateTimeField, ForeignKeyField, IntegerField, TextField,
-                    fn)
+from peewee import (BooleanField, CharField, Check, CompositeKey, DateTimeField, ForeignKeyField,
+                    IntegerField, TextField, fn)
 
 from database import decrypt, encrypt, skip_locked, try_lock, write_transaction
 from mail import Email
@@ -68,9 +68,10 @@ class DatabasePassword(BaseModel):
         return row
 
     @classmethod
-    def rotate(cls, user, ip=None):
-        """A new password, and a propagation job for each workspace; writes
-        `user.password.rotate` (with the version, never the password)."""
+    def rotate(cls, user, ip=None, end_connections=False, tell=True):
+        """A new password, and a propagation job for each workspace (which also ends the
+        role's open connections when `end_connections`); writes `user.password.rotate` (with
+        the version, never the password) and, when `tell`, its System email."""
         with write_transaction():
             current = cls.for_user(user)
             now = utcnow()
@@ -78,10 +79,13 @@ class DatabasePassword(BaseModel):
             cls.update(id=new_id('d'), ciphertext=encrypt(cls.new_password()),
                        version=version, created_at=now).where(cls.user == user).execute()
             count = Workspace.select().where(Workspace.user == user).count()
-            PropagationJob.follow(user, 'user.password.rotate')
-            AuditRecord.write('user.password.rotate', user, ip, target=user,
-                              data={'version': version, 'workspaces': count})
-            Email.tell('user.password.rotate', user, ip, version=version, workspaces=count)
+            PropagationJob.follow(user, 'user.password.rotate', end_connections)
+            data = {'version': version, 'workspaces': count}
+            if end_connections:
+                data['end_connections'] = True
+            AuditRecord.write('user.password.rotate', user, ip, target=user, data=data)
+            if tell:
+                Email.tell('user.password.rotate', user, ip, **data)
         return cls.get(cls.user == user)
 
 
@@ -217,25 +221,34 @@ class PropagationJob(BaseModel):
     last_error = TextField(null=True)
     created_at = DateTimeField(default=utcnow)
     applied_at = DateTimeField(null=True)
+    # Once the server holds the new state, end the role's open connections there too.
+    end_connections = BooleanField(default=False)
 
     class Meta:
         indexes = ((('status', 'run_after'), False), (('user_id', 'server', 'status'), False))
 
     @classmethod
-    def queue(cls, user_id, servers, reason):
+    def queue(cls, user_id, servers, reason, end_connections=False):
         """A job for each of `servers` (keys; None, an unplaced workspace's, is skipped)."""
         now = utcnow()
         rows = [dict(user_id=user_id, server=server, reason=reason, status='pending',
-                     run_after=now, created_at=now) for server in sorted(set(servers) - {None})]
+                     run_after=now, created_at=now, end_connections=end_connections)
+                for server in sorted(set(servers) - {None})]
         if rows:
             cls.insert_many(rows).execute()
 
     @classmethod
-    def follow(cls, user, reason):
+    def follow(cls, user, reason, end_connections=False):
         """Queue a job for every server that holds one of `user`'s workspaces (a rotated
         password, a new handle, a deleted account); inside the change's transaction."""
         servers = Workspace.select(Workspace.server).where(Workspace.user == user).distinct()
-        cls.queue(user.id, [row.server for row in servers], reason)
+        cls.queue(user.id, [row.server for row in servers], reason, end_connections)
+
+    @staticmethod
+    def ends_connections(ids):
+        """Whether any of jobs `ids` asks for the role's open connections to be ended."""
+        cls = PropagationJob
+        return cls.select().where(cls.id.in_(ids), cls.end_connections).exists()
 
     @classmethod
     def claim(cls, lease):
@@ -277,12 +290,13 @@ class PropagationJob(BaseModel):
         cls = PropagationJob
         ids = [row.id for row in cls.select(cls.id).where(
             cls.user_id == self.user_id, cls.server == self.server, cls.status == 'pending')]
-        desired = Desired(self.user_id)
+        desired = Desired(self.user_id, server=self.server)
         user = User.get_or_none(User.id == self.user_id)
         password = user and DatabasePassword.get_or_none(DatabasePassword.user == user)
         if user is not None and password is not None:
             desired.role, desired.password = user.handle, password.password
             desired.version = password.version
+            desired.verifier = RoleVerifier.current(self.user_id, self.server, password.version)
             desired.databases = dict(Workspace.select(Workspace.id, Workspace.database_name)
                                      .where(Workspace.user == user,
                                             Workspace.server == self.server).tuples())
@@ -294,6 +308,7 @@ class PropagationJob(BaseModel):
         and jobs `ids` are done."""
         now = utcnow()
         with write_transaction():
+            RoleVerifier.record(desired, now)
             Workspace.update(password_version=desired.version, role=desired.role,
                              password_applied_at=now).where(
                 Workspace.id.in_(list(desired.databases)),
@@ -317,3 +332,72 @@ class PropagationJob(BaseModel):
             cls.update(run_after=run_after).where(
                 cls.user_id == self.user_id, cls.server == self.server, cls.status == 'pending',
                 cls.run_after < run_after).execute()
+
+
+class RoleVerifier(BaseModel):
+    """The SCRAM verifier Penstock last set for user `user_id`'s role on server `server`, and
+    the password version it was made from: the server's pg_authid.rolpassword holds exactly
+    this text unless someone changed the password behind Penstock's back (watch.py)."""
+    user_id = CharField()
+    server = CharField()
+    role = CharField()
+    version = IntegerField()
+    verifier = TextField()
+    set_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        primary_key = CompositeKey('server', 'user_id')
+
+    @classmethod
+    def current(cls, user_id, server, version):
+        """The verifier on record for password `version`, or None (another version's is no
+        use to a converge: the server must get the new password)."""
+        row = cls.get_or_none(cls.user_id == user_id, cls.server == server)
+        return row.verifier if row is not None and row.version == version else None
+
+    @classmethod
+    def record(cls, desired, now):
+        """Keep what a converge left on the server for `desired`: its verifier, or nothing
+        once the role is gone. Inside applied()'s transaction."""
+        if desired.role is None or not desired.databases or desired.verifier is None:
+            cls.delete().where(cls.user_id == desired.user_id,
+                               cls.server == desired.server).execute()
+            return
+        cls.insert(user_id=desired.user_id, server=desired.server, role=desired.role,
+                   version=desired.version, verifier=desired.verifier, set_at=now).on_conflict(
+            conflict_target=[cls.server, cls.user_id],
+            update={cls.role: desired.role, cls.version: desired.version,
+                    cls.verifier: desired.verifier, cls.set_at: now}).execute()
+
+    @classmethod
+    def on(cls, server):
+        """{user id: (role, verifier)} of every role on record on `server`."""
+        return {user_id: (role, verifier) for user_id, role, verifier in
+                cls.select(cls.user_id, cls.role, cls.verifier).where(cls.server == server)
+                .tuples()}
+
+
+class ServerCheck(BaseModel):
+    """When workspace server `server` was last checked (watch.py), and until when a worker
+    holds it: one worker at a time checks a server, whichever host it runs on."""
+    server = CharField(primary_key=True)
+    locked_until = DateTimeField(null=True)
+    checked_at = DateTimeField(null=True)
+
+    @classmethod
+    def claim(cls, server, lease, every):
+        """Whether this worker now holds `server` for `lease` (a timedelta): only when no
+        other holds it and it was last checked `every` (a timedelta) ago or more."""
+        now = utcnow()
+        with write_transaction(exclusive=False):
+            cls.insert(server=server).on_conflict_ignore().execute()
+            return cls.update(locked_until=now + lease).where(
+                cls.server == server,
+                cls.locked_until.is_null() | (cls.locked_until <= now),
+                cls.checked_at.is_null() | (cls.checked_at <= now - every)).execute() == 1
+
+    @classmethod
+    def done(cls, server):
+        """The check of `server` is over: free it; it falls due again `every` (see claim)
+        from now."""
+        cls.update(locked_until=None, checked_at=utcnow()).where(cls.server == server).execute()

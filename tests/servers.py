@@ -40,10 +40,11 @@ def server_env(database_url, **extra):
 
 
 @contextmanager
-def gunicorn(database_url, log_path, workers=4, threads=1):
+def gunicorn(database_url, log_path, workers=4, threads=1, **extra):
     """gunicorn serving the app on `database_url` with `workers` sync workers (or, with
     `threads` above 1, threaded workers each answering that many requests at once), its output
-    appended to `log_path`; yields (base URL, the master process) once it answers.
+    appended to `log_path`, `extra` in its environment; yields (base URL, the master process)
+    once it answers.
 
     The listening socket is bound here (port 0: the kernel picks a free one) and handed over,
     so no other process can take the port between choosing and binding it. The server runs in
@@ -55,7 +56,7 @@ def gunicorn(database_url, log_path, workers=4, threads=1):
         process = subprocess.Popen(
             [str(GUNICORN), '-w', str(workers), '--threads', str(threads),
              '-b', f'fd://{listener.fileno()}', '--timeout', '30', 'app:create_app()'],
-            cwd=ROOT, env=server_env(database_url), stdout=log,
+            cwd=ROOT, env=server_env(database_url, **extra), stdout=log,
             stderr=subprocess.STDOUT, pass_fds=(listener.fileno(),), start_new_session=True)
         try:
             port = listener.getsockname()[1]

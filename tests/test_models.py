@@ -22,12 +22,13 @@ def test_migrations_create_every_table_and_rerun_as_a_no_op(make_database_url):
     assert database.migrate(fresh) == ['0001_initial', '0002_tokens', '0003_avatars',
                                        '0004_workspaces', '0005_session_user_agent_text',
                                        '0006_real_workspaces', '0007_email',
-                                       '0009_verified_email', '0010_mail_flood']
+                                       '0008_role_verifiers', '0009_verified_email',
+                                       '0010_mail_flood']
     tables = set(fresh.get_tables())
     assert {'user', 'preferences', 'session', 'audit_record', 'schema_migration', 'token',
             'temporary_token', 'login_request', 'avatar', 'avatar_upload', 'workspace',
             'database_password', 'propagation_job', 'handle_hold', 'email',
-            'announcement', 'flood_window'} <= tables
+            'announcement', 'flood_window', 'role_verifier', 'server_check'} <= tables
     # Every model's columns are in the migrated schema, so no migration was forgotten.
     for model in every_model():
         columns = {c.name for c in fresh.get_columns(model._meta.table_name)}
@@ -69,7 +70,8 @@ def test_a_database_from_an_earlier_version_upgrades_in_place(make_database_url)
     database.db.close()
     app = create_app({'SECRET_KEY': 'x', 'DATABASE_URL': url, **keys})
     assert database.migrate(database.db.obj) == ['0006_real_workspaces', '0007_email',
-                                                 '0009_verified_email', '0010_mail_flood']
+                                                 '0008_role_verifiers', '0009_verified_email',
+                                                 '0010_mail_flood']
     with database.db.connection_context():
         user = models.User.get()
         assert (user.handle, user.avatar_version) == ('old', 1)

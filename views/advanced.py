@@ -7,7 +7,8 @@ from flask_login import current_user, logout_user
 from werkzeug.exceptions import TooManyRequests
 
 import throttle
-from credentials import Session, device, reset_authentication
+from accounts import reset_authentication
+from credentials import Session, device
 from models import HANDLE_HOLD, HANDLE_RULES, Invalid
 from views import go_to, recent_login_required, respond, settings_blueprint
 from workspaces import Workspace
@@ -15,7 +16,8 @@ from workspaces import Workspace
 bp = settings_blueprint('advanced', __name__, 'Advanced', 4)
 
 RESET_DONE = ('Authentication was reset: you were logged out here and on every other device, '
-              'and every token and CLI login was revoked. Log in again to continue.')
+              'every token and CLI login was revoked, and your database password was rotated '
+              '(open connections to your workspaces are being ended). Log in again to continue.')
 HANDLE_WARNING = ('Your workspace DNS names all contain your user handle; changing it will '
                   'result in changing the DNS name for ALL of your workspaces.')
 WRONG_CONFIRMATION = 'Type your handle exactly as it is shown to delete your account.'
@@ -142,7 +144,8 @@ def confirm(section):
 @bp.post('/advanced/reset-authentication')
 @recent_login_required
 def reset():
-    """End every session and token of the account, then log this browser out."""
+    """End every session and token of the account and every connection to its workspaces
+    (with a new database password), then log this browser out."""
     reset_authentication(current_user._get_current_object(), request.remote_addr)
     logout_user()
     session.clear()

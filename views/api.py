@@ -27,7 +27,7 @@ from views import (
     present,
     timestamp,
 )
-from views.profile import TOO_LARGE, accepts_upload, limit_uploads
+from views.profile import TOO_LARGE, accepts_upload, count_rotation, limit_uploads
 from workspaces import DatabasePassword, Workspace
 
 bp = Blueprint('api', __name__, url_prefix='/api/v0')
@@ -387,8 +387,11 @@ def upload_avatar(handle):
 
 @bp.errorhandler(429)
 def too_many_requests(error):
-    """A rate limit (the avatar upload's, CLI login's) as the error object, in its own words."""
-    return problem(429, 'Too Many Requests', error.description)
+    """A rate limit (the avatar upload's, CLI login's, rotation's) as the error object, in
+    its own words."""
+    retry_after = getattr(error, 'retry_after', None)
+    return problem(429, 'Too Many Requests', error.description,
+                   headers={'Retry-After': str(retry_after)} if retry_after else None)
 
 
 @bp.delete('/user/<handle>/avatar')
@@ -522,10 +525,15 @@ def password(handle):
 @bp.post('/user/<handle>/password')
 @bearer_required
 def rotate_password(handle):
-    """Rotate the database password: 201 with the new one; every workspace gets it shortly."""
+    """Rotate the database password: 201 with the new one; every workspace gets it shortly,
+    and with `{"end_connections": true}` their open connections are ended then."""
     own_handle(handle)
-    json_body(set(), optional=True)
-    rotated = DatabasePassword.rotate(g.api_user, request.remote_addr)
+    body = json_body({'end_connections'}, optional=True)
+    end = body.get('end_connections', False)
+    if not isinstance(end, bool):
+        raise invalid({'end_connections': 'must be true or false'})
+    count_rotation(g.api_user)
+    rotated = DatabasePassword.rotate(g.api_user, request.remote_addr, end_connections=end)
     response = jsonify(password_json(rotated))
     response.status_code = 201
     response.headers['Location'] = url_for('.password', handle=handle)

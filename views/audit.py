@@ -130,11 +130,13 @@ LABELS = {
     'temporary_tokens': 'CLI logins revoked', 'login_request_id': 'Login request ID',
     'requested_from': 'CLI asked from', 'temporary_token_id': 'CLI login token ID',
     'kind': 'Email', 'code': 'Mail server answered', 'via': 'Changed with',
+    'role': 'Database role', 'end_connections': 'Open connections ended',
     **{SWITCH + name: label for name, label, _ in Preferences.CHOICES},
 }
 # A key whose label depends on the action, as (action_type, key).
 ACTION_LABELS = {('workspace.create', 'handle'): 'Workspace handle',
-                 ('workspace.delete', 'handle'): 'Workspace handle'}
+                 ('workspace.delete', 'handle'): 'Workspace handle',
+                 ('user.password.drift', 'workspaces'): 'Workspaces on that server'}
 # Values the console shows in other words: a token's status as the Tokens page does, a
 # switch's as On or Off, how a change was made.
 WORDS = {'status': {'active': 'Active', 'inactive': 'Inactive'},
@@ -152,6 +154,7 @@ EMAILS = {'token.create': 'an email about a new token',
           'system.summary': 'an email listing the notices held back in a flood of them',
           'user.email.verify': 'the email that verifies their address',
           'user.email.update': 'an email about changing their address',
+          'user.password.drift': 'an email about a database password put back',
           'announcement': 'an announcement'}
 # Values shown as code: ids and the token's last characters, which may wrap anywhere.
 CODE = {'last4', 'session_id', 'token_id', 'workspace_id', 'login_request_id',

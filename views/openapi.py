@@ -244,8 +244,9 @@ SCHEMAS = {
                     '`applied` when the workspace accepts the current database password; '
                     '`pending` while a rotation is still on its way to its server (the '
                     'previous password works meanwhile), while a new handle is (the role '
-                    'still has the old name), or while a new workspace\'s database is '
-                    'being made.'},
+                    'still has the old name), while a new workspace\'s database is '
+                    'being made, or while a password set from inside a workspace is being '
+                    'put back.'},
             'password_applied_at': {**TIME, 'description':
                                     'When the workspace took the password it accepts now '
                                     '(while `pending`, the previous one); absent while a new '
@@ -273,8 +274,13 @@ SCHEMAS = {
             'user_id': public_id('u'),
             'created_at': {**TIME, 'description': 'When this password was made.'}}},
     'RotatePasswordRequest': {
-        'type': 'object', 'additionalProperties': False, 'maxProperties': 0,
-        'description': 'No fields: send no body, or `{}`.'},
+        'type': 'object', 'additionalProperties': False,
+        'description': 'Optional: send no body, or `{}`, to keep open connections.',
+        'properties': {
+            'end_connections': {
+                'type': 'boolean', 'default': False,
+                'description': 'Also end every open connection to the workspaces once the new '
+                               'password has reached their servers.'}}},
     'LoginRequest': {
         'type': 'object', 'description': 'A CLI login request, to be verified in the browser.',
         'required': ['id', 'status', 'created_at', 'expires_at', 'url'],
@@ -391,7 +397,9 @@ PATHS = {
             'user_createDBPassword', 'Rotate the database password', 'RotatePasswordRequest',
             ('The new password, in plain text. Each workspace takes it within a couple of '
              'minutes (its `password_status` is `pending` until then); existing connections '
-             'are not ended.', ref('UserDatabasePassword')),
+             'are not ended unless `end_connections` is true. At most '
+             '`PASSWORD_ROTATIONS_PER_USER` (5 an hour, with the console\'s), then 429.',
+             ref('UserDatabasePassword')),
             'Where the password is read.', (400, 401, 404, 429), 'UserDatabasePassword')},
     '/user/{handle}/workspace': {
         'get': operation('userWorkspace_list', 'List workspaces (oldest first)',

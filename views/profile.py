@@ -3,10 +3,12 @@ database password (its connection strings, Rotate Password and its propagation).
 from flask import abort, current_app, g, make_response, request, url_for
 from flask_login import current_user
 from itsdangerous import BadData, URLSafeTimedSerializer
+from limits import parse
 from werkzeug.exceptions import RequestEntityTooLarge
 
 import addresses
 import imaging
+import throttle
 from models import (
     AVATAR_UPLOAD_LIFETIME,
     CROP_FIELDS,
@@ -49,6 +51,11 @@ def profile_facts():
                 max_name=DISPLAY_NAME_MAX, max_email=EMAIL_MAX)
 
 
+@bp.context_processor
+def rotation_facts():
+    return dict(rotation_limit=rotation_limit)
+
+
 @panel_context(bp)
 def _panel_context(context):
     """Fill in what the whole Profile panel needs that `context` lacks: whether the avatar is
@@ -76,7 +83,8 @@ def accepts_upload(view):
 
 
 def _uploader():
-    """Whose upload this is, for the rate limit: the API token's user or the logged-in one."""
+    """Whose request this is, for a per-user rate limit: the API token's user or the
+    logged-in one."""
     return f'user:{(g.get("api_user") or current_user).id}'
 
 
@@ -84,6 +92,23 @@ def _uploader():
 limit_uploads = limiter.shared_limit(lambda: current_app.config['AVATAR_UPLOADS_PER_USER'],
                                      'avatar-upload', key_func=_uploader,
                                      error_message=TOO_MANY_UPLOADS)
+
+
+def rotation_limit():
+    """The most rotations a user may make, in words ("5 an hour")."""
+    limit = parse(current_app.config['PASSWORD_ROTATIONS_PER_USER'])
+    unit = limit.GRANULARITY.name
+    if limit.multiples > 1:
+        return f'{limit.amount} every {limit.multiples} {unit}s'
+    return f'{limit.amount} {"an" if unit == "hour" else "a"} {unit}'
+
+
+def count_rotation(user):
+    """Count one rotation by `user`, the page's and the API's together, before it runs (each
+    sends a System email); past PASSWORD_ROTATIONS_PER_USER, a 429 that says so."""
+    throttle.count_action('PASSWORD_ROTATIONS_PER_USER', f'password-rotate:{user.id}',
+                          f'You can rotate your database password at most {rotation_limit()}. '
+                          'Try again later; nothing was changed.')
 
 
 def _retry_later(response):
@@ -331,14 +356,18 @@ def too_large(error):
 
 
 @bp.errorhandler(429)
-def too_many_uploads(error):
-    """429 in words, in the profile card where the upload was chosen (only uploads are
-    limited here)."""
+def too_many_requests(error):
+    """429 in words where the button was: Rotate Password's section, or the profile card
+    where the upload was chosen."""
+    if request.endpoint == 'profile.rotate_password':
+        return respond(PASSWORD, 429, rotate_error=error.description, **_password_section())
     return _card(429, avatar_error=error.description)
 
 
 ROTATED = ('Database password rotated. It may take a couple of minutes to reach every '
            'workspace; existing connections are not terminated.')
+ROTATED_ENDING = ('Database password rotated. It may take a couple of minutes to reach every '
+                  'workspace; then every open connection to them is ended.')
 PROPAGATED = 'The new database password has reached every workspace.'
 
 
@@ -380,7 +409,11 @@ def confirm_rotate():
 @bp.post('/profile/password/rotate')
 @recent_login_required
 def rotate_password():
-    """Make a new database password and start carrying it to every workspace."""
-    DatabasePassword.rotate(current_user._get_current_object(), request.remote_addr)
-    return respond(PASSWORD, rotated=True, said=ROTATED,
+    """Make a new database password and start carrying it to every workspace (ending their
+    open connections when Also end open connections is ticked)."""
+    end = request.form.get('end_connections') in ('1', 'on', 'true')
+    user = current_user._get_current_object()
+    count_rotation(user)
+    DatabasePassword.rotate(user, request.remote_addr, end_connections=end)
+    return respond(PASSWORD, rotated=True, said=ROTATED_ENDING if end else ROTATED,
                    then='.page#database-password', **_password_section())

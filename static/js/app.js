@@ -47,6 +47,15 @@ document.addEventListener('htmx:responseError', function (event) {
   flashError(event, alertIn(xhr) ||
     'Something went wrong (status ' + xhr.status + '). Reload the page and try again.');
 });
+// A rotation refused by its limit (429) puts the Database Password section back, with the
+// reason next to Rotate Password, as the page without JavaScript shows it.
+document.addEventListener('htmx:beforeSwap', function (event) {
+  if (event.detail.xhr.status === 429 && event.detail.target &&
+      event.detail.target.id === 'database-password') {
+    event.detail.shouldSwap = true;
+    event.detail.isError = false;
+  }
+});
 document.addEventListener('htmx:sendError', function (event) {
   flashError(event, 'Penstock could not be reached. Check your connection and try again.');
 });

@@ -62,6 +62,8 @@ EVERY_KIND = [
     ('user.avatar.update', {}),
     ('user.avatar.delete', {}),
     ('user.password.rotate', {'version': 12, 'workspaces': 2}),
+    ('user.password.rotate', {'version': 13, 'workspaces': 2, 'end_connections': True}),
+    ('user.password.drift', {'role': 'maximiliana-oyelaran', 'workspaces': 3}),
     ('user.session.revoke', {'session_id': 's_' + 't' * 20}),
     ('workspace.create', {'workspace_id': 'w_' + 'u' * 20, 'handle': 'customer-analytics'}),
     ('workspace.delete', {'workspace_id': 'w_' + 'u' * 20, 'handle': 'customer-analytics'}),

@@ -11,7 +11,7 @@ import database
 import models
 import workspaces
 from tests.browser.helpers import is_same_document, mark_document, settled
-from views.profile import PROPAGATED, ROTATED
+from views.profile import PROPAGATED, ROTATED, ROTATED_ENDING
 
 WORKSPACES = ('analytics', 'staging')
 QUESTION = 'Rotate the database password now?'
@@ -78,7 +78,8 @@ def confirm_rotation(page, javascript, person):
     expect(question).to_be_visible()
     for words in ('A new password replaces the current one',
                   'It may take a couple of minutes to reach every workspace.',
-                  'Existing connections are not terminated.'):
+                  'Existing connections are not terminated, unless you tick Also end open '
+                  'connections.'):
         expect(password_section(page)).to_contain_text(words)
     if javascript:
         assert is_same_document(page), 'the confirmation is swapped into the section'
@@ -126,6 +127,46 @@ def test_rotate_password_and_watch_every_workspace_reach_applied(
         reload_until_applied(page)
     for handle in WORKSPACES:  # Applied says when
         expect(workspace_item(page, handle).locator('time')).to_have_count(1)
+
+
+def test_also_end_open_connections_is_a_checkbox_off_by_default(
+        page, javascript, person, live_worker):
+    open_profile_with_workspaces(page, person, live_worker, handles=('analytics',))
+    password_section(page).get_by_role('button', name='Rotate Password').click()
+    expect(page.get_by_text(QUESTION)).to_be_visible()
+    settled(page)
+    ending = password_section(page).get_by_role('checkbox', name='Also end open connections')
+    expect(ending).not_to_be_checked()
+    ending.check()
+    password_section(page).get_by_role('button', name='Rotate Password').click()
+    expect(page.get_by_role('status').filter(has_text=ROTATED_ENDING)).to_be_visible()
+    with database.db.connection_context():
+        user = models.User.get(models.User.handle == person.handle)
+        [job] = workspaces.PropagationJob.select().where(
+            workspaces.PropagationJob.user_id == user.id,
+            workspaces.PropagationJob.reason == 'user.password.rotate')
+    assert job.end_connections
+
+
+def test_the_sixth_rotation_in_an_hour_says_why_next_to_the_button(
+        page, javascript, person, live_worker):
+    open_profile_with_workspaces(page, person, live_worker, handles=('analytics',))
+    expect(password_section(page)).to_contain_text('At most 5 an hour.')
+    for _ in range(6):
+        password_section(page).get_by_role('button', name='Rotate Password').click()
+        expect(page.get_by_text(QUESTION)).to_be_visible()
+        settled(page)
+        password_section(page).get_by_role('button', name='Rotate Password').click()
+        expect(page.get_by_text(QUESTION)).to_have_count(0)
+        settled(page)
+    refusal = password_section(page).get_by_role('alert')
+    expect(refusal).to_have_text('You can rotate your database password at most 5 an hour. '
+                                 'Try again later; nothing was changed.')
+    rotate = password_section(page).get_by_role('button', name='Rotate Password')
+    expect(rotate).to_be_visible()
+    with database.db.connection_context():
+        user = models.User.get(models.User.handle == person.handle)
+        assert workspaces.DatabasePassword.for_user(user).version == 6, 'five rotated'
 
 
 def test_cancel_leaves_the_password_as_it_was(page, javascript, person, live_worker):
