@@ -1,7 +1,6 @@
 """The Penstock account-settings app: create_app() wires config, database, auth and blueprints."""
 import datetime
 import importlib
-import inspect
 import logging
 import os
 import pkgutil
@@ -69,18 +68,9 @@ BUSY_MESSAGE = 'Penstock is busy. Try again in a moment; nothing was changed.'
 BUSY_RETRY_AFTER = 1  # seconds: locks are held for milliseconds
 
 
-class Penstock(Flask):
-    """Flask, minus its check for coroutines on every call: Flask asks
-    inspect.iscoroutinefunction() of each hook and view it runs (18 a request here, ~3% of a
-    settings request). Every one of ours is a plain function, which create_app checks once."""
-
-    def ensure_sync(self, func):
-        return func
-
-
 def create_app(config=None):
     """Build the app; `config` overrides what the environment says (the tests use it)."""
-    app = Penstock(__name__, instance_relative_config=True)
+    app = Flask(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(
         SECRET_KEY=os.environ.get('SECRET_KEY'),
@@ -197,7 +187,6 @@ def create_app(config=None):
         app.extensions['propagation_stop'] = propagation.start_thread(app.config)
     if app.config['MAIL_WORKER_THREAD']:
         app.extensions['mail_stop'] = postman.start_thread(app.config, app.instance_path)
-    _refuse_coroutines(app)
     return app
 
 
@@ -214,21 +203,6 @@ def _show_worker_log():
         if not logger.handlers:
             logger.addHandler(handler)
             logger.setLevel(logging.INFO)
-
-
-def _refuse_coroutines(app):
-    """Penstock.ensure_sync runs what it is given as it is: an `async def` view or hook
-    would hand Flask a coroutine it never awaits, so none may be registered."""
-    hooks = [app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs,
-             app.url_value_preprocessors, app.url_default_functions]
-    functions = list(app.view_functions.values())
-    functions += [f for hook in hooks for each in hook.values() for f in each]
-    functions += [handler for spec in app.error_handler_spec.values()
-                  for by_code in spec.values() for handler in by_code.values()]
-    for function in functions:
-        if inspect.iscoroutinefunction(function):
-            raise RuntimeError(f'{function.__qualname__} is async; Penstock runs only plain '
-                               'views and hooks (see Penstock.ensure_sync)')
 
 
 def _view_modules():
