@@ -91,7 +91,7 @@ def create_app(config=None):
         # A shared store that cannot be reached (Redis down) is no reason to refuse logins:
         # each process counts in its own memory until the store answers again.
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
-        # throttle.py gives an attempt back with a hit of -1: a fixed window's count goes down.
+        # Flask-Limiter's decorators count in fixed windows, as throttle.py's counters do.
         RATELIMIT_STRATEGY='fixed-window',
         # Wrong passwords, see throttle.py: from browsers without this account's device cookie
         # per account and per IP; per device cookie (or, re-authenticating, per session).
@@ -159,12 +159,11 @@ def create_app(config=None):
     app.before_request(_body_limit)  # before CSRF's check, which reads the body
     login_manager.init_app(app)
     csrf.init_app(app)
-    limiter.init_app(app)
+    _init_limiter(app)
     delivery.init_app(app)  # hashed static names, compression
 
     for module in _view_modules():
         app.register_blueprint(module.bp)
-    _limits_in_views_only(app)  # once every view module (and any limit it declares) is loaded
     mail.Config.url_map = app.url_map  # for the links in messages, which need no request
     app.jinja_env.globals.update(settings_menu=settings_menu, avatar_url=avatar_url)
     app.jinja_env.filters.update(day=models.day, breakable=breakable)
@@ -236,25 +235,46 @@ def _body_limit():
         request.max_content_length = limit
 
 
-def _limits_in_views_only(app):
-    """Drop Flask-Limiter's before-request check, keeping what it would do here.
+# Flask-Limiter's limits for every request, which its before-request check would apply and
+# _init_limiter has it skip: refused, so that none is set and silently not applied.
+APP_WIDE_LIMITS = ('RATELIMIT_DEFAULT', 'RATELIMIT_APPLICATION', 'RATELIMIT_META')
+
+
+def _init_limiter(app):
+    """Flask-Limiter, its check before each request told there is nothing for it to do.
 
     Every limit of ours is a decorator on its view, checked when the view is called, or a
-    throttle.py counter; the hook looks for app-wide, default, meta and blueprint limits, of
-    which there are none, at ~50 µs a request (a tenth of a settings fragment). Its one other
-    job, seeing whether a shared store that stopped answering (Redis) is back, is kept: while
-    the store is down, every request still runs it. Should a limit of those kinds ever be
-    added, the hook stays."""
-    manager = limiter.limit_manager
-    if (manager.default_limits or manager.application_limits or limiter._meta_limits
-            or manager._blueprint_limits):
-        return
-    app.before_request_funcs[None].remove(limiter._check_request_limit)
+    throttle.py counter. Flask-Limiter's before-request check looks for app-wide, default, meta
+    and blueprint limits, of which there are none (a limit goes on each view of a blueprint, not
+    on the blueprint), and resolving them is most of its cost (docs/benchmarks.md). So two
+    hooks of ours, registered just before and just after Flask-Limiter's, mark the time its
+    check runs, and its public request filter exempts the request for that time only (see
+    _in_limiter_check): a view's own limits, checked later, are checked in full, and so is
+    everything should Flask-Limiter ever run its check elsewhere.
 
-    @app.before_request
-    def see_whether_store_is_back():
-        if limiter._storage_dead:
-            limiter._check_request_limit()
+    While the shared store is down, Flask-Limiter notices it coming back on the next request
+    to a view that has a limit of its own, the only requests its state matters to."""
+    for name in APP_WIDE_LIMITS:
+        if app.config.get(name):
+            raise RuntimeError(f'{name} is set: Penstock puts each rate limit on its view '
+                               '(limiter.limit), and has no limit for every request')
+    app.before_request(_limiter_check_starts)
+    limiter.init_app(app)
+    app.before_request(_limiter_check_ends)
+
+
+def _limiter_check_starts():
+    g.in_limiter_check = True
+
+
+def _limiter_check_ends():
+    g.in_limiter_check = False
+
+
+@limiter.request_filter
+def _in_limiter_check():
+    """Flask-Limiter's request filter (True: no limit applies to this request now)."""
+    return g.get('in_limiter_check', False)
 
 
 def _env_flag(name, default):
