@@ -246,11 +246,11 @@ def _init_limiter(app):
     Every limit of ours is a decorator on its view, checked when the view is called, or a
     throttle.py counter. Flask-Limiter's before-request check looks for app-wide, default, meta
     and blueprint limits, of which there are none (a limit goes on each view of a blueprint, not
-    on the blueprint), and resolving them is most of its cost (docs/benchmarks.md). So two
-    hooks of ours, registered just before and just after Flask-Limiter's, mark the time its
-    check runs, and its public request filter exempts the request for that time only (see
-    _in_limiter_check): a view's own limits, checked later, are checked in full, and so is
-    everything should Flask-Limiter ever run its check elsewhere.
+    on the blueprint), and resolving them is most of its cost (docs/benchmarks.md). So a hook
+    of ours, registered just after Flask-Limiter's, marks that its check is over, and its
+    public request filter exempts the request until then (see _before_view): a view's own
+    limits, checked later, are checked in full, and so is everything should Flask-Limiter ever
+    run its check after ours.
 
     While the shared store is down, Flask-Limiter notices it coming back on the next request
     to a view that has a limit of its own, the only requests its state matters to."""
@@ -258,23 +258,18 @@ def _init_limiter(app):
         if app.config.get(name):
             raise RuntimeError(f'{name} is set: Penstock puts each rate limit on its view '
                                '(limiter.limit), and has no limit for every request')
-    app.before_request(_limiter_check_starts)
     limiter.init_app(app)
-    app.before_request(_limiter_check_ends)
+    app.before_request(_limiter_check_done)
 
 
-def _limiter_check_starts():
-    g.in_limiter_check = True
-
-
-def _limiter_check_ends():
-    g.in_limiter_check = False
+def _limiter_check_done():
+    g.limiter_check_done = True
 
 
 @limiter.request_filter
-def _in_limiter_check():
-    """Flask-Limiter's request filter (True: no limit applies to this request now)."""
-    return g.get('in_limiter_check', False)
+def _before_view():
+    """Flask-Limiter's request filter: True (no limit applies now) until _limiter_check_done."""
+    return not g.get('limiter_check_done', False)
 
 
 def _env_flag(name, default):
