@@ -324,6 +324,8 @@ def _init_database(app):
 
 @login_manager.user_loader
 def load_user(secret):
+    if g.get('database_busy'):  # see _database_busy
+        return None
     session = credentials.Session.lookup(secret, current_app.config['PERMANENT_SESSION_LIFETIME'],
                                          current_app.config['SESSION_ABSOLUTE_LIFETIME'])
     if session is None:
@@ -396,8 +398,9 @@ def _database_busy(error):
     if request.path.startswith('/api/'):
         response = api_http_error(ServiceUnavailable(BUSY_MESSAGE))
     else:
-        if '_login_user' not in g:  # the lock struck while the session was being looked up:
-            g._login_user = login_manager.anonymous_user()  # the page must not look again
+        # Had the lock struck while the session was being looked up, the page would look it
+        # up again (Flask-Login asks load_user until it has an answer): it is a visitor's.
+        g.database_busy = True
         response = make_response(render_template('error.html', title='Penstock is busy',
                                                  message=BUSY_MESSAGE), 503)
     response.headers['Retry-After'] = str(BUSY_RETRY_AFTER)
