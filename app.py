@@ -263,6 +263,7 @@ def _init_limiter(app):
 
 
 def _limiter_check_done():
+    """Flask-Limiter's before-request check is over: from now on its limits apply."""
     g.limiter_check_done = True
 
 
@@ -398,8 +399,9 @@ def _database_busy(error):
     if request.path.startswith('/api/'):
         response = api_http_error(ServiceUnavailable(BUSY_MESSAGE))
     else:
-        # Had the lock struck while the session was being looked up, the page would look it
-        # up again (Flask-Login asks load_user until it has an answer): it is a visitor's.
+        # If the lock struck while the session was being looked up, rendering the page would
+        # look it up again (Flask-Login asks load_user until it gets an answer): from now on
+        # load_user answers None, so the page is a visitor's.
         g.database_busy = True
         response = make_response(render_template('error.html', title='Penstock is busy',
                                                  message=BUSY_MESSAGE), 503)
