@@ -1,7 +1,6 @@
 """The Penstock account-settings app: create_app() wires config, database, auth and blueprints."""
 import datetime
 import importlib
-import inspect
 import logging
 import os
 import pkgutil
@@ -72,18 +71,9 @@ BUSY_MESSAGE = 'Penstock is busy. Try again in a moment; nothing was changed.'
 BUSY_RETRY_AFTER = 1  # seconds: locks are held for milliseconds
 
 
-class Penstock(Flask):
-    """Flask, minus its check for coroutines on every call: Flask asks
-    inspect.iscoroutinefunction() of each hook and view it runs (18 a request here, ~3% of a
-    settings request). Every one of ours is a plain function, which create_app checks once."""
-
-    def ensure_sync(self, func):
-        return func
-
-
 def create_app(config=None):
     """Build the app; `config` overrides what the environment says (the tests use it)."""
-    app = Penstock(__name__, instance_relative_config=True)
+    app = Flask(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.from_mapping(
         SECRET_KEY=os.environ.get('SECRET_KEY'),
@@ -104,7 +94,7 @@ def create_app(config=None):
         # A shared store that cannot be reached (Redis down) is no reason to refuse logins:
         # each process counts in its own memory until the store answers again.
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
-        # throttle.py gives an attempt back with a hit of -1: a fixed window's count goes down.
+        # Flask-Limiter's decorators count in fixed windows, as throttle.py's counters do.
         RATELIMIT_STRATEGY='fixed-window',
         # Wrong passwords, see throttle.py: from browsers without this account's device cookie
         # per account and per IP; per device cookie (or, re-authenticating, per session).
@@ -186,12 +176,11 @@ def create_app(config=None):
     app.before_request(_body_limit)  # before CSRF's check, which reads the body
     login_manager.init_app(app)
     csrf.init_app(app)
-    limiter.init_app(app)
+    _init_limiter(app)
     delivery.init_app(app)  # hashed static names, compression
 
     for module in _view_modules():
         app.register_blueprint(module.bp)
-    _limits_in_views_only(app)  # once every view module (and any limit it declares) is loaded
     mail.Config.url_map = app.url_map  # for the links in messages, which need no request
     app.jinja_env.globals.update(settings_menu=settings_menu, avatar_url=avatar_url)
     app.jinja_env.filters.update(day=models.day, breakable=breakable)
@@ -215,7 +204,6 @@ def create_app(config=None):
         watch.start_thread(app.config, app.extensions['propagation_stop'])
     if app.config['MAIL_WORKER_THREAD']:
         app.extensions['mail_stop'] = postman.start_thread(app.config, app.instance_path)
-    _refuse_coroutines(app)
     _redact_logged_urls(app)
     return app
 
@@ -242,21 +230,6 @@ def _show_worker_log():
         if not logger.handlers:
             logger.addHandler(handler)
             logger.setLevel(logging.INFO)
-
-
-def _refuse_coroutines(app):
-    """Penstock.ensure_sync runs what it is given as it is: an `async def` view or hook
-    would hand Flask a coroutine it never awaits, so none may be registered."""
-    hooks = [app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs,
-             app.url_value_preprocessors, app.url_default_functions]
-    functions = list(app.view_functions.values())
-    functions += [f for hook in hooks for each in hook.values() for f in each]
-    functions += [handler for spec in app.error_handler_spec.values()
-                  for by_code in spec.values() for handler in by_code.values()]
-    for function in functions:
-        if inspect.iscoroutinefunction(function):
-            raise RuntimeError(f'{function.__qualname__} is async; Penstock runs only plain '
-                               'views and hooks (see Penstock.ensure_sync)')
 
 
 def _view_modules():
@@ -290,25 +263,42 @@ def _body_limit():
         request.max_content_length = limit
 
 
-def _limits_in_views_only(app):
-    """Drop Flask-Limiter's before-request check, keeping what it would do here.
+# Flask-Limiter's limits for every request, which its before-request check would apply and
+# _init_limiter has it skip: refused, so that none is set and silently not applied.
+APP_WIDE_LIMITS = ('RATELIMIT_DEFAULT', 'RATELIMIT_APPLICATION', 'RATELIMIT_META')
+
+
+def _init_limiter(app):
+    """Flask-Limiter, its check before each request told there is nothing for it to do.
 
     Every limit of ours is a decorator on its view, checked when the view is called, or a
-    throttle.py counter; the hook looks for app-wide, default, meta and blueprint limits, of
-    which there are none, at ~50 µs a request (a tenth of a settings fragment). Its one other
-    job, seeing whether a shared store that stopped answering (Redis) is back, is kept: while
-    the store is down, every request still runs it. Should a limit of those kinds ever be
-    added, the hook stays."""
-    manager = limiter.limit_manager
-    if (manager.default_limits or manager.application_limits or limiter._meta_limits
-            or manager._blueprint_limits):
-        return
-    app.before_request_funcs[None].remove(limiter._check_request_limit)
+    throttle.py counter. Flask-Limiter's before-request check looks for app-wide, default, meta
+    and blueprint limits, of which there are none (a limit goes on each view of a blueprint, not
+    on the blueprint), and resolving them is most of its cost (docs/benchmarks.md). So a hook
+    of ours, registered just after Flask-Limiter's, marks that its check is over, and its
+    public request filter exempts the request until then (see _before_view): a view's own
+    limits, checked later, are checked in full, and so is everything should Flask-Limiter ever
+    run its check after ours.
 
-    @app.before_request
-    def see_whether_store_is_back():
-        if limiter._storage_dead:
-            limiter._check_request_limit()
+    While the shared store is down, Flask-Limiter notices it coming back on the next request
+    to a view that has a limit of its own, the only requests its state matters to."""
+    for name in APP_WIDE_LIMITS:
+        if app.config.get(name):
+            raise RuntimeError(f'{name} is set: Penstock puts each rate limit on its view '
+                               '(limiter.limit), and has no limit for every request')
+    limiter.init_app(app)
+    app.before_request(_limiter_check_done)
+
+
+def _limiter_check_done():
+    """Flask-Limiter's before-request check is over: from now on its limits apply."""
+    g.limiter_check_done = True
+
+
+@limiter.request_filter
+def _before_view():
+    """Flask-Limiter's request filter: True (no limit applies now) until _limiter_check_done."""
+    return not g.get('limiter_check_done', False)
 
 
 def _env_flag(name, default):
@@ -369,6 +359,8 @@ def _init_database(app):
 
 @login_manager.user_loader
 def load_user(secret):
+    if g.get('database_busy'):  # see _database_busy
+        return None
     session = credentials.Session.lookup(secret, current_app.config['PERMANENT_SESSION_LIFETIME'],
                                          current_app.config['SESSION_ABSOLUTE_LIFETIME'])
     if session is None:
@@ -441,8 +433,10 @@ def _database_busy(error):
     if request.path.startswith('/api/'):
         response = api_http_error(ServiceUnavailable(BUSY_MESSAGE))
     else:
-        if '_login_user' not in g:  # the lock struck while the session was being looked up:
-            g._login_user = login_manager.anonymous_user()  # the page must not look again
+        # If the lock struck while the session was being looked up, rendering the page would
+        # look it up again (Flask-Login asks load_user until it gets an answer): from now on
+        # load_user answers None, so the page is a visitor's.
+        g.database_busy = True
         response = make_response(render_template('error.html', title='Penstock is busy',
                                                  message=BUSY_MESSAGE), 503)
     response.headers['Retry-After'] = str(BUSY_RETRY_AFTER)

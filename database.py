@@ -19,7 +19,7 @@ Why each trick is here:
   write lock is held.
 - Prepared SQL (PreparedModel): Peewee builds a query's SQL anew each time it runs, which
   takes longer than SQLite takes to run it. The queries most requests make are built once
-  per kind of database, and a row becomes an instance directly.
+  per kind of database, and a row becomes an instance through its model's constructor.
 - Fernet (encrypt, decrypt, reencrypt): secrets the app must show again (the password a
   user logs in to workspaces with) are stored encrypted under keys kept outside the database;
   several keys decrypt, so one can be retired."""
@@ -31,7 +31,7 @@ import threading
 from urllib.parse import parse_qsl, urlencode
 
 from cryptography.fernet import Fernet, MultiFernet
-from peewee import DatabaseProxy, Model, SqliteDatabase
+from peewee import DatabaseProxy, ForeignKeyField, Model, SqliteDatabase
 from playhouse.db_url import connect
 from playhouse.migrations import Runner
 
@@ -294,7 +294,7 @@ def _prepared(key, build, params):
 class PreparedModel(Model):
     """A Peewee model (on `db`) with prepared twins of get, create and save, for the queries
     most requests make: their SQL is built once per kind of database (see _prepared), and a
-    row becomes an instance directly."""
+    row becomes an instance through the model's own constructor."""
 
     @classmethod
     def prepared_get(cls, field, value, lock=False, join=None):
@@ -312,17 +312,19 @@ class PreparedModel(Model):
                                        build, params), params).fetchone()
         if row is None:
             return None
+        # Model(**values), not Model.raw (whose cursor wrapper maps the columns anew on each
+        # run, ~50 µs) nor a select (Peewee builds its SQL anew, ~100 µs): Peewee marks each
+        # value given as changed (is_dirty()), which only a save of the dirty fields alone
+        # (only_save_dirty) heeds, and none here does.
         instances, start = [], 0
         for model in models:
             fields = model._meta.sorted_fields
-            instance = model(__no_default__=1)
-            instance.__data__ = {column.name: None if raw is None else column.python_value(raw)
-                                 for column, raw in zip(fields, row[start:start + len(fields)])}
-            instances.append(instance)
+            instances.append(model(**{
+                field.name: None if raw is None else field.python_value(raw)
+                for field, raw in zip(fields, row[start:start + len(fields)])}))
             start += len(fields)
         if join:
             setattr(instances[0], join.name, instances[1])
-        instances[0]._dirty.clear()
         return instances[0]
 
     @classmethod
@@ -330,11 +332,10 @@ class PreparedModel(Model):
         """Insert one row, as create() does (defaults filled in), and return it."""
         row = cls(**values)
         fields = cls._meta.sorted_fields
-        params = [field.db_value(row.__data__.get(field.name)) for field in fields]
+        params = [field.db_value(value) for field, value in zip(fields, _columns(row))]
         sql = _prepared(('create', cls), lambda: cls.insert(
-            {field: row.__data__.get(field.name) for field in fields}).sql(), params)
+            dict(zip(fields, _columns(row)))).sql(), params)
         db.execute_sql(sql, params)
-        row._dirty.clear()
         return row
 
     def prepared_save(self):
@@ -343,13 +344,20 @@ class PreparedModel(Model):
         overwritten."""
         cls, key = type(self), self._meta.primary_key
         fields = [field for field in self._meta.sorted_fields if field is not key]
-        params = ([field.db_value(self.__data__.get(field.name)) for field in fields]
-                  + [key.db_value(self._pk)])
-        sql = _prepared(('save', cls), lambda: cls.update(
-            {field: self.__data__.get(field.name) for field in fields}).where(
-                key == self._pk).sql(), params)
+        values = [value for field, value in zip(self._meta.sorted_fields, _columns(self))
+                  if field is not key]
+        params = ([field.db_value(value) for field, value in zip(fields, values)]
+                  + [key.db_value(self.get_id())])
+        sql = _prepared(('save', cls), lambda: cls.update(dict(zip(fields, values))).where(
+            key == self.get_id()).sql(), params)
         db.execute_sql(sql, params)
-        self._dirty.clear()
+
+
+def _columns(row):
+    """The value of each of `row`'s columns, in its model's field order: a foreign key's
+    is the id it holds (its object_id_name accessor), not the row it points to."""
+    return [getattr(row, field.object_id_name if isinstance(field, ForeignKeyField)
+                    else field.name) for field in row._meta.sorted_fields]
 
 
 _cipher = None  # a MultiFernet over the keys given to use_keys()
@@ -378,5 +386,5 @@ def reencrypt(field):
     for row in list(model.select(key, field)):
         old = getattr(row, field.name)
         new = _cipher.rotate(old.encode()).decode()
-        count += model.update({field: new}).where(key == row._pk, field == old).execute()
+        count += model.update({field: new}).where(key == row.get_id(), field == old).execute()
     return count

@@ -2,6 +2,7 @@
 a browser that has logged in to an account before (a device cookie, as OWASP's "Slow Down
 Online Guessing Attacks with Device Cookies" describes) keeps an allowance of its own."""
 import functools
+import logging
 import math
 import secrets
 import time
@@ -11,12 +12,16 @@ from flask_limiter.util import get_remote_address
 from flask_login import current_user
 from itsdangerous import BadData, URLSafeTimedSerializer
 from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter
 from werkzeug.exceptions import TooManyRequests
 
 from models import User
 from views import limiter
 
 DEVICE_COOKIE_LIFETIME = 365 * 24 * 3600  # seconds; each login issues a new one
+STORE_RETRY = 1  # seconds between asking a shared store that did not answer whether it is back
+log = logging.getLogger(__name__)
 FAILURES, SUCCESSES = 'failures', 'successes'
 
 
@@ -156,22 +161,36 @@ def _take(counters):
 
 
 def _hit(limit, key):
-    """(the strategy that counted, whether within the limit). When the shared store does not
-    answer, the count goes to Flask-Limiter's own in-memory fallback, as its decorators' do: each
-    process counts alone until the store answers again (Flask-Limiter checks on later requests)."""
+    """(the strategy that counted, whether within the limit). The count goes to the shared
+    store (limiter.storage, RATELIMIT_STORAGE_URI); while that store does not answer, to this
+    process's memory, as Flask-Limiter's own decorators do: each process counts alone, and the
+    store is asked again (its public check()) at most every STORE_RETRY seconds, its counts
+    used again as soon as it answers."""
+    state = current_app.extensions.setdefault('throttle', {'fallback': None, 'retry_at': None})
+    if state['retry_at'] is not None:
+        if time.monotonic() < state['retry_at']:
+            return state['fallback'], state['fallback'].hit(limit, key)
+        if not limiter.storage.check():
+            state['retry_at'] = time.monotonic() + STORE_RETRY
+            return state['fallback'], state['fallback'].hit(limit, key)
+        state['retry_at'] = None
+        log.warning('The rate-limit store answers again: counting there again.')
+    strategy = FixedWindowRateLimiter(limiter.storage)
     try:
-        strategy = limiter.limiter
         return strategy, strategy.hit(limit, key)
     except limiter.storage.base_exceptions:
         if not current_app.config['RATELIMIT_IN_MEMORY_FALLBACK_ENABLED']:
             raise
-        limiter._storage_dead = True
-        strategy = limiter.limiter
-        return strategy, strategy.hit(limit, key)
+        log.warning("The rate-limit store does not answer: counting in this process's memory "
+                    'until it does.')
+        if state['fallback'] is None:
+            state['fallback'] = FixedWindowRateLimiter(MemoryStorage())
+        state['retry_at'] = time.monotonic() + STORE_RETRY
+        return state['fallback'], state['fallback'].hit(limit, key)
 
 
 def _give_back(taken):
-    """Undo hits: with fixed windows (RATELIMIT_STRATEGY) a hit of -1 takes one off the count.
+    """Undo hits: with a fixed window a hit of -1 takes one off the count.
     A store that has gone away since has nothing to give back to."""
     for strategy, limit, key, _counts in taken:
         try:

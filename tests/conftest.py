@@ -300,33 +300,62 @@ REDIS_START_DEADLINE = 30  # seconds until redis-server says it accepts connecti
 REDIS_PORT_TRIES = 3  # another process may take the free port before redis-server binds it
 
 
-@pytest.fixture
-def redis_url(tmp_path):
-    """A throwaway Redis for this test: on a free loopback port, its working directory under
-    tmp_path, nothing saved to disk, no configuration file; stopped when the test ends."""
-    if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.fail(f'redis-server not found at {REDIS_SERVER}: run '
-                    "'sudo apt-get install redis-server' (make test does) "
-                    'or set PENSTOCK_REDIS_SERVER')
-    for _ in range(REDIS_PORT_TRIES):
-        port = _free_port()
-        process, pump, log = _start_redis(port, tmp_path)
-        if process is not None:
-            break
-        if 'Address already in use' not in log:
-            pytest.fail(f'redis-server did not start:\n{log}')
-    else:
-        pytest.fail(f'redis-server found no free port in {REDIS_PORT_TRIES} tries:\n{log}')
-    try:
-        yield f'redis://127.0.0.1:{port}/0'
-    finally:
-        process.terminate()
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, its working directory `directory`,
+    nothing saved to disk, no configuration file; a test may stop it and start it again (on
+    the same port, empty) to show what an outage does."""
+
+    def __init__(self, directory):
+        if not os.access(REDIS_SERVER, os.X_OK):
+            pytest.fail(f'redis-server not found at {REDIS_SERVER}: run '
+                        "'sudo apt-get install redis-server' (make test does) "
+                        'or set PENSTOCK_REDIS_SERVER')
+        self.directory = directory
+        for _ in range(REDIS_PORT_TRIES):
+            self.port = _free_port()
+            self.process, self.pump, log = _start_redis(self.port, directory)
+            if self.process is not None:
+                break
+            if 'Address already in use' not in log:
+                pytest.fail(f'redis-server did not start:\n{log}')
+        else:
+            pytest.fail(f'redis-server found no free port in {REDIS_PORT_TRIES} tries:\n{log}')
+        self.url = f'redis://127.0.0.1:{self.port}/0'
+
+    def stop(self):
+        if self.process is None:
+            return
+        self.process.terminate()
         try:
-            process.wait(timeout=10)
+            self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        _close_output(process, pump)
+            self.process.kill()
+            self.process.wait(timeout=10)
+        _close_output(self.process, self.pump)
+        self.process = None
+
+    def start(self):
+        """Start it again on its port (stopped first)."""
+        self.stop()
+        self.process, self.pump, log = _start_redis(self.port, self.directory)
+        if self.process is None:
+            pytest.fail(f'redis-server did not start again on port {self.port}:\n{log}')
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A throwaway Redis (RedisServer) for this test, stopped when the test ends."""
+    server = RedisServer(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The URL of this test's throwaway Redis."""
+    return redis_server.url
 
 
 def _free_port():

@@ -4,6 +4,7 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from flask_login import current_user, login_fresh
 from peewee import OperationalError
 
 import credentials
@@ -268,6 +269,19 @@ def test_logout_ends_the_session_everywhere(client, app, logged_in):
     replay = app.test_client()
     replay.set_cookie(SESSION_COOKIE, cookie)
     assert replay.get('/user/alice/settings/profile').status_code == 302
+
+
+def test_a_login_holds_when_the_browser_changes_address_and_user_agent(client, logged_in):
+    """A login is its Session row (views.login_manager turns Flask-Login's session protection
+    off): a phone that leaves its wifi, or a browser that updates itself, stays logged in. This
+    pins Flask-Login's public session_protection: its 'strong' mode would log this browser out,
+    and `login_fresh()` (which nothing here asks for) would turn false with 'basic'."""
+    client.environ_base.update(HTTP_USER_AGENT='Mozilla/5.0 Firefox/140.0',
+                               REMOTE_ADDR='203.0.113.7')
+    with client:
+        response = client.get('/user/alice/settings/profile')
+        assert response.status_code == 200 and login_fresh()
+        assert current_user.is_authenticated and current_user.id == logged_in.id
 
 
 def test_a_revoked_session_row_refuses_its_cookie(client, logged_in):

@@ -4,6 +4,7 @@ is why the shared store is needed. Runs on SQLite and on PostgreSQL.
 
 Each test starts a throwaway Debian redis-server (PENSTOCK_REDIS_SERVER to use another); a
 missing one fails the test rather than skipping it: `make test` installs it."""
+import time
 from contextlib import contextmanager, suppress
 
 import pytest
@@ -11,11 +12,14 @@ import redis
 
 import database
 from tests.helpers import PASSWORD
-from tests.servers import NO_MATCH, TOO_MANY, attempt_login, gunicorn, sign_up
+from tests.servers import NO_MATCH, TOO_MANY, attempt_login, call, gunicorn, sign_up
 
 pytestmark = pytest.mark.slow  # two gunicorn servers and a Redis
 
 FAILURES_ALLOWED = 10  # LOGIN_FAILURES_PER_ACCOUNT in app.py: '10 per 10 minutes'
+# Flask-Limiter asks a store that stopped answering again after 1, 2, 4… 32 s; throttle.py
+# after STORE_RETRY (1 s).
+RECOVERY_DEADLINE = 60  # seconds
 
 
 @contextmanager
@@ -87,3 +91,61 @@ def test_when_redis_is_down_logins_are_still_answered_and_limited_per_process(
         for _ in range(FAILURES_ALLOWED):
             assert attempt_login(base, 'target') == (401, NO_MATCH)
         assert attempt_login(base, 'target', PASSWORD) == (429, TOO_MANY)
+
+
+def start_cli_login(base):
+    """POST /api/v0/login/token, which a Flask-Limiter decorator limits ('30 per minute')."""
+    return call(base, 'POST', '/api/v0/login/token')[0]
+
+
+def counts_in(redis_url):
+    """{key: count} of every counter in the Redis at `redis_url`."""
+    with redis.Redis.from_url(redis_url) as store:
+        return {key.decode(): int(store.get(key)) for key in store.scan_iter()}
+
+
+def count_of(counts, part):
+    """The one count whose key holds `part`, or None."""
+    found = [count for key, count in counts.items() if part in key]
+    assert len(found) <= 1, counts
+    return found[0] if found else None
+
+
+def test_when_redis_comes_back_after_an_outage_the_counts_go_to_it_again(
+        tmp_path, database_url, redis_server, monkeypatch):
+    """An outage is met without an error (the process counts in its memory meanwhile), and
+    its end is noticed: throttle.py's counters (failed logins) and Flask-Limiter's decorators
+    (the CLI's login requests) count in Redis again. This pins what Flask-Limiter does when
+    its store goes and comes back, through a real server and a real Redis."""
+    monkeypatch.setenv('RATELIMIT_STORAGE_URI', redis_server.url)
+    connection = database.open_database(database_url)
+    database.migrate(connection)
+    connection.close()
+    with gunicorn(database_url, tmp_path / 'gunicorn.log', workers=1) as (base, _):
+        sign_up(base, 'target')
+        assert attempt_login(base, 'target') == (401, NO_MATCH)
+        assert start_cli_login(base) == 201
+        counts = counts_in(redis_server.url)
+        assert count_of(counts, 'account:') == 1 and count_of(counts, 'login_start') == 1
+
+        redis_server.stop()
+        for _ in range(3):
+            assert attempt_login(base, 'target') == (401, NO_MATCH)
+            assert start_cli_login(base) == 201
+        redis_server.start()  # empty: only what is counted from now on is in it
+
+        deadline = time.monotonic() + RECOVERY_DEADLINE
+        counts = counts_in(redis_server.url)
+        while count_of(counts, 'account:') is None or count_of(counts, 'login_start') is None:
+            assert time.monotonic() < deadline, f'Redis got no counts back: {counts}'
+            assert attempt_login(base, 'target')[0] in (401, 429)
+            assert start_cli_login(base) in (201, 429)
+            counts = counts_in(redis_server.url)
+
+        # And each request counts there from now on.
+        counts = counts_in(redis_server.url)
+        assert attempt_login(base, 'target') == (401, NO_MATCH)
+        assert start_cli_login(base) == 201
+        after = counts_in(redis_server.url)
+        assert count_of(after, 'account:') == count_of(counts, 'account:') + 1
+        assert count_of(after, 'login_start') == count_of(counts, 'login_start') + 1

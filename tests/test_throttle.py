@@ -11,7 +11,8 @@ from itsdangerous import URLSafeTimedSerializer
 import credentials
 import database
 import models
-from tests.conftest import database_dump
+from app import APP_WIDE_LIMITS, create_app
+from tests.conftest import TEST_PASSWORD_KEY, database_dump
 from tests.helpers import PASSWORD, csrf_token, html, log_in, make_user
 from tests.servers import (
     NO_MATCH,
@@ -253,3 +254,12 @@ def test_simultaneous_wrong_passwords_when_reauthenticating_are_checked_at_most_
     assert count_failed_records(url) == FAILURES_ALLOWED
     # A stranger's failures never touch the session's allowance, nor its failures the login's.
     assert attempt_login(base, 'target') == (401, NO_MATCH)
+
+
+@pytest.mark.parametrize('name', APP_WIDE_LIMITS)
+def test_a_rate_limit_for_every_request_is_refused_at_startup(database_url, name):
+    """Flask-Limiter's before-request check is exempted (app._init_limiter), so a limit it
+    alone would apply must not be set and then silently not applied."""
+    with pytest.raises(RuntimeError, match=name):
+        create_app({'SECRET_KEY': 'x', 'DATABASE_URL': database_url,
+                    'DATABASE_PASSWORD_KEYS': TEST_PASSWORD_KEY, name: '100 per minute'})

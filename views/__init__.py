@@ -26,7 +26,7 @@ from views.avatars import avatar_url
 login_manager = LoginManager()
 # Flask-Login's session protection only marks a session "not fresh" when the IP or browser
 # changes, and nothing here asks for freshness: a login is a credentials.Session row (revocable,
-# with its own re-authentication time), so the extra hash per request and cookie field go.
+# with its own re-authentication time), so it is off (tests/test_auth.py pins what that means).
 login_manager.session_protection = None
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address)
@@ -132,16 +132,16 @@ def respond(part=PANEL, status=200, *, oob=(), targets=None, said=None, then=Non
 def _swap(part, oob, context, title):
     """htmx's answer: the page's <title> (with a whole panel), `part` for the request's
     target, then each template of `oob` out of band (rendered with oob=True). No template
-    exists only to include them, and they share one context, made once (Jinja's low-level
-    API: Template.render would copy the globals into a new one for each)."""
+    exists only to include them, and they share one context, made once: Jinja's public
+    Template.make_module with `shared` renders with the dict given as the whole context, where
+    Template.render would copy the globals into a new one for each."""
     app = current_app._get_current_object()
     app.update_template_context(context)
     env = app.jinja_env
     shared = {**env.globals, **context}
 
     def render(name):
-        template = env.get_template(name)
-        return env.concat(template.root_render_func(template.new_context(shared, shared=True)))
+        return str(env.get_template(name).make_module(shared, shared=True))
 
     html = [Markup('<title>%s · Penstock</title>\n') % title] if title else []
     if part is not None:

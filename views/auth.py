@@ -32,11 +32,6 @@ def _start_session(user, opened=None):
     session.permanent = True
     user.session = opened or Session.sign_in(user, request.remote_addr, request.user_agent.string)
     login_user(user)
-    # Flask-Login also keeps a "fresh" flag and an identifier for its session protection, both
-    # unused here (see views.login_manager): the cookie every request sends and decodes is a
-    # third shorter without them.
-    session.pop('_fresh')
-    session.pop('_id')
     throttle.trust_this_browser(user)
 
 
