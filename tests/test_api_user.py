@@ -254,7 +254,8 @@ def test_after_deletion_the_token_is_401_and_no_row_of_the_account_is_left(
         api, alice, bob, client, workspace_server):
     """Every row of the account goes at once but its `user.delete` propagation jobs, which
     outlive it to drop its databases and role (once a worker has carried them out the server
-    holds nothing of it either), and the one System email that tells its address so."""
+    holds nothing of it either), the record of its role's verifier (it goes with the role),
+    and the one System email that tells its address so."""
     give_everything(alice, client)
     credentials.Token.issue(bob)
     run_jobs()
@@ -275,7 +276,8 @@ def test_after_deletion_the_token_is_401_and_no_row_of_the_account_is_left(
     assert [(job.user_id, job.reason, job.status) for job in deleting] == [
         (alice.id, 'user.delete', 'pending')]
     jobs = counts['PropagationJob'] + 1  # the jobs she had, and the new one
-    assert rows_of(alice.id) == dict(dict.fromkeys(counts, 0), PropagationJob=jobs, Email=1)
+    assert rows_of(alice.id) == dict(dict.fromkeys(counts, 0), PropagationJob=jobs, Email=1,
+                                     RoleVerifier=1)
     assert [(email.kind, email.to_address) for email in
             mail.Email.select().where(mail.Email.user_id == alice.id)] == [
         ('user.delete', 'alice@example.com')]
@@ -292,6 +294,7 @@ def test_after_deletion_the_token_is_401_and_no_row_of_the_account_is_left(
     assert workspace_server.query("SELECT count(*) FROM pg_shdescription WHERE description "
                                   "LIKE %s", (f'penstock user {alice.id}%',)) == [(0,)]
     assert Job.get_by_id(deleting[0].id).status == 'applied'
+    assert rows_of(alice.id)['RoleVerifier'] == 0
 
 
 def named_on_server(workspace_server, role, databases):

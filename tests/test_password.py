@@ -321,7 +321,8 @@ def test_rotate_without_javascript_asks_first_on_the_profile_page(client, logged
     question = section.find(id='rotate-password-question').get_text(' ', strip=True)
     assert 'A new password replaces the current one' in question
     assert 'It may take a couple of minutes to reach every workspace.' in question
-    assert 'Existing connections are not terminated.' in question
+    assert ('Existing connections are not terminated, unless you tick Also end open '
+            'connections.') in question
     form = section.find(class_='confirm-box').find('form', method='post')
     assert form['action'] == ROTATE
     assert form.find('input', attrs={'name': 'csrf_token'}) is not None

@@ -4,9 +4,9 @@ the middle of a rotation and started again, and the embedded server the app star
 when WORKSPACE_DATABASE_URL is unset. Each test starts (and stops) a real server of its own."""
 import datetime
 
+import flask
 import pytest
 
-import app as app_module
 import database
 import embedded
 import models
@@ -168,7 +168,7 @@ def test_unset_the_app_starts_its_own_server_under_instance_and_stops_it(
     monkeypatch.delenv('WORKSPACE_DATABASE_URL')
     # A short path: see the next test.
     instance = tmp_path_factory.mktemp('app') / 'instance'
-    monkeypatch.setattr(app_module.Penstock, 'auto_find_instance_path',
+    monkeypatch.setattr(flask.Flask, 'auto_find_instance_path',
                         lambda self: str(instance))
     make_app(database_url, '')
     [server] = models.Config.workspace_servers
@@ -210,7 +210,7 @@ def test_a_process_that_did_not_start_the_embedded_server_still_reaches_it(
     process started the server and runs the worker."""
     monkeypatch.delenv('WORKSPACE_DATABASE_URL')
     instance = tmp_path_factory.mktemp('app') / 'instance'
-    monkeypatch.setattr(app_module.Penstock, 'auto_find_instance_path',
+    monkeypatch.setattr(flask.Flask, 'auto_find_instance_path',
                         lambda self: str(instance))
     with embedded.EmbeddedPostgres(instance / 'workspace-postgres', durable=False) as running:
         app = make_app(database_url, '')

@@ -78,6 +78,10 @@ EVERY_KIND = [
                              'requested_from': '198.51.100.200'}),
     ('login_token.create', {'login_request_id': 'l_' + 'w' * 20,
                             'temporary_token_id': 'p_' + 'y' * 20}),
+    ('user.email.update', {'address': {'old': 'max.oyelaran@example.com',
+                                       'new': 'maximiliana@example.org'}}),
+    ('user.email.verify', {'address': 'maximiliana@example.org',
+                           'replaced': 'max.oyelaran@example.com'}),
     ('email.failed', {'kind': 'user.password.rotate', 'code': 550}),
 ]
 LONG_NAME = 'Maximiliana Evangelina Oyelaran-Fitzgerald'

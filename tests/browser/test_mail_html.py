@@ -4,6 +4,7 @@ fits the screen: nothing is wider than it, and the URL is a link that wraps."""
 import database
 import mail
 import models
+from tests.helpers import make_user
 from tests.test_announcements import announce
 from tests.test_mail_standards import LONG_URL
 
@@ -11,7 +12,7 @@ PHONE = {'width': 360, 'height': 800}
 
 
 def test_an_announcement_with_a_long_url_fits_a_360_px_screen(app, browser, tmp_path):
-    alice = models.User.sign_up('alice@example.com', 'alice', 'a long password')
+    alice = make_user('alice@example.com', 'alice', 'a long password')
     with database.db.connection_context():
         models.Preferences.change(alice, {'tips_and_tricks': True})
     body = f'Read the guide at {LONG_URL} today.\n\nOr this word: {"x" * 200}.'
