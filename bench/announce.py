@@ -46,7 +46,7 @@ def fill(count, opted_out):
     for model, values in ((models.User, lambda n: {
             'id': f'u_{n:020d}', 'email': f'user{n}@example.com', 'handle': f'user{n}',
             'password_hash': 'x', 'status': 'accepted', 'created_at': created,
-            'version_id': 1, 'avatar_version': 1}),
+            'email_verified_at': created, 'version_id': 1, 'avatar_version': 1}),
             (models.Preferences, lambda n: {
                 'user_id': f'u_{n:020d}', 'community_updates': False,
                 'product_updates': n < count, 'tips_and_tricks': False, 'version_id': 1})):
