@@ -100,6 +100,9 @@ def test_sign_up_sends_one_verification_email_with_one_link_and_the_banner_shows
     banner = html(client.get('/')).find('section', id='verify-email')
     assert banner.find('h2').get_text(strip=True) == 'Verify your email address'
     assert banner.find('button').get_text(strip=True) == 'Resend verification email'
+    # The sign-up's own email counts: 2 resends, not 3, reach the hourly limit.
+    limit = banner.find(id=banner.find('button')['aria-describedby'])
+    assert limit.get_text() == 'At most 3 verification emails an hour, the first one included.'
 
     page = client.get(path_of(link))
     assert page.status_code == 200 and page.headers['Cache-Control'] == 'no-store'
