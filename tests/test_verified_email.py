@@ -427,3 +427,14 @@ def test_the_hourly_limit_holds_under_simultaneous_requests(app):
         thread.join(timeout=60)
     assert sorted(outcomes) == ['refused'] * 5 + ['sent'] * 3
     assert len(outbox(kind='user.email.verify')) == 3
+
+
+def test_a_page_of_one_card_shows_no_verify_banner(app, client):
+    """Confirm your password is one task; on a phone the banner above it hid its field."""
+    assert sign_up(client, 'newbie@example.com', 'newbie').status_code == 302
+    assert html(client.get('/')).find('section', id='verify-email') is not None
+    make_stale(account('newbie'))
+    asked = client.get('/user/newbie/settings/advanced/reset-authentication')
+    page = html(client.get(asked.headers['Location']))
+    assert page.find('h1').get_text() == 'Confirm your password'
+    assert page.find('section', id='verify-email') is None
