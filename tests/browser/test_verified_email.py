@@ -77,9 +77,14 @@ def test_verify_the_address_then_change_it(page, javascript):
     expect(page.locator('#new_email-error')).to_contain_text('Enter one email address')
     settled(page)
     page.get_by_label('New email', exact=True).fill(new)
+    field_offset = ('f => f.getBoundingClientRect().top'
+                    ' - f.closest("form").getBoundingClientRect().top')
+    before = page.get_by_label('New email', exact=True).evaluate(field_offset)
     page.get_by_role('button', name='Change email').click()
     expect(page.locator('#flash')).to_contain_text(f'We sent a link to {new}.')
     expect(page.locator('#email-pending')).to_contain_text(new)
+    if javascript:  # sent in place: the note about the pending address moves no control
+        assert page.get_by_label('New email', exact=True).evaluate(field_offset) == before
     expect(page.locator('#email-current')).to_have_text(f'{person.email} (verified)')
 
     open_the_link(new)
