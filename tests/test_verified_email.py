@@ -99,6 +99,9 @@ def test_sign_up_sends_one_verification_email_with_one_link_and_the_banner_shows
 
     banner = html(client.get('/')).find('section', id='verify-email')
     assert banner.find('h2').get_text(strip=True) == 'Verify your email address'
+    # A phone wraps the address after its @ and dots, not at 'example.te|st'.
+    assert [str(part) for part in banner.find('strong').contents] == [
+        'new.', '<wbr/>', 'person@', '<wbr/>', 'example.', '<wbr/>', 'com']
     assert banner.find('button').get_text(strip=True) == 'Resend verification email'
     # The sign-up's own email counts: 2 resends, not 3, reach the hourly limit.
     limit = banner.find(id=banner.find('button')['aria-describedby'])
