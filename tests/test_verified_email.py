@@ -441,3 +441,15 @@ def test_a_page_of_one_card_shows_no_verify_banner(app, client):
     page = html(client.get(asked.headers['Location']))
     assert page.find('h1').get_text() == 'Confirm your password'
     assert page.find('section', id='verify-email') is None
+
+
+def test_an_unverified_account_that_changes_its_address_is_told_of_both_links(app, client):
+    """Signed up with a typo, then Change email: the banner names the new address too."""
+    assert sign_up(client, 'newbie@exmaple.com', 'newbie').status_code == 302
+    response = client.post('/user/newbie/settings/profile/email', data={
+        'new_email': 'newbie@example.com', 'csrf_token': csrf_token(client, '/')})
+    assert response.status_code == 303
+    said = html(client.get('/')).find('section', id='verify-email').find('p')
+    assert [strong.get_text() for strong in said.find_all('strong')] == [
+        'newbie@exmaple.com', 'newbie@example.com']
+    assert 'the address you asked to change to. Open either' in said.get_text()
