@@ -640,7 +640,7 @@ AUDIT_ACTIONS = {action.name: action for action in (
     AuditAction('user.password.rotate', 'Database password rotated',
                 'rotated their database password',
                 {'end_connections': 'rotated their database password (version {version}) '
-                                    'and ended its open connections',
+                                    'and ended the open connections to their workspaces',
                  'version': 'rotated their database password (version {version})'}),
     AuditAction('user.password.drift', 'Database password put back',
                 'had their database password changed inside a workspace; Penstock put it back'),

@@ -208,6 +208,11 @@ SENTENCES = [
     ('user.password.rotate', {}, 'alice rotated their database password'),
     ('user.password.rotate', {'version': 3, 'workspaces': 2},
      'alice rotated their database password (version 3)'),
+    ('user.password.rotate', {'version': 4, 'workspaces': 2, 'end_connections': True},
+     'alice rotated their database password (version 4) and ended the open connections to '
+     'their workspaces'),
+    ('user.password.drift', {'role': 'alice', 'workspaces': 2},
+     'alice had their database password changed inside a workspace; Penstock put it back'),
     ('user.session.revoke', {'session_id': 's_2'}, 'alice revoked another browser session'),
     ('workspace.create', {'workspace_id': 'w_1', 'handle': 'analytics'},
      'alice created workspace analytics'),

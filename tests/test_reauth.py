@@ -73,6 +73,10 @@ def test_the_password_page_asks_for_the_password(client, logged_in):
     form = page.find('form', action='/reauth')
     assert form.find('input', attrs={'name': 'next'})['value'] == URL + '/delete'
     assert form.find('label', attrs={'for': 'password'}).get_text() == 'Password'
+    # A form is not replayed after the password, so the page says to send it again.
+    assert page.find(id='reauth-then').get_text() == (
+        'Then you go back to the page you were on. A form you were sending was not sent: '
+        'send it again there.')
 
 
 @pytest.mark.parametrize('method, path, form', ACTIONS, ids=IDS)

@@ -99,7 +99,13 @@ def test_sign_up_sends_one_verification_email_with_one_link_and_the_banner_shows
 
     banner = html(client.get('/')).find('section', id='verify-email')
     assert banner.find('h2').get_text(strip=True) == 'Verify your email address'
+    # A phone wraps the address after its @ and dots, not at 'example.te|st'.
+    assert [str(part) for part in banner.find('strong').contents] == [
+        'new.', '<wbr/>', 'person@', '<wbr/>', 'example.', '<wbr/>', 'com']
     assert banner.find('button').get_text(strip=True) == 'Resend verification email'
+    # The sign-up's own email counts: 2 resends, not 3, reach the hourly limit.
+    limit = banner.find(id=banner.find('button')['aria-describedby'])
+    assert limit.get_text() == 'At most 3 verification emails an hour, the first one included.'
 
     page = client.get(path_of(link))
     assert page.status_code == 200 and page.headers['Cache-Control'] == 'no-store'
@@ -424,3 +430,26 @@ def test_the_hourly_limit_holds_under_simultaneous_requests(app):
         thread.join(timeout=60)
     assert sorted(outcomes) == ['refused'] * 5 + ['sent'] * 3
     assert len(outbox(kind='user.email.verify')) == 3
+
+
+def test_a_page_of_one_card_shows_no_verify_banner(app, client):
+    """Confirm your password is one task; on a phone the banner above it hid its field."""
+    assert sign_up(client, 'newbie@example.com', 'newbie').status_code == 302
+    assert html(client.get('/')).find('section', id='verify-email') is not None
+    make_stale(account('newbie'))
+    asked = client.get('/user/newbie/settings/advanced/reset-authentication')
+    page = html(client.get(asked.headers['Location']))
+    assert page.find('h1').get_text() == 'Confirm your password'
+    assert page.find('section', id='verify-email') is None
+
+
+def test_an_unverified_account_that_changes_its_address_is_told_of_both_links(app, client):
+    """Signed up with a typo, then Change email: the banner names the new address too."""
+    assert sign_up(client, 'newbie@exmaple.com', 'newbie').status_code == 302
+    response = client.post('/user/newbie/settings/profile/email', data={
+        'new_email': 'newbie@example.com', 'csrf_token': csrf_token(client, '/')})
+    assert response.status_code == 303
+    said = html(client.get('/')).find('section', id='verify-email').find('p')
+    assert [strong.get_text() for strong in said.find_all('strong')] == [
+        'newbie@exmaple.com', 'newbie@example.com']
+    assert 'the address you asked to change to. Open either' in said.get_text()

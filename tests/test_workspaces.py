@@ -337,6 +337,9 @@ def test_delete_without_javascript_asks_on_a_page_then_deletes(client, logged_in
     page = html(response)
     assert page.find('header', id='topbar') is not None
     assert page.find('h1').get_text(strip=True) == 'Delete workspace analytics?'
+    # Focus starts at the question (where the password page also leads back to), not at the
+    # top of the page above the banner and the top bar.
+    assert page.find('h1').has_attr('autofocus')
     assert 'alice-analytics.workspaces.penstock.test stops answering' in page.get_text(' ')
     assert page.find('a', string='Cancel')['href'] == '/'
     assert workspaces(logged_in) == ['analytics', 'staging'], 'asking deletes nothing'

@@ -165,8 +165,9 @@ SETTINGS_MENU = []
 
 
 def breakable(host):
-    """A host name that a narrow screen wraps after its dots, not in the middle of a word."""
-    return Markup('<wbr>').join(escape(part) for part in re.split(r'(?<=\.)', host))
+    """A host name or an email address that a narrow screen wraps after its dots (and its @),
+    not in the middle of a word."""
+    return Markup('<wbr>').join(escape(part) for part in re.split(r'(?<=[.@])', host))
 
 
 def settings_menu():

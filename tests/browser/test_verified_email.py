@@ -32,6 +32,10 @@ def test_verify_the_address_then_change_it(page, javascript):
     person.sign_up(page, verify=False)
     banner = page.get_by_role('region', name='Verify your email address')
     expect(banner).to_contain_text(person.email)
+    # Set apart from the cards below it: a wider edge on its start side, in another colour.
+    edges = banner.evaluate('b => { const s = getComputedStyle(b); return [s.borderLeftWidth,'
+                            ' s.borderTopWidth, s.borderLeftColor, s.borderTopColor]; }')
+    assert float(edges[0][:-2]) > float(edges[1][:-2]) and edges[2] != edges[3]
     page.set_viewport_size({'width': 360, 'height': 740})  # a phone: nothing scrolls sideways
     assert page.evaluate('document.documentElement.scrollWidth') <= 360
     settled(page)
@@ -51,6 +55,12 @@ def test_verify_the_address_then_change_it(page, javascript):
     expect(page.get_by_role('heading', level=2, name='Profile')).to_be_visible()
     expect(banner).to_have_count(0)
     expect(page.locator('#email-current')).to_have_text(f'{person.email} (verified)')
+    # The Email card's heading sits at the top of its card, as Database Password's does.
+    for card in ('#email-form', '#database-password'):
+        assert page.locator(card).evaluate(
+            'c => { const s = getComputedStyle(c); return c.querySelector("h3")'
+            '.getBoundingClientRect().top - c.getBoundingClientRect().top'
+            ' - parseFloat(s.paddingTop) - parseFloat(s.borderTopWidth); }') == 0
 
     # Change email, with a password typed long ago: asked for first, then the form again.
     age_the_login(person)
@@ -67,9 +77,14 @@ def test_verify_the_address_then_change_it(page, javascript):
     expect(page.locator('#new_email-error')).to_contain_text('Enter one email address')
     settled(page)
     page.get_by_label('New email', exact=True).fill(new)
+    field_offset = ('f => f.getBoundingClientRect().top'
+                    ' - f.closest("form").getBoundingClientRect().top')
+    before = page.get_by_label('New email', exact=True).evaluate(field_offset)
     page.get_by_role('button', name='Change email').click()
     expect(page.locator('#flash')).to_contain_text(f'We sent a link to {new}.')
     expect(page.locator('#email-pending')).to_contain_text(new)
+    if javascript:  # sent in place: the note about the pending address moves no control
+        assert page.get_by_label('New email', exact=True).evaluate(field_offset) == before
     expect(page.locator('#email-current')).to_have_text(f'{person.email} (verified)')
 
     open_the_link(new)
