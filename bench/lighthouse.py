@@ -53,8 +53,14 @@ def audit(url, cookie, folder):
                '--only-categories=' + ','.join(CATEGORIES),
                '--chrome-flags=--headless=new --no-sandbox --disable-gpu',
                '--extra-headers=' + json.dumps({'Cookie': cookie})]
-    result = subprocess.run(command, env={**os.environ, 'CHROME_PATH': CHROME},
-                            capture_output=True, text=True, timeout=300)
+    for _ in range(2):
+        result = subprocess.run(command, env={**os.environ, 'CHROME_PATH': CHROME},
+                                capture_output=True, text=True, timeout=300)
+        # Lighthouse's own flake: its trace sometimes misses the page's navigation start
+        # (NO_NAVSTART, "Please run Lighthouse again"); a second run is what it asks for.
+        if result.returncode == 0 or 'NO_NAVSTART' not in result.stderr:
+            break
+        print('  Lighthouse lost the trace (NO_NAVSTART); running it again.')
     if result.returncode != 0:
         raise SystemExit(f'lighthouse exited with {result.returncode}:\n{result.stderr[-2000:]}')
     report = json.loads(output.read_text())

@@ -22,13 +22,18 @@ FAILURES_ALLOWED = 10  # LOGIN_FAILURES_PER_ACCOUNT in app.py: '10 per 10 minute
 RECOVERY_DEADLINE = 60  # seconds
 
 
+def migrated(database_url):
+    """Bring the test's database to the current schema, as `flask migrate` would."""
+    connection = database.open_database(database_url)
+    database.migrate(connection)
+    connection.close()
+
+
 @contextmanager
 def two_servers(database_url, tmp_path):
     """Two gunicorn servers (2 sync workers each) on one migrated database, as two hosts
     behind a load balancer; they take RATELIMIT_STORAGE_URI from the environment."""
-    connection = database.open_database(database_url)
-    database.migrate(connection)
-    connection.close()
+    migrated(database_url)
     with gunicorn(database_url, tmp_path / 'gunicorn-a.log', workers=2) as (a, _), \
             gunicorn(database_url, tmp_path / 'gunicorn-b.log', workers=2) as (b, _):
         yield a, b
@@ -76,9 +81,7 @@ def test_when_redis_is_down_logins_are_still_answered_and_limited_per_process(
         tmp_path, database_url, redis_url, monkeypatch):
     """Flask-Limiter falls back to counting in each process's memory: logins never 500."""
     monkeypatch.setenv('RATELIMIT_STORAGE_URI', redis_url)
-    connection = database.open_database(database_url)
-    database.migrate(connection)
-    connection.close()
+    migrated(database_url)
     with gunicorn(database_url, tmp_path / 'gunicorn.log', workers=1) as (base, _):
         sign_up(base, 'target')
         assert attempt_login(base, 'target') == (401, NO_MATCH)
@@ -118,9 +121,7 @@ def test_when_redis_comes_back_after_an_outage_the_counts_go_to_it_again(
     (the CLI's login requests) count in Redis again. This pins what Flask-Limiter does when
     its store goes and comes back, through a real server and a real Redis."""
     monkeypatch.setenv('RATELIMIT_STORAGE_URI', redis_server.url)
-    connection = database.open_database(database_url)
-    database.migrate(connection)
-    connection.close()
+    migrated(database_url)
     with gunicorn(database_url, tmp_path / 'gunicorn.log', workers=1) as (base, _):
         sign_up(base, 'target')
         assert attempt_login(base, 'target') == (401, NO_MATCH)
