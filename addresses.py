@@ -126,10 +126,10 @@ def verify(token, ip=None):
                     email_undeliverable_at=None, updated_at=now,
                     version_id=User.version_id + 1).where(User.id == user.id).execute()
         # A notice to an old address that was never verified has nobody to tell.
-        Email.delete().where(Email.user_id == user.id, Email.held == True,  # noqa: E712
+        Email.delete().where(Email.user_id == user.id, Email.held == True,  # noqa: E712 (SQL)
                              Email.kind == CHANGE_NOTICE).execute()
         Email.update(held=False, to_address=address).where(
-            Email.user_id == user.id, Email.held == True).execute()  # noqa: E712
+            Email.user_id == user.id, Email.held == True).execute()  # noqa: E712 (SQL, not Python)
         Email.delete().where(Email.user_id == user.id, Email.kind == VERIFY,
                              Email.status == 'pending', Email.locked_until.is_null()).execute()
         data = {'address': address}
